@@ -1,0 +1,1 @@
+"""Devices that run kernels: `cpu` (numpy) and `gpu/` (WGSL through wgpu or the browser's WebGPU)."""

@@ -1,0 +1,118 @@
+"""Running a plan: the only place that knows about time.
+
+`run_async` walks the steps over a list of slots.  Only device readbacks are
+awaited, so a CPU plan never touches an event loop; natively `run_sync`
+drives the same coroutine to completion directly (no asyncio), and in the
+browser `await run_async(...)` lets WebGPU readbacks resolve.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Coroutine, Sequence
+
+import numpy as np
+
+from .errors import NodeExecutionError, WebinferError
+from .plan import Plan, Step
+
+
+@dataclass
+class Profile:
+    """Per-run measurements, filled when requested (bench, --profile)."""
+
+    node_ms: dict[str, float] = field(default_factory=dict)
+    op_ms: dict[str, float] = field(default_factory=dict)
+    #: Bytes of the tensors the executor holds (constants excluded), now and at most.
+    live_bytes: int = 0
+    peak_live_bytes: int = 0
+
+
+def describe_value(v: Any) -> str:
+    if v is None:
+        return "None"
+    if isinstance(v, np.ndarray):
+        return f"{v.dtype}{list(v.shape)}"
+    if isinstance(v, list):
+        return f"seq[{len(v)}]"
+    shape = getattr(v, "shape", None)
+    dtype = getattr(v, "dtype", None)
+    if shape is not None:
+        return f"{dtype}{list(shape)}@{type(v).__name__}"
+    return type(v).__name__
+
+
+def _fail(step: Step, args: list[Any], e: BaseException) -> NodeExecutionError:
+    ins = ", ".join(f"{n or '-'}: {describe_value(a)}" for n, a in zip(step.node.inputs, args))
+    if isinstance(e, WebinferError):
+        msg = str(e)
+        return NodeExecutionError(f"{step.node.label()} (inputs {ins}) failed: {msg}")
+    return NodeExecutionError(f"{step.node.label()} failed on inputs ({ins}) on {step.device}: "
+                              f"{type(e).__name__}: {e}")
+
+
+async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = None) -> list[Any]:
+    """Run `plan` on `feeds` (one value per plan input, in order); return its outputs."""
+    vals = list(plan.initial)
+    for slot, value in zip(plan.input_slots, feeds):
+        vals[slot] = value
+    if profile is not None:
+        profile.live_bytes = sum(_nbytes(v) for v in feeds)
+        profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
+    for step in plan.steps:
+        args = [vals[i] if i >= 0 else None for i in step.ins]
+        t0 = time.perf_counter() if profile is not None else 0.0
+        try:
+            res = step.fn(*args)
+            if step.is_async:
+                res = await res
+        except Exception as e:  # noqa: BLE001 - re-raised with the node named
+            raise _fail(step, args, e) from e
+        outs = step.outs
+        if len(res) < len(outs):
+            raise NodeExecutionError(f"{step.node.label()}: kernel returned {len(res)} outputs, "
+                                     f"expected {len(outs)}")
+        for i, o in enumerate(outs):
+            if o >= 0:
+                vals[o] = res[i]
+        if profile is not None:
+            _account(profile, step, vals, res, time.perf_counter() - t0)
+        for f in step.free:
+            vals[f] = None
+    return [vals[i] for i in plan.output_slots]
+
+
+def _nbytes(v: Any) -> int:
+    if isinstance(v, np.ndarray):
+        return v.nbytes
+    if isinstance(v, list):
+        return sum(_nbytes(x) for x in v)
+    return int(getattr(v, "nbytes", 0) or 0)
+
+
+def _account(profile: Profile, step: Step, vals: list[Any], res: Sequence[Any], dt: float) -> None:
+    key = step.node.name or step.node.outputs[0]
+    profile.node_ms[key] = profile.node_ms.get(key, 0.0) + dt * 1e3
+    profile.op_ms[step.node.op_type] = profile.op_ms.get(step.node.op_type, 0.0) + dt * 1e3
+    profile.live_bytes += sum(_nbytes(r) for r in res)
+    profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
+    profile.live_bytes -= sum(_nbytes(vals[f]) for f in step.free)
+
+
+def drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never truly suspends (CPU and native GPU plans).
+
+    No event loop is created: sessions can be used from inside running loops
+    (Jupyter, servers) and the per-run cost stays near zero.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("this plan waits on asynchronous device work: use `await session.run_async(...)`")
+
+
+def run_sync(plan: Plan, feeds: Sequence[Any], profile: Profile | None = None) -> list[Any]:
+    return drive(run_async(plan, feeds, profile))

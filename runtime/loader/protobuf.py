@@ -1,0 +1,185 @@
+"""A minimal protobuf wire-format decoder.
+
+The runtime must import inside Pyodide, where neither `onnx` nor `protobuf`
+is available, so ONNX files are decoded here from the wire format directly.
+Only what ONNX needs is supported: varints, fixed32/64 and length-delimited
+fields, packed or unpacked repeated scalars.  Length-delimited payloads are
+returned as `memoryview` slices of the input, so tensor bytes are never
+copied while decoding.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..errors import ModelLoadError
+
+VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+
+
+def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """Decode one unsigned varint at `pos`; return (value, next position)."""
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        if pos >= len(buf):
+            raise ModelLoadError("truncated varint in protobuf data")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise ModelLoadError("varint longer than 10 bytes in protobuf data")
+
+
+def to_signed64(value: int) -> int:
+    """Reinterpret an unsigned 64-bit varint as two's-complement int64."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def iter_fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
+    """Yield (field number, wire type, raw value) for every field in `buf`.
+
+    Varints are yielded as unsigned ints, fixed32/fixed64 as 4/8-byte
+    memoryviews and length-delimited fields as memoryviews.
+    """
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        key, pos = read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == VARINT:
+            value, pos = read_varint(buf, pos)
+        elif wire == LEN:
+            size, pos = read_varint(buf, pos)
+            if pos + size > end:
+                raise ModelLoadError(
+                    f"protobuf field {field} claims {size} bytes but only {end - pos} remain "
+                    "(truncated or corrupt file)"
+                )
+            value = buf[pos:pos + size]
+            pos += size
+        elif wire == FIXED32:
+            value = buf[pos:pos + 4]
+            pos += 4
+        elif wire == FIXED64:
+            value = buf[pos:pos + 8]
+            pos += 8
+        else:
+            raise ModelLoadError(f"unsupported protobuf wire type {wire} for field {field}")
+        if pos > end:
+            raise ModelLoadError("truncated protobuf message")
+        if field == 0:
+            raise ModelLoadError("protobuf field number 0 is invalid (not an ONNX file?)")
+        yield field, wire, value
+
+
+def unpack_varints(buf: memoryview) -> list[int]:
+    """Decode a packed run of varints (e.g. repeated int64)."""
+    out = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        value, pos = read_varint(buf, pos)
+        out.append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Field:
+    """Schema of one message field: its name and how to decode it.
+
+    kind is one of: "int" (signed int64 varint), "uint", "float", "double",
+    "bytes", "str", "message" (decoded with `message`), "int_list",
+    "float_list", "double_list", "uint_list", "bytes_list", "str_list",
+    "message_list".
+    """
+
+    name: str
+    kind: str
+    message: "Schema | None" = None
+
+
+Schema = dict[int, Field]
+
+
+def _scalar(kind: str, wire: int, value: object) -> object:
+    if kind in ("int", "uint"):
+        if wire != VARINT:
+            raise ModelLoadError(f"expected a varint, got wire type {wire}")
+        return to_signed64(value) if kind == "int" else value  # type: ignore[arg-type]
+    if kind == "float":
+        return struct.unpack("<f", value)[0]  # type: ignore[arg-type]
+    if kind == "double":
+        return struct.unpack("<d", value)[0]  # type: ignore[arg-type]
+    if kind == "bytes":
+        return value
+    if kind == "str":
+        return bytes(value).decode("utf-8")  # type: ignore[arg-type]
+    raise AssertionError(kind)
+
+
+def _extend_list(out: list, kind: str, wire: int, value: object) -> None:
+    if kind == "int_list" or kind == "uint_list":
+        vals = unpack_varints(value) if wire == LEN else [value]  # type: ignore[arg-type]
+        if kind == "int_list":
+            vals = [to_signed64(v) for v in vals]
+        out.extend(vals)
+    elif kind == "float_list":
+        if wire == LEN:
+            out.extend(struct.unpack(f"<{len(value) // 4}f", value))  # type: ignore[arg-type]
+        else:
+            out.append(struct.unpack("<f", value)[0])  # type: ignore[arg-type]
+    elif kind == "double_list":
+        if wire == LEN:
+            out.extend(struct.unpack(f"<{len(value) // 8}d", value))  # type: ignore[arg-type]
+        else:
+            out.append(struct.unpack("<d", value)[0])  # type: ignore[arg-type]
+    elif kind == "bytes_list":
+        out.append(bytes(value))  # type: ignore[arg-type]
+    elif kind == "str_list":
+        out.append(bytes(value).decode("utf-8"))  # type: ignore[arg-type]
+    else:
+        raise AssertionError(kind)
+
+
+def decode(buf: memoryview, schema: Schema, what: str) -> dict[str, object]:
+    """Decode a message into a dict keyed by field name.
+
+    Unknown fields are skipped (forward compatibility, as protobuf does).
+    Repeated fields are always present as lists, so callers never special-case
+    absence.  Errors name the message being decoded.
+    """
+    msg: dict[str, object] = {}
+    for f in schema.values():
+        if f.kind.endswith("_list"):
+            msg[f.name] = []
+    try:
+        for number, wire, value in iter_fields(buf):
+            f = schema.get(number)
+            if f is None:
+                continue
+            kind = f.kind
+            if kind == "message":
+                msg[f.name] = decode(value, f.message, f.name)  # type: ignore[arg-type]
+            elif kind == "message_list":
+                msg[f.name].append(decode(value, f.message, f.name))  # type: ignore[union-attr, arg-type]
+            elif kind.endswith("_list"):
+                _extend_list(msg[f.name], kind, wire, value)  # type: ignore[arg-type]
+            else:
+                msg[f.name] = _scalar(kind, wire, value)
+    except ModelLoadError as e:
+        if what and not str(e).startswith("in "):
+            raise ModelLoadError(f"in {what}: {e}") from None
+        raise
+    except (struct.error, UnicodeDecodeError, IndexError) as e:
+        raise ModelLoadError(f"in {what}: malformed protobuf data ({e})") from None
+    return msg
+

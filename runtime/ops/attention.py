@@ -1,0 +1,3 @@
+"""Attention and transformer blocks: Attention, RotaryEmbedding, ..."""
+
+from __future__ import annotations

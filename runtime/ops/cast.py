@@ -1,0 +1,3 @@
+"""Type conversion: Cast, CastLike, BitCast."""
+
+from __future__ import annotations

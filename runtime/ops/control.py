@@ -1,0 +1,3 @@
+"""Control flow: If, Loop, Scan."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Convolutions: Conv, ConvTranspose, DeformConv, Col2Im, ConvInteger."""
+
+from __future__ import annotations

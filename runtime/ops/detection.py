@@ -1,0 +1,3 @@
+"""Detection: NonMaxSuppression."""
+
+from __future__ import annotations

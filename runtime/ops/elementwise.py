@@ -1,0 +1,364 @@
+"""Elementwise ops, generated from tables.
+
+Each row gives the numpy kernel and the WGSL expression of one op (the GPU
+backend compiles the same table into shaders), so an elementwise op is
+added by adding a row.  Attributes are read once when the node is built.
+Transcendental functions on float16 compute in float32 and round back, as
+onnxruntime does, so half-precision models keep their accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import dtypes
+from ..shapes import InferContext, broadcast_rule, same_as_input, tensor
+from .registry import OpContext, register
+
+Fn = Callable[[np.ndarray], np.ndarray]
+
+
+# ------------------------------------------------------------------ erf / gelu
+
+_ERF_ALPHA = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+              -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+             -1.42647390514189e-02)
+_erf_exact = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf for float arrays: a float32 rational approximation (a few ulp), exact math.erf for float64.
+
+    numpy has no erf and scipy is not available in Pyodide.
+    """
+    if x.dtype == np.float64:
+        return _erf_exact(x).astype(np.float64)
+    xf = np.clip(x.astype(np.float32, copy=False), -4.0, 4.0)
+    x2 = xf * xf
+    p = np.float32(_ERF_ALPHA[0]) * x2 + np.float32(_ERF_ALPHA[1])
+    for a in _ERF_ALPHA[2:]:
+        p *= x2
+        p += np.float32(a)
+    p *= xf
+    q = np.float32(_ERF_BETA[0]) * x2 + np.float32(_ERF_BETA[1])
+    for b in _ERF_BETA[2:]:
+        q *= x2
+        q += np.float32(b)
+    p /= q
+    return p.astype(x.dtype, copy=False)
+
+
+def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        c = x.dtype.type(math.sqrt(2.0 / math.pi))
+        return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
+    return 0.5 * x * (1.0 + erf(x * x.dtype.type(1.0 / math.sqrt(2.0))))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic: exp of a non-positive argument only."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+
+# ------------------------------------------------------------------ unary table
+
+@dataclass(frozen=True)
+class Unary:
+    """One unary op: `make(ctx)` returns the numpy function for a node.
+
+    `wgsl` is the shader expression over `x` (attributes as `{name}`), None
+    when the op has no GPU kernel. `upcast16` computes float16 in float32.
+    """
+
+    make: Callable[[OpContext], Fn]
+    wgsl: str | None
+    since: int = 1
+    upcast16: bool = False
+    out_elem: int | None = None
+
+
+def _plain(fn: Fn) -> Callable[[OpContext], Fn]:
+    return lambda ctx: fn
+
+
+def _with(build: Callable[[Any], Fn], **defaults: float) -> Callable[[OpContext], Fn]:
+    """A function of x whose parameters come from attributes with defaults."""
+
+    def make(ctx: OpContext) -> Fn:
+        params = {k: ctx.attr(k, v) for k, v in defaults.items()}
+        return build(type("P", (), params))
+
+    return make
+
+
+def _isinf(ctx: OpContext) -> Fn:
+    pos, neg = ctx.attr("detect_positive", 1), ctx.attr("detect_negative", 1)
+    return lambda x: np.isinf(x) & ((x > 0) if pos else False) | np.isinf(x) & ((x < 0) if neg else False)
+
+
+def _gelu(ctx: OpContext) -> Fn:
+    approx = ctx.attr("approximate", "none")
+    return lambda x: gelu(x, approx)
+
+
+def _shrink(p: Any) -> Fn:
+    return lambda x: np.where(x < -p.lambd, x + p.bias, np.where(x > p.lambd, x - p.bias, 0)).astype(x.dtype)
+
+
+UNARY: dict[str, Unary] = {
+    "Abs": Unary(_plain(np.abs), "abs(x)"),
+    "Neg": Unary(_plain(np.negative), "-x"),
+    "Exp": Unary(_plain(np.exp), "exp(x)", upcast16=True),
+    "Log": Unary(_plain(np.log), "log(x)", upcast16=True),
+    "Sqrt": Unary(_plain(np.sqrt), "sqrt(x)"),
+    "Reciprocal": Unary(_plain(np.reciprocal), "1.0 / x"),
+    "Floor": Unary(_plain(np.floor), "floor(x)"),
+    "Ceil": Unary(_plain(np.ceil), "ceil(x)"),
+    "Round": Unary(_plain(np.round), "round(x)", since=11),
+    "Sign": Unary(_plain(np.sign), "sign(x)", since=9),
+    "Sin": Unary(_plain(np.sin), "sin(x)", since=7, upcast16=True),
+    "Cos": Unary(_plain(np.cos), "cos(x)", since=7, upcast16=True),
+    "Tan": Unary(_plain(np.tan), "tan(x)", since=7, upcast16=True),
+    "Asin": Unary(_plain(np.arcsin), "asin(x)", since=7, upcast16=True),
+    "Acos": Unary(_plain(np.arccos), "acos(x)", since=7, upcast16=True),
+    "Atan": Unary(_plain(np.arctan), "atan(x)", since=7, upcast16=True),
+    "Sinh": Unary(_plain(np.sinh), "sinh(x)", since=9, upcast16=True),
+    "Cosh": Unary(_plain(np.cosh), "cosh(x)", since=9, upcast16=True),
+    "Asinh": Unary(_plain(np.arcsinh), "asinh(x)", since=9, upcast16=True),
+    "Acosh": Unary(_plain(np.arccosh), "acosh(x)", since=9, upcast16=True),
+    "Atanh": Unary(_plain(np.arctanh), "atanh(x)", since=9, upcast16=True),
+    "Erf": Unary(_plain(erf), "erf(x)", since=9, upcast16=True),
+    "Sigmoid": Unary(_plain(sigmoid), "1.0 / (1.0 + exp(-x))", upcast16=True),
+    "Tanh": Unary(_plain(np.tanh), "tanh(x)", upcast16=True),
+    "Relu": Unary(_plain(lambda x: np.maximum(x, 0)), "max(x, 0.0)"),
+    "Softplus": Unary(_plain(softplus), "select(log(1.0 + exp(x)), x, x > 20.0)", upcast16=True),
+    "Softsign": Unary(_plain(lambda x: x / (1 + np.abs(x))), "x / (1.0 + abs(x))"),
+    "Mish": Unary(_plain(lambda x: x * np.tanh(softplus(x))), "x * tanh(log(1.0 + exp(x)))", since=18,
+                  upcast16=True),
+    "Gelu": Unary(_gelu, None, since=20, upcast16=True),
+    "HardSwish": Unary(_plain(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)), "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)",
+                       since=14),
+    "LeakyRelu": Unary(_with(lambda p: lambda x: np.where(x >= 0, x, x * x.dtype.type(p.alpha)), alpha=0.01),
+                       "select(x * {alpha}, x, x >= 0.0)"),
+    "Elu": Unary(_with(lambda p: lambda x: np.where(x > 0, x, p.alpha * np.expm1(np.minimum(x, 0)))
+                       .astype(x.dtype), alpha=1.0), "select({alpha} * (exp(x) - 1.0), x, x > 0.0)",
+                 upcast16=True),
+    "Selu": Unary(_with(lambda p: lambda x: (p.gamma * np.where(x > 0, x, p.alpha * np.expm1(np.minimum(x, 0))))
+                        .astype(x.dtype), alpha=1.67326319217681884765625, gamma=1.05070102214813232421875),
+                  "{gamma} * select({alpha} * (exp(x) - 1.0), x, x > 0.0)", upcast16=True),
+    "Celu": Unary(_with(lambda p: lambda x: (np.maximum(x, 0) + np.minimum(0, p.alpha * np.expm1(x / p.alpha)))
+                        .astype(x.dtype), alpha=1.0), "max(x, 0.0) + min(0.0, {alpha} * (exp(x / {alpha}) - 1.0))",
+                  since=12, upcast16=True),
+    "HardSigmoid": Unary(_with(lambda p: lambda x: np.clip(x * x.dtype.type(p.alpha) + x.dtype.type(p.beta), 0, 1),
+                               alpha=0.2, beta=0.5), "clamp(x * {alpha} + {beta}, 0.0, 1.0)"),
+    "ThresholdedRelu": Unary(_with(lambda p: lambda x: np.where(x > p.alpha, x, 0).astype(x.dtype), alpha=1.0),
+                             "select(0.0, x, x > {alpha})", since=10),
+    "Shrink": Unary(_with(_shrink, bias=0.0, lambd=0.5), None, since=9),
+    "Not": Unary(_plain(np.logical_not), None),
+    "BitwiseNot": Unary(_plain(np.invert), None, since=18),
+    "IsNaN": Unary(_plain(np.isnan), None, since=9, out_elem=dtypes.BOOL),
+    "IsInf": Unary(_isinf, None, since=10, out_elem=dtypes.BOOL),
+}
+
+
+def _unary_kernel(spec: Unary) -> Callable[[OpContext], Any]:
+    def build(ctx: OpContext) -> Any:
+        fn = spec.make(ctx)
+        if spec.upcast16:
+            def run16(x: np.ndarray) -> tuple[np.ndarray]:
+                if x.dtype == np.float16:
+                    return (fn(x.astype(np.float32)).astype(np.float16),)
+                return (fn(x),)
+            return run16
+        return lambda x: (fn(x),)
+
+    return build
+
+
+def _unary_rule(out_elem: int | None):
+    if out_elem is None:
+        return same_as_input
+
+    def rule(ctx: InferContext) -> list:
+        return [tensor(out_elem, ctx.shape(0))]
+
+    return rule
+
+
+for _name, _spec in UNARY.items():
+    register(_name, _unary_kernel(_spec), since=_spec.since, infer=_unary_rule(_spec.out_elem))
+
+
+# ----------------------------------------------------------------- binary table
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division truncates toward zero (C semantics, as onnxruntime)."""
+    if a.dtype.kind in "iu":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.floor_divide(a, b)
+            if a.dtype.kind == "i":
+                q = np.where((q < 0) & (q * b != a), q + 1, q)
+        return q.astype(a.dtype, copy=False)
+    return np.divide(a, b)
+
+
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pow keeps the base's dtype whatever the exponent's."""
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return np.power(a, b.astype(a.dtype)).astype(a.dtype, copy=False)
+    if a.dtype.kind in "iu":
+        return np.power(a.astype(np.float64), b).astype(a.dtype)
+    if a.dtype == np.float16:
+        return np.power(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+    return np.power(a, b.astype(a.dtype, copy=False))
+
+
+def _mod(ctx: OpContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    if ctx.attr("fmod", 0):
+        return np.fmod
+    return np.mod
+
+
+def _bitshift(ctx: OpContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    direction = ctx.attr("direction")
+    if direction == "LEFT":
+        return lambda a, b: np.left_shift(a, b.astype(a.dtype))
+    if direction == "RIGHT":
+        return lambda a, b: np.right_shift(a, b.astype(a.dtype))
+    raise ctx.error(f"direction must be LEFT or RIGHT, got {direction!r}")
+
+
+def _prelu(a: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    return np.where(a >= 0, a, a * slope).astype(a.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class Binary:
+    make: Callable[[OpContext], Callable[[np.ndarray, np.ndarray], np.ndarray]]
+    wgsl: str | None
+    since: int = 1
+    out_elem: int | None = None
+
+
+def _bin(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[OpContext], Any]:
+    return lambda ctx: fn
+
+
+BINARY: dict[str, Binary] = {
+    "Add": Binary(_bin(np.add), "a + b"),
+    "Sub": Binary(_bin(np.subtract), "a - b"),
+    "Mul": Binary(_bin(np.multiply), "a * b"),
+    "Div": Binary(_bin(_div), "a / b"),
+    "Pow": Binary(_bin(_pow), "pow(a, b)"),
+    "Mod": Binary(_mod, None, since=10),
+    "PRelu": Binary(_bin(_prelu), "select(a * b, a, a >= 0.0)"),
+    "And": Binary(_bin(np.logical_and), None, out_elem=dtypes.BOOL),
+    "Or": Binary(_bin(np.logical_or), None, out_elem=dtypes.BOOL),
+    "Xor": Binary(_bin(np.logical_xor), None, out_elem=dtypes.BOOL),
+    "Equal": Binary(_bin(np.equal), None, out_elem=dtypes.BOOL),
+    "Less": Binary(_bin(np.less), None, out_elem=dtypes.BOOL),
+    "Greater": Binary(_bin(np.greater), None, out_elem=dtypes.BOOL),
+    "LessOrEqual": Binary(_bin(np.less_equal), None, since=12, out_elem=dtypes.BOOL),
+    "GreaterOrEqual": Binary(_bin(np.greater_equal), None, since=12, out_elem=dtypes.BOOL),
+    "BitShift": Binary(_bitshift, None, since=11),
+    "BitwiseAnd": Binary(_bin(np.bitwise_and), None, since=18),
+    "BitwiseOr": Binary(_bin(np.bitwise_or), None, since=18),
+    "BitwiseXor": Binary(_bin(np.bitwise_xor), None, since=18),
+}
+
+
+def _binary_kernel(ctx: OpContext, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], legacy: bool) -> Any:
+    if legacy and ctx.attr("broadcast", 0):
+        # opset < 7: B broadcasts onto A from `axis`
+        axis = ctx.attr("axis", None)
+
+        def run_legacy(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
+            if axis is not None and b.ndim:
+                ax = axis % a.ndim
+                b = b.reshape(b.shape + (1,) * (a.ndim - ax - b.ndim))
+            return (np.asarray(fn(a, b)),)
+
+        return run_legacy
+    return lambda a, b: (np.asarray(fn(a, b)),)
+
+
+def _binary_build(spec: Binary) -> Callable[[OpContext], Any]:
+    def build(ctx: OpContext) -> Any:
+        return _binary_kernel(ctx, spec.make(ctx), ctx.opset < 7)
+
+    return build
+
+
+for _name, _bspec in BINARY.items():
+    register(_name, _binary_build(_bspec), since=_bspec.since, infer=broadcast_rule(_bspec.out_elem))
+
+
+# --------------------------------------------------------------- variadic ops
+
+def _variadic(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], mean: bool = False) -> Callable[[OpContext], Any]:
+    def build(ctx: OpContext) -> Any:
+        def run(*xs: np.ndarray) -> tuple[np.ndarray]:
+            out = xs[0]
+            for x in xs[1:]:
+                out = fn(out, x)
+            if mean:
+                out = out / len(xs)
+                out = out.astype(xs[0].dtype, copy=False)
+            return (np.asarray(out),)
+
+        return run
+
+    return build
+
+
+register("Max", _variadic(np.maximum), infer=broadcast_rule())
+register("Min", _variadic(np.minimum), infer=broadcast_rule())
+register("Sum", _variadic(np.add), infer=broadcast_rule())
+register("Mean", _variadic(np.add, mean=True), infer=broadcast_rule())
+
+
+# ------------------------------------------------------------------ ternary
+
+def _where(ctx: OpContext) -> Any:
+    return lambda c, a, b: (np.where(c, a, b),)
+
+
+def _where_rule(ctx: InferContext) -> list:
+    from ..shapes import broadcast_shapes
+    return [tensor(ctx.elem(1), broadcast_shapes([ctx.shape(0), ctx.shape(1), ctx.shape(2)], ctx.node))]
+
+
+register("Where", _where, since=9, infer=_where_rule)
+
+
+def _clip(ctx: OpContext) -> Any:
+    if ctx.opset < 11:
+        lo, hi = ctx.attr("min", -3.4028234663852886e38), ctx.attr("max", 3.4028234663852886e38)
+
+        def run_attr(x: np.ndarray) -> tuple[np.ndarray]:
+            return (np.clip(x, x.dtype.type(lo), x.dtype.type(hi)),)
+
+        return run_attr
+
+    def run(x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> tuple[np.ndarray]:
+        out = x
+        if lo is not None:
+            out = np.maximum(out, lo.astype(x.dtype, copy=False))
+        if hi is not None:
+            out = np.minimum(out, hi.astype(x.dtype, copy=False))
+        return (out,)
+
+    return run
+
+
+register("Clip", _clip, infer=same_as_input)

@@ -1,0 +1,3 @@
+"""Normalizations: BatchNormalization, LayerNormalization, GroupNormalization, RMSNormalization, InstanceNormalization, LRN, ..."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Pooling: Max/Average/Lp/Global pools, MaxUnpool, RoiAlign, MaxRoiPool."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinear* ops."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Random ops: RandomNormal/Uniform(Like), Bernoulli, Multinomial, Dropout."""
+
+from __future__ import annotations

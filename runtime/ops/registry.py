@@ -1,0 +1,140 @@
+"""The op table: every op registers here once, with its shape rule and kernel.
+
+An op is registered with a *kernel builder*: called once per node at session
+creation with an `OpContext` (attributes, opset, inferred input types,
+constant inputs), it returns the function that runs the node, so attribute
+parsing and specialisation happen once, not per run:
+
+    @op("Relu", infer=same_as_input)
+    def relu(ctx: OpContext) -> Kernel:
+        return lambda x: (np.maximum(x, 0, dtype=x.dtype),)
+
+A kernel takes the node's inputs (numpy arrays, lists for sequences, None
+for missing optional inputs) and returns a tuple of outputs.  The shape rule
+(`infer`) maps input types to output types; see shapes.py.
+
+Versions: `since` is the first opset the registration serves; a node picks
+the newest registration at or below its domain's opset.  An op whose
+semantics changed only by attributes registers once and reads `ctx.opset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ir import AttrMixin, Graph, Node, Type
+
+Kernel = Callable[..., Sequence[Any]]
+
+@dataclass
+class OpContext(AttrMixin):
+    """What a kernel builder knows about its node at session creation."""
+
+    node: Node
+    opset: int
+    in_types: list[Type | None]
+    out_types: list[Type | None]
+    consts: list[Any]
+    #: Builds a callable running a subgraph: `ctx.subgraph(graph)(*inputs) -> outputs`.
+    compile_subgraph: Callable[[Graph], Any] | None = None
+    options: Any = None
+
+    def const(self, i: int) -> Any:
+        """The value of input i if it is a constant known at load, else None."""
+        return self.consts[i] if i < len(self.consts) else None
+
+    def in_elem(self, i: int) -> int | None:
+        """ONNX element type of input i (None when unknown or absent)."""
+        t = self.in_types[i] if i < len(self.in_types) else None
+        return getattr(t, "elem", None)
+
+    def out_elem(self, i: int) -> int | None:
+        t = self.out_types[i] if i < len(self.out_types) else None
+        return getattr(t, "elem", None)
+
+    def subgraph(self, name: str) -> Any:
+        """A compiled subgraph attribute (If branches, Loop/Scan bodies)."""
+        g = self.attr(name)
+        if self.compile_subgraph is None:
+            raise self.error("subgraphs cannot be compiled in this context")
+        return self.compile_subgraph(g)
+
+
+@dataclass
+class OpDef:
+    """One registration of an op."""
+
+    op_type: str
+    domain: str
+    since: int
+    build: Callable[[OpContext], Kernel]
+    infer: Callable[[Any], list[Type | None]] | None = None
+    #: True if the kernel takes bfloat16/float8/int4 storage as it is
+    #: (data movement, Cast, quantization); otherwise such inputs are
+    #: converted to float32 around it.
+    exotic: bool = False
+    #: Deterministic and cheap enough to run at load on constant inputs.
+    foldable: bool = True
+    doc: str = ""
+
+
+@dataclass
+class Registry:
+    ops: dict[tuple[str, str], list[OpDef]] = field(default_factory=dict)
+
+    def add(self, d: OpDef) -> None:
+        versions = self.ops.setdefault((d.domain, d.op_type), [])
+        if any(v.since == d.since for v in versions):
+            raise ValueError(f"{d.domain or 'ai.onnx'}.{d.op_type} registered twice for opset {d.since}")
+        versions.append(d)
+        versions.sort(key=lambda v: v.since)
+
+    def lookup(self, node: Node, opset: int) -> OpDef:
+        """The registration serving `node` at `opset`, or a clear error."""
+        versions = self.ops.get((node.domain, node.op_type))
+        if not versions:
+            raise UnsupportedOpError(
+                f"{node.label()}: op {node.domain + '.' if node.domain else ''}{node.op_type} is not supported "
+                "by webinfer (see the op table in README.md)")
+        best = None
+        for v in versions:
+            if v.since <= opset:
+                best = v
+        if best is None:
+            raise UnsupportedOpError(
+                f"{node.label()}: opset {opset} is older than any supported version "
+                f"(earliest: {versions[0].since})")
+        return best
+
+    def names(self) -> list[tuple[str, str]]:
+        return sorted(self.ops)
+
+
+REGISTRY = Registry()
+
+
+def op(op_type: str, since: int = 1, domain: str = "", infer: Callable[[Any], list[Type | None]] | None = None,
+       exotic: bool = False, foldable: bool = True) -> Callable[[Callable[[OpContext], Kernel]], Callable[[OpContext], Kernel]]:
+    """Register a kernel builder (decorator). See the module docstring."""
+
+    def deco(build: Callable[[OpContext], Kernel]) -> Callable[[OpContext], Kernel]:
+        REGISTRY.add(OpDef(op_type, domain, since, build, infer, exotic, foldable, (build.__doc__ or "").strip()))
+        return build
+
+    return deco
+
+
+def register(op_type: str, build: Callable[[OpContext], Kernel], since: int = 1, domain: str = "",
+             infer: Callable[[Any], list[Type | None]] | None = None, exotic: bool = False,
+             foldable: bool = True) -> None:
+    """Non-decorator form, for ops generated from tables."""
+    REGISTRY.add(OpDef(op_type, domain, since, build, infer, exotic, foldable, (build.__doc__ or "").strip()))
+
+
+def as_array(x: Any, dtype: np.dtype | None = None) -> np.ndarray:
+    """Kernels may return scalars from numpy reductions: make them 0-d arrays."""
+    return np.asarray(x, dtype=dtype) if dtype is not None else np.asarray(x)

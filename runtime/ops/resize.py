@@ -1,0 +1,3 @@
+"""Resampling: Resize, Upsample, GridSample, AffineGrid."""
+
+from __future__ import annotations

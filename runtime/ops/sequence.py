@@ -1,0 +1,3 @@
+"""Sequences and optionals: Sequence*, SplitToSequence, ConcatFromSequence, Optional*."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Strings: StringNormalizer, StringConcat, StringSplit, RegexFullMatch, TfIdfVectorizer."""
+
+from __future__ import annotations

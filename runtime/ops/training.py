@@ -1,0 +1,3 @@
+"""The ai.onnx.preview.training domain: Adagrad, Adam, Momentum."""
+
+from __future__ import annotations

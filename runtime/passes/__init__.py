@@ -1,0 +1,1 @@
+"""Graph -> Graph rewrites, each testable alone: inline, fold, cleanup, fuse."""

@@ -1,0 +1,254 @@
+"""Planning: an optimized graph becomes a flat list of steps over numbered slots.
+
+The plan fixes, once per session: the order of nodes, the device of each
+node (first provider that can run it), the kernel of each node (attributes
+parsed, constants specialised), transfers between devices, and the last use
+of every value so the executor drops it right after (peak memory stays near
+the largest live set, not the sum of all activations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from .errors import UnsupportedOpError
+from .ir import Graph, Node, TensorType, Type, node_subgraphs
+from .ops.registry import Kernel, OpContext, OpDef, Registry
+from .shapes import GraphTypes, infer_graph
+
+
+#: The device that holds feeds, constants and outputs.
+HOST = "cpu"
+
+
+class Device(Protocol):
+    """What the planner needs from a device (cpu, webgpu)."""
+
+    name: str
+
+    def build(self, opdef: OpDef, ctx: OpContext) -> Kernel | None:
+        """The kernel running this node here, or None if this device can't."""
+
+    def upload(self, value: Any) -> Any:
+        """A host value (numpy array) as this device's tensor (at plan time or run time)."""
+
+    async def download(self, value: Any) -> Any:
+        """A device tensor back as a numpy array."""
+
+
+@dataclass(slots=True)
+class Step:
+    fn: Kernel
+    ins: tuple[int, ...]
+    outs: tuple[int, ...]
+    free: tuple[int, ...]
+    node: Node
+    device: str
+    #: The fn returns an awaitable (device readbacks).
+    is_async: bool = False
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    slot_names: list[str]
+    #: Constant value per slot (weights), None elsewhere.
+    initial: list[Any]
+    input_names: list[str]
+    input_slots: list[int]
+    output_names: list[str]
+    output_slots: list[int]
+    types: GraphTypes
+    placement: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.slot_names)
+
+
+@dataclass
+class Planner:
+    """Builds plans for one session: the op table, opsets and devices in priority order."""
+
+    registry: Registry
+    opsets: dict[str, int]
+    devices: Sequence[Device]
+    options: Any = None
+    strict: bool = False
+
+    def compile(self, graph: Graph, types: GraphTypes, input_names: list[str] | None = None,
+                output_names: list[str] | None = None) -> Plan:
+        """Plan `graph`. Inputs are its declared inputs (initializers listed as
+        inputs too: the caller supplies their defaults), or `input_names`, e.g.
+        a subgraph's formal inputs followed by its captured names."""
+        if input_names is None:
+            input_names = [v.name for v in graph.inputs]
+        if output_names is None:
+            output_names = [v.name for v in graph.outputs]
+        slots: dict[tuple[str, str], int] = {}
+        slot_names: list[str] = []
+        initial: list[Any] = []
+        steps: list[Step] = []
+        placement: dict[str, str] = {}
+        location: dict[str, str] = {}
+        by_name = {d.name: d for d in self.devices}
+
+        def new_slot(name: str, device: str, value: Any = None) -> int:
+            slots[(name, device)] = len(slot_names)
+            slot_names.append(name)
+            initial.append(value)
+            return slots[(name, device)]
+
+        def slot_on(name: str, device: str) -> int:
+            """Slot of `name` on `device`, adding a transfer if it lives elsewhere."""
+            if (name, device) in slots:
+                return slots[(name, device)]
+            src = location[name]
+            src_slot = slots[(name, src)]
+            if initial[src_slot] is not None:  # a constant (on the host): upload once, now
+                return new_slot(name, device, by_name[device].upload(initial[src_slot]))
+            dst = new_slot(name, device)
+            if device == HOST:
+                steps.append(Step(_downloader(by_name[src]), (src_slot,), (dst,), (),
+                                  _transfer_node(name, src, device), src, is_async=True))
+            else:
+                up = by_name[device].upload
+                steps.append(Step(lambda x, up=up: (up(x),), (src_slot,), (dst,), (),
+                                  _transfer_node(name, src, device), device))
+            return dst
+
+        input_slots = []
+        for name in input_names:
+            input_slots.append(new_slot(name, HOST))
+            location[name] = HOST
+        for name, t in graph.initializers.items():
+            if (name, HOST) not in slots:
+                new_slot(name, HOST, t.array)
+                location[name] = HOST
+        overridable = {v.name for v in graph.inputs}
+
+        for node in graph.topological_nodes():
+            opset = self.opsets.get(node.domain, 0)
+            opdef = self.registry.lookup(node, opset)
+            ctx = OpContext(node, opset, [types.types.get(n) if n else None for n in node.inputs],
+                            [types.types.get(n) if n else None for n in node.outputs],
+                            [_const_value(graph, types, n, overridable) for n in node.inputs],
+                            compile_subgraph=lambda g, in_types=None, t=types: self.compile_subgraph(g, t, in_types),
+                            options=self.options)
+            kernel, device = None, None
+            for dev in self.devices:
+                kernel = dev.build(opdef, ctx)
+                if kernel is not None:
+                    device = dev.name
+                    break
+            if kernel is None or device is None:
+                raise UnsupportedOpError(f"{node.label()}: no provider can run it")
+            placement[node.name or node.outputs[0]] = device
+            captured = [n for g in node_subgraphs(node) for n in g.free_names()]
+            captured = list(dict.fromkeys(n for n in captured if n in location))
+            ins = tuple(slot_on(n, device) if n else -1 for n in list(node.inputs) + captured)
+            if captured:
+                kernel = _with_outer(kernel, len(node.inputs), captured)
+            outs = tuple(new_slot(n, device) if n else -1 for n in node.outputs)
+            for n in node.outputs:
+                if n:
+                    location[n] = device
+            if self.strict:
+                kernel = _checked(kernel, ctx)
+            steps.append(Step(kernel, ins, outs, (), node, device))
+        output_slots = [slot_on(n, HOST) for n in output_names]
+        _assign_frees(steps, initial, set(output_slots))
+        return Plan(steps, slot_names, initial, list(input_names), input_slots, list(output_names),
+                    output_slots, types, placement)
+
+    def compile_subgraph(self, graph: Graph, outer: GraphTypes, in_types: list[Type | None] | None = None) -> "SubPlan":
+        """A subgraph (If branch, Loop/Scan body) as a callable plan on the host."""
+        inputs = {v.name: t for v, t in zip(graph.inputs, in_types)} if in_types is not None else None
+        types = infer_graph(graph, self.opsets, self.registry, inputs, outer, self.strict)
+        captured = graph.free_names()
+        cpu_only = Planner(self.registry, self.opsets, [d for d in self.devices if d.name == "cpu"],
+                           self.options, self.strict)
+        plan = cpu_only.compile(graph, types, [v.name for v in graph.inputs] + captured)
+        return SubPlan(plan, len(graph.inputs), captured)
+
+
+@dataclass
+class SubPlan:
+    """A compiled subgraph: call with its formal inputs and the captured outer values."""
+
+    plan: Plan
+    n_inputs: int
+    captured: list[str]
+
+    def __call__(self, inputs: Sequence[Any], outer: dict[str, Any]) -> list[Any]:
+        from .executor import run_sync
+        feeds = list(inputs) + [None] * (self.n_inputs - len(inputs)) + [outer.get(n) for n in self.captured]
+        return run_sync(self.plan, feeds)
+
+    @property
+    def output_types(self) -> list[Type | None]:
+        return [self.plan.types.types.get(n) for n in self.plan.output_names]
+
+
+def _downloader(device: Device) -> Kernel:
+    async def download(x: Any) -> tuple[Any]:
+        return (await device.download(x),)
+
+    return download
+
+
+def _transfer_node(name: str, src: str, dst: str) -> Node:
+    return Node("Transfer", [name], [name], {"from": src, "to": dst}, name=f"{src}->{dst}:{name}")
+
+
+def _with_outer(kernel: Kernel, n_inputs: int, captured: list[str]) -> Kernel:
+    """Kernels of ops with subgraphs take the captured outer values as `outer=`."""
+
+    def run(*args: Any) -> Any:
+        return kernel(*args[:n_inputs], outer=dict(zip(captured, args[n_inputs:])))
+
+    return run
+
+
+def _const_value(graph: Graph, types: GraphTypes, name: str, overridable: set[str]) -> Any:
+    if not name:
+        return None
+    if name in graph.initializers and name not in overridable:
+        return graph.initializers[name].array
+    v = types.values.get(name)
+    return v if isinstance(v, np.ndarray) else None
+
+
+def _assign_frees(steps: list[Step], initial: list[Any], keep: set[int]) -> None:
+    """Record, on the step that reads a slot last, that the slot can be dropped."""
+    last: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        for s in step.ins:
+            if s >= 0:
+                last[s] = i
+        for s in step.outs:
+            if s >= 0 and s not in last:
+                last[s] = i  # produced but never read: drop at once
+    frees: dict[int, list[int]] = {}
+    for s, i in last.items():
+        if s not in keep and initial[s] is None:
+            frees.setdefault(i, []).append(s)
+    for i, fs in frees.items():
+        steps[i].free = tuple(fs)
+
+
+def _checked(kernel: Kernel, ctx: OpContext) -> Kernel:
+    """Strict mode: compare every output with its inferred type (tests the shape rules)."""
+    from .checks import check_outputs
+
+    def run(*args: Any, **kw: Any) -> Any:
+        res = kernel(*args, **kw)
+        if hasattr(res, "__await__"):
+            return res
+        check_outputs(ctx, res)
+        return res
+
+    return run

@@ -1,0 +1,54 @@
+"""Compare one node (or a small model) between webinfer and onnxruntime on random data."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+import webinfer
+
+
+def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, np.ndarray], outputs: Sequence[str],
+               opset: int = 21, initializers: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """A model over `nodes` whose inputs are typed (with exact shapes) like the given arrays."""
+    ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+           for n, a in inputs.items()]
+    outs = [helper.make_empty_tensor_value_info(n) for n in outputs]
+    inits = [onnx.numpy_helper.from_array(a, n) for n, a in (initializers or {}).items()]
+    graph = helper.make_graph(list(nodes), "test", ins, outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+
+
+def run_both(model: onnx.ModelProto, feed: dict[str, np.ndarray],
+             providers: Sequence[str] = ("cpu",)) -> tuple[list[Any], list[Any]]:
+    """Outputs of webinfer (strict shape checks on) and of onnxruntime for the same feed."""
+    data = model.SerializeToString()
+    options = webinfer.SessionOptions(strict_shape_checks=True)
+    ours = webinfer.InferenceSession(data, options, providers=list(providers)).run(None, feed)
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feed)
+    return ours, ref
+
+
+def assert_close(ours: Sequence[Any], ref: Sequence[Any], rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    assert len(ours) == len(ref)
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        assert a.dtype == b.dtype, f"output {i}: dtype {a.dtype} vs onnxruntime {b.dtype}"
+        assert a.shape == b.shape, f"output {i}: shape {a.shape} vs onnxruntime {b.shape}"
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"output {i}")
+
+
+def check_node(op_type: str, inputs: dict[str, np.ndarray], n_outputs: int = 1, opset: int = 21,
+               rtol: float = 1e-5, atol: float = 1e-6, initializers: dict[str, np.ndarray] | None = None,
+               **attrs: Any) -> list[Any]:
+    """Run one node in both runtimes and compare; return webinfer's outputs."""
+    outs = [f"y{i}" for i in range(n_outputs)]
+    names = list(inputs) + list(initializers or {})
+    node = helper.make_node(op_type, names, outs, **attrs)
+    model = make_model([node], inputs, outs, opset, initializers)
+    ours, ref = run_both(model, inputs)
+    assert_close(ours, ref, rtol, atol)
+    return ours
