@@ -1,0 +1,132 @@
+"""Timing loops shared by `webinfer bench` and the scripts in benchmarks/.
+
+Latency is the median (and p90) of repeated runs after warm-up; peak memory
+is measured on one extra run with tracemalloc (numpy reports its buffers to
+it), so it includes kernels' temporaries, not just the tensors the executor
+holds.  Thread counts apply to numpy's BLAS through threadpoolctl and to
+onnxruntime's intra-op pool, so both sides use the same number of cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import dtypes
+
+
+@dataclass
+class Timing:
+    """Latency statistics of one runtime on one model, in milliseconds."""
+
+    runs_ms: list[float]
+    first_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.runs_ms)
+
+    @property
+    def p90_ms(self) -> float:
+        xs = sorted(self.runs_ms)
+        return xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.runs_ms)
+
+
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> Timing:
+    """Time `fn` `runs` times after `warmup` calls (the first call timed apart)."""
+    t0 = time.perf_counter()
+    fn()
+    first = (time.perf_counter() - t0) * 1e3
+    for _ in range(max(0, warmup - 1)):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return Timing(out, first)
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes allocated (Python objects and numpy buffers) during one call."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int | None) -> Iterator[None]:
+    """Limit numpy's BLAS threads (needs threadpoolctl); no-op when threads is None."""
+    if not threads:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as e:
+        raise RuntimeError("--threads needs the threadpoolctl package (pip install threadpoolctl)") from e
+    with threadpool_limits(limits=threads):
+        yield
+
+
+def random_feed(inputs: Sequence[Any], dims: dict[str, int] | None = None, seed: int = 0,
+                default_dim: int = 1) -> dict[str, np.ndarray]:
+    """Random inputs matching `session.get_inputs()`.
+
+    Symbolic dims take `dims[name]` (else `default_dim`).  Integer inputs get
+    small non-negative ids (valid for embedding tables); inputs named like a
+    mask get ones, as a real caller would pass.
+    """
+    dims = dims or {}
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for arg in inputs:
+        shape = [d if isinstance(d, int) else dims.get(d, default_dim) if isinstance(d, str) else default_dim
+                 for d in (arg.shape or [])]
+        elem = _elem_of(arg.type)
+        dtype = dtypes.storage_dtype(elem)
+        if "mask" in arg.name.lower():
+            feed[arg.name] = np.ones(shape, dtype=dtype)
+        elif dtype.kind == "f":
+            feed[arg.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feed[arg.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feed[arg.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise ValueError(f"cannot generate random data for input '{arg.name}' of type {arg.type}")
+    return feed
+
+
+def _elem_of(type_str: str) -> int:
+    name = type_str[len("tensor("):-1] if type_str.startswith("tensor(") else type_str
+    for code, t in dtypes.ELEM_TYPES.items():
+        if t.name == name:
+            return code
+    raise ValueError(f"unsupported input type {type_str}")
+
+
+def ort_session(model: Any, threads: int | None) -> Any:
+    """An onnxruntime CPU session on the same model (bytes or path)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+

@@ -1,0 +1,271 @@
+"""Fusion: rewrite the op sequences exporters emit into fewer, faster nodes.
+
+Each rule matches a small pattern around one anchor node and only fires when
+the intermediate values have no other reader and are not graph outputs, so
+the rewrite is invisible from outside.  Rules:
+
+- Conv + BatchNormalization (constant statistics) -> Conv with folded weights
+- Conv + activation (Relu, Clip, HardSigmoid, Sigmoid, HardSwish, LeakyRelu)
+  -> Conv with a webinfer `activation` attribute applied on the output buffer
+- x * 0.5 * (1 + erf(x / sqrt 2)) (exporters' GELU) -> webinfer.Gelu
+- MatMul + Add(constant bias) [+ Relu/Gelu/Sigmoid/Tanh] -> webinfer.FusedMatMul
+- the attention block MatMul(Q, K^T) -> Mul/Div(scale) -> Add(mask) -> Softmax ->
+  MatMul(., V), with the head split/merge Reshape/Transpose around it ->
+  webinfer.MultiHeadAttention on [batch, seq, heads*dim] tensors
+
+Fused ops live in the "webinfer" domain (ops/fused.py and the op families).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import dtypes
+from ..ir import Graph, Node, Tensor, TensorType, node_inputs_with_captures
+from ..shapes import GraphTypes
+
+DOMAIN = "webinfer"
+
+
+@dataclass
+class Index:
+    """Who produces and who reads every value of a graph (rebuilt per rule)."""
+
+    graph: Graph
+    producer: dict[str, Node]
+    readers: dict[str, list[Node]]
+    outputs: set[str]
+
+    @classmethod
+    def of(cls, graph: Graph) -> "Index":
+        producer: dict[str, Node] = {}
+        readers: dict[str, list[Node]] = {}
+        for node in graph.nodes:
+            for o in node.outputs:
+                if o:
+                    producer[o] = node
+            for i in node_inputs_with_captures(node):
+                if i:
+                    readers.setdefault(i, []).append(node)
+        return cls(graph, producer, readers, {v.name for v in graph.outputs})
+
+    def sole_reader(self, name: str) -> Node | None:
+        """The only node reading `name`, if it is private to the pattern."""
+        rs = self.readers.get(name, [])
+        if len(rs) == 1 and name not in self.outputs:
+            return rs[0]
+        return None
+
+    def const(self, name: str) -> np.ndarray | None:
+        t = self.graph.initializers.get(name)
+        if t is None or name in {v.name for v in self.graph.inputs}:
+            return None
+        return t.array
+
+    def scalar(self, name: str) -> float | None:
+        c = self.const(name)
+        if c is None or c.size != 1 or c.dtype.kind not in "fiu":
+            return None
+        return float(c.reshape(-1)[0])
+
+
+def _replace(graph: Graph, remove: list[Node], add: Node, at: Node) -> None:
+    """Swap the matched nodes for the fused one, placed where `at` was."""
+    gone = {id(n) for n in remove}
+    nodes = []
+    for n in graph.nodes:
+        if n is at:
+            nodes.append(add)
+        if id(n) not in gone:
+            nodes.append(n)
+    graph.nodes = nodes
+
+
+def _add_const(graph: Graph, name: str, value: np.ndarray) -> str:
+    base, i = name, 0
+    while name in graph.initializers:
+        i += 1
+        name = f"{base}_{i}"
+    graph.initializers[name] = Tensor(value, dtypes.from_numpy(value.dtype))
+    return name
+
+
+def _is(node: Node | None, op: str, domain: str = "") -> bool:
+    return node is not None and node.op_type == op and node.domain == domain
+
+
+# ------------------------------------------------------------- Conv + BN
+
+def fold_conv_batchnorm(graph: Graph, types: GraphTypes) -> Graph:
+    idx = Index.of(graph)
+    for conv in list(graph.nodes):
+        if not _is(conv, "Conv") or len(conv.outputs) != 1:
+            continue
+        bn = idx.sole_reader(conv.outputs[0])
+        if not _is(bn, "BatchNormalization") or len(bn.outputs) != 1 or bn.attrs.get("training_mode", 0):
+            continue
+        w = idx.const(conv.inputs[1])
+        b = idx.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
+        stats = [idx.const(n) for n in bn.inputs[1:5]]
+        if w is None or w.dtype != np.float32 or any(s is None for s in stats) or (len(conv.inputs) > 2
+                                                                                   and conv.inputs[2] and b is None):
+            continue
+        scale, bias, mean, var = (s.astype(np.float64) for s in stats)  # type: ignore[union-attr]
+        factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+        new_w = (w.astype(np.float64) * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        new_b = ((b.astype(np.float64) if b is not None else 0.0) - mean) * factor + bias
+        fused = Node("Conv", [conv.inputs[0], _add_const(graph, conv.inputs[1] + "_bn", new_w),
+                              _add_const(graph, (conv.name or "conv") + "_bn_bias", new_b.astype(np.float32))],
+                     list(bn.outputs), dict(conv.attrs), conv.name, "")
+        _replace(graph, [conv, bn], fused, conv)
+        idx = Index.of(graph)
+    return graph
+
+
+# ------------------------------------------------------ activations into Conv
+
+def _activation_attrs(act: Node, idx: Index) -> dict[str, Any] | None:
+    """The `activation*` attributes describing `act`, or None if it can't be fused."""
+    op = act.op_type if act.domain == "" else None
+    if op in ("Relu", "Sigmoid", "HardSwish"):
+        return {"activation": op}
+    if op == "LeakyRelu":
+        return {"activation": op, "activation_alpha": act.attrs.get("alpha", 0.01)}
+    if op == "HardSigmoid":
+        return {"activation": op, "activation_alpha": act.attrs.get("alpha", 0.2),
+                "activation_beta": act.attrs.get("beta", 0.5)}
+    if op == "Clip":
+        if "min" in act.attrs or "max" in act.attrs:
+            return {"activation": op, "activation_min": act.attrs.get("min", -math.inf),
+                    "activation_max": act.attrs.get("max", math.inf)}
+        lo = idx.scalar(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else -math.inf
+        hi = idx.scalar(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else math.inf
+        if lo is None or hi is None:
+            return None
+        return {"activation": op, "activation_min": lo, "activation_max": hi}
+    return None
+
+
+def fuse_conv_activation(graph: Graph, types: GraphTypes) -> Graph:
+    idx = Index.of(graph)
+    for conv in list(graph.nodes):
+        if not _is(conv, "Conv") or "activation" in conv.attrs:
+            continue
+        act = idx.sole_reader(conv.outputs[0])
+        if act is None or len(act.outputs) != 1 or act.inputs[0] != conv.outputs[0]:
+            continue
+        attrs = _activation_attrs(act, idx)
+        if attrs is None:
+            continue
+        fused = Node("Conv", list(conv.inputs), list(act.outputs), {**conv.attrs, **attrs}, conv.name, "")
+        _replace(graph, [conv, act], fused, conv)
+        idx = Index.of(graph)
+    return graph
+
+
+# ------------------------------------------------------------------- GELU
+
+def _other_input(node: Node, name: str) -> str | None:
+    if len(node.inputs) != 2:
+        return None
+    if node.inputs[0] == name:
+        return node.inputs[1]
+    if node.inputs[1] == name:
+        return node.inputs[0]
+    return None
+
+
+def fuse_gelu(graph: Graph, types: GraphTypes) -> Graph:
+    """x/sqrt2 -> Erf -> +1 -> *x -> *0.5 (either multiplication order) -> webinfer.Gelu."""
+    idx = Index.of(graph)
+    for div in list(graph.nodes):
+        if not (_is(div, "Div") or _is(div, "Mul")) or len(div.inputs) != 2:
+            continue
+        x = div.inputs[0]
+        k = idx.scalar(div.inputs[1])
+        if k is None or not math.isclose(k, math.sqrt(2) if div.op_type == "Div" else 1 / math.sqrt(2), rel_tol=1e-3):
+            continue
+        erf = idx.sole_reader(div.outputs[0])
+        if not _is(erf, "Erf"):
+            continue
+        add = idx.sole_reader(erf.outputs[0])
+        if not _is(add, "Add") or idx.scalar(_other_input(add, erf.outputs[0]) or "") != 1.0:
+            continue
+        mul1 = idx.sole_reader(add.outputs[0])
+        if not _is(mul1, "Mul"):
+            continue
+        other = _other_input(mul1, add.outputs[0])
+        matched = [div, erf, add, mul1]
+        if other == x:  # (x * (1 + erf)) * 0.5
+            half = idx.sole_reader(mul1.outputs[0])
+            if not _is(half, "Mul") or idx.scalar(_other_input(half, mul1.outputs[0]) or "") != 0.5:
+                continue
+            matched.append(half)
+        else:  # (0.5 * x) * (1 + erf)
+            pre = idx.producer.get(other or "")
+            if not _is(pre, "Mul") or idx.scalar(_other_input(pre, x) or "") != 0.5 or idx.sole_reader(other) is None:
+                continue
+            matched.append(pre)
+        out = matched[-1].outputs if other == x else mul1.outputs
+        fused = Node("Gelu", [x], list(out), {}, div.name or "gelu", DOMAIN)
+        _replace(graph, matched, fused, div)
+        idx = Index.of(graph)
+    return graph
+
+
+# ------------------------------------------------------- MatMul + bias (+act)
+
+_MATMUL_ACTS = {("", "Relu"): "Relu", ("", "Sigmoid"): "Sigmoid", ("", "Tanh"): "Tanh",
+                (DOMAIN, "Gelu"): "Gelu", ("", "Gelu"): "Gelu"}
+
+
+def fuse_matmul_bias(graph: Graph, types: GraphTypes) -> Graph:
+    idx = Index.of(graph)
+    for mm in list(graph.nodes):
+        if not _is(mm, "MatMul"):
+            continue
+        b = idx.const(mm.inputs[1])
+        t = types.types.get(mm.inputs[0])
+        if b is None or b.ndim != 2 or b.dtype != np.float32 or not isinstance(t, TensorType) or t.rank is None \
+                or t.rank < 2:
+            continue
+        matched, inputs, attrs = [mm], [mm.inputs[0], mm.inputs[1]], {}
+        out = mm.outputs
+        add = idx.sole_reader(mm.outputs[0])
+        if _is(add, "Add"):
+            bias_name = _other_input(add, mm.outputs[0])
+            bias = idx.const(bias_name or "")
+            if bias is not None and bias.dtype == np.float32 and bias.size == b.shape[1] and bias.ndim <= 1:
+                matched.append(add)
+                inputs.append(bias_name)  # type: ignore[arg-type]
+                out = add.outputs
+        act = idx.sole_reader(out[0])
+        if act is not None and (act.domain, act.op_type) in _MATMUL_ACTS and act.inputs[0] == out[0] \
+                and act.attrs.get("approximate", "none") == "none":
+            attrs["activation"] = _MATMUL_ACTS[(act.domain, act.op_type)]
+            matched.append(act)
+            out = act.outputs
+        if len(matched) == 1:
+            continue
+        fused = Node("FusedMatMul", inputs, list(out), attrs, mm.name, DOMAIN)
+        _replace(graph, matched, fused, mm)
+        idx = Index.of(graph)
+    return graph
+
+
+RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
+    fold_conv_batchnorm, fuse_conv_activation, fuse_gelu, fuse_matmul_bias,
+]
+
+
+def fuse(graph: Graph, opsets: dict[str, int], types: GraphTypes) -> Graph:
+    """Apply every rule; registers the webinfer domain in `opsets` when used."""
+    for rule in RULES:
+        graph = rule(graph, types)
+    if any(n.domain == DOMAIN for n in graph.nodes):
+        opsets.setdefault(DOMAIN, 1)
+    return graph
