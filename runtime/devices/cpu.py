@@ -40,9 +40,13 @@ def build_kernel(opdef: OpDef, ctx: OpContext) -> Kernel:
     ex_out = [(i, t.elem) for i, t in enumerate(ctx.out_types) if _is_exotic(t)]  # type: ignore[union-attr]
     if opdef.exotic or not (ex_in or ex_out):
         return opdef.build(ctx)
-    inner = opdef.build(replace(ctx, in_types=[_compute_type(t) for t in ctx.in_types],
-                                out_types=[_compute_type(t) for t in ctx.out_types]))
     in_codes = [(i, ctx.in_types[i].elem) for i in ex_in]  # type: ignore[union-attr]
+    consts = list(ctx.consts)
+    for i, code in in_codes:
+        if i < len(consts) and consts[i] is not None:
+            consts[i] = dtypes.to_float32(consts[i], code)
+    inner = opdef.build(replace(ctx, in_types=[_compute_type(t) for t in ctx.in_types],
+                                out_types=[_compute_type(t) for t in ctx.out_types], consts=consts))
 
     def run(*args: Any) -> Any:
         args_l = list(args)
