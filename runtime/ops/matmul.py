@@ -1,3 +1,424 @@
-"""Matrix products: MatMul, Gemm, Einsum, Det, integer and quantized matmuls."""
+"""Matrix products: MatMul, webinfer.FusedMatMul, Gemm, Einsum, Det.
+
+MatMul and Gemm dominate transformer encoders, so their kernels are shaped
+for BLAS: constant weights are converted, transposed and made contiguous
+once at build time, a batched activation times a 2-D weight runs as one
+large matrix product instead of one per batch entry, and scaling, bias and
+activation are applied in place on the product's fresh buffer.  float16
+products compute in float32 (BLAS speed, float32 accumulation as
+onnxruntime's kernels do) and round back once.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import ShapeInferenceError
+from ..ir import Dim, Shape, Type
+from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
+from .elementwise import erf
+from .registry import Kernel, OpContext, op
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 is computed in float32; every other type in itself."""
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _scale(out: np.ndarray, factor: float) -> np.ndarray:
+    """`out * factor` in place; integer outputs truncate like a C cast."""
+    if out.dtype.kind in "iub":
+        return (out * factor).astype(out.dtype)
+    out *= out.dtype.type(factor)
+    return out
+
+
+def _add_into(out: np.ndarray, addend: np.ndarray) -> np.ndarray:
+    """`out += addend` on the product's fresh buffer (shape rules ensure the
+    addend broadcasts into it)."""
+    np.add(out, addend, out=out)
+    return out
+
+
+# ------------------------------------------------------------------ shapes
+
+def _swap_last(shape: Shape) -> Shape:
+    return shape[:-2] + (shape[-1], shape[-2])
+
+
+def matmul_shape(ctx: InferContext, a: Shape | None, b: Shape | None, trans_a: bool = False,
+                 trans_b: bool = False) -> Shape | None:
+    """numpy.matmul's result shape (1-D operands promoted then dropped), with
+    optional transposition of the last two dims of operands of rank >= 2."""
+    if a is None or b is None:
+        return None
+    if not a or not b:
+        raise ctx.error(f"operands must have rank >= 1, got shapes {shape_str(a)} and {shape_str(b)}")
+    a2 = (1,) + a if len(a) == 1 else (_swap_last(a) if trans_a else a)
+    b2 = b + (1,) if len(b) == 1 else (_swap_last(b) if trans_b else b)
+    if not dims_compatible(a2[-1], b2[-2]):
+        raise ctx.error(f"inner dimensions differ: A {shape_str(a)} has K={a2[-1]} but B {shape_str(b)} "
+                        f"has K={b2[-2]}{' (after transposition)' if trans_a or trans_b else ''}")
+    try:
+        batch = broadcast_shapes([a2[:-2], b2[:-2]])
+    except ShapeInferenceError:
+        raise ctx.error(f"batch dimensions of A {shape_str(a)} and B {shape_str(b)} do not broadcast") from None
+    assert batch is not None
+    out: tuple[Dim, ...] = batch
+    if len(a) > 1:
+        out += (a2[-2],)
+    if len(b) > 1:
+        out += (b2[-1],)
+    return out
+
+
+def _same_elem(ctx: InferContext, *inputs: int) -> int | None:
+    elems = {ctx.elem(i) for i in inputs if ctx.has(i)} - {None}
+    if len(elems) > 1:
+        raise ctx.error("inputs must share one element type, got "
+                        + ", ".join(f"{ctx.type(i).describe()}" for i in inputs if ctx.has(i)))  # type: ignore[union-attr]
+    return ctx.elem(inputs[0])
+
+
+def _matmul_rule(ctx: InferContext) -> list[Type | None]:
+    elem = _same_elem(ctx, 0, 1)
+    return [tensor(elem, matmul_shape(ctx, ctx.shape(0), ctx.shape(1)))]
+
+
+def _fused_matmul_rule(ctx: InferContext) -> list[Type | None]:
+    elem = _same_elem(ctx, *range(ctx.n_in))
+    _activation(ctx)
+    out = matmul_shape(ctx, ctx.shape(0), ctx.shape(1), bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0)))
+    bias = ctx.shape(2) if ctx.has(2) else None
+    if out is not None and bias is not None:
+        _check_into(ctx, bias, out, "bias")
+    return [tensor(elem, out)]
+
+
+def _check_into(ctx: InferContext, small: Shape, out: Shape, what: str) -> None:
+    """`small` must broadcast onto `out` without enlarging it (in-place add)."""
+    ok = len(small) <= len(out) and all(
+        d == 1 or dims_compatible(d, o) for d, o in zip(reversed(small), reversed(out)))
+    if not ok:
+        raise ctx.error(f"{what} of shape {shape_str(small)} does not broadcast to the output {shape_str(out)}")
+
+
+# ------------------------------------------------------------- activations
+
+Activation = Callable[[np.ndarray], None]
+
+
+def _relu_(y: np.ndarray) -> None:
+    np.maximum(y, 0, out=y)
+
+
+def _tanh_(y: np.ndarray) -> None:
+    np.tanh(y, out=y)
+
+
+def _sigmoid_(y: np.ndarray) -> None:
+    """1 / (1 + exp(-y)) in place; exp overflow gives inf and so the exact 0."""
+    with np.errstate(over="ignore"):
+        np.negative(y, out=y)
+        np.exp(y, out=y)
+        y += 1
+        np.reciprocal(y, out=y)
+
+
+def _gelu_(y: np.ndarray) -> None:
+    """Exact (erf) GELU, y * 0.5 * (1 + erf(y / sqrt 2)), multiplied into y."""
+    t = erf(y * y.dtype.type(1.0 / math.sqrt(2.0)))
+    t += 1
+    t *= y.dtype.type(0.5)
+    y *= t
+
+
+_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": _gelu_}
+
+
+def _activation(ctx: InferContext | OpContext) -> Activation | None:
+    """The in-place activation the fusion pass attached (`activation`), or None."""
+    name = ctx.attr("activation", None)
+    if name is None:
+        return None
+    if name not in _ACTIVATIONS:
+        raise ctx.error(f"activation must be one of {', '.join(_ACTIVATIONS)}; got {name!r}")
+    return _ACTIVATIONS[name]
+
+
+# ------------------------------------------------------------------ MatMul
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b; a contiguous batch of rows times a 2-D matrix runs as one GEMM."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        rows = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+        return np.matmul(rows, b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return np.matmul(a, b)
+
+
+def _const_operand(ctx: OpContext, i: int) -> np.ndarray | None:
+    """Input i's value when it is a constant the kernel computes on directly.
+
+    Constants of types held as storage (bfloat16, float8) are left to the
+    per-run conversion, which decodes them to float32 around the kernel.
+    """
+    value, elem = ctx.const(i), ctx.in_elem(i)
+    if isinstance(value, np.ndarray) and elem is not None and value.dtype == dtypes.storage_dtype(elem):
+        return value
+    return None
+
+
+def _prepack(w: np.ndarray, transpose: bool) -> np.ndarray:
+    """A constant operand as the contiguous compute-dtype matrix the product reads."""
+    w = w.astype(_compute_dtype(w.dtype), copy=False)
+    if transpose and w.ndim >= 2:
+        w = np.swapaxes(w, -1, -2)
+    return np.ascontiguousarray(w)
+
+
+def _matmul_kernel(ctx: OpContext) -> Kernel:
+    """MatMul, and MatMul with the fusion attributes (transA, transB, alpha,
+    activation, bias as input 2) when built for webinfer.FusedMatMul."""
+    trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
+    alpha = float(ctx.attr("alpha", 1.0))
+    act = _activation(ctx)
+    b_const = _const_operand(ctx, 1)
+    b_packed = _prepack(b_const, trans_b) if b_const is not None else None
+    bias_const = _const_operand(ctx, 2)
+    bias_packed = bias_const.astype(_compute_dtype(bias_const.dtype), copy=False) if bias_const is not None else None
+    label = ctx.node.label()
+
+    def run(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
+        dtype = a.dtype
+        x = a.astype(_compute_dtype(dtype), copy=False)
+        if trans_a and x.ndim >= 2:
+            x = np.swapaxes(x, -1, -2)
+        if b_packed is not None:
+            w = b_packed
+        else:
+            w = b.astype(_compute_dtype(b.dtype), copy=False)
+            w = np.swapaxes(w, -1, -2) if trans_b and w.ndim >= 2 else w
+        if x.ndim == 0 or w.ndim == 0 or x.shape[-1] != w.shape[-2 if w.ndim > 1 else 0]:
+            raise ShapeInferenceError(f"{label}: cannot multiply A {list(a.shape)} by B {list(b.shape)}"
+                                      f"{' (transposed as the attributes ask)' if trans_a or trans_b else ''}")
+        out = np.asarray(_product(x, w))
+        if alpha != 1.0:
+            out = _scale(out, alpha)
+        if bias is not None:
+            out = _add_into(out, bias_packed if bias_packed is not None else bias)
+        if act is not None:
+            act(out)
+        return (out.astype(dtype, copy=False),)
+
+    return run
+
+
+@op("MatMul", since=1, infer=_matmul_rule)
+def matmul(ctx: OpContext) -> Kernel:
+    """numpy.matmul semantics: 1-D operands promoted, batch dims broadcast."""
+    return _matmul_kernel(ctx)
+
+
+@op("FusedMatMul", since=1, domain="webinfer", infer=_fused_matmul_rule)
+def fused_matmul(ctx: OpContext) -> Kernel:
+    """activation(alpha * A' @ B' + bias), set up by the fusion pass: one
+    BLAS call, then in-place epilogue on its output."""
+    return _matmul_kernel(ctx)
+
+
+# -------------------------------------------------------------------- Gemm
+
+def _gemm_rule(ctx: InferContext) -> list[Type | None]:
+    elem = _same_elem(ctx, *range(ctx.n_in))
+    a, b = ctx.shape(0), ctx.shape(1)
+    for name, s in (("A", a), ("B", b)):
+        if s is not None and len(s) != 2:
+            raise ctx.error(f"{name} must be a matrix (rank 2), got shape {shape_str(s)}")
+    if a is None or b is None:
+        return [tensor(elem, (None, None))]
+    trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
+    m, k = (a[1], a[0]) if trans_a else a
+    k2, n = (b[1], b[0]) if trans_b else b
+    if not dims_compatible(k, k2):
+        raise ctx.error(f"inner dimensions differ: A {shape_str(a)} (transA={int(trans_a)}) has K={k}, "
+                        f"B {shape_str(b)} (transB={int(trans_b)}) has K={k2}")
+    out = (m, n)
+    c = ctx.shape(2) if ctx.has(2) else None
+    if c is not None:
+        if ctx.opset < 7 and not ctx.attr("broadcast", 0) and len(c) == 2:
+            if not (dims_compatible(c[0], m) and dims_compatible(c[1], n)):
+                raise ctx.error(f"C has shape {shape_str(c)} but must be {shape_str(out)} without broadcast=1")
+        _check_into(ctx, c, out, "C")
+    return [tensor(elem, out)]
+
+
+@op("Gemm", since=1, infer=_gemm_rule)
+def gemm(ctx: OpContext) -> Kernel:
+    """alpha * A' @ B' + beta * C. A constant B is stored transposed as
+    needed and contiguous; a constant C is pre-scaled by beta."""
+    trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    b_const = _const_operand(ctx, 1)
+    b_packed = _prepack(b_const, trans_b) if b_const is not None else None
+    c_const = _const_operand(ctx, 2)
+    c_packed = None
+    if c_const is not None and beta != 0.0:
+        c_packed = c_const.astype(_compute_dtype(c_const.dtype), copy=False)
+        c_packed = c_packed if beta == 1.0 else _scale(c_packed.copy(), beta)
+    label = ctx.node.label()
+
+    def run(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray]:
+        dtype = a.dtype
+        x = a.astype(_compute_dtype(dtype), copy=False)
+        x = x.T if trans_a else x
+        w = b_packed if b_packed is not None else b.astype(_compute_dtype(b.dtype), copy=False)
+        w = w.T if trans_b and b_packed is None else w
+        if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+            raise ShapeInferenceError(f"{label}: cannot multiply A {list(a.shape)} (transA={int(trans_a)}) "
+                                      f"by B {list(b.shape)} (transB={int(trans_b)})")
+        out = np.matmul(x, w)
+        if alpha != 1.0:
+            out = _scale(out, alpha)
+        if c is not None and beta != 0.0:
+            addend = c_packed if c_packed is not None else (
+                c if beta == 1.0 else _scale(c.astype(_compute_dtype(c.dtype)), beta))
+            out = _add_into(out, addend)
+        return (out.astype(dtype, copy=False),)
+
+    return run
+
+
+# ------------------------------------------------------------------ Einsum
+
+_ELLIPSIS = "..."
+
+
+def _parse_einsum(equation: str, ranks: list[int | None], where: Any) -> tuple[list[list[str]], list[str]] | None:
+    """Input and output label lists, with the ellipsis expanded into labels
+    `...0`, `...1`, ... aligned on the right (they broadcast as numpy does).
+
+    Returns None when a rank needed to expand an ellipsis is unknown;
+    malformed equations raise `where.error(...)` naming the equation.
+    """
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise where.error(f"equation {equation!r} has {len(terms)} operand terms but the node has "
+                          f"{len(ranks)} inputs")
+
+    def split(term: str) -> tuple[str, str, bool]:
+        head, dots, tail = term.partition(_ELLIPSIS)
+        letters = head + tail
+        if not all(ch.isascii() and ch.isalpha() for ch in letters) or _ELLIPSIS in tail:
+            raise where.error(f"equation {equation!r}: term {term!r} must be letters with at most one '...'")
+        return head, tail, bool(dots)
+
+    parts = [split(t) for t in terms]
+    n_ell = 0
+    for (head, tail, dots), rank in zip(parts, ranks):
+        if rank is None:
+            if dots:
+                return None
+            continue
+        if rank < len(head) + len(tail) or (not dots and rank != len(head) + len(tail)):
+            raise where.error(f"equation {equation!r}: term {head}{'...' if dots else ''}{tail} does not fit "
+                              f"an input of rank {rank}")
+        if dots:
+            n_ell = max(n_ell, rank - len(head) - len(tail))
+    ell_labels = [f"{_ELLIPSIS}{i}" for i in range(n_ell)]
+    in_labels = []
+    for (head, tail, dots), rank in zip(parts, ranks):
+        k = (rank - len(head) - len(tail)) if dots and rank is not None else 0
+        in_labels.append(list(head) + ell_labels[n_ell - k:] + list(tail))
+    if arrow:
+        head, tail, dots = split(rhs)
+        if dots and not any(p[2] for p in parts):
+            raise where.error(f"equation {equation!r}: output has '...' but no input does")
+        out = list(head) + (ell_labels if dots else []) + list(tail)
+        letters = [ch for ch in out if len(ch) == 1]
+        seen = {ch for labels in in_labels for ch in labels}
+        if len(set(letters)) != len(letters) or not set(letters) <= seen:
+            raise where.error(f"equation {equation!r}: output labels must be distinct and appear in an input")
+    else:
+        counts: dict[str, int] = {}
+        for labels in in_labels:
+            for ch in labels:
+                if len(ch) == 1:
+                    counts[ch] = counts.get(ch, 0) + 1
+        out = ell_labels + sorted(ch for ch, c in counts.items() if c == 1)
+    return in_labels, out
+
+
+def _einsum_rule(ctx: InferContext) -> list[Type | None]:
+    elem = _same_elem(ctx, *range(ctx.n_in))
+    equation = ctx.attr("equation")
+    parsed = _parse_einsum(equation, [ctx.rank(i) for i in range(ctx.n_in)], ctx)
+    if parsed is None:
+        return [tensor(elem)]
+    in_labels, out_labels = parsed
+    sizes: dict[str, list[Dim]] = {}
+    for i, labels in enumerate(in_labels):
+        shape = ctx.shape(i)
+        for j, label in enumerate(labels):
+            sizes.setdefault(label, []).append(None if shape is None else shape[j])
+    dims: dict[str, Dim] = {}
+    for label, ds in sizes.items():
+        try:
+            merged = broadcast_shapes([(d,) for d in ds])
+        except ShapeInferenceError:
+            raise ctx.error(f"equation {equation!r}: label {label!r} has sizes "
+                            f"{', '.join(str(d) for d in ds)} in the inputs "
+                            f"({', '.join(shape_str(ctx.shape(i)) for i in range(ctx.n_in))})") from None
+        dims[label] = merged[0] if merged is not None else None
+    return [tensor(elem, tuple(dims[lab] for lab in out_labels))]
+
+
+@op("Einsum", since=12, infer=_einsum_rule)
+def einsum(ctx: OpContext) -> Kernel:
+    """numpy.einsum with contraction-order optimisation (BLAS where possible);
+    the contraction path is planned on the first run and reused."""
+    equation = ctx.attr("equation").replace(" ", "")
+    path: list[Any] = []
+
+    def run(*xs: np.ndarray) -> tuple[np.ndarray]:
+        dtype = xs[0].dtype
+        ops = [x.astype(_compute_dtype(x.dtype), copy=False) for x in xs]
+        if not path:
+            path.extend(np.einsum_path(equation, *ops, optimize="greedy")[0] if len(ops) > 2
+                        else ["einsum_path", tuple(range(len(ops)))])
+        out = np.einsum(equation, *ops, optimize=path)
+        out = np.asarray(out, dtype=dtype)
+        if any(np.may_share_memory(out, x) for x in xs):
+            out = out.copy()
+        return (out,)
+
+    return run
+
+
+# --------------------------------------------------------------------- Det
+
+def _det_rule(ctx: InferContext) -> list[Type | None]:
+    s = ctx.shape(0)
+    if s is None:
+        return [tensor(ctx.elem(0))]
+    if len(s) < 2 or not dims_compatible(s[-1], s[-2]):
+        raise ctx.error(f"input must be a (batch of) square matrices [..., M, M], got shape {shape_str(s)}")
+    return [tensor(ctx.elem(0), s[:-2])]
+
+
+@op("Det", since=11, infer=_det_rule)
+def det(ctx: OpContext) -> Kernel:
+    """Determinants of the trailing square matrices (LU via numpy.linalg)."""
+    label = ctx.node.label()
+
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+            raise ShapeInferenceError(f"{label}: input must be square matrices [..., M, M], got {list(x.shape)}")
+        return (np.asarray(np.linalg.det(x.astype(_compute_dtype(x.dtype), copy=False)), dtype=x.dtype),)
+
+    return run
