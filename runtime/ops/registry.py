@@ -39,8 +39,9 @@ class OpContext(AttrMixin):
     in_types: list[Type | None]
     out_types: list[Type | None]
     consts: list[Any]
-    #: Builds a callable running a subgraph: `ctx.subgraph(graph)(*inputs) -> outputs`.
-    compile_subgraph: Callable[[Graph], Any] | None = None
+    #: Compiles a subgraph, optionally with the types of its formal inputs:
+    #: `compile_subgraph(graph, in_types)` -> a SubPlan (see plan.py).
+    compile_subgraph: Callable[..., Any] | None = None
     options: Any = None
 
     def const(self, i: int) -> Any:
@@ -56,12 +57,17 @@ class OpContext(AttrMixin):
         t = self.out_types[i] if i < len(self.out_types) else None
         return getattr(t, "elem", None)
 
-    def subgraph(self, name: str) -> Any:
-        """A compiled subgraph attribute (If branches, Loop/Scan bodies)."""
+    def subgraph(self, name: str, in_types: list[Type | None] | None = None) -> Any:
+        """A compiled subgraph attribute (If branches, Loop/Scan bodies).
+
+        `in_types` types the body's formal inputs, which files often leave
+        untyped (Loop's iteration count and carried values); None keeps the
+        declared ones.
+        """
         g = self.attr(name)
         if self.compile_subgraph is None:
             raise self.error("subgraphs cannot be compiled in this context")
-        return self.compile_subgraph(g)
+        return self.compile_subgraph(g, in_types)
 
 
 @dataclass
