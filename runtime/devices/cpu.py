@@ -48,12 +48,12 @@ def build_kernel(opdef: OpDef, ctx: OpContext) -> Kernel:
     inner = opdef.build(replace(ctx, in_types=[_compute_type(t) for t in ctx.in_types],
                                 out_types=[_compute_type(t) for t in ctx.out_types], consts=consts))
 
-    def run(*args: Any) -> Any:
+    def run(*args: Any, **kw: Any) -> Any:
         args_l = list(args)
         for i, code in in_codes:
             if i < len(args_l) and args_l[i] is not None:
                 args_l[i] = dtypes.to_float32(args_l[i], code)
-        res = list(inner(*args_l))
+        res = list(inner(*args_l, **kw))
         for i, code in ex_out:
             if res[i] is not None:
                 res[i] = dtypes.from_float(np.asarray(res[i]), code)
