@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 
 from .. import dtypes
+from ..errors import NodeExecutionError
+from ..executor import describe_value
 from ..ir import Graph, Node, Tensor, TensorType, node_subgraphs
 from ..ops.registry import Kernel, OpContext, OpDef, Registry
 from ..shapes import GraphTypes, SymInts
@@ -42,7 +44,7 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
             ctx = OpContext(node, opset, [types.types.get(n) if n else None for n in node.inputs],
                             [types.types.get(n) if n else None for n in node.outputs],
                             [consts.get(n) for n in node.inputs])
-            values = list(build(opdef, ctx)(*[consts[n] if n else None for n in node.inputs]))
+            values = _evaluate(node, build(opdef, ctx), [consts[n] if n else None for n in node.inputs])
         else:
             kept.append(node)
             continue
@@ -57,6 +59,16 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
                 types.values[name] = value
     graph.nodes = kept
     return graph
+
+
+def _evaluate(node: Node, kernel: Kernel, args: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Run a kernel on constants; a failure is the model's fault and names the node."""
+    try:
+        return list(kernel(*args))
+    except Exception as e:  # noqa: BLE001 - re-raised naming the node
+        ins = ", ".join(f"{n or '-'}: {describe_value(a)}" for n, a in zip(node.inputs, args))
+        raise NodeExecutionError(f"{node.label()} failed on its constant inputs ({ins}) while folding them "
+                                 f"at load: {type(e).__name__}: {e}") from e
 
 
 def _known_value(types: GraphTypes, name: str) -> np.ndarray | None:
