@@ -16,7 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import dtypes
-from ..shapes import InferContext, broadcast_rule, same_as_input, tensor
+from ..ir import Dim
+from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
+                      same_as_input, tensor)
 from .registry import OpContext, register
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -299,8 +301,75 @@ def _binary_build(spec: Binary) -> Callable[[OpContext], Any]:
     return build
 
 
+# ------------------------------------------- shape arithmetic at load (SymInts)
+#
+# Exporters compute Reshape/Expand targets with Add/Sub/Mul/Div/Equal/Where on
+# int64 shape vectors; doing that arithmetic on SymInts lets such targets
+# resolve at load (exactly, or symbolically as 'seq+1', 'batch*12', ...).
+
+_INT_SHAPE_TYPES = (dtypes.INT64, dtypes.INT32)
+
+
+def _sym_div(a: Dim, b: Dim) -> Dim:
+    """Div on ints truncates toward zero like the kernel; symbolic dims are non-negative, so floor is right."""
+    if isinstance(a, int) and isinstance(b, int):
+        if b == 0:
+            return None
+        q = abs(a) // abs(b)
+        return -q if (a < 0) != (b < 0) else q
+    return dim_div(a, b)
+
+
+def _sym_equal(a: Dim, b: Dim) -> Dim:
+    """1/0 when decidable: equal ints or symbols; a symbolic size never equals a negative int."""
+    if a is None or b is None:
+        return None
+    if a == b:
+        return 1
+    if isinstance(a, int) and isinstance(b, int):
+        return 0
+    other = a if isinstance(a, int) else b
+    return 0 if isinstance(other, int) and other < 0 else None
+
+
+_SYM_BINARY: dict[str, Callable[[Dim, Dim], Dim]] = {
+    "Add": dim_add, "Sub": dim_sub, "Mul": dim_mul, "Div": _sym_div, "Equal": _sym_equal}
+
+
+def _set_sym(ctx: InferContext, dims: tuple[Dim, ...], scalar: bool, elem: int | None) -> None:
+    """Record the result unless an int element overflows the tensor's type (the kernel would wrap)."""
+    bits = 64 if elem == dtypes.INT64 else 32
+    if all(not isinstance(d, int) or -(1 << (bits - 1)) <= d < 1 << (bits - 1) for d in dims):
+        ctx.set_value(0, SymInts(dims, scalar))
+
+
+def _sym_broadcast(values: list[SymInts]) -> tuple[list[tuple[Dim, ...]], bool] | None:
+    """Element lists of rank <= 1 SymInts broadcast to one length, and whether the result is a scalar."""
+    n = max(len(v.dims) for v in values)
+    if any(len(v.dims) not in (1, n) for v in values):
+        return None
+    return [v.dims if len(v.dims) == n else v.dims * n for v in values], all(v.scalar for v in values)
+
+
+def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list]:
+    base, fn = broadcast_rule(out_elem), _SYM_BINARY[name]
+
+    def rule(ctx: InferContext) -> list:
+        out = base(ctx)
+        a, b = ctx.sym(0), ctx.sym(1)
+        if a is not None and b is not None and ctx.elem(0) in _INT_SHAPE_TYPES:
+            spread = _sym_broadcast([a, b])
+            if spread is not None:
+                (xs, ys), scalar = spread
+                _set_sym(ctx, tuple(fn(x, y) for x, y in zip(xs, ys)), scalar, ctx.elem(0))
+        return out
+
+    return rule
+
+
 for _name, _bspec in BINARY.items():
-    register(_name, _binary_build(_bspec), since=_bspec.since, infer=broadcast_rule(_bspec.out_elem))
+    _rule = _sym_binary_rule(_name, _bspec.out_elem) if _name in _SYM_BINARY else broadcast_rule(_bspec.out_elem)
+    register(_name, _binary_build(_bspec), since=_bspec.since, infer=_rule)
 
 
 # --------------------------------------------------------------- variadic ops
@@ -333,9 +402,27 @@ def _where(ctx: OpContext) -> Any:
     return lambda c, a, b: (np.where(c, a, b),)
 
 
+def _where_cond(ctx: InferContext) -> SymInts | None:
+    """The condition as 0/1 SymInts: from Equal on shapes, or a constant bool vector."""
+    sym = ctx.sym(0)
+    if sym is not None:
+        return sym
+    value = ctx.value(0)
+    if isinstance(value, np.ndarray) and value.dtype == np.bool_ and value.ndim <= 1 and value.size <= 64:
+        return SymInts(tuple(int(v) for v in value.reshape(-1)), value.ndim == 0)
+    return None
+
+
 def _where_rule(ctx: InferContext) -> list:
-    from ..shapes import broadcast_shapes
-    return [tensor(ctx.elem(1), broadcast_shapes([ctx.shape(0), ctx.shape(1), ctx.shape(2)], ctx.node))]
+    out = [tensor(ctx.elem(1), broadcast_shapes([ctx.shape(0), ctx.shape(1), ctx.shape(2)], ctx.node))]
+    cond, a, b = _where_cond(ctx), ctx.sym(1), ctx.sym(2)
+    if cond is not None and a is not None and b is not None and ctx.elem(1) in _INT_SHAPE_TYPES:
+        spread = _sym_broadcast([cond, a, b])
+        if spread is not None:
+            (cs, xs, ys), scalar = spread
+            picked = tuple(x if c == 1 else y if c == 0 else None for c, x, y in zip(cs, xs, ys))
+            _set_sym(ctx, picked, scalar, ctx.elem(1))
+    return out
 
 
 register("Where", _where, since=9, infer=_where_rule)
