@@ -23,6 +23,7 @@ from .loader import load_model
 from .ops import REGISTRY
 from .passes.cleanup import remove_dead, remove_identities
 from .passes.fold import fold_constants
+from .passes.fuse import fuse
 from .passes.inline import inline_functions
 from .plan import Planner
 from .shapes import infer_graph
@@ -163,6 +164,8 @@ class InferenceSession:
         if level >= GraphOptimizationLevel.ORT_ENABLE_BASIC:
             graph = fold_constants(graph, opsets, REGISTRY, types, cpu.build_kernel)
             graph = remove_dead(remove_identities(graph))
+            if level >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED:
+                graph = fuse(graph, opsets, types)
             types = infer_graph(graph, opsets, REGISTRY, strict=strict)
         self._graph = graph
         self._plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types)

@@ -827,3 +827,40 @@ def flex_attention(ctx: OpContext) -> Kernel:
         return (y.astype(v.dtype, copy=False),)
 
     return run
+
+
+# ------------------------------------------- webinfer.MultiHeadAttention (fused)
+
+def _mha_rule(ctx: InferContext) -> list[Type | None]:
+    q, v = ctx.shape(0), ctx.shape(2)
+    heads = ctx.attr("num_heads")
+    if q is not None and len(q) != 3:
+        raise ctx.error(f"query must be [batch, seq, heads*dim], got {shape_str(q)}")
+    if q is None or v is None:
+        return [tensor(ctx.elem(0))]
+    _check_divisible(ctx, "query hidden size", q[2], heads, q)
+    _check_divisible(ctx, "value hidden size", v[2], heads, v)
+    return [tensor(ctx.elem(0), (q[0], q[1], v[2]))]
+
+
+@op("MultiHeadAttention", domain="webinfer", infer=_mha_rule)
+def multi_head_attention(ctx: OpContext) -> Kernel:
+    """softmax(Q.K^T * scale + mask).V on [batch, seq, heads*dim] tensors.
+
+    What the fusion pass makes of the exporters' Reshape/Transpose/MatMul/
+    Mul/Add/Softmax/MatMul/Transpose/Reshape attention block: the head
+    split and merge become views, and the core runs once.
+    """
+    heads = ctx.attr("num_heads")
+    scale = ctx.attr("scale", None)
+
+    def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray]:
+        b, sq, hidden = q.shape
+        skv = k.shape[1]
+        d, dv = hidden // heads, v.shape[2] // heads
+        y = scaled_dot_product_attention(q.reshape(b, sq, heads, d).transpose(0, 2, 1, 3),
+                                         k.reshape(b, skv, heads, d).transpose(0, 2, 1, 3),
+                                         v.reshape(b, skv, heads, dv).transpose(0, 2, 1, 3), mask, scale)
+        return (y.transpose(0, 2, 1, 3).reshape(b, sq, heads * dv),)
+
+    return run

@@ -148,6 +148,8 @@ UNARY: dict[str, Unary] = {
     "Mish": Unary(_plain(lambda x: x * np.tanh(softplus(x))), "x * tanh(log(1.0 + exp(x)))", since=18,
                   upcast16=True),
     "Gelu": Unary(_gelu, None, since=20, upcast16=True),
+    "Swish": Unary(_with(lambda p: lambda x: x * sigmoid(x * x.dtype.type(p.alpha)), alpha=1.0),
+                   "x / (1.0 + exp(-{alpha} * x))", since=24, upcast16=True),
     "HardSwish": Unary(_plain(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)), "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)",
                        since=14),
     "LeakyRelu": Unary(_with(lambda p: lambda x: np.where(x >= 0, x, x * x.dtype.type(p.alpha)), alpha=0.01),
@@ -179,10 +181,11 @@ def _unary_kernel(spec: Unary) -> Callable[[OpContext], Any]:
         if spec.upcast16:
             def run16(x: np.ndarray) -> tuple[np.ndarray]:
                 if x.dtype == np.float16:
-                    return (fn(x.astype(np.float32)).astype(np.float16),)
-                return (fn(x),)
+                    return (np.asarray(fn(x.astype(np.float32))).astype(np.float16),)
+                return (np.asarray(fn(x)),)
             return run16
-        return lambda x: (fn(x),)
+        # numpy ufuncs turn 0-d inputs into scalars: outputs must stay arrays
+        return lambda x: (np.asarray(fn(x)),)
 
     return build
 
@@ -199,6 +202,9 @@ def _unary_rule(out_elem: int | None):
 
 for _name, _spec in UNARY.items():
     register(_name, _unary_kernel(_spec), since=_spec.since, infer=_unary_rule(_spec.out_elem))
+
+# The fusion pass rewrites exporters' erf-GELU into this, whatever the model's opset.
+register("Gelu", _unary_kernel(UNARY["Gelu"]), domain="webinfer", infer=same_as_input)
 
 
 # ----------------------------------------------------------------- binary table
@@ -244,6 +250,19 @@ def _prelu(a: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(a >= 0, a, a * slope).astype(a.dtype, copy=False)
 
 
+def _prelu_build(ctx: OpContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Before opset 7 a 1-D slope of C values applies per channel (axis 1), not numpy-style."""
+    if ctx.opset >= 7:
+        return _prelu
+
+    def legacy(a: np.ndarray, slope: np.ndarray) -> np.ndarray:
+        if slope.ndim == 1 and slope.size > 1 and a.ndim > 2:
+            slope = slope.reshape((-1,) + (1,) * (a.ndim - 2))
+        return _prelu(a, slope)
+
+    return legacy
+
+
 @dataclass(frozen=True)
 class Binary:
     make: Callable[[OpContext], Callable[[np.ndarray, np.ndarray], np.ndarray]]
@@ -263,7 +282,7 @@ BINARY: dict[str, Binary] = {
     "Div": Binary(_bin(_div), "a / b"),
     "Pow": Binary(_bin(_pow), "pow(a, b)"),
     "Mod": Binary(_mod, None, since=10),
-    "PRelu": Binary(_bin(_prelu), "select(a * b, a, a >= 0.0)"),
+    "PRelu": Binary(_prelu_build, "select(a * b, a, a >= 0.0)"),
     "And": Binary(_bin(np.logical_and), None, out_elem=dtypes.BOOL),
     "Or": Binary(_bin(np.logical_or), None, out_elem=dtypes.BOOL),
     "Xor": Binary(_bin(np.logical_xor), None, out_elem=dtypes.BOOL),
@@ -368,7 +387,12 @@ def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext]
 
 
 for _name, _bspec in BINARY.items():
-    _rule = _sym_binary_rule(_name, _bspec.out_elem) if _name in _SYM_BINARY else broadcast_rule(_bspec.out_elem)
+    if _name == "PRelu":  # the slope broadcasts onto X (unidirectionally): Y has X's shape
+        _rule = same_as_input
+    elif _name in _SYM_BINARY:
+        _rule = _sym_binary_rule(_name, _bspec.out_elem)
+    else:
+        _rule = broadcast_rule(_bspec.out_elem)
     register(_name, _binary_build(_bspec), since=_bspec.since, infer=_rule)
 
 
@@ -433,7 +457,7 @@ def _clip(ctx: OpContext) -> Any:
         lo, hi = ctx.attr("min", -3.4028234663852886e38), ctx.attr("max", 3.4028234663852886e38)
 
         def run_attr(x: np.ndarray) -> tuple[np.ndarray]:
-            return (np.clip(x, x.dtype.type(lo), x.dtype.type(hi)),)
+            return (np.asarray(np.clip(x, x.dtype.type(lo), x.dtype.type(hi))),)
 
         return run_attr
 
@@ -443,7 +467,7 @@ def _clip(ctx: OpContext) -> Any:
             out = np.maximum(out, lo.astype(x.dtype, copy=False))
         if hi is not None:
             out = np.minimum(out, hi.astype(x.dtype, copy=False))
-        return (out,)
+        return (np.asarray(out),)
 
     return run
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Graph, Node, Tensor, TensorType, node_inputs_with_captures
-from ..shapes import GraphTypes
+from ..shapes import GraphTypes, SymInts
 
 DOMAIN = "webinfer"
 
@@ -257,8 +257,99 @@ def fuse_matmul_bias(graph: Graph, types: GraphTypes) -> Graph:
     return graph
 
 
+# -------------------------------------------------------------- attention
+
+def _head_split(idx: Index, types: GraphTypes, name: str, perm: list[int]) -> tuple[str, list[Node], int] | None:
+    """`name` = Transpose(perm)(Reshape(x3d, [b, s, heads, dim])): return (x3d, nodes, heads)."""
+    tr = idx.producer.get(name)
+    if not _is(tr, "Transpose") or tr.attrs.get("perm") != perm or idx.sole_reader(tr.outputs[0]) is None:
+        return None
+    rs = idx.producer.get(tr.inputs[0])
+    if not _is(rs, "Reshape") or idx.sole_reader(rs.outputs[0]) is not tr:
+        return None
+    t_in = types.types.get(rs.inputs[0])
+    if not isinstance(t_in, TensorType) or t_in.rank != 3 or not isinstance(t_in.shape[2], int):  # type: ignore[index]
+        return None
+    hidden = t_in.shape[2]  # type: ignore[index]
+    target = _int_dims(types, rs.inputs[1])
+    if target is None or len(target) != 4 or not isinstance(target[3], int) or target[3] <= 0:
+        return None
+    heads = target[2] if isinstance(target[2], int) and target[2] > 0 else hidden // target[3]
+    if heads * target[3] != hidden:
+        return None
+    return rs.inputs[0], [tr, rs], heads
+
+
+def _int_dims(types: GraphTypes, name: str) -> tuple | None:
+    """A shape vector known at load (constant or symbolic), as a tuple of dims."""
+    v = types.values.get(name)
+    if isinstance(v, SymInts):
+        return v.dims
+    if isinstance(v, np.ndarray) and v.ndim == 1:
+        return tuple(int(x) for x in v)
+    return None
+
+
+def fuse_attention(graph: Graph, types: GraphTypes) -> Graph:
+    """The exporters' attention block -> webinfer.MultiHeadAttention (see module docstring).
+
+    Matched from the Softmax outwards: Q split with perm (0,2,1,3), K split
+    straight to K^T with perm (0,2,3,1), V split with (0,2,1,3); after the
+    second MatMul a (0,2,1,3) Transpose and a Reshape back to 3-D.
+    """
+    idx = Index.of(graph)
+    for sm in list(graph.nodes):
+        if not _is(sm, "Softmax") or sm.attrs.get("axis", -1) not in (-1, 3):
+            continue
+        matched = [sm]
+        x, mask = sm.inputs[0], None
+        add = idx.producer.get(x)
+        if _is(add, "Add") and idx.sole_reader(x) is sm:
+            scores_in = add.inputs[0]
+            mask = add.inputs[1]
+            if not (_is(idx.producer.get(scores_in), "Mul") or _is(idx.producer.get(scores_in), "Div")
+                    or _is(idx.producer.get(scores_in), "MatMul")):
+                scores_in, mask = mask, scores_in
+            matched.append(add)
+            x = scores_in
+        scale = 1.0
+        sc = idx.producer.get(x)
+        if (_is(sc, "Mul") or _is(sc, "Div")) and idx.sole_reader(x) is not None:
+            c = idx.scalar(sc.inputs[1])
+            if c is None or c == 0:
+                continue
+            scale = c if sc.op_type == "Mul" else 1.0 / c
+            matched.append(sc)
+            x = sc.inputs[0]
+        qk = idx.producer.get(x)
+        if not _is(qk, "MatMul") or idx.sole_reader(x) is None:
+            continue
+        q = _head_split(idx, types, qk.inputs[0], [0, 2, 1, 3])
+        k = _head_split(idx, types, qk.inputs[1], [0, 2, 3, 1])
+        pv = idx.sole_reader(sm.outputs[0])
+        if q is None or k is None or not _is(pv, "MatMul") or pv.inputs[0] != sm.outputs[0]:
+            continue
+        v = _head_split(idx, types, pv.inputs[1], [0, 2, 1, 3])
+        merge = idx.sole_reader(pv.outputs[0])
+        if v is None or not _is(merge, "Transpose") or merge.attrs.get("perm") != [0, 2, 1, 3]:
+            continue
+        out = idx.sole_reader(merge.outputs[0])
+        t_out = types.types.get(out.outputs[0]) if out is not None else None
+        if not _is(out, "Reshape") or not isinstance(t_out, TensorType) or t_out.rank != 3:
+            continue
+        if not q[2] == k[2] == v[2]:
+            continue
+        matched += [qk, pv, merge, out, *q[1], *k[1], *v[1]]
+        inputs = [q[0], k[0], v[0]] + ([mask] if mask else [])
+        fused = Node("MultiHeadAttention", inputs, list(out.outputs), {"num_heads": q[2], "scale": scale},
+                     qk.name or "attention", DOMAIN)
+        _replace(graph, matched, fused, out)
+        idx = Index.of(graph)
+    return graph
+
+
 RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
-    fold_conv_batchnorm, fuse_conv_activation, fuse_gelu, fuse_matmul_bias,
+    fold_conv_batchnorm, fuse_conv_activation, fuse_gelu, fuse_matmul_bias, fuse_attention,
 ]
 
 
