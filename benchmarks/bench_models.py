@@ -1,0 +1,101 @@
+"""webinfer vs onnxruntime on real models, same process, same thread count.
+
+    python benchmarks/bench_models.py [--runs 15] [--threads 1 2] [--models minilm16 minilm128 resnet50 ppocr]
+                                      [--provider cpu] [--json]
+
+Prints one table: median and p90 latency of each runtime and the ratio
+webinfer/onnxruntime (medians).  Models are built by tools/models.py into
+the cache dir.  Targets (issue 2): ratio <= 1.5 on MiniLM-128 and ResNet-50
+with 1 thread, <= 2.0 everywhere.  Runs alternate between the two runtimes
+so load drift on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+import models as model_builder  # noqa: E402  (tools/models.py)
+
+import webinfer  # noqa: E402
+from webinfer.bench import blas_threads, ort_session  # noqa: E402
+
+
+def _minilm_feed(seq: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"input_ids": rng.integers(1000, 3000, size=(1, seq)).astype(np.int64),
+            "attention_mask": np.ones((1, seq), dtype=np.int64)}
+
+
+CASES: dict[str, tuple[str, Callable[[], dict[str, np.ndarray]]]] = {
+    "minilm16": ("minilm", lambda: _minilm_feed(16)),
+    "minilm128": ("minilm", lambda: _minilm_feed(128)),
+    "resnet50": ("resnet50", lambda: {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224),
+                                                                                       dtype=np.float32)}),
+    "ppocr": ("ppocr_det", lambda: {"x": np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)}),
+}
+
+
+def bench_case(name: str, threads: int, runs: int, warmup: int, providers: list[str]) -> dict[str, Any]:
+    model_name, make_feed = CASES[name]
+    path = model_builder.model_path(model_name)
+    data = path.read_bytes()
+    feed = make_feed()
+    t0 = time.perf_counter()
+    ours = webinfer.InferenceSession(data, providers=providers)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    ref = ort_session(data, threads)
+    with blas_threads(threads):
+        a = ours.run(None, feed)
+        b = ref.run(None, feed)
+        err = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for x, y in zip(a, b))
+        for _ in range(warmup):
+            ours.run(None, feed)
+            ref.run(None, feed)
+        t_ours, t_ref = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            ours.run(None, feed)
+            t_ours.append((time.perf_counter() - t0) * 1e3)
+            t0 = time.perf_counter()
+            ref.run(None, feed)
+            t_ref.append((time.perf_counter() - t0) * 1e3)
+    med_o, med_r = statistics.median(t_ours), statistics.median(t_ref)
+    return {"case": name, "threads": threads, "webinfer_median_ms": med_o, "onnxruntime_median_ms": med_r,
+            "webinfer_p90_ms": float(np.percentile(t_ours, 90)), "onnxruntime_p90_ms": float(np.percentile(t_ref, 90)),
+            "ratio": med_o / med_r, "max_rel_diff": err, "webinfer_load_ms": load_ms}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--provider", default="cpu")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    rows = [bench_case(m, t, args.runs, args.warmup, args.provider.split(","))
+            for t in args.threads for m in args.models]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<11}{'threads':>8}{'webinfer ms':>13}{'ort ms':>10}{'ratio':>8}{'p90 ours':>10}{'p90 ort':>9}"
+          f"{'max rel diff':>14}")
+    for r in rows:
+        print(f"{r['case']:<11}{r['threads']:>8}{r['webinfer_median_ms']:>13.2f}{r['onnxruntime_median_ms']:>10.2f}"
+              f"{r['ratio']:>8.2f}{r['webinfer_p90_ms']:>10.2f}{r['onnxruntime_p90_ms']:>9.2f}{r['max_rel_diff']:>14.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

