@@ -136,148 +136,201 @@ def storage_dtype(code: int) -> np.dtype:
 
 @dataclass(frozen=True)
 class SmallFloat:
-    """A float format of at most 16 bits, enough to enumerate every code."""
+    """A float format of at most 8 bits: few enough codes to tabulate them all.
+
+    `nan` says which codes are NaN: "fn" only S.1111.111; "uz" only 0x80
+    (the would-be negative zero, so these formats have no -0); "ieee" an
+    all-ones exponent with a nonzero mantissa (a zero mantissa is infinity);
+    "e8m0" only 0xFF; "none" no NaN at all.
+    """
 
     bits: int
     exp_bits: int
     man_bits: int
     bias: int
-    has_inf: bool
-    nan_codes: str  # "ieee" (all-ones exponent), "fn" (only S.1111.111), "uz" (only 0x80), "e8m0", "none"
+    nan: str
     signed: bool = True
+
+    @property
+    def sign_bit(self) -> int:
+        return 1 << (self.bits - 1) if self.signed else 0
 
 
 SMALL_FLOAT_FORMATS: dict[int, SmallFloat] = {
-    FLOAT8E4M3FN: SmallFloat(8, 4, 3, 7, False, "fn"),
-    FLOAT8E4M3FNUZ: SmallFloat(8, 4, 3, 8, False, "uz"),
-    FLOAT8E5M2: SmallFloat(8, 5, 2, 15, True, "ieee"),
-    FLOAT8E5M2FNUZ: SmallFloat(8, 5, 2, 16, False, "uz"),
-    FLOAT8E8M0: SmallFloat(8, 8, 0, 127, False, "e8m0", signed=False),
-    FLOAT4E2M1: SmallFloat(4, 2, 1, 1, False, "none"),
-    FLOAT6E2M3: SmallFloat(6, 2, 3, 1, False, "none"),
-    FLOAT6E3M2: SmallFloat(6, 3, 2, 3, False, "none"),
+    FLOAT8E4M3FN: SmallFloat(8, 4, 3, 7, "fn"),
+    FLOAT8E4M3FNUZ: SmallFloat(8, 4, 3, 8, "uz"),
+    FLOAT8E5M2: SmallFloat(8, 5, 2, 15, "ieee"),
+    FLOAT8E5M2FNUZ: SmallFloat(8, 5, 2, 16, "uz"),
+    FLOAT8E8M0: SmallFloat(8, 8, 0, 127, "e8m0", signed=False),
+    FLOAT4E2M1: SmallFloat(4, 2, 1, 1, "none"),
+    FLOAT6E2M3: SmallFloat(6, 2, 3, 1, "none"),
+    FLOAT6E3M2: SmallFloat(6, 3, 2, 3, "none"),
 }
+
+#: The positive NaN code written for a NaN input (ml_dtypes' choice: the quiet
+#: NaN for e5m2).  Formats without NaN map NaN to zero, as onnx's reference
+#: implementation and its conformance data do.
+_NAN_CODE = {"fn": 0x7F, "uz": 0x80, "ieee": 0x7E, "none": 0}
+
+E8M0_ROUND_MODES = ("up", "down", "nearest")
 
 
 @lru_cache(maxsize=None)
 def decode_table(code: int) -> np.ndarray:
     """float32 value of every bit pattern of a small float format (a LUT)."""
     f = SMALL_FLOAT_FORMATS[code]
-    n = 1 << f.bits
-    out = np.empty(n, dtype=np.float64)
-    sign_bit = 1 << (f.bits - 1) if f.signed else 0
-    for c in range(n):
-        neg = bool(c & sign_bit) if f.signed else False
-        mag = c & (sign_bit - 1) if f.signed else c
-        e = mag >> f.man_bits
-        m = mag & ((1 << f.man_bits) - 1)
-        if f.nan_codes == "e8m0":
-            out[c] = np.nan if c == 0xFF else 2.0 ** (c - 127)
-            continue
-        if f.nan_codes == "uz" and c == 0x80:
-            out[c] = np.nan
-            continue
-        all_ones = e == (1 << f.exp_bits) - 1
-        if f.nan_codes == "fn" and all_ones and m == (1 << f.man_bits) - 1:
-            out[c] = np.nan
-            continue
-        if f.nan_codes == "ieee" and all_ones:
-            out[c] = np.nan if m else np.inf
-            if not m and neg:
-                out[c] = -np.inf
-            continue
-        if e == 0:
-            v = m * 2.0 ** (1 - f.bias - f.man_bits)
-        else:
-            v = (1 + m / (1 << f.man_bits)) * 2.0 ** (e - f.bias)
-        out[c] = -v if neg else v
+    c = np.arange(1 << f.bits)
+    if f.nan == "e8m0":
+        out = np.ldexp(1.0, c - 127)
+        out[0xFF] = np.nan
+        return out.astype(np.float32)
+    mag = c & ((1 << (f.bits - 1)) - 1) if f.signed else c
+    e = mag >> f.man_bits
+    m = mag & ((1 << f.man_bits) - 1)
+    sub = np.ldexp(m.astype(np.float64), 1 - f.bias - f.man_bits)
+    norm = np.ldexp(1.0 + m / (1 << f.man_bits), e - f.bias)
+    out = np.where(e == 0, sub, norm)
+    out = np.where(c & f.sign_bit, -out, out)
+    top = e == (1 << f.exp_bits) - 1
+    if f.nan == "fn":
+        out[top & (m == (1 << f.man_bits) - 1)] = np.nan
+    elif f.nan == "uz":
+        out[0x80] = np.nan
+    elif f.nan == "ieee":
+        out[top] = np.where(m[top] == 0, np.copysign(np.inf, out[top]), np.nan)
     return out.astype(np.float32)
 
 
 @lru_cache(maxsize=None)
-def _encode_tables(code: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sorted non-negative finite values with their codes, and the max finite value."""
-    table = decode_table(code).astype(np.float64)
+def _encode_table(code: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-negative finite values of a format, increasing, then the value one
+    ulp past the largest; and their codes.
+
+    That extra entry is where rounding overflows: its code is max+1, whose
+    parity decides ties at the top, and which is exactly the format's
+    overflow code when it does not saturate (inf for e5m2, NaN otherwise).
+    """
     f = SMALL_FLOAT_FORMATS[code]
-    sign_bit = 1 << (f.bits - 1) if f.signed else 1 << f.bits
+    table = decode_table(code).astype(np.float64)
     codes = np.arange(len(table))
-    keep = np.isfinite(table) & (table >= 0) & ((codes & sign_bit) == 0)
+    keep = np.isfinite(table) & ((codes & f.sign_bit) == 0)
     vals, cds = table[keep], codes[keep]
-    order = np.argsort(vals, kind="stable")
-    return vals[order], cds[order], float(vals.max())
-
-
-def _nan_code(f: SmallFloat) -> int:
-    return {"fn": 0x7F, "uz": 0x80, "ieee": 0x7F if f.bits == 8 else 0, "e8m0": 0xFF}[f.nan_codes]
+    return np.append(vals, 2 * vals[-1] - vals[-2]), np.append(cds, cds[-1] + 1)
 
 
 def small_float_to_float32(bits: np.ndarray, code: int) -> np.ndarray:
     """Decode bit patterns (uint8/uint16 storage) of a small float type."""
     if code == BFLOAT16:
         return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return decode_table(code)[np.asarray(bits, dtype=np.uint8)]
+    return decode_table(code).take(np.asarray(bits, dtype=np.uint8))
 
 
 def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
     """Round float32 to bfloat16 bits, round-to-nearest-even, NaN kept quiet."""
-    u = np.asarray(x, dtype=np.float32).view(np.uint32)
-    rounded = (u + (((u >> 16) & 1) + 0x7FFF)) >> 16
-    nan = np.isnan(np.asarray(x, dtype=np.float32))
-    out = rounded.astype(np.uint16)
-    if nan.any():
-        out[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
-    return out
+    f = np.asarray(x, dtype=np.float32)
+    u = f.view(np.uint32)
+    rounded = ((u + (((u >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(f), ((u >> 16) | 0x40).astype(np.uint16), rounded)
 
 
-def float_to_small_float(x: np.ndarray, code: int, saturate: bool = True) -> np.ndarray:
-    """Round floats to a small float format with ONNX Cast's rules.
+def float_to_small_float(x: np.ndarray, code: int, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
+    """Round numbers to a small float format with ONNX Cast's rules.
 
     Round-to-nearest-even among representable values.  With `saturate`,
-    magnitudes beyond the largest finite value (and infinities, for formats
-    without them) become +-max; without it they become inf where the format
-    has one, NaN otherwise.
+    results beyond the largest finite value (infinities included) become
+    +-max; without it they become inf where the format has one, NaN
+    otherwise.  float4/float6 have neither, so they always saturate.
+    `round_mode` only matters for float8e8m0.
     """
     if code == BFLOAT16:
-        return float32_to_bfloat16(np.asarray(x, dtype=np.float32))
+        with np.errstate(over="ignore"):
+            return float32_to_bfloat16(np.asarray(x, dtype=np.float32))
+    if code == FLOAT8E8M0:
+        return float_to_e8m0(x, saturate, round_mode)
     f = SMALL_FLOAT_FORMATS[code]
-    x = np.asarray(x, dtype=np.float64)
-    vals, codes, vmax = _encode_tables(code)
-    mag = np.abs(x)
-    idx = np.clip(np.searchsorted(vals, mag), 1, len(vals) - 1)
-    lo, hi = vals[idx - 1], vals[idx]
-    pick_hi = (mag - lo > hi - mag) | ((mag - lo == hi - mag) & (codes[idx - 1] & 1 == 1))
-    out = np.where(pick_hi, codes[idx], codes[idx - 1]).astype(np.int64)
-    below = mag <= vals[0]
-    out[below] = codes[0]
-    too_big = mag > vmax
-    if not saturate or f.nan_codes in ("none",):
-        # rounding above max: values within half an ulp of max round to max
-        top_ulp = vals[-1] - vals[-2]
-        too_big = mag >= vmax + top_ulp / 2 if f.nan_codes != "none" else np.zeros_like(too_big)
-    sign_bit = 1 << (f.bits - 1)
-    if f.signed:
-        neg = np.signbit(x)
-        if f.nan_codes == "uz":
-            neg &= out != 0  # no negative zero in fnuz formats
-        out = np.where(neg, out | sign_bit, out)
-    max_code = codes[-1]
-    inf = np.isinf(x)
-    if saturate or f.nan_codes == "none":
-        sat = too_big | inf
-        if f.nan_codes == "uz" and saturate:
-            sat = too_big & ~inf
-            out[inf] = 0x80
-        out = np.where(sat, max_code | (np.signbit(x) * sign_bit if f.signed else 0), out)
+    x = np.asarray(x)
+    _, codes = _encode_table(code)
+    top, past = int(codes[-2]), int(codes[-1])
+    fast = x.dtype in (np.float32, np.float16)
+    out = _round_float32(x, f) if fast else _round_exact(x, code)
+    if saturate or f.nan == "none":
+        np.minimum(out, top, out=out)
     else:
-        if f.has_inf:
-            inf_code = sign_bit - (1 << f.man_bits)  # exponent all ones, mantissa 0
-            out = np.where(too_big | inf, inf_code | (np.signbit(x) * sign_bit), out)
-        else:
-            over = too_big | inf
-            nan_code = _nan_code(f)
-            out = np.where(over, nan_code | (np.signbit(x) * sign_bit if f.nan_codes == "fn" else 0), out)
-    out = np.where(np.isnan(x), _nan_code(f), out)
+        out = np.where(out > top, past, out).astype(out.dtype, copy=False)
+    if f.signed:
+        neg = ((x.view(np.uint16 if x.dtype == np.float16 else np.uint32) >> (x.dtype.itemsize * 8 - 1))
+               .astype(out.dtype) if fast else np.signbit(x).astype(out.dtype))
+        if f.nan == "uz":
+            neg &= out != 0
+        out |= neg << (f.bits - 1)
+    nan = np.isnan(x)
+    if nan.any():
+        nan_code = _NAN_CODE[f.nan]
+        out = np.where(nan, np.where(np.signbit(x) & (f.nan in ("fn", "ieee")), nan_code | f.sign_bit, nan_code),
+                       out)
     return out.astype(np.uint8)
+
+
+def _round_float32(x: np.ndarray, f: SmallFloat) -> np.ndarray:
+    """|x| (float32 or float16) rounded to the nearest-even code of format `f` (uint32), on the
+    float32 bit pattern; codes past the largest finite value mean overflow.
+
+    In the format's normal range the rounding is integer arithmetic on the
+    bits (a carry out of the mantissa correctly bumps the exponent); below
+    it, |x| scaled by a power of two (exact) is rounded by `rint`, which
+    yields the subnormal codes and, at the top, the smallest normal one.
+    """
+    mag = np.abs(x.astype(np.float32, copy=False))
+    u = mag.view(np.uint32)
+    shift = 23 - f.man_bits
+    normal = (u >> shift) & 1
+    normal += u
+    normal += (1 << (shift - 1)) - 1
+    normal >>= shift
+    normal -= np.uint32((127 - f.bias) << f.man_bits)  # wraps below the normal range, which takes `sub`
+    with np.errstate(invalid="ignore", over="ignore"):
+        sub = np.rint(mag * np.float32(2.0 ** (f.bias + f.man_bits - 1))).astype(np.uint32)
+    return np.where(u < np.uint32((128 - f.bias) << 23), sub, normal)
+
+
+def _round_exact(x: np.ndarray, code: int) -> np.ndarray:
+    """|x| of any real dtype rounded to the nearest-even code by search in the value table
+    (one rounding from float64 or integers); codes past the largest finite value mean overflow."""
+    vals, codes = _encode_table(code)
+    with np.errstate(invalid="ignore"):  # signalling NaNs; inf - inf
+        mag = np.abs(np.asarray(x, dtype=np.float64))  # exact for every float input, and for ints below 2**53
+        idx = np.searchsorted(vals, mag)
+        np.clip(idx, 1, len(vals) - 1, out=idx)
+        lo = idx - 1
+        below = mag - vals[lo]
+        above = vals[idx] - mag
+        return codes[lo + ((above < below) | ((above == below) & ((codes[lo] & 1) == 1)))]
+
+
+def float_to_e8m0(x: np.ndarray, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
+    """Round to float8e8m0 (a bare power-of-two exponent) as ONNX's Cast defines it.
+
+    The code is the float32 exponent field, incremented when the mantissa
+    rounds it up: `up` for any nonzero mantissa, `nearest` from half way
+    (ties up), `down` never.  NaN and infinities give the NaN code 0xFF;
+    with `saturate` rounding never passes the largest code 0xFE.  The sign
+    is ignored (negative inputs are undefined in ONNX).
+    """
+    if round_mode not in E8M0_ROUND_MODES:
+        raise ValueError(f"round_mode must be one of {', '.join(E8M0_ROUND_MODES)}, got {round_mode!r}")
+    with np.errstate(over="ignore"):
+        u = np.asarray(x, dtype=np.float32).view(np.uint32)
+    exp = ((u >> 23) & 0xFF).astype(np.int32)
+    man = u & 0x7FFFFF
+    if round_mode == "up":
+        inc = man != 0
+    elif round_mode == "nearest":
+        inc = ((man & 0x400000) != 0) & (((man & 0x3FFFFF) != 0) | (exp > 0))
+    else:
+        inc = np.zeros(exp.shape, dtype=bool)
+    if saturate:
+        inc &= exp < 0xFE
+    return np.where(exp == 0xFF, 0xFF, exp + inc).astype(np.uint8)
 
 
 def to_float32(storage: np.ndarray, code: int) -> np.ndarray:
@@ -287,24 +340,57 @@ def to_float32(storage: np.ndarray, code: int) -> np.ndarray:
     return np.asarray(storage)
 
 
+def convert(x: np.ndarray, src: int, dst: int, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
+    """Cast storage `x` of element type `src` to storage of `dst` (any non-string types).
+
+    Floats to ints truncate toward zero and ints wrap to the destination
+    width: C semantics, as onnx's reference implementation (ml_dtypes) has
+    for every int type, int4 and int2 included (onnxruntime rounds to
+    nearest for those two).  NaN and out-of-range floats give whatever that
+    produces (ONNX leaves them undefined).  Small floats round with
+    `float_to_small_float`.
+    """
+    if src == dst:
+        return x
+    vals = small_float_to_float32(x, src) if src in SMALL_FLOATS else np.asarray(x)
+    if dst in SMALL_FLOATS:
+        return float_to_small_float(vals, dst, saturate, round_mode)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if dst in SUB_BYTE_INTS:
+            return wrap_sub_byte(vals, dst)
+        return vals.astype(storage_dtype(dst))
+
+
 def from_float(x: np.ndarray, code: int, saturate: bool = True) -> np.ndarray:
-    """Storage for element type `code` of float values `x` (Cast's rules)."""
-    if code in SMALL_FLOATS:
-        return float_to_small_float(x, code, saturate)
-    if code in SUB_BYTE_INTS:
-        return wrap_sub_byte(np.asarray(x).astype(np.int64), code)
-    return np.asarray(x).astype(storage_dtype(code))
+    """Storage for element type `code` of the values `x` (a native numpy array), by Cast's rules."""
+    x = np.asarray(x)
+    return convert(x, from_numpy(x.dtype), code, saturate)
 
 
 def wrap_sub_byte(x: np.ndarray, code: int) -> np.ndarray:
     """Integers truncated to a sub-byte int type (two's complement wrap, as C casts do)."""
     bits = ELEM_TYPES[code].bits
     lo, _ = SUB_BYTE_INTS[code]
-    mask = (1 << bits) - 1
-    u = np.asarray(x, dtype=np.int64) & mask
+    u = np.asarray(x).astype(np.int64) & ((1 << bits) - 1)
     if lo < 0:
         u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
     return u.astype(storage_dtype(code))
+
+
+def reinterpret(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """BitCast: the same bit patterns read as another type of the same width.
+
+    Native and small-float storage are numpy views; sub-byte ints are held
+    as values, so they go through their raw bits (masked, then sign-extended
+    for signed destinations).
+    """
+    if src == dst:
+        return x
+    if src in SUB_BYTE_INTS:
+        x = x.astype(np.uint8) & ((1 << ELEM_TYPES[src].bits) - 1)
+    if dst in SUB_BYTE_INTS:
+        return wrap_sub_byte(x, dst)
+    return x.view(storage_dtype(dst))
 
 
 # --------------------------------------------------------------------------
