@@ -76,7 +76,8 @@ def check_feed(info: ValueInfo, value: Any, bindings: dict[str, int]) -> Any:
             got = dtypes.from_numpy(value.dtype)
         except TypeError:
             got = None
-        if got != t.elem:
+        storage_ok = not dtypes.ELEM_TYPES[t.elem].native and value.dtype == dtypes.storage_dtype(t.elem)
+        if got != t.elem and not storage_ok:  # non-native types may also come as webinfer storage
             raise InputTypeError(
                 f"input '{info.name}' has element type {value.dtype} but the model expects "
                 f"{dtypes.type_name(t.elem)} ({str(t)})")

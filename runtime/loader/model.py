@@ -319,7 +319,10 @@ def read_model(data: bytes | bytearray | memoryview, base_dir: str | None = None
     buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
     if len(buf) == 0:
         raise ModelLoadError("model is empty (0 bytes)")
-    msg = decode(buf, MODEL, "ModelProto")
+    try:
+        msg = decode(buf, MODEL, "ModelProto")
+    except ModelLoadError as e:
+        raise ModelLoadError(f"not a valid ONNX model: {e}") from None
     if "graph" not in msg:
         raise ModelLoadError("not an ONNX model: no graph found (is this an .onnx file?)")
     reader = _Reader(base_dir)

@@ -21,6 +21,8 @@ VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
 
 def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
     """Decode one unsigned varint at `pos`; return (value, next position)."""
+    if pos >= len(buf):
+        raise ModelLoadError("truncated protobuf data (a value is cut off at the end)")
     b = buf[pos]
     if b < 0x80:
         return b, pos + 1
