@@ -203,8 +203,9 @@ def _unary_rule(out_elem: int | None):
 for _name, _spec in UNARY.items():
     register(_name, _unary_kernel(_spec), since=_spec.since, infer=_unary_rule(_spec.out_elem))
 
-# The fusion pass rewrites exporters' erf-GELU into this, whatever the model's opset.
+# The fusion pass rewrites exporters' decomposed GELU and hard-swish into these, whatever the model's opset.
 register("Gelu", _unary_kernel(UNARY["Gelu"]), domain="webinfer", infer=same_as_input)
+register("HardSwish", _unary_kernel(UNARY["HardSwish"]), domain="webinfer", infer=same_as_input)
 
 
 # ----------------------------------------------------------------- binary table

@@ -5,6 +5,8 @@ the intermediate values have no other reader and are not graph outputs, so
 the rewrite is invisible from outside.  Rules:
 
 - Conv + BatchNormalization (constant statistics) -> Conv with folded weights
+- Conv + Mul/Add by per-channel constants -> Conv with folded weights
+- x * Clip(x + 3, 0, 6) / 6 (exporters' hard-swish) -> webinfer.HardSwish
 - Conv + activation (Relu, Clip, HardSigmoid, Sigmoid, HardSwish, LeakyRelu)
   -> Conv with a webinfer `activation` attribute applied on the output buffer
 - x * 0.5 * (1 + erf(x / sqrt 2)) (exporters' GELU) -> webinfer.Gelu
@@ -126,11 +128,99 @@ def fold_conv_batchnorm(graph: Graph, types: GraphTypes) -> Graph:
     return graph
 
 
+# --------------------------------------------------- Conv + constant affine
+
+def _channel_vector(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """A constant that broadcasts onto [N, C, ...] along C only, as a length-C vector."""
+    if c.size == 1:
+        return np.full(channels, float(c.reshape(-1)[0]))
+    shape = list(c.shape)
+    while shape and shape[0] == 1 and len(shape) > rank - 1:
+        shape.pop(0)
+    if len(shape) == rank - 1 and shape[0] == channels and all(d == 1 for d in shape[1:]):
+        return c.reshape(-1).astype(np.float64)
+    return None
+
+
+def fold_conv_affine(graph: Graph, types: GraphTypes) -> Graph:
+    """Conv followed by Mul and/or Add with per-channel constants: fold into W and B.
+
+    Exporters of "learnable affine" blocks (PP-LCNet, PP-OCR) emit these
+    after every convolution.
+    """
+    idx = Index.of(graph)
+    changed = True
+    while changed:
+        changed = False
+        for conv in list(graph.nodes):
+            if not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.outputs) != 1:
+                continue
+            nxt = idx.sole_reader(conv.outputs[0])
+            if not (_is(nxt, "Mul") or _is(nxt, "Add")):
+                continue
+            other = _other_input(nxt, conv.outputs[0])
+            c = idx.const(other or "")
+            w = idx.const(conv.inputs[1])
+            t = types.types.get(conv.outputs[0])
+            if c is None or w is None or w.dtype != np.float32 or not isinstance(t, TensorType) or t.rank is None:
+                continue
+            vec = _channel_vector(c, w.shape[0], t.rank)
+            b = idx.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
+            if vec is None or (len(conv.inputs) > 2 and conv.inputs[2] and b is None):
+                continue
+            bias = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
+            if nxt.op_type == "Mul":
+                w = (w.astype(np.float64) * vec.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+                bias = bias * vec
+            else:
+                bias = bias + vec
+            inputs = [conv.inputs[0], _add_const(graph, conv.inputs[1] + "_affine", w),
+                      _add_const(graph, (conv.name or "conv") + "_affine_bias", bias.astype(np.float32))]
+            fused = Node("Conv", inputs, list(nxt.outputs), dict(conv.attrs), conv.name, "")
+            _replace(graph, [conv, nxt], fused, conv)
+            idx = Index.of(graph)
+            changed = True
+    return graph
+
+
+# ------------------------------------------------------------ HardSwish
+
+def fuse_hardswish(graph: Graph, types: GraphTypes) -> Graph:
+    """x * Clip(x + 3, 0, 6) / 6 (exporters' hard-swish) -> webinfer.HardSwish."""
+    idx = Index.of(graph)
+    for clip in list(graph.nodes):
+        if not _is(clip, "Clip") or len(clip.inputs) < 3:
+            continue
+        if idx.scalar(clip.inputs[1]) != 0.0 or idx.scalar(clip.inputs[2]) != 6.0:
+            continue
+        add = idx.producer.get(clip.inputs[0])
+        if not _is(add, "Add") or idx.sole_reader(add.outputs[0]) is not clip:
+            continue
+        x = next((i for i in add.inputs if idx.scalar(i) is None), None)
+        if x is None or idx.scalar(_other_input(add, x) or "") != 3.0:
+            continue
+        mul = idx.sole_reader(clip.outputs[0])
+        if not _is(mul, "Mul") or _other_input(mul, clip.outputs[0]) != x:
+            continue
+        last = idx.sole_reader(mul.outputs[0])
+        if _is(last, "Div") and last.inputs[0] == mul.outputs[0] and idx.scalar(last.inputs[1]) == 6.0:
+            pass
+        elif _is(last, "Mul") and math.isclose(idx.scalar(_other_input(last, mul.outputs[0]) or "") or 0, 1 / 6,
+                                               rel_tol=1e-6):
+            pass
+        else:
+            continue
+        fused = Node("HardSwish", [x], list(last.outputs), {}, clip.name or "hardswish", DOMAIN)
+        _replace(graph, [add, clip, mul, last], fused, add)
+        idx = Index.of(graph)
+    return graph
+
+
 # ------------------------------------------------------ activations into Conv
 
 def _activation_attrs(act: Node, idx: Index) -> dict[str, Any] | None:
     """The `activation*` attributes describing `act`, or None if it can't be fused."""
-    op = act.op_type if act.domain == "" else None
+    op = act.op_type if act.domain in ("", DOMAIN) else None
     if op in ("Relu", "Sigmoid", "HardSwish"):
         return {"activation": op}
     if op == "LeakyRelu":
@@ -349,7 +439,8 @@ def fuse_attention(graph: Graph, types: GraphTypes) -> Graph:
 
 
 RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
-    fold_conv_batchnorm, fuse_conv_activation, fuse_gelu, fuse_matmul_bias, fuse_attention,
+    fold_conv_batchnorm, fold_conv_affine, fuse_hardswish, fuse_conv_activation, fuse_gelu, fuse_matmul_bias,
+    fuse_attention,
 ]
 
 
