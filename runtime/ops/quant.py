@@ -1,3 +1,410 @@
-"""Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinear* ops."""
+"""Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul,
+QLinearConv, MatMulInteger.
+
+Quantized tensors of every width (int16 down to int2, float8, float4) are
+taken as storage (`exotic=True`): sub-byte ints are held as their values,
+small floats as bit patterns decoded with dtypes.py.
+
+Integer products are exact: zero points are subtracted in int32, then the
+products run through BLAS in float32 when every partial sum stays below
+2**24 (exactly representable), else float64 (exact below 2**53), which is
+far faster than numpy's integer matmul.  Requantization rounds half to
+even, as ONNX specifies.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import ShapeInferenceError
+from ..ir import Dim, Node, Shape, Type
+from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
+from .conv import ConvWeights, check_channels, conv_compute, kernel_of, pack_weights, read_window
+from .registry import OpContext, op
+
+#: Saturation range of each integer quantized type.
+INT_RANGES: dict[int, tuple[int, int]] = {
+    dtypes.UINT8: (0, 255), dtypes.INT8: (-128, 127), dtypes.UINT16: (0, 65535), dtypes.INT16: (-32768, 32767),
+    dtypes.UINT4: (0, 15), dtypes.INT4: (-8, 7), dtypes.UINT2: (0, 3), dtypes.INT2: (-2, 1),
+    dtypes.INT32: (-(1 << 31), (1 << 31) - 1),
+}
+FLOAT_QUANT_TYPES = {dtypes.FLOAT8E4M3FN, dtypes.FLOAT8E4M3FNUZ, dtypes.FLOAT8E5M2, dtypes.FLOAT8E5M2FNUZ,
+                     dtypes.FLOAT4E2M1, dtypes.FLOAT6E2M3, dtypes.FLOAT6E3M2}
+QUANT_TYPES = (set(INT_RANGES) - {dtypes.INT32}) | FLOAT_QUANT_TYPES
+#: Element types a dequantized tensor may have.
+REAL_TYPES = {dtypes.FLOAT, dtypes.FLOAT16, dtypes.BFLOAT16}
+
+
+def values(x: np.ndarray, code: int | None) -> np.ndarray:
+    """Storage as numbers numpy computes on: small floats decoded to float32."""
+    return dtypes.small_float_to_float32(x, code) if code in dtypes.SMALL_FLOATS else x
+
+
+def _compute_dtype(code: int | None) -> np.dtype:
+    """The numpy dtype arithmetic "in precision `code`" runs in (bfloat16 is rounded after)."""
+    return np.dtype({dtypes.FLOAT16: np.float16, dtypes.DOUBLE: np.float64}.get(code, np.float32))  # type: ignore[arg-type]
+
+
+def _round_bf16(x: np.ndarray) -> np.ndarray:
+    return dtypes.small_float_to_float32(dtypes.float32_to_bfloat16(x), dtypes.BFLOAT16)
+
+
+def _is_per_tensor(shape: Sequence[Dim]) -> bool:
+    return len(shape) == 0 or (len(shape) == 1 and shape[0] == 1)
+
+
+# ------------------------------------------------------------ granularity
+
+def param_shape_error(name: str, p_shape: Sequence[Dim], x_shape: Sequence[Dim], axis: int, block: int) -> str:
+    how = f"blocked quantization (axis {axis}, block_size {block})" if block else f"per-axis quantization (axis {axis})"
+    return (f"{name} has shape {shape_str(tuple(p_shape))}, which fits neither per-tensor nor {how} "
+            f"of an input of shape {shape_str(tuple(x_shape))}")
+
+
+def check_param_shape(ctx: InferContext, i: int, name: str, axis: int, block: int) -> None:
+    """Load-time check that scale/zero point input i matches the data's shape (when both are known)."""
+    x_shape, p_shape = ctx.shape(0), ctx.shape(i)
+    if block < 0:
+        raise ctx.error(f"block_size must be positive, got {block}")
+    if x_shape is None or p_shape is None or _is_per_tensor(p_shape):
+        return
+    ax = normalize_axis(axis, len(x_shape), ctx.node)
+    if block == 0:
+        ok = len(p_shape) == 1 and dims_compatible(p_shape[0], x_shape[ax])
+    else:
+        blocks = [-(-d // block) if j == ax and isinstance(d, int) else None if j == ax else d
+                  for j, d in enumerate(x_shape)]
+        ok = len(p_shape) == len(x_shape) and all(dims_compatible(p, b) for p, b in zip(p_shape, blocks))
+    if not ok:
+        raise ctx.error(param_shape_error(name, p_shape, x_shape, axis, block))
+
+
+def broadcast_param(p: np.ndarray, x_shape: tuple[int, ...], axis: int, block: int, name: str) -> np.ndarray:
+    """A scale or zero point shaped to broadcast against data of `x_shape`."""
+    if _is_per_tensor(p.shape):
+        return p.reshape(())
+    rank = len(x_shape)
+    if not -rank <= axis < rank:
+        raise ValueError(param_shape_error(name, p.shape, x_shape, axis, block))
+    ax = axis % rank
+    if block == 0:
+        if p.ndim != 1 or p.shape[0] != x_shape[ax]:
+            raise ValueError(param_shape_error(name, p.shape, x_shape, axis, block))
+        return p.reshape([-1 if j == ax else 1 for j in range(rank)])
+    expected = tuple(-(-d // block) if j == ax else d for j, d in enumerate(x_shape))
+    if p.shape != expected:
+        raise ValueError(param_shape_error(name, p.shape, x_shape, axis, block))
+    return np.repeat(p, block, axis=ax)[tuple(slice(0, d) if j == ax else slice(None) for j, d in enumerate(x_shape))]
+
+
+# ------------------------------------------------------------ QuantizeLinear
+
+def _quant_out_elem(ctx: Any, output_dtype: int, zp_elem: int | None) -> int:
+    if output_dtype and zp_elem is not None and output_dtype != zp_elem:
+        raise ctx.error(f"output_dtype is {dtypes.type_name(output_dtype)} but y_zero_point is "
+                        f"{dtypes.type_name(zp_elem)}: they must agree")
+    code = output_dtype or zp_elem or dtypes.UINT8
+    if code not in QUANT_TYPES:
+        raise ctx.error(f"cannot quantize to {dtypes.type_name(code)}")
+    return code
+
+
+def quantize(q: np.ndarray, zp: np.ndarray | None, dst: int, saturate: bool = True) -> np.ndarray:
+    """Storage of type `dst` for `q` = x / scale (already divided; a fresh array, which this
+    overwrites): round half to even, add the zero point, saturate.  Small floats round
+    with Cast's rules instead."""
+    if dst in FLOAT_QUANT_TYPES:
+        q = q.astype(np.float32, copy=False)
+        if zp is not None:
+            q += zp
+        return dtypes.float_to_small_float(q, dst, saturate)
+    np.rint(q, out=q)
+    q = q.astype(np.float64 if dst == dtypes.INT32 else np.float32, copy=False)
+    if zp is not None:
+        q += zp
+    lo, hi = INT_RANGES[dst]
+    np.clip(q, lo, hi, out=q)
+    return q.astype(dtypes.storage_dtype(dst))
+
+
+def _quantize_rule(ctx: InferContext) -> list[Type | None]:
+    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
+    dst = _quant_out_elem(ctx, ctx.attr("output_dtype", 0), ctx.elem(2) if ctx.has(2) else None)
+    check_param_shape(ctx, 1, "y_scale", axis, block)
+    if ctx.has(2):
+        check_param_shape(ctx, 2, "y_zero_point", axis, block)
+    return [tensor(dst, ctx.shape(0))]
+
+
+@op("QuantizeLinear", since=10, infer=_quantize_rule, exotic=True)
+def quantize_linear(ctx: OpContext) -> Any:
+    """y = saturate(round(x / y_scale) + y_zero_point), per tensor, per axis or per block.
+
+    The division runs in the `precision` attribute's type, else y_scale's.
+    """
+    axis, block, saturate = ctx.attr("axis", 1), ctx.attr("block_size", 0), bool(ctx.attr("saturate", 1))
+    x_elem, s_elem, zp_elem = ctx.in_elem(0), ctx.in_elem(1), ctx.in_elem(2)
+    dst = _quant_out_elem(ctx, ctx.attr("output_dtype", 0), zp_elem)
+    precision = ctx.attr("precision", 0) or s_elem
+    cdt = _compute_dtype(precision)
+
+    def run(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None = None) -> tuple[np.ndarray]:
+        s = broadcast_param(values(scale, s_elem), x.shape, axis, block, "y_scale")
+        q = values(x, x_elem).astype(cdt, copy=False) / s.astype(cdt, copy=False)
+        if precision == dtypes.BFLOAT16:
+            q = _round_bf16(q)
+        z = None if zp is None else broadcast_param(values(zp, dst), x.shape, axis, block, "y_zero_point")
+        return (quantize(q, z, dst, saturate),)
+
+    return run
+
+
+# ------------------------------------------------------------ DequantizeLinear
+
+def _dequant_out_elem(ctx: Any, output_dtype: int, scale_elem: int | None) -> int | None:
+    code = output_dtype or scale_elem
+    if code is not None and code not in REAL_TYPES:
+        raise ctx.error(f"cannot dequantize to {dtypes.type_name(code)}"
+                        + ("" if output_dtype else ": set output_dtype to float, float16 or bfloat16"))
+    return code
+
+
+def _dequantize_rule(ctx: InferContext) -> list[Type | None]:
+    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
+    out = _dequant_out_elem(ctx, ctx.attr("output_dtype", 0), ctx.elem(1))
+    if ctx.has(2) and None not in (ctx.elem(0), ctx.elem(2)) and ctx.elem(0) != ctx.elem(2):
+        raise ctx.error(f"x is {dtypes.type_name(ctx.elem(0))} but x_zero_point is {dtypes.type_name(ctx.elem(2))}: "
+                        "they must agree")
+    check_param_shape(ctx, 1, "x_scale", axis, block)
+    if ctx.has(2):
+        check_param_shape(ctx, 2, "x_zero_point", axis, block)
+    return [tensor(out, ctx.shape(0))]
+
+
+@op("DequantizeLinear", since=10, infer=_dequantize_rule, exotic=True)
+def dequantize_linear(ctx: OpContext) -> Any:
+    """y = (x - x_zero_point) * x_scale; the difference is exact (integers in float32, or
+    float64 for int32), the product in float32 rounded once to the output type
+    (`output_dtype`, else x_scale's)."""
+    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
+    x_elem, s_elem = ctx.in_elem(0), ctx.in_elem(1)
+    out = _dequant_out_elem(ctx, ctx.attr("output_dtype", 0), s_elem) or dtypes.FLOAT
+    wide = np.float64 if x_elem == dtypes.INT32 else np.float32
+
+    def run(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None = None) -> tuple[np.ndarray]:
+        s = broadcast_param(values(scale, s_elem), x.shape, axis, block, "x_scale").astype(np.float32, copy=False)
+        y = np.array(values(x, x_elem), dtype=wide)
+        if zp is not None:
+            y -= broadcast_param(values(zp, x_elem), x.shape, axis, block, "x_zero_point")
+        y *= s
+        return (dtypes.convert(y.astype(np.float32, copy=False), dtypes.FLOAT, out),)
+
+    return run
+
+
+# ------------------------------------------------------------ DynamicQuantizeLinear
+
+def _dynamic_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.UINT8, ctx.shape(0)), tensor(dtypes.FLOAT, ()), tensor(dtypes.UINT8, ())]
+
+
+@op("DynamicQuantizeLinear", since=11, infer=_dynamic_rule)
+def dynamic_quantize_linear(ctx: OpContext) -> Any:
+    """uint8 quantization with scale and zero point from the data's range (widened to include 0)."""
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
+        lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
+        scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
+        zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
+        y = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
+        return y, np.asarray(scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
+
+    return run
+
+
+# ------------------------------------------------------------ integer products
+
+def _span(code: int | None) -> int:
+    """Largest |value - zero point| of an integer quantized type (2**32 when unknown)."""
+    lo, hi = INT_RANGES[code] if code in INT_RANGES else (0, 1 << 32)
+    return hi - lo
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
+    """a @ b for integer-valued arrays, exact, where `bound` caps |a_ik * b_kj|.
+
+    BLAS in float32 while every partial sum is below 2**24, float64 below
+    2**53, numpy's int64 matmul beyond; the result is int64.
+    """
+    total = bound * max(a.shape[-1], 1)
+    if total < (1 << 24):
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+    if total < (1 << 53):
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+
+
+def matmul_shape(a: Shape | None, b: Shape | None, node: Node) -> Shape | None:
+    """numpy.matmul's output shape (1-D operands promoted and dropped), symbolic dims allowed."""
+    if a is None or b is None:
+        return None
+    if not a or not b:
+        raise ShapeInferenceError(f"{node.label()}: matmul operands must have rank >= 1, got "
+                                  f"{shape_str(a)} and {shape_str(b)}")
+    a2 = a if len(a) > 1 else (1,) + a
+    b2 = b if len(b) > 1 else b + (1,)
+    if not dims_compatible(a2[-1], b2[-2]):
+        raise ShapeInferenceError(f"{node.label()}: cannot multiply {shape_str(a)} by {shape_str(b)}: "
+                                  f"inner dimensions {a2[-1]} and {b2[-2]} differ")
+    batch = broadcast_shapes([a2[:-2], b2[:-2]], node)
+    assert batch is not None
+    out = batch + ((a2[-2],) if len(a) > 1 else ()) + ((b2[-1],) if len(b) > 1 else ())
+    return tuple(out)
+
+
+def _row_param(p: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """A per-row (left operand) zero point or scale: an M-vector becomes a column."""
+    if p.ndim == 1 and p.size > 1 and a.ndim >= 2:
+        return p.reshape(-1, 1)
+    return p
+
+
+def _matmul_integer_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.INT32, matmul_shape(ctx.shape(0), ctx.shape(1), ctx.node))]
+
+
+@op("MatMulInteger", since=10, infer=_matmul_integer_rule)
+def matmul_integer(ctx: OpContext) -> Any:
+    """(A - a_zero_point) @ (B - b_zero_point) in int32; zero points per tensor, per row of A
+    or per column of B."""
+    bound = _span(ctx.in_elem(0)) * _span(ctx.in_elem(1))
+
+    def run(a: np.ndarray, b: np.ndarray, azp: np.ndarray | None = None,
+            bzp: np.ndarray | None = None) -> tuple[np.ndarray]:
+        a32 = a.astype(np.int32) if azp is None else a.astype(np.int32) - _row_param(azp, a).astype(np.int32)
+        b32 = b.astype(np.int32) if bzp is None else b.astype(np.int32) - bzp.astype(np.int32)
+        return (exact_matmul(a32, b32, bound).astype(np.int32),)  # wraps as 32-bit accumulation does
+
+    return run
+
+
+def _qlinear_matmul_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(ctx.elem(7), matmul_shape(ctx.shape(0), ctx.shape(3), ctx.node))]
+
+
+def _requantize_scale(a_scale: np.ndarray, b_scale: np.ndarray, y_scale: np.ndarray, s_elem: int | None) -> np.ndarray:
+    """a_scale * b_scale / y_scale in the scales' own precision (as ONNX's reference does)."""
+    cdt = _compute_dtype(s_elem)
+    m = a_scale.astype(cdt) * b_scale.astype(cdt)
+    m = _round_bf16(m) if s_elem == dtypes.BFLOAT16 else m
+    m = m / y_scale.astype(cdt)
+    return _round_bf16(m) if s_elem == dtypes.BFLOAT16 else m
+
+
+@op("QLinearMatMul", since=10, infer=_qlinear_matmul_rule, exotic=True)
+def qlinear_matmul(ctx: OpContext) -> Any:
+    """Quantized matmul: dequantize-free integer product, then requantize to y's type.
+
+    Float8 operands (opset 21) decode to float and multiply in float32.
+    """
+    a_elem, b_elem, s_elem, y_elem = ctx.in_elem(0), ctx.in_elem(3), ctx.in_elem(1), ctx.in_elem(7)
+    y_code = y_elem if y_elem is not None else dtypes.UINT8
+    integer = a_elem in INT_RANGES and b_elem in INT_RANGES
+    bound = _span(a_elem) * _span(b_elem)
+
+    def run(a: np.ndarray, a_scale: np.ndarray, azp: np.ndarray, b: np.ndarray, b_scale: np.ndarray,
+            bzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray) -> tuple[np.ndarray]:
+        av = values(a, a_elem)
+        bv = values(b, b_elem)
+        if integer:
+            a_d = av.astype(np.int32) - _row_param(azp, a).astype(np.int32)
+            b_d = bv.astype(np.int32) - bzp.astype(np.int32)
+            acc = exact_matmul(a_d, b_d, bound).astype(np.float64)
+        else:
+            a_d = av - _row_param(values(azp, a_elem), a)
+            b_d = bv - values(bzp, b_elem)
+            acc = np.matmul(a_d.astype(np.float32), b_d.astype(np.float32)).astype(np.float64)
+        scale = _requantize_scale(_row_param(values(a_scale, s_elem), a), values(b_scale, s_elem),
+                                  values(y_scale, s_elem), s_elem)
+        q = acc * scale.astype(np.float64)
+        return (quantize(q, values(yzp, y_code).astype(np.float64), y_code),)
+
+    return run
+
+
+# ------------------------------------------------------------ QLinearConv
+
+def _group(ctx: Any) -> int:
+    group = int(ctx.attr("group", 1))
+    if group < 1:
+        raise ctx.error(f"group must be >= 1, got {group}")
+    return group
+
+
+def _qlinear_conv_rule(ctx: InferContext) -> list[Type | None]:
+    x, w = ctx.shape(0), ctx.shape(3)
+    check_channels(ctx, x, w, _group(ctx))
+    if x is not None and len(x) < 3:
+        raise ctx.error(f"x {shape_str(x)} must have rank >= 3 (batch, channels, spatial...)")
+    win = read_window(ctx, pool=False)
+    kernel = kernel_of(ctx, win, w)
+    m = w[0] if w is not None else None
+    if x is None:
+        shape = None if w is None else (None, m) + (None,) * (len(w) - 2)
+    elif kernel is None:
+        shape = (x[0], m) + (None,) * (len(x) - 2)
+    else:
+        shape = (x[0], m, *win.out_dims(ctx, x[2:], kernel))
+    return [tensor(ctx.elem(7), shape)]
+
+
+@op("QLinearConv", since=10, infer=_qlinear_conv_rule)
+def qlinear_conv(ctx: OpContext) -> Any:
+    """Quantized convolution: exact accumulation of (x - x_zp) * (w - w_zp) plus the int32
+    bias, requantized to y's type; w's scale and zero point may be per output channel.
+
+    Runs on conv.py's engine with integer-valued floats (exact, see
+    `exact_matmul`); constant weights are zero-point-adjusted and packed once.
+    """
+    win, group = read_window(ctx, pool=False), _group(ctx)
+    y_code = ctx.in_elem(7) if ctx.in_elem(7) is not None else dtypes.UINT8
+    bound = _span(ctx.in_elem(0)) * _span(ctx.in_elem(3))
+    packed: dict[np.dtype, ConvWeights] = {}
+
+    def weights(w: np.ndarray, wzp: np.ndarray, dtype: np.dtype) -> ConvWeights:
+        if wzp.size not in (1, w.shape[0]):
+            raise ctx.error(f"w_zero_point {list(wzp.shape)} must be a scalar or have one value per output "
+                            f"channel ({w.shape[0]})")
+        wd = w.astype(dtype) - wzp.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1) if wzp.size > 1 else ())
+        return pack_weights(wd, group, dtype)
+
+    const_w = ctx.const(3) is not None and ctx.const(5) is not None
+
+    def run(x: np.ndarray, x_scale: np.ndarray, xzp: np.ndarray, w: np.ndarray, w_scale: np.ndarray,
+            wzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
+        if x.ndim != w.ndim or x.ndim < 3 or x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+            raise ctx.error(f"x {list(x.shape)} and w {list(w.shape)} with group={group} do not fit: w must be "
+                            f"[M, C/group, kernel...] with M divisible by group")
+        kernel = kernel_of(ctx, win, w.shape)
+        assert kernel is not None
+        g = win.geometry(ctx, x.shape[2:], kernel)
+        dt = np.dtype(np.float32 if bound * w.shape[1] * math.prod(kernel) < (1 << 24) else np.float64)
+        pw = packed.get(dt)
+        if pw is None:
+            pw = weights(w, wzp, dt)
+            if const_w:
+                packed[dt] = pw
+        acc = conv_compute(x.astype(dt) - xzp.astype(dt), pw, g).astype(np.float64, copy=False)
+        channel = (1, -1) + (1,) * (x.ndim - 2)
+        if bias is not None:
+            acc += bias.astype(np.float64).reshape(channel)
+        scale = _requantize_scale(x_scale, w_scale.reshape(channel) if w_scale.size > 1 else w_scale, y_scale,
+                                  ctx.in_elem(1))
+        return (quantize(acc * scale.astype(np.float64), yzp.astype(np.float64), y_code),)
+
+    return run

@@ -1,0 +1,201 @@
+"""Conv family against onnxruntime on random data: every engine (im2col, 1x1, depthwise), weights
+as constants and as inputs, ConvTranspose, ConvInteger, DeformConv, Col2Im, the fused activation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import webinfer
+from tests.ops.util import check_node, make_model
+
+rng = np.random.default_rng(7)
+
+
+def rand(*shape: int, dtype: type = np.float32) -> np.ndarray:
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((2, 6, 11, 9), (8, 6, 3, 3), dict(pads=[1, 0, 2, 1], strides=[2, 1])),
+    ((1, 4, 12, 12), (6, 2, 3, 3), dict(group=2, dilations=[2, 1], pads=[1, 1, 1, 1])),
+    ((1, 5, 9, 10), (7, 5, 1, 1), {}),  # 1x1: one matmul, no im2col
+    ((1, 5, 9, 10), (7, 5, 1, 1), dict(strides=[2, 2])),
+    ((2, 8, 6, 5), (3, 8, 1, 1), {}),
+    ((2, 6, 5, 5), (8, 3, 1, 1), dict(group=2)),
+    ((1, 3, 10, 10), (4, 3, 4, 4), dict(auto_pad="SAME_UPPER", strides=[3, 3])),
+    ((1, 3, 10, 10), (4, 3, 4, 4), dict(auto_pad="SAME_LOWER", strides=[2, 2])),
+    ((1, 3, 10, 10), (4, 3, 3, 2), dict(auto_pad="VALID", strides=[2, 3])),
+    ((2, 3, 17), (5, 3, 4), dict(strides=[2], pads=[2, 1], dilations=[2])),
+    ((1, 4, 6, 7, 5), (2, 2, 3, 2, 3), dict(group=2, pads=[1, 0, 1, 1, 1, 0], strides=[1, 2, 1])),
+])
+def test_conv_matches_onnxruntime(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
+    check_node("Conv", {"x": x, "w": w}, rtol=1e-4, atol=1e-4, **attrs)  # weights known only at run time
+
+
+@pytest.mark.parametrize("c, k, attrs", [
+    (8, 3, dict(pads=[1, 1, 1, 1])),
+    (8, 3, dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    (6, 5, dict(pads=[2, 1, 2, 2], strides=[2, 1], dilations=[1, 2])),
+    (5, 3, dict(auto_pad="SAME_UPPER", strides=[3, 3])),
+])
+def test_depthwise_matches_onnxruntime(c: int, k: int, attrs: dict) -> None:
+    x, w, b = rand(2, c, 13, 11), rand(c, 1, k, k), rand(c)
+    check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, group=c, rtol=1e-4, atol=1e-4, **attrs)
+
+
+@pytest.mark.parametrize("x_shape, k, attrs", [
+    ((1, 3, 600, 28), 5, dict(pads=[2, 2, 2, 2], dilations=[1, 2])),  # short rows, chunked by rows
+    ((1, 3, 150, 150), 3, dict(pads=[1, 0, 1, 2])),  # long rows, chunked by rows
+    ((2, 5, 9, 40), 3, dict(pads=[0, 1, 2, 1], dilations=[2, 1])),
+])
+def test_depthwise_block_shapes(x_shape: tuple, k: int, attrs: dict) -> None:
+    c = x_shape[1]
+    check_node("Conv", {"x": rand(*x_shape)}, initializers={"w": rand(c, 1, k, k), "b": rand(c)}, group=c,
+               rtol=1e-4, atol=1e-4, **attrs)
+
+
+def test_depthwise_1d_and_3d() -> None:
+    check_node("Conv", {"x": rand(1, 4, 20)}, initializers={"w": rand(4, 1, 3)}, group=4, strides=[2], pads=[1, 1])
+    check_node("Conv", {"x": rand(1, 3, 5, 6, 7)}, initializers={"w": rand(3, 1, 3, 3, 3)}, group=3,
+               pads=[1] * 6, strides=[1, 2, 2], rtol=1e-4, atol=1e-5)
+
+
+def test_conv_float16_and_double() -> None:
+    x, w = rand(1, 3, 8, 8), rand(4, 3, 3, 3)
+    check_node("Conv", {"x": x.astype(np.float16)}, initializers={"w": w.astype(np.float16)}, rtol=1e-2,
+               atol=1e-2, pads=[1, 1, 1, 1])
+    ref = check_node("Conv", {"x": x, "w": w})[0]  # onnxruntime has no float64 Conv: compare with float32
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    model = make_model([node], {"x": x.astype(np.float64), "w": w.astype(np.float64)}, ["y"])
+    ours = webinfer.InferenceSession(model.SerializeToString()).run(None, {"x": x.astype(np.float64),
+                                                                          "w": w.astype(np.float64)})[0]
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def _webinfer_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, **attrs: object) -> np.ndarray:
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], **attrs)
+    model = make_model([node], {"x": x}, ["y"], initializers={"w": w, "b": b})
+    options = webinfer.SessionOptions(strict_shape_checks=True)
+    return webinfer.InferenceSession(model.SerializeToString(), options).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("attrs, fn", [
+    (dict(activation="Relu"), lambda y: np.maximum(y, 0)),
+    (dict(activation="Clip", activation_min=-0.5, activation_max=0.75), lambda y: np.clip(y, -0.5, 0.75)),
+    (dict(activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.4), lambda y: np.clip(0.3 * y + 0.4, 0, 1)),
+    (dict(activation="Sigmoid"), lambda y: 1 / (1 + np.exp(-y))),
+    (dict(activation="HardSwish"), lambda y: y * np.clip(y / 6 + 0.5, 0, 1)),
+    (dict(activation="LeakyRelu", activation_alpha=0.1), lambda y: np.where(y >= 0, y, 0.1 * y)),
+])
+@pytest.mark.parametrize("group", [1, 4])
+def test_fused_activation(attrs: dict, fn, group: int) -> None:
+    x, w, b = rand(1, 4, 9, 9) * 3, rand(4, 4 // group, 3, 3), rand(4)
+    ref = check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, pads=[1, 1, 1, 1], group=group,
+                     rtol=1e-4, atol=1e-4)[0]
+    ours = _webinfer_conv(x, w, b, group=group, **attrs)
+    np.testing.assert_allclose(ours, fn(ref.astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((2, 16, 80, 64), (8, 16, 3, 3), dict(pads=[1, 1, 1, 1])),  # big enough for chunked im2col
+    ((1, 6, 9, 9), (12, 6, 1, 1), {}),
+    ((1, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1])),
+    ((1, 6, 9, 9), (4, 3, 3, 3), dict(group=2, strides=[2, 2])),
+])
+def test_fused_residual(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
+    """webinfer's Conv(X, W, B, Z) + activation computes relu(conv + B + Z)."""
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    ref = check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)[0]
+    z = rand(*ref.shape)
+    node = helper.make_node("Conv", ["x", "w", "b", "z"], ["y"], activation="Relu", **attrs)
+    model = make_model([node], {"x": x, "z": z}, ["y"], initializers={"w": w, "b": b})
+    options = webinfer.SessionOptions(strict_shape_checks=True)
+    ours = webinfer.InferenceSession(model.SerializeToString(), options).run(None, {"x": x, "z": z})[0]
+    np.testing.assert_allclose(ours, np.maximum(ref + z, 0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 3, 4, 5), (3, 2, 3, 3), dict(strides=[2, 3], pads=[1, 0, 0, 1], output_padding=[1, 2])),
+    ((2, 4, 3, 3), (4, 3, 2, 3), dict(group=2, dilations=[2, 1], strides=[2, 2])),
+    ((1, 2, 5, 4), (2, 3, 3, 3), dict(strides=[2, 2], output_shape=[10, 9])),
+    ((1, 2, 5, 4), (2, 3, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    ((1, 2, 5, 4), (2, 3, 3, 3), dict(strides=[2, 2], auto_pad="SAME_LOWER")),
+    ((1, 2, 7), (2, 2, 4), dict(strides=[3], pads=[1, 2])),
+    # taps that cannot overlap: plain strided assignment
+    ((2, 4, 5, 6), (4, 3, 2, 2), dict(strides=[2, 2])),
+    ((1, 4, 5, 6), (4, 3, 2, 2), dict(strides=[3, 2], pads=[1, 0, 0, 1], output_padding=[2, 1])),
+    ((1, 4, 5, 6), (4, 2, 2, 2), dict(strides=[3, 3], dilations=[2, 1], group=2)),
+])
+def test_conv_transpose_matches_onnxruntime(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
+    x, w = rand(*x_shape), rand(*w_shape)
+    b = rand(w_shape[1] * attrs.get("group", 1))
+    check_node("ConvTranspose", {"x": x}, initializers={"w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
+    check_node("ConvTranspose", {"x": x, "w": w}, rtol=1e-4, atol=1e-4, **attrs)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_conv_integer_matches_onnxruntime(dtype: type) -> None:
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (1, 4, 7, 6)).astype(dtype)
+    w = rng.integers(info.min, info.max, (6, 2, 3, 3)).astype(dtype)
+    check_node("ConvInteger", {"x": x, "w": w, "xz": np.array(3, dtype)}, group=2, pads=[1, 1, 0, 1], opset=10)
+    per_tensor = [check_node("ConvInteger", {"x": x, "w": w, "xz": np.array(3, dtype), "wz": np.array(m, dtype)},
+                             group=2, strides=[2, 1], opset=10)[0] for m in range(6)]
+    # onnxruntime lacks per-channel w_zero_point: channel m must match the per-tensor run with zero point m
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], group=2, strides=[2, 1])
+    feed = {"x": x, "w": w, "xz": np.array(3, dtype), "wz": np.arange(6).astype(dtype)}
+    ours = webinfer.InferenceSession(make_model([node], feed, ["y"], opset=10).SerializeToString()).run(None, feed)[0]
+    np.testing.assert_array_equal(ours, np.stack([per_tensor[m][:, m] for m in range(6)], axis=1))
+
+
+@pytest.mark.parametrize("attrs", [dict(pads=[1, 1, 1, 1]), dict(strides=[2, 1], dilations=[1, 2], group=2,
+                                                                   offset_group=2)])
+def test_deform_conv_matches_onnxruntime(attrs: dict) -> None:
+    x, w = rand(1, 4, 7, 8), rand(6, 4 // attrs.get("group", 1), 3, 3)
+    y = check_node("Conv", {"x": x, "w": w}, rtol=1e-4, atol=1e-4, **{k: v for k, v in attrs.items()
+                                                                      if k != "offset_group"})[0]
+    og = attrs.get("offset_group", 1)
+    offset = rand(1, og * 18, *y.shape[2:]) * 2
+    mask = rng.random((1, og * 9, *y.shape[2:])).astype(np.float32)
+    check_node("DeformConv", {"x": x, "w": w, "offset": offset, "b": rand(6), "mask": mask}, opset=22,
+               rtol=1e-4, atol=1e-4, **attrs)
+
+
+def test_col2im_matches_onnxruntime() -> None:
+    x = rand(2, 3 * 6, 12)
+    check_node("Col2Im", {"x": x}, initializers={"img": np.array([7, 6]), "blk": np.array([2, 3])},
+               strides=[2, 1], pads=[1, 0, 0, 1], dilations=[1, 2], opset=18)
+
+
+def test_bad_conv_inputs_name_the_node() -> None:
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_bad")
+    model = make_model([node], {"x": rand(1, 3, 8, 8), "w": rand(4, 2, 3, 3)}, ["y"])
+    with pytest.raises(webinfer.errors.ShapeInferenceError, match="Conv node 'conv_bad'.*3 channels"):
+        webinfer.InferenceSession(model.SerializeToString())
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_small", pads=[0, 0, 0, 0])
+    model = make_model([node], {"x": rand(1, 3, 2, 8), "w": rand(4, 3, 3, 3)}, ["y"])
+    with pytest.raises(webinfer.errors.ShapeInferenceError, match="Conv node 'conv_small'.*smaller than the kernel"):
+        webinfer.InferenceSession(model.SerializeToString())
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_pads", pads=[1, 1])
+    model = make_model([node], {"x": rand(1, 3, 8, 8), "w": rand(4, 3, 3, 3)}, ["y"])
+    with pytest.raises(webinfer.errors.ShapeInferenceError, match="Conv node 'conv_pads'.*pads \\[1, 1\\]"):
+        webinfer.InferenceSession(model.SerializeToString())
+
+
+def test_dynamic_spatial_dims_are_symbolic() -> None:
+    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, ["n", 3, "h", "w"])],
+                              [helper.make_empty_tensor_value_info("y")],
+                              [helper.make_tensor("w", 1, (4, 3, 3, 3), rand(4, 3, 3, 3).ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    sess = webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
+    assert sess.get_outputs()[0].shape == ["n", 4, "(h-1)/2+1", "(w-1)/2+1"]
+    x = rand(1, 3, 9, 6)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref[0], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,139 @@
+"""Quantization ops against onnxruntime on random data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto as T
+from onnx import helper
+
+import webinfer
+from webinfer.errors import ShapeInferenceError
+
+from .util import check_node, make_model, run_both
+
+RNG = np.random.default_rng(3)
+
+
+def _x(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 4).astype(np.float32)
+
+
+def _scale(*shape: int) -> np.ndarray:
+    return (RNG.random(shape) * 0.1 + 0.01).astype(np.float32)
+
+
+def test_quantize_per_tensor() -> None:
+    x = _x(3, 4, 5)
+    check_node("QuantizeLinear", {"x": x}, initializers={"s": np.float32(0.05)})
+    check_node("QuantizeLinear", {"x": x}, initializers={"s": np.float32(0.03), "z": np.int8(-7)})
+
+
+def test_quantize_per_axis_and_blocked() -> None:
+    x = _x(2, 6, 4)
+    check_node("QuantizeLinear", {"x": x}, initializers={"s": _scale(6), "z": RNG.integers(0, 255, 6).astype(np.uint8)})
+    check_node("QuantizeLinear", {"x": x}, axis=-1,
+               initializers={"s": _scale(4), "z": RNG.integers(-9, 9, 4).astype(np.int8)})
+    check_node("QuantizeLinear", {"x": x}, axis=1, block_size=2,
+               initializers={"s": _scale(2, 3, 4), "z": RNG.integers(0, 255, (2, 3, 4)).astype(np.uint8)})
+
+
+def test_quantize_wider_and_half() -> None:
+    x = _x(4, 7)
+    check_node("QuantizeLinear", {"x": x}, output_dtype=T.INT16, initializers={"s": np.float32(1e-3)})
+    check_node("QuantizeLinear", {"x": x.astype(np.float16)},
+               initializers={"s": np.float16(0.04), "z": np.uint8(128)})
+
+
+def test_quantize_float8_bits() -> None:
+    x = _x(5, 6) * 100
+    zp = np.zeros((), np.uint8)
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])
+    model = make_model([node], {"x": x}, ["y"], initializers={"s": np.float32(0.5), "z": zp})
+    model.graph.initializer[1].data_type = T.FLOAT8E4M3FN
+    ours, ref = run_both(model, {"x": x})
+    np.testing.assert_array_equal(ours[0].view(np.uint8), ref[0])
+
+
+def test_dequantize() -> None:
+    q8 = RNG.integers(-128, 128, (3, 6, 4)).astype(np.int8)
+    check_node("DequantizeLinear", {"x": q8}, initializers={"s": np.float32(0.02), "z": np.int8(3)})
+    check_node("DequantizeLinear", {"x": q8.view(np.uint8)},
+               initializers={"s": _scale(6), "z": RNG.integers(0, 255, 6).astype(np.uint8)})
+    check_node("DequantizeLinear", {"x": q8}, axis=1, block_size=4,
+               initializers={"s": _scale(3, 2, 4), "z": RNG.integers(-5, 5, (3, 2, 4)).astype(np.int8)})
+    check_node("DequantizeLinear", {"x": RNG.integers(-10**6, 10**6, 8).astype(np.int32)},
+               initializers={"s": np.float32(1e-3)})
+    check_node("DequantizeLinear", {"x": q8}, opset=23, output_dtype=T.FLOAT16, rtol=1e-3,
+               initializers={"s": np.float32(0.3)})
+
+
+@pytest.mark.parametrize("to", [T.INT4, T.UINT4, T.FLOAT8E5M2, T.FLOAT8E4M3FNUZ])
+def test_quantize_dequantize_round_trip(to: int) -> None:
+    """Quantize to a type onnxruntime can't hand to numpy, then dequantize inside the model."""
+    x = _x(4, 6)
+    zp = helper.make_tensor("z", to, [], [1 if to in (T.INT4, T.UINT4) else 0])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], initializers={"s": np.float32(0.7)})
+    model.graph.initializer.append(zp)
+    ours, ref = run_both(model, {"x": x})
+    np.testing.assert_array_equal(ours[0], ref[0])
+
+
+def test_dynamic_quantize() -> None:
+    for x in (_x(3, 17), np.abs(_x(40)), -np.abs(_x(2, 2, 5))):
+        check_node("DynamicQuantizeLinear", {"x": x}, n_outputs=3)
+
+
+@pytest.mark.parametrize("a_type,b_type", [(np.uint8, np.uint8), (np.int8, np.int8), (np.uint8, np.int8)])
+def test_matmul_integer(a_type: type, b_type: type) -> None:
+    info_a, info_b = np.iinfo(a_type), np.iinfo(b_type)
+    a = RNG.integers(info_a.min, info_a.max + 1, (2, 5, 33)).astype(a_type)
+    b = RNG.integers(info_b.min, info_b.max + 1, (33, 7)).astype(b_type)
+    check_node("MatMulInteger", {"a": a, "b": b},
+               initializers={"az": np.array(info_a.max // 3, a_type), "bz": np.array(info_b.max // 5, b_type)})
+    check_node("MatMulInteger", {"a": a, "b": b},
+               initializers={"az": np.array(7, a_type), "bz": RNG.integers(0, 9, 7).astype(b_type)})
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+def test_qlinear_matmul(dt: type) -> None:
+    info = np.iinfo(dt)
+    a = RNG.integers(info.min, info.max + 1, (2, 4, 300)).astype(dt)
+    b = RNG.integers(info.min, info.max + 1, (300, 6)).astype(dt)
+    inits = {"as": np.float32(0.02), "az": np.array(3, dt), "bs": np.float32(0.01), "bz": np.array(-2 if dt == np.int8
+             else 130, dt), "ys": np.float32(1.7), "yz": np.array(5, dt)}
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y0"])
+    model = make_model([node], {"a": a, "b": b}, ["y0"], initializers=inits)
+    ours, ref = run_both(model, {"a": a, "b": b})
+    assert ours[0].dtype == ref[0].dtype
+    np.testing.assert_array_equal(ours[0], ref[0])
+
+
+def test_qlinear_conv() -> None:
+    x = RNG.integers(0, 256, (2, 4, 9, 8)).astype(np.uint8)
+    w = RNG.integers(-128, 128, (6, 2, 3, 3)).astype(np.int8)
+    inits = {"xs": np.float32(0.05), "xz": np.uint8(120), "w": w, "ws": _scale(6), "wz": np.zeros(6, np.int8),
+             "ys": np.float32(0.9), "yz": np.uint8(100), "b": RNG.integers(-500, 500, 6).astype(np.int32)}
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y0"],
+                            group=2, pads=[1, 0, 1, 2], strides=[2, 1])
+    model = make_model([node], {"x": x}, ["y0"], initializers=inits)
+    ours, ref = run_both(model, {"x": x})
+    assert ours[0].dtype == ref[0].dtype
+    np.testing.assert_array_equal(ours[0], ref[0])
+
+
+def test_bad_scale_shape_names_node() -> None:
+    x = _x(2, 6)
+    node = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], axis=1, name="quant")
+    model = make_model([node], {"x": x}, ["y"], initializers={"s": _scale(5)})
+    with pytest.raises(ShapeInferenceError, match=r"QuantizeLinear node 'quant'.*y_scale has shape \[5\].*\[2,6\]"):
+        webinfer.InferenceSession(model.SerializeToString())
+
+
+def test_output_dtype_conflict_names_node() -> None:
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], output_dtype=T.INT8, name="q2")
+    model = make_model([node], {"x": _x(3)}, ["y"], initializers={"s": np.float32(0.1), "z": np.uint8(0)})
+    with pytest.raises(ShapeInferenceError, match="QuantizeLinear node 'q2'.*output_dtype is int8.*uint8"):
+        webinfer.InferenceSession(model.SerializeToString())
