@@ -7,6 +7,7 @@ the rewrite is invisible from outside.  Rules:
 - Conv + BatchNormalization (constant statistics) -> Conv with folded weights
 - Conv + Mul/Add by per-channel constants -> Conv with folded weights
 - x * Clip(x + 3, 0, 6) / 6 (exporters' hard-swish) -> webinfer.HardSwish
+- Conv + Add(residual of the same shape) -> Conv with the residual as 4th input
 - Conv + activation (Relu, Clip, HardSigmoid, Sigmoid, HardSwish, LeakyRelu)
   -> Conv with a webinfer `activation` attribute applied on the output buffer
 - x * 0.5 * (1 + erf(x / sqrt 2)) (exporters' GELU) -> webinfer.Gelu
@@ -212,6 +213,36 @@ def fuse_hardswish(graph: Graph, types: GraphTypes) -> Graph:
             continue
         fused = Node("HardSwish", [x], list(last.outputs), {}, clip.name or "hardswish", DOMAIN)
         _replace(graph, [add, clip, mul, last], fused, add)
+        idx = Index.of(graph)
+    return graph
+
+
+# ---------------------------------------------------- residual into Conv
+
+def _same_shape(a: object, b: object) -> bool:
+    return (isinstance(a, TensorType) and isinstance(b, TensorType) and a.shape is not None
+            and a.shape == b.shape and all(d is not None for d in a.shape) and a.elem == b.elem)
+
+
+def fuse_conv_residual(graph: Graph, types: GraphTypes) -> Graph:
+    """Conv -> Add(Z) with Z of the output's exact shape -> Conv with Z as 4th input.
+
+    ResNet's shortcut: the add happens on the conv's fresh output while it
+    is in cache, and a following Relu then fuses as the conv's activation.
+    """
+    idx = Index.of(graph)
+    for conv in list(graph.nodes):
+        if not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3 or len(conv.outputs) != 1:
+            continue
+        add = idx.sole_reader(conv.outputs[0])
+        if not _is(add, "Add"):
+            continue
+        z = _other_input(add, conv.outputs[0])
+        if not z or z == conv.outputs[0] or not _same_shape(types.types.get(z), types.types.get(conv.outputs[0])):
+            continue
+        inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs)) + [z]
+        fused = Node("Conv", inputs, list(add.outputs), dict(conv.attrs), conv.name, "")
+        _replace(graph, [conv, add], fused, add)
         idx = Index.of(graph)
     return graph
 
@@ -439,7 +470,8 @@ def fuse_attention(graph: Graph, types: GraphTypes) -> Graph:
 
 
 RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
-    fold_conv_batchnorm, fold_conv_affine, fuse_hardswish, fuse_conv_activation, fuse_gelu, fuse_matmul_bias,
+    fold_conv_batchnorm, fold_conv_affine, fuse_hardswish, fuse_conv_residual, fuse_conv_activation, fuse_gelu,
+    fuse_matmul_bias,
     fuse_attention,
 ]
 
