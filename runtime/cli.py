@@ -1,9 +1,10 @@
 """The `webinfer` command: info, run, bench (and serve, with the `serve` extra).
 
-    webinfer info MODEL [--dim NAME=N] [--json]
+    webinfer info MODEL [--dim NAME=N] [--provider P] [--json]
     webinfer run MODEL --input NAME=FILE.npy ... [--provider P] [--output-dir DIR]
     webinfer bench MODEL [--provider P] [--runs N] [--warmup N] [--threads T]
                          [--dim NAME=N] [--compare onnxruntime] [--json]
+    webinfer serve [--host 127.0.0.1] [--port 8000] [--models DIR] [--dist DIR]
 """
 
 from __future__ import annotations
@@ -38,8 +39,25 @@ def _providers(p: str) -> list[str]:
     return [x.strip() for x in p.split(",") if x.strip()]
 
 
+def _placement_info(model: str, providers: list[str]) -> dict[str, Any]:
+    """Where each node would run on `providers`, and why nodes fall back to the cpu (webinfer info --provider)."""
+    sess = InferenceSession(model, providers=providers)
+    stats = sess.device_stats()
+    by_reason: dict[str, dict[str, Any]] = {}
+    for node, reason in stats["fallback_reasons"].items():
+        op, _, why = reason.partition(": ")
+        entry = by_reason.setdefault(f"{op}: {why}", {"op": op, "reason": why, "nodes": []})
+        entry["nodes"].append(node)
+    return {"providers": sess.get_providers(), "nodes_total": stats["nodes_total"],
+            "nodes_on_gpu": stats["nodes_on_gpu"], "fallback_ops": stats["fallback_ops"],
+            "fallbacks": sorted(by_reason.values(), key=lambda e: -len(e["nodes"])),
+            "adapter": stats.get("adapter")}
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = load_info(args.model, _dims(args.dim))
+    if args.provider:
+        info["placement"] = _placement_info(args.model, _providers(args.provider))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -61,6 +79,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("ops:")
     for op, n in info["op_histogram"].items():
         print(f"  {op:<28} {n}")
+    if "placement" in info:
+        pl = info["placement"]
+        print(f"placement on {','.join(pl['providers'])}: {pl['nodes_on_gpu']} of {pl['nodes_total']} nodes (after "
+              f"optimization) on webgpu{' (' + pl['adapter'] + ')' if pl['adapter'] else ''}")
+        if pl["fallbacks"]:
+            print("falls back to cpu:")
+            for e in pl["fallbacks"]:
+                print(f"  {e['op']:<20} x{len(e['nodes']):<4} {e['reason']}")
     return 0
 
 
@@ -114,6 +140,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       peak_bytes=peak_bytes(lambda: sess.run(None, feed)))
     placement = sess.get_placement()
     result["nodes_total"] = len(placement)
+    if "webgpu" in sess.get_providers():
+        stats = sess.device_stats()
+        for key in ("nodes_on_gpu", "dispatches_per_run", "readbacks_per_run", "fallback_ops", "adapter"):
+            result[key] = stats.get(key)
     if args.compare:
         if args.compare != "onnxruntime":
             raise SystemExit("--compare supports only 'onnxruntime'")
@@ -134,6 +164,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{'onnxruntime':<14}{r['median_ms']:>11.2f}{r['p90_ms']:>10.2f}{r['first_run_ms']:>10.1f}")
         print(f"ratio webinfer/onnxruntime (median): {result['ratio_vs_onnxruntime']:.2f}")
     print(f"peak memory during a run: {result['peak_bytes'] / 1e6:.1f} MB; nodes: {result['nodes_total']}")
+    if "nodes_on_gpu" in result:
+        print(f"webgpu ({result['adapter']}): {result['nodes_on_gpu']} of {result['nodes_total']} nodes on the GPU, "
+              f"{result['dispatches_per_run']} dispatches and {result['readbacks_per_run']} readbacks per run")
+        if result["fallback_ops"]:
+            print("on the cpu: " + ", ".join(f"{op} x{n}" for op, n in result["fallback_ops"].items()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import serve
+    except ImportError as e:
+        raise SystemExit(f"webinfer serve needs the serve extra: pip install 'webinfer[serve]' ({e})") from e
+    try:
+        serve(args.host, args.port, args.dist, args.models)
+    except FileNotFoundError as e:
+        raise SystemExit(f"webinfer serve: {e}") from e
     return 0
 
 
@@ -146,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model")
     info.add_argument("--dim", action="append", default=[], metavar="NAME=N", help="bind a symbolic dimension")
     info.add_argument("--json", action="store_true")
+    info.add_argument("--provider", help="also show where nodes would run on these providers (e.g. webgpu,cpu) "
+                                         "and why any fall back to the cpu")
     info.set_defaults(func=cmd_info)
 
     run = sub.add_parser("run", help="run a model on .npy inputs")
@@ -166,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", choices=["onnxruntime"])
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="serve the browser demo (web/dist) and a models directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--models", help="directory served at /models/ (default: the bundle's models/)")
+    serve.add_argument("--dist", help="the bundle built by build_wasm.py (default: web/dist of this checkout)")
+    serve.set_defaults(func=cmd_serve)
     return p
 
 

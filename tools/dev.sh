@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: installs what is needed, then does the job.
-#   bash tools/dev.sh demo   # set up, build the models, run the CLI demo on PP-OCRv4 det
+#   bash tools/dev.sh demo   # set up, build the browser bundle, serve the demo page at http://127.0.0.1:8000
 #   bash tools/dev.sh test   # set up and run the whole test suite
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
@@ -11,11 +11,14 @@ PY=${PYTHON:-python3}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
 setup_system() {
-    # Debian packages: software Vulkan (wgpu GPU tests without a GPU) and Chromium (browser tests).
+    # Debian packages: software Vulkan (wgpu GPU tests without a GPU), Chromium (browser tests),
+    # Node.js + npm (the Pyodide/onnxruntime-web packages come through npm; the edge run uses node).
     local need=()
     for pkg in mesa-vulkan-drivers libvulkan1 chromium; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
+    command -v node >/dev/null || need+=(nodejs)
+    command -v npm >/dev/null || need+=(npm)
     if [ ${#need[@]} -gt 0 ]; then
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
@@ -34,17 +37,19 @@ setup_models() {
 
 case "${1:-}" in
     demo)
-        setup_system; setup_python; setup_models
-        model="${WEBINFER_CACHE:-$HOME/.cache/webinfer/models}/ppocr_det.onnx"
-        webinfer info "$model" --dim p2o.DynamicDimension.0=1 --dim p2o.DynamicDimension.1=640 \
-            --dim p2o.DynamicDimension.2=640
-        webinfer bench "$model" --dim p2o.DynamicDimension.0=1 --dim p2o.DynamicDimension.1=640 \
-            --dim p2o.DynamicDimension.2=640 --runs 10 --threads 1 --compare onnxruntime
+        # The demo needs only the PP-OCRv4 model (no torch export); build_wasm.py fetches Pyodide and
+        # numpy once into ~/.cache/webinfer/wasm, then rebuilds web/dist in about a second.
+        setup_system; setup_python
+        "$PY" tools/models.py ppocr_det
+        "$PY" build_wasm.py
+        webinfer serve --host 127.0.0.1 --port "${PORT:-8000}" \
+            --models "${WEBINFER_CACHE:-$HOME/.cache/webinfer/models}"
         ;;
     test)
         setup_system; setup_python; setup_models
         shift
-        "$PY" -m pytest -q -n 2 "$@"
+        # loadgroup: the browser tests (xdist_group "browser") share one Chromium and one Pyodide load.
+        "$PY" -m pytest -q -n 2 --dist loadgroup "$@"
         ;;
     setup)
         setup_system; setup_python; setup_models

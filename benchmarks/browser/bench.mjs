@@ -1,0 +1,120 @@
+// The in-page half of benchmarks/bench_browser.py: time one runtime on one model, report numbers.
+// Served at /bench/ next to the webinfer bundle (/) and onnxruntime-web's files (/ort/).
+// Inputs arrive from Python (base64 of the raw little-endian data), so both runtimes and the native
+// reference see identical bytes; the first output goes back the same way for the accuracy check.
+
+import { callPython, loadWebinfer } from "/webinfer.mjs";
+
+const TYPED = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array };
+
+function fromBase64(b64) {
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+function toBase64(view) {
+  const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function typedFeed(f) {
+  const raw = fromBase64(f.b64);
+  return new TYPED[f.dtype](raw.buffer, raw.byteOffset, raw.byteLength / TYPED[f.dtype].BYTES_PER_ELEMENT);
+}
+
+async function fetchBytes(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/** The WebGPU adapter, if any, within `timeoutMs` (some drivers never answer). */
+export async function adapterInfo(timeoutMs = 4000) {
+  if (!navigator.gpu) return null;
+  const adapter = await Promise.race([
+    navigator.gpu.requestAdapter(),
+    new Promise((resolve) => setTimeout(() => resolve(null), timeoutMs)),
+  ]);
+  if (!adapter) return null;
+  const info = adapter.info ?? {};
+  return [info.vendor, info.architecture, info.description].filter(Boolean).join(" ") +
+    (info.isFallbackAdapter ? " (fallback)" : "");
+}
+
+const PY_BENCH = `
+import time
+import numpy as np
+import webinfer
+
+async def bench(arg):
+    from js import Object
+    from pyodide.ffi import to_js
+    m = arg.to_py()
+    t0 = time.perf_counter()
+    sess = webinfer.InferenceSession(bytes(m["model"]), providers=list(m["providers"]))
+    load_ms = (time.perf_counter() - t0) * 1e3
+    feed = {f["name"]: np.frombuffer(bytes(f["data"]), dtype=f["dtype"]).reshape(f["shape"]) for f in m["feeds"]}
+    t0 = time.perf_counter()
+    outs = await sess.run_async(None, feed)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(int(m["warmup"])):
+        await sess.run_async(None, feed)
+    times = []
+    for _ in range(int(m["runs"])):
+        t0 = time.perf_counter()
+        await sess.run_async(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    out0 = np.ascontiguousarray(outs[0], dtype=np.float32)
+    result = {"load_ms": load_ms, "first_ms": first_ms, "times_ms": times, "providers": sess.get_providers(),
+              "output": to_js(memoryview(out0.ravel()))}
+    return to_js(result, dict_converter=Object.fromEntries)
+bench
+`;
+
+/** webinfer in Pyodide on this page's main thread. */
+export async function runWebinfer({ modelUrl, feeds, runs, warmup, providers }) {
+  const t0 = performance.now();
+  const pyodide = await loadWebinfer();
+  const initMs = performance.now() - t0;
+  const model = await fetchBytes(modelUrl);
+  const fn = pyodide.runPython(PY_BENCH);
+  const r = await callPython(pyodide, fn, {
+    model,
+    feeds: feeds.map((f) => ({ name: f.name, dtype: f.dtype, shape: f.shape, data: fromBase64(f.b64) })),
+    runs,
+    warmup,
+    providers,
+  });
+  return { init_ms: initMs, load_ms: r.load_ms, first_ms: r.first_ms, times_ms: r.times_ms,
+    providers: r.providers, output: toBase64(r.output) };
+}
+
+/** onnxruntime-web with one execution provider. */
+export async function runOrt({ modelUrl, feeds, runs, warmup, ep, threads }) {
+  const t0 = performance.now();
+  const ort = await import("/ort/ort.all.min.mjs");
+  ort.env.wasm.wasmPaths = "/ort/";
+  ort.env.wasm.numThreads = threads;
+  const initMs = performance.now() - t0;
+  const model = await fetchBytes(modelUrl);
+  const t1 = performance.now();
+  const session = await ort.InferenceSession.create(model, { executionProviders: [ep], graphOptimizationLevel: "all" });
+  const loadMs = performance.now() - t1;
+  const inputs = Object.fromEntries(feeds.map((f) => [f.name, new ort.Tensor(f.dtype, typedFeed(f), f.shape)]));
+  const t2 = performance.now();
+  const first = await session.run(inputs);
+  const firstMs = performance.now() - t2;
+  const out0 = first[session.outputNames[0]];
+  const output = Float32Array.from(await out0.getData());
+  for (let i = 0; i < warmup; i++) await session.run(inputs);
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    await session.run(inputs);
+    times.push(performance.now() - t);
+  }
+  await session.release();
+  return { init_ms: initMs, load_ms: loadMs, first_ms: firstMs, times_ms: times, providers: [ep],
+    output: toBase64(output) };
+}

@@ -1,0 +1,111 @@
+"""The server (MIME types, cross-origin isolation, /models/) and build_wasm.py (cache, checks, reproducibility)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import build_wasm
+from .harness import ROOT, DemoServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("", "text/html"), ("app.mjs", "text/javascript"), ("pyodide/pyodide.mjs", "text/javascript"),
+    ("pyodide/pyodide.asm.wasm", "application/wasm"), ("pyodide/pyodide.asm.js", "text/javascript"),
+    ("style.css", "text/css"), ("models/ppocr_det.onnx", "application/octet-stream"),
+])
+def test_server_mime_types_and_isolation(server_url: str, path: str, content_type: str) -> None:
+    status, headers, _ = _get(server_url + path)
+    assert status == 200
+    assert headers["content-type"].split(";")[0] == content_type
+    assert headers["cross-origin-opener-policy"] == "same-origin"
+    assert headers["cross-origin-embedder-policy"] == "require-corp"
+
+
+def test_server_models_directory(dist: Path, tmp_path: Path) -> None:
+    (tmp_path / "extra.onnx").write_bytes(b"model bytes")
+    with DemoServer(dist, models=tmp_path) as server:
+        status, _, body = _get(server.url + "models/extra.onnx")
+        assert status == 200 and body == b"model bytes"
+        status, _, _ = _get(server.url + "models/ppocr_det.onnx")  # the bundle's own models stay reachable
+        assert status == 200
+        status, _, body = _get(server.url + "api/models")
+        names = [m["name"] for m in json.loads(body)]
+        assert names[0] == "extra.onnx" and "ppocr_det.onnx" in names
+        status, headers, _ = _get(server.url + "models/nope.onnx")
+        assert status == 404
+
+
+def test_server_refuses_missing_bundle(tmp_path: Path) -> None:
+    from webinfer.server import create_app
+    with pytest.raises(FileNotFoundError, match="build_wasm.py"):
+        create_app(tmp_path)
+
+
+def test_rebuild_with_nothing_changed_is_fast_and_writes_nothing(dist: Path) -> None:
+    build_wasm.build()  # catch up with sources edited since the session's build
+    t0 = time.perf_counter()
+    report = build_wasm.build()
+    assert report.written == [] and report.removed == []
+    assert time.perf_counter() - t0 < 10
+    assert "cache" in report.sources["numpy"] and "cache" in report.sources["pyodide"]
+
+
+def test_bundle_contents(dist: Path) -> None:
+    lock = json.loads((dist / "pyodide" / "pyodide-lock.json").read_text())
+    entry = lock["packages"]["webinfer"]
+    wheel = dist / "pyodide" / entry["file_name"]
+    assert entry["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert wheel.name.endswith("-py3-none-any.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "webinfer/session.py" in names
+    assert all(f"webinfer/wgsl/{f.name}" in names for f in (ROOT / "wgsl").glob("*.wgsl"))
+    numpy = dist / "pyodide" / build_wasm.NUMPY_WHEEL
+    assert hashlib.sha256(numpy.read_bytes()).hexdigest() == build_wasm.NUMPY_SHA256
+    info = json.loads((dist / "build-info.json").read_text())
+    assert info["pyodide"] == "0.27.7" and info["numpy_sha256"] == build_wasm.NUMPY_SHA256
+
+
+def test_wheel_build_is_reproducible(dist: Path, tmp_path: Path) -> None:
+    """The same sources give the same wheel bytes (fixed SOURCE_DATE_EPOCH, clean copy)."""
+    lock = json.loads((dist / "pyodide" / "pyodide-lock.json").read_text())
+    fresh = build_wasm.webinfer_wheel(tmp_path, build_wasm.Report())
+    if build_wasm.sources_digest() != json.loads((dist / "build-info.json").read_text())["sources_digest"]:
+        pytest.skip("sources changed since the bundle was built (concurrent edits)")
+    assert hashlib.sha256(fresh.read_bytes()).hexdigest() == lock["packages"]["webinfer"]["sha256"]
+
+
+def test_bad_sources_fail_with_a_clear_message(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / build_wasm.NUMPY_WHEEL).write_bytes(b"not the numpy wheel")
+    (src / f"pyodide-{build_wasm.PYODIDE_VERSION}.tgz").write_bytes(b"not the tarball")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(build_wasm.BuildError, match="sha256"):
+        build_wasm.numpy_wheel(cache, src, build_wasm.Report())
+    with pytest.raises(build_wasm.BuildError, match="integrity"):
+        build_wasm.pyodide_tarball(cache, src, build_wasm.Report())
+    (src / build_wasm.NUMPY_WHEEL).unlink()
+    carrier = src / build_wasm.NUMPY_CARRIER_WHEEL
+    with zipfile.ZipFile(carrier, "w") as z:
+        z.writestr("something/else.txt", "x")
+    with pytest.raises(build_wasm.BuildError, match="holds no"):
+        build_wasm.numpy_wheel(cache, src, build_wasm.Report())

@@ -1,0 +1,120 @@
+// webinfer in the browser (page or Web Worker) and in Node.js: Pyodide + numpy + the webinfer wheel.
+//
+//   import { loadWebinfer } from "./webinfer.mjs";
+//   const pyodide = await loadWebinfer({ onProgress: (p) => console.log(p.stage, p.message) });
+//   pyodide.runPython("import numpy, webinfer");
+//
+// Everything is loaded from the bundle built by build_wasm.py (./pyodide/ next to this file): no CDN,
+// no network beyond the page's own origin. Pyodide checks each wheel against the sha256 in
+// pyodide/pyodide-lock.json, which build_wasm.py fills in for the webinfer wheel.
+
+import { loadPyodide } from "./pyodide/pyodide.mjs";
+
+/** Pyodide's version in the bundle (build_wasm.py pins it). */
+export const PYODIDE_VERSION = "0.27.7";
+
+/** The stages `onProgress` reports, in order, with the share of the total load time each usually takes. */
+export const STAGES = [
+  { stage: "pyodide", weight: 0.6, message: "Loading the Python runtime (Pyodide)" },
+  { stage: "numpy", weight: 0.25, message: "Loading numpy" },
+  { stage: "webinfer", weight: 0.15, message: "Loading webinfer" },
+];
+
+const isNode = typeof process !== "undefined" && !!process.versions?.node && typeof window === "undefined";
+
+async function defaultIndexURL() {
+  const url = new URL("./pyodide/", import.meta.url);
+  if (isNode && url.protocol === "file:") {
+    // Node's Pyodide reads its files from a path, not a file:// URL.
+    const { fileURLToPath } = await import("node:url");
+    return fileURLToPath(url);
+  }
+  return url.href;
+}
+
+/**
+ * Load Pyodide with numpy and webinfer installed and imported.
+ *
+ * @param {object} [options]
+ * @param {string} [options.indexURL] where pyodide.mjs, the wheels and the lock file are (default: ./pyodide/)
+ * @param {(p: {stage: string, message: string, fraction: number, elapsedMs: number}) => void} [options.onProgress]
+ * @param {(line: string) => void} [options.stdout] Python's stdout (default: console.log)
+ * @param {(line: string) => void} [options.stderr] Python's stderr (default: console.warn)
+ * @param {string[]} [options.packages] more packages from the lock file to load after webinfer
+ * @returns {Promise<object>} the Pyodide instance; `import numpy, webinfer` works in it
+ */
+export async function loadWebinfer(options = {}) {
+  const t0 = performance.now();
+  const onProgress = options.onProgress ?? (() => {});
+  let done = 0;
+  const report = (i) => {
+    const s = STAGES[i];
+    onProgress({ stage: s.stage, message: s.message, fraction: done, elapsedMs: performance.now() - t0 });
+    done += s.weight;
+  };
+  const indexURL = options.indexURL ?? (await defaultIndexURL());
+  report(0);
+  const pyodide = await loadPyodide({
+    indexURL,
+    stdout: options.stdout ?? ((line) => console.log(line)),
+    stderr: options.stderr ?? ((line) => console.warn(line)),
+  });
+  // Package loading messages ("Loading numpy", "Loaded numpy") go to the console, not the page.
+  const quiet = { messageCallback: () => {}, errorCallback: (m) => console.warn(m) };
+  report(1);
+  await pyodide.loadPackage("numpy", quiet);
+  report(2);
+  await pyodide.loadPackage(["webinfer", ...(options.packages ?? [])], quiet);
+  pyodide.runPython("import numpy, webinfer");
+  onProgress({ stage: "ready", message: "Ready", fraction: 1, elapsedMs: performance.now() - t0 });
+  return pyodide;
+}
+
+/**
+ * Versions inside a loaded instance, for display: {python, pyodide, numpy, webinfer}.
+ * @param {object} pyodide an instance from loadWebinfer
+ */
+export function versions(pyodide) {
+  const v = pyodide.runPython(
+    "import sys, numpy, webinfer; {'python': sys.version.split()[0], 'numpy': numpy.__version__, " +
+      "'webinfer': webinfer.__version__}",
+  );
+  const out = Object.fromEntries(v.toJs());
+  v.destroy();
+  return { pyodide: pyodide.version, ...out };
+}
+
+/**
+ * Call an async Python function with one argument, entering Python through runPythonAsync.
+ *
+ * Entering this way (rather than calling the proxy) lets Python code block on JS promises with
+ * pyodide.ffi.run_sync where the runtime supports JSPI (a WebGPU device does that to request its
+ * adapter), and still works where it does not (Node.js 20).
+ *
+ * @param {object} pyodide an instance from loadWebinfer
+ * @param {object} fn a PyProxy of an `async def f(arg)`
+ * @param {any} arg passed to Python as a JsProxy (call .to_py() there)
+ */
+export async function callPython(pyodide, fn, arg) {
+  const ns = pyodide.globals.get("dict")();
+  try {
+    ns.set("_fn", fn);
+    ns.set("_arg", arg);
+    return await pyodide.runPythonAsync("await _fn(_arg)", { globals: ns });
+  } finally {
+    ns.destroy();
+  }
+}
+
+/**
+ * The last line of a Python traceback ("ModelLoadError: ...") and the whole of it.
+ * @param {Error} err an error thrown by Pyodide (PythonError) or JS
+ * @returns {{message: string, detail: string}}
+ */
+export function describeError(err) {
+  const text = String(err?.message ?? err);
+  const lines = text.trim().split("\n").filter((l) => l.trim());
+  const last = lines.length ? lines[lines.length - 1] : text;
+  const message = last.replace(/^(?:[\w.]+\.)?(\w+(?:Error|Exception|Warning)):/, "$1:");
+  return { message, detail: text };
+}

@@ -1,0 +1,90 @@
+// The demo's Web Worker: Pyodide, webinfer and the sessions live here, so the page never freezes.
+//
+// Protocol (page -> worker): {reqId, type, ...args}; replies {reqId, ok, result | error}; while
+// loading, {type: "progress", ...} messages. Requests run one at a time, in order (Python is
+// single-threaded and a run must not interleave with another).
+//   init                        -> {versions, adapter}
+//   load {bytes, name, providers} -> model summary (interface, providers used, placement, graph)
+//   run {id, shapes, npy, repeats} -> outputs summary + latency
+//   detect {id, png, repeats}   -> text boxes + latency + probability map (Float32Array)
+//   release {id}
+
+import { callPython, describeError, loadWebinfer, versions } from "./webinfer.mjs";
+
+const ADAPTER_TIMEOUT_MS = 4000;
+let pyodide = null;
+let demo = null;
+let adapter = null;
+let queue = Promise.resolve();
+
+/** Is there a WebGPU adapter? Guarded by a timeout: some drivers never answer requestAdapter(). */
+async function probeAdapter() {
+  const gpu = globalThis.navigator?.gpu;
+  if (!gpu) return { available: false, problem: "navigator.gpu is missing (WebGPU is off or unsupported here)" };
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), ADAPTER_TIMEOUT_MS);
+  });
+  try {
+    const found = await Promise.race([gpu.requestAdapter(), timeout]);
+    if (found === "timeout") {
+      return { available: false, problem: `requestAdapter() gave no answer within ${ADAPTER_TIMEOUT_MS / 1000} s` };
+    }
+    if (!found) return { available: false, problem: "requestAdapter() returned no adapter" };
+    const info = found.info ?? {};
+    return {
+      available: true,
+      vendor: info.vendor ?? "",
+      architecture: info.architecture ?? "",
+      description: info.description ?? "",
+      fallback: Boolean(info.isFallbackAdapter ?? found.isFallbackAdapter),
+    };
+  } catch (err) {
+    return { available: false, problem: `requestAdapter() failed: ${err?.message ?? err}` };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function init() {
+  const t0 = performance.now();
+  adapter = await probeAdapter();
+  pyodide = await loadWebinfer({ onProgress: (p) => postMessage({ type: "progress", ...p }) });
+  const source = await (await fetch(new URL("./webinfer_demo.py", import.meta.url))).text();
+  pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", source);
+  demo = pyodide.pyimport("webinfer_demo");
+  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0 };
+}
+
+const handlers = {
+  init,
+  load: (m) =>
+    callPython(pyodide, demo.api_load, {
+      bytes: new Uint8Array(m.bytes),
+      name: m.name,
+      providers: m.providers,
+      adapter_problem: m.providers.includes("webgpu") && !adapter.available ? adapter.problem : null,
+    }),
+  run: (m) => callPython(pyodide, demo.api_run, { id: m.id, shapes: m.shapes, npy: m.npy, repeats: m.repeats }),
+  detect: (m) => callPython(pyodide, demo.api_detect, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
+  release: (m) => callPython(pyodide, demo.api_release, { id: m.id }),
+};
+
+function transferables(result) {
+  return result?.prob instanceof Float32Array ? [result.prob.buffer] : [];
+}
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  queue = queue.then(async () => {
+    const handler = handlers[msg.type];
+    try {
+      if (!handler) throw new Error(`unknown request ${msg.type}`);
+      if (msg.type !== "init" && !demo) throw new Error("webinfer is not loaded yet");
+      const result = await handler(msg);
+      postMessage({ reqId: msg.reqId, ok: true, result }, transferables(result));
+    } catch (err) {
+      postMessage({ reqId: msg.reqId, ok: false, error: describeError(err) });
+    }
+  });
+};
