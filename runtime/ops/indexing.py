@@ -33,6 +33,20 @@ def _wrap_indices(idx: np.ndarray, dims: np.ndarray | int, what: str) -> np.ndar
     return np.where(idx < 0, idx + dims, idx)
 
 
+def as_intp(indices: np.ndarray, size: int) -> np.ndarray:
+    """Indices in numpy's index type: np.take refuses int64 where intp is 32-bit (Pyodide's wasm32).
+
+    On such platforms out-of-range values are rejected first, so the narrowing cannot wrap one into range.
+    """
+    if indices.dtype == np.intp:
+        return indices
+    if np.dtype(np.intp).itemsize < indices.dtype.itemsize and indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < -size or hi >= size:
+            raise IndexError(f"index {lo if lo < -size else hi} is out of range for a dim of size {size}")
+    return indices.astype(np.intp)
+
+
 # ------------------------------------------------------------------ Gather
 
 def _gather_rule(ctx: InferContext) -> list[Type | None]:
@@ -59,7 +73,12 @@ def gather(ctx: OpContext) -> Kernel:
     A scalar index into a 1-D tensor makes np.take return a numpy scalar, hence the asarray.
     """
     axis = ctx.attr("axis", 0)
-    return lambda x, indices: (np.asarray(np.take(x, indices, axis=axis_at_runtime(axis, x.ndim))),)
+
+    def run(x: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray]:
+        a = axis_at_runtime(axis, x.ndim)
+        return (np.asarray(np.take(x, as_intp(indices, x.shape[a]), axis=a)),)
+
+    return run
 
 
 def _gather_elements_rule(ctx: InferContext) -> list[Type | None]:

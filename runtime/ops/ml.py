@@ -75,7 +75,7 @@ def array_feature_extractor(ctx: OpContext) -> Callable[[np.ndarray, np.ndarray]
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise ShapeInferenceError(
                 f"indices {idx.tolist()[:8]} out of range for the last dim of X {list(x.shape)}")
-        out = np.take(x, idx, axis=-1)
+        out = np.take(x, idx.astype(np.intp), axis=-1)
         return (out.reshape(1, -1) if x.ndim == 1 else out,)
 
     return run
