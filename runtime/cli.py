@@ -142,7 +142,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result["nodes_total"] = len(placement)
     if "webgpu" in sess.get_providers():
         stats = sess.device_stats()
-        for key in ("nodes_on_gpu", "dispatches_per_run", "readbacks_per_run", "fallback_ops", "adapter"):
+        for key in ("nodes_on_gpu", "dispatches_per_run", "readbacks_per_run", "submits_per_run", "fallback_ops",
+                    "adapter"):
             result[key] = stats.get(key)
     if args.compare:
         if args.compare != "onnxruntime":

@@ -159,6 +159,19 @@ class Planner:
             if self.strict:
                 kernel = _checked(kernel, ctx)
             steps.append(Step(kernel, ins, outs, (), node, device))
+        # a device that can read several tensors back at once gets the outputs in one step (one GPU submit)
+        batched: dict[str, list[str]] = {}
+        for n in dict.fromkeys(output_names):
+            src = location.get(n, HOST)
+            if src != HOST and (n, HOST) not in slots and initial[slots[(n, src)]] is None \
+                    and hasattr(by_name[src], "download_many"):
+                batched.setdefault(src, []).append(n)
+        for src, names in batched.items():
+            if len(names) > 1:
+                ins = tuple(slots[(n, src)] for n in names)
+                outs = tuple(new_slot(n, HOST) for n in names)
+                node = Node("Transfer", names, names, {"from": src, "to": HOST}, name=f"{src}->{HOST}:outputs")
+                steps.append(Step(_batch_downloader(by_name[src]), ins, outs, (), node, src, is_async=True))
         output_slots = [slot_on(n, HOST) for n in output_names]
         _assign_frees(steps, initial, set(output_slots))
         return Plan(steps, slot_names, initial, list(input_names), input_slots, list(output_names),
@@ -196,6 +209,13 @@ class SubPlan:
 def _downloader(device: Device) -> Kernel:
     async def download(x: Any) -> tuple[Any]:
         return (await device.download(x),)
+
+    return download
+
+
+def _batch_downloader(device: Any) -> Kernel:
+    async def download(*xs: Any) -> list[Any]:
+        return await device.download_many(xs)
 
     return download
 
@@ -248,7 +268,14 @@ def _checked(kernel: Kernel, ctx: OpContext) -> Kernel:
         res = kernel(*args, **kw)
         if hasattr(res, "__await__"):
             return res
-        check_outputs(ctx, res)
+        check_outputs(ctx, [_host_stub(r) for r in res])
         return res
 
     return run
+
+
+def _host_stub(value: Any) -> Any:
+    """A device tensor as a zero-cost numpy stand-in of its shape and dtype, for the strict checks."""
+    if isinstance(value, np.ndarray) or not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        return value
+    return np.broadcast_to(np.zeros((), value.dtype), value.shape)

@@ -197,6 +197,37 @@ class InferenceSession:
         """Device of every node of the optimized graph: {node name: "webgpu" | "cpu"}."""
         return dict(self._plan.placement)
 
+    def device_stats(self) -> dict[str, Any]:
+        """Where the nodes run and what a run costs the GPU (counts from the last run; None before one).
+
+        nodes_total, nodes_on_gpu, fallback_ops (op type -> nodes on the cpu while webgpu was
+        requested), fallback_reasons (node -> why the GPU did not take it), dispatches_per_run,
+        readbacks_per_run (GPU -> host copies: requested outputs and values cpu nodes needed),
+        submits_per_run (command encoders a run submits: 1 when nothing mid-run needs a GPU result).
+        """
+        nodes = [s.node for s in self._plan.steps if (s.node.domain, s.node.op_type) != ("", "Transfer")]
+        placement = self._plan.placement
+        gpu = next((d for d in self._devices if getattr(d, "name", "") == "webgpu"), None)
+        on_gpu = sum(1 for v in placement.values() if v == "webgpu")
+        stats: dict[str, Any] = {"nodes_total": len(placement), "nodes_on_gpu": on_gpu,
+                                 "dispatches_per_run": None, "readbacks_per_run": None, "submits_per_run": None,
+                                 "fallback_ops": {}, "fallback_reasons": {}}
+        if gpu is None:
+            return stats
+        fallback: dict[str, int] = {}
+        for n in nodes:
+            if placement.get(n.name or n.outputs[0]) == "cpu":
+                fallback[n.op_type] = fallback.get(n.op_type, 0) + 1
+        stats["fallback_ops"] = dict(sorted(fallback.items(), key=lambda kv: -kv[1]))
+        reasons = gpu.fallback_reasons()
+        stats["fallback_reasons"] = {k: v for k, v in reasons.items() if placement.get(k) == "cpu"}
+        if gpu.last_run is not None:
+            stats["dispatches_per_run"] = gpu.last_run.dispatches
+            stats["readbacks_per_run"] = gpu.last_run.readbacks
+            stats["submits_per_run"] = gpu.last_run.submits
+        stats["adapter"] = gpu.backend.description
+        return stats
+
     @property
     def graph(self) -> Graph:
         """The optimized graph the plan runs (after folding and fusion)."""
@@ -252,7 +283,14 @@ class InferenceSession:
         """Run the model; awaitable (needed in the browser, where GPU readbacks are asynchronous)."""
         feeds = self._feeds(input_feed)
         profile = Profile() if self._options.enable_profiling else None
-        outs = await run_async(self._plan, feeds, profile)
+        hooked = [d for d in self._devices if hasattr(d, "run_started")]
+        for d in hooked:
+            d.run_started()
+        try:
+            outs = await run_async(self._plan, feeds, profile)
+        finally:
+            for d in hooked:
+                d.run_finished()
         self.last_profile = profile
         return self._select(output_names, outs)
 

@@ -1,0 +1,217 @@
+"""Convolutions and pooling on the GPU: Conv, ConvTranspose, MaxPool, AveragePool.
+
+Conv picks its kernel per node and shape: a 1x1, stride-1, unpadded,
+ungrouped conv is a matrix product (matmul.wgsl, weights [M, C] times each
+image [C, H*W], no copy); depthwise convs (groups == input channels) have a
+kernel of their own; everything else runs as an implicit GEMM
+(conv2d.wgsl `direct`).  Bias, the fused residual (4th input) and the fused
+activation attributes are applied in the write.  1-D convs run as 2-D with
+H = 1; 3-D convs stay on the CPU.  The window geometry (pads, auto_pad,
+ceil mode) comes from the CPU op's own helpers, so both devices agree on it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ...errors import DeviceError
+from ...ops.conv import Geometry, Window, _read_transpose, read_window
+from ...ops.registry import Kernel, OpContext
+from .common import WG, ShapeMemo, activation_expr, ceil_div, has_input, require_float
+from .device import GpuDevice, GpuTensor, Site, Unsupported
+from .matmul_kernels import Matmul, MatmulShape
+
+
+def _rank_ok(ctx: OpContext) -> None:
+    rank = getattr(ctx.in_types[0], "rank", None)
+    if rank is not None and rank not in (3, 4):
+        raise Unsupported(f"{rank - 2}-D spatial data (the GPU kernels take 1-D and 2-D)")
+
+
+def _as_2d(x: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """N, C, H, W of a 3-D (1-D conv) or 4-D input."""
+    if len(x) == 3:
+        return x[0], x[1], 1, x[2]
+    if len(x) == 4:
+        return x[0], x[1], x[2], x[3]
+    raise DeviceError(f"input {list(x)} is not [N, C, W] or [N, C, H, W]")
+
+
+def _geometry2(g: Geometry) -> tuple[list[int], int, int]:
+    """(strides, dilations, pads as [sy, sx, dy, dx, py, px]), OH, OW of a 1-D or 2-D geometry."""
+    if len(g.out) == 1:
+        return [1, g.strides[0], 1, g.dilations[0], 0, g.begin[0]], 1, g.out[0]
+    return [g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.begin[0], g.begin[1]], g.out[0], g.out[1]
+
+
+def _decls(bias: bool, res: bool, t: str) -> dict[str, str]:
+    decls = [f"@group(0) @binding(1) var<storage, read> X: array<{t}>;",
+             f"@group(0) @binding(2) var<storage, read> Wt: array<{t}>;"]
+    at = 3
+    if bias:
+        decls.append(f"@group(0) @binding({at}) var<storage, read> Bias: array<{t}>;")
+        at += 1
+    if res:
+        decls.append(f"@group(0) @binding({at}) var<storage, read> Res: array<{t}>;")
+        at += 1
+    decls.append(f"@group(0) @binding({at}) var<storage, read_write> Y: array<{t}>;")
+    return {"DECLS": "\n".join(decls), "T": t, "BIAS_AT": "f32(Bias[m])" if bias else "0.0",
+            "RES_AT": "f32(Res[at])" if res else "0.0"}
+
+
+def build_conv(ctx: OpContext, dev: GpuDevice) -> Kernel:
+    present = [i for i in range(len(ctx.node.inputs)) if has_input(ctx, i)]
+    t = require_float(ctx, dev, *present)
+    _rank_ok(ctx)
+    win: Window = read_window(ctx, pool=False)
+    group = int(ctx.attr("group", 1))
+    act = activation_expr(ctx)
+    has_bias, has_res = has_input(ctx, 2), has_input(ctx, 3)
+    mm = Matmul(dev, ctx.node.label(), act, t)
+    site = Site(ctx.node.label())
+    values = {"ACT": act, **_decls(has_bias, has_res, t)}
+
+    def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
+        n, c, h, w = _as_2d(xs)
+        if len(ws) != len(xs) or c != ws[1] * group or ws[0] % group:
+            raise DeviceError(f"X {list(xs)} and W {list(ws)} do not fit with group={group}")
+        m = ws[0]
+        kernel = ws[2:]
+        g = win.geometry(ctx, xs[2:], kernel)
+        geo, oh, ow = _geometry2(g)
+        out = (n, m) + tuple(g.out)
+        kh, kw = (1, kernel[0]) if len(kernel) == 1 else (kernel[0], kernel[1])
+        if g.trivial and group == 1:
+            shape = MatmulShape(m, h * w, c, (n,), (0,), (c * h * w,), c, 1, h * w, 1)
+            return out, "matmul", mm.plan(shape, (1, 0) if has_bias else None, residual=has_res)
+        params = [n, c, h, w, m, oh, ow, group, c // group, m // group, kh, kw, *geo]
+        if group == c and ws[1] == 1:
+            prog = dev.program("conv2d.wgsl", "depthwise", WG, **values)
+            return out, "direct", (prog, params, ceil_div(n * m * ceil_div(oh * ow, 4), WG))
+        prog = dev.program("conv2d.wgsl", "direct", 64, **values)
+        return out, "direct", (prog, params, (ceil_div(oh * ow, 32), ceil_div(m // group, 32), n * group))
+
+    memo = ShapeMemo(plan)
+
+    def run(x: GpuTensor, w: GpuTensor, b: GpuTensor | None = None, z: GpuTensor | None = None
+            ) -> tuple[GpuTensor]:
+        out_shape, how, planned = memo.get((x.shape, w.shape), x.shape, w.shape)
+        if b is not None and b.size != w.shape[0]:
+            raise DeviceError(f"B {list(b.shape)} must be a vector of the {w.shape[0]} output channels")
+        if z is not None and z.shape != out_shape:
+            raise DeviceError(f"residual input {list(z.shape)} must have the output's shape {list(out_shape)}")
+        out = dev.empty(out_shape, x.dtype)
+        if out.size == 0:
+            return (out,)
+        if how == "matmul":
+            mm.run(planned, w, x, b, out, z)
+        else:
+            prog, params, groups = planned
+            tensors = [x, w] + ([b] if b is not None else []) + ([z] if z is not None else []) + [out]
+            dev.dispatch(site, prog, tensors, params, groups)
+        return (out,)
+
+    return run
+
+
+def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
+    present = [i for i in range(len(ctx.node.inputs)) if has_input(ctx, i)]
+    t = require_float(ctx, dev, *present)
+    _rank_ok(ctx)
+    attrs = _read_transpose(ctx)
+    group = int(ctx.attr("group", 1))
+    has_bias = has_input(ctx, 2)
+    site = Site(ctx.node.label())
+    values = {"ACT": activation_expr(ctx), **_decls(has_bias, False, t)}
+
+    def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
+        n, c, h, w = _as_2d(xs)
+        if len(ws) != len(xs) or ws[0] != c or c % group:
+            raise DeviceError(f"X {list(xs)} and W {list(ws)} do not fit with group={group}")
+        m = ws[1] * group
+        kernel = ws[2:]
+        dims, begin = attrs.geometry(ctx, xs[2:], kernel)
+        strides, dilations, _ = attrs.win.axes(ctx, kernel, len(kernel))
+        if len(kernel) == 1:
+            geo, oh, ow, kh, kw = [1, strides[0], 1, dilations[0], 0, begin[0]], 1, dims[0], 1, kernel[0]
+        else:
+            geo = [strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1]]
+            oh, ow, kh, kw = dims[0], dims[1], kernel[0], kernel[1]
+        out = (n, m) + tuple(int(d) for d in dims)  # type: ignore[arg-type]
+        prog = dev.program("conv2d.wgsl", "transpose", WG, **values)
+        params = [n, c, h, w, m, oh, ow, group, c // group, m // group, kh, kw, *geo]
+        return out, prog, params, ceil_div(n * m * oh * ow, WG)
+
+    memo = ShapeMemo(plan)
+
+    def run(x: GpuTensor, w: GpuTensor, b: GpuTensor | None = None) -> tuple[GpuTensor]:
+        out_shape, prog, params, groups = memo.get((x.shape, w.shape), x.shape, w.shape)
+        out = dev.empty(out_shape, x.dtype)
+        if out.size:
+            dev.dispatch(site, prog, [x, w] + ([b] if b is not None else []) + [out], params, groups)
+        return (out,)
+
+    return run
+
+
+def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
+    """MaxPool (optionally with its Indices output, either storage order) and AveragePool over 1 to 3
+    spatial dims."""
+    t = require_float(ctx, dev, 0)
+    rank = getattr(ctx.in_types[0], "rank", None)
+    if rank is not None and not 3 <= rank <= 5:
+        raise Unsupported(f"{rank - 2}-D spatial data (the pool kernel takes 1 to 3 spatial dims)")
+    is_max = ctx.node.op_type == "MaxPool"
+    want_index = is_max and len(ctx.node.outputs) > 1 and bool(ctx.node.outputs[1])
+    win = read_window(ctx, pool=True)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    include_pad = bool(ctx.attr("count_include_pad", 0))
+    site = Site(ctx.node.label())
+    decls = [f"@group(0) @binding(1) var<storage, read> X: array<{t}>;",
+             f"@group(0) @binding(2) var<storage, read_write> Y: array<{t}>;"]
+    if want_index:
+        decls.append("@group(0) @binding(3) var<storage, read_write> Index: array<i32>;")
+    if is_max:
+        values = {"INIT": "-wi_inf()", "UPDATE": "if (v > acc) { acc = v; best = base + select(at, atc, COLUMN); }",
+                  "FINAL": "acc"}
+    else:
+        values = {"INIT": "0.0", "UPDATE": "acc += v;", "FINAL": "acc / max(count, 1.0)"}
+    values.update(T=t, DECLS="\n".join(decls), WRITE_INDEX="    Index[t] = i32(best);" if want_index else "",
+                  COLUMN=str(bool(ctx.attr("storage_order", 0))).lower())
+
+    def plan(xs: tuple[int, ...]) -> Any:
+        if not 3 <= len(xs) <= 5:
+            raise DeviceError(f"X {list(xs)} must be [N, C] plus 1 to 3 spatial dims")
+        g = win.geometry(ctx, xs[2:], kernel)
+        dims: list[int] = []
+        for d, size in enumerate(xs[2:]):
+            lo, hi = (-g.begin[d], size + g.pad_end[d]) if include_pad else (0, size)
+            dims += [size, g.out[d], kernel[d], g.strides[d], g.dilations[d], g.begin[d], lo, hi]
+        planes = xs[0] * xs[1]
+        cells = math.prod(g.out)
+        prog = dev.program("pool.wgsl", "main", WG, RANK=len(xs) - 2, **values)
+        params = [planes, cells, math.prod(xs[2:]), math.prod(kernel), *dims]
+        return xs[:2] + tuple(g.out), prog, params, ceil_div(planes * cells, WG)
+
+    memo = ShapeMemo(plan)
+
+    def run(x: GpuTensor) -> tuple[GpuTensor, ...]:
+        out_shape, prog, params, groups = memo.get(x.shape, x.shape)
+        out = dev.empty(out_shape, x.dtype)
+        index = [dev.empty(out_shape, np.dtype(np.int64))] if want_index else []
+        if out.size:
+            dev.dispatch(site, prog, [x, out, *index], params, groups)
+        return (out, *index)
+
+    return run
+
+
+SPECS = {
+    ("", "Conv"): ("conv2d.wgsl", ("direct", "depthwise"), build_conv),
+    ("", "ConvTranspose"): ("conv2d.wgsl", ("transpose",), build_conv_transpose),
+    ("", "MaxPool"): ("pool.wgsl", ("main",), build_pool),
+    ("", "AveragePool"): ("pool.wgsl", ("main",), build_pool),
+}

@@ -1,0 +1,1 @@
+"""WGSL kernel sources (plain .wgsl files), loaded with importlib.resources by devices/gpu."""

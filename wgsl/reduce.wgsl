@@ -1,0 +1,57 @@
+// reduce.wgsl: Reduce* over any set of axes, one invocation per output element.
+//
+// reduce: the output element's base offset comes from the kept dims, the loop walks the reduced
+// dims (both merged where contiguous). The accumulation is the template's INIT/UPDATE/FINAL:
+// sum, mean, max, min, prod, L1, L2, sum of squares, log-sum, log-sum-exp (a max pass first).
+// Storage T is f32 or f16; accumulation is f32.
+// Params: [0] n outputs, [1] reduced count, [2, 2+K) kept dims, [2+K, 2+2K) their strides in X,
+// [2+2K, 2+2K+R) reduced dims, [2+2K+R, 2+2K+2R) their strides.
+const K: u32 = {{KEPT}}u;
+const R: u32 = {{RED}}u;
+const LSE: bool = {{LSE}};
+@group(0) @binding(1) var<storage, read> X: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> Y: array<{{T}}>;
+
+fn reduced_offset(t: u32) -> u32 {
+    var rem = t;
+    var off = 0u;
+    for (var j = 0u; j < R; j++) {
+        let k = R - 1u - j;
+        let dim = pu(2u + 2u * K + k);
+        off += (rem % dim) * pu(2u + 2u * K + R + k);
+        rem = rem / dim;
+    }
+    return off;
+}
+
+fn kept_offset(o: u32) -> u32 {
+    var rem = o;
+    var off = 0u;
+    for (var j = 0u; j < K; j++) {
+        let k = K - 1u - j;
+        let dim = pu(2u + k);
+        off += (rem % dim) * pu(2u + K + k);
+        rem = rem / dim;
+    }
+    return off;
+}
+
+@compute @workgroup_size({{WG}})
+fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_id(gid, nwg);
+    if (o >= pu(0u)) { return; }
+    let count = pu(1u);
+    let base = kept_offset(o);
+    var m = 0.0;
+    if (LSE) {
+        m = -wi_inf();
+        for (var t = 0u; t < count; t++) { m = max(m, f32(X[base + reduced_offset(t)])); }
+        if (wi_isinf(m)) { m = 0.0; }
+    }
+    var acc: f32 = {{INIT}};
+    for (var t = 0u; t < count; t++) {
+        let v = f32(X[base + reduced_offset(t)]) - m;
+        acc = {{UPDATE}};
+    }
+    Y[o] = {{T}}({{FINAL}});
+}
