@@ -10,6 +10,7 @@ onnxruntime does, so half-precision models keep their accuracy.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,6 +34,50 @@ _ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03
 _erf_exact = np.frompyfunc(math.erf, 1, 1)
 
 
+#: Elements per block of the float32 erf/GELU: the temporaries of a block stay in L2.
+_BLOCK = 32768
+_scratch = threading.local()
+
+
+def _blocks(n: int) -> list[np.ndarray]:
+    """Four float32 work buffers of one block (per thread: sessions may run concurrently)."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = [np.empty(_BLOCK, np.float32) for _ in range(4)]
+    return [b[:n] for b in bufs]
+
+
+def _erf_block(x: np.ndarray, out: np.ndarray, scale: np.float32) -> None:
+    """out = erf(x * scale) for one float32 block, in the thread's scratch buffers.
+
+    The rational approximation takes ~25 passes; made over a whole
+    activation they stream from memory and allocate a temporary each, so
+    they run block by block in cache instead (3-5x faster on BERT-sized
+    tensors).
+    """
+    xs, x2, q, _ = _blocks(x.size)
+    np.multiply(x, scale, out=xs)
+    np.clip(xs, -4.0, 4.0, out=xs)
+    np.multiply(xs, xs, out=x2)
+    np.multiply(x2, _ALPHA32[0], out=out)
+    out += _ALPHA32[1]
+    for a in _ALPHA32[2:]:
+        out *= x2
+        out += a
+    out *= xs
+    np.multiply(x2, _BETA32[0], out=q)
+    q += _BETA32[1]
+    for b in _BETA32[2:]:
+        q *= x2
+        q += b
+    out /= q
+
+
+_ALPHA32 = tuple(np.float32(a) for a in _ERF_ALPHA)
+_BETA32 = tuple(np.float32(b) for b in _ERF_BETA)
+_ONE32, _HALF32, _RSQRT2 = np.float32(1), np.float32(0.5), np.float32(1 / math.sqrt(2))
+
+
 def erf(x: np.ndarray) -> np.ndarray:
     """erf for float arrays: a float32 rational approximation (a few ulp), exact math.erf for float64.
 
@@ -40,26 +85,35 @@ def erf(x: np.ndarray) -> np.ndarray:
     """
     if x.dtype == np.float64:
         return _erf_exact(x).astype(np.float64)
-    xf = np.clip(x.astype(np.float32, copy=False), -4.0, 4.0)
-    x2 = xf * xf
-    p = np.float32(_ERF_ALPHA[0]) * x2 + np.float32(_ERF_ALPHA[1])
-    for a in _ERF_ALPHA[2:]:
-        p *= x2
-        p += np.float32(a)
-    p *= xf
-    q = np.float32(_ERF_BETA[0]) * x2 + np.float32(_ERF_BETA[1])
-    for b in _ERF_BETA[2:]:
-        q *= x2
-        q += np.float32(b)
-    p /= q
-    return p.astype(x.dtype, copy=False)
+    src = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty(src.size, np.float32)
+    for i in range(0, src.size, _BLOCK):
+        _erf_block(src[i:i + _BLOCK], out[i:i + _BLOCK], _ONE32)
+    return out.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+def gelu_(y: np.ndarray) -> None:
+    """Exact (erf) GELU in place on a float32 or float64 array: y *= 0.5 * (1 + erf(y / sqrt 2))."""
+    if y.dtype != np.float32 or not y.flags.c_contiguous:
+        y *= 0.5 * (1.0 + erf(y * y.dtype.type(1.0 / math.sqrt(2.0))))
+        return
+    flat = y.reshape(-1)
+    for i in range(0, flat.size, _BLOCK):
+        v = flat[i:i + _BLOCK]
+        phi = _blocks(v.size)[3]
+        _erf_block(v, phi, _RSQRT2)
+        phi += _ONE32
+        phi *= _HALF32
+        v *= phi
 
 
 def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
     if approximate == "tanh":
         c = x.dtype.type(math.sqrt(2.0 / math.pi))
         return 0.5 * x * (1.0 + np.tanh(c * (x + x.dtype.type(0.044715) * x * x * x)))
-    return 0.5 * x * (1.0 + erf(x * x.dtype.type(1.0 / math.sqrt(2.0))))
+    y = np.array(x, dtype=x.dtype, order="C")
+    gelu_(y)
+    return y
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from .. import dtypes
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
-from .elementwise import erf
+from .elementwise import gelu_
 from .registry import Kernel, OpContext, op
 
 
@@ -129,15 +129,7 @@ def _sigmoid_(y: np.ndarray) -> None:
         np.reciprocal(y, out=y)
 
 
-def _gelu_(y: np.ndarray) -> None:
-    """Exact (erf) GELU, y * 0.5 * (1 + erf(y / sqrt 2)), multiplied into y."""
-    t = erf(y * y.dtype.type(1.0 / math.sqrt(2.0)))
-    t += 1
-    t *= y.dtype.type(0.5)
-    y *= t
-
-
-_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": _gelu_}
+_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": gelu_}
 
 
 def _activation(ctx: InferContext | OpContext) -> Activation | None:
