@@ -55,6 +55,9 @@ class SessionOptions:
     #: Check every node's outputs against the types inferred at load (slow; for tests).
     strict_shape_checks: bool = False
     intra_op_num_threads: int = 0
+    #: Keep freed tensor memory in the process for reuse (onnxruntime's default too); see
+    #: devices/cpu.enable_memory_arena.  Process-wide, and only effective on glibc.
+    enable_cpu_mem_arena: bool = True
     log_severity_level: int = 2
     #: Seed for the random ops (RandomNormal, Bernoulli, ...); None = nondeterministic.
     random_seed: int | None = None
@@ -149,6 +152,8 @@ class InferenceSession:
         if provider_options:
             for n, opts in zip(names, provider_options):
                 self._options.provider_options.setdefault(n, {}).update(opts)
+        if self._options.enable_cpu_mem_arena:
+            cpu.enable_memory_arena()
         self._model = load_model(model, external_data_dir)
         self._devices, self._providers = _make_devices(names, self._options)
         model_ir = inline_functions(self._model)
