@@ -54,13 +54,36 @@ def _fail(step: Step, args: list[Any], e: BaseException) -> NodeExecutionError:
 
 async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = None) -> list[Any]:
     """Run `plan` on `feeds` (one value per plan input, in order); return its outputs."""
+    cache = plan.shape_cache
+    if cache is None:
+        return await _run(plan, plan.steps, feeds, profile, None, None)
+    key = tuple(getattr(f, "shape", None) for f in feeds)
+    hit = cache.entries.get(key)
+    if hit is not None:
+        outs = await _run(plan, cache.steps, feeds, profile, zip(cache.slots, hit), None)
+        # a cached value handed out as an output must not be mutable by the caller
+        return [o.copy() if isinstance(o, np.ndarray) and any(o is h for h in hit) else o for o in outs]
+    captured: dict[int, Any] = {}
+    outs = await _run(plan, plan.steps, feeds, profile, None, captured)
+    if all(s in captured for s in cache.slots):
+        cache.entries[key] = [captured[s] for s in cache.slots]
+        if len(cache.entries) > cache.limit:
+            cache.entries.popitem(last=False)
+    return outs
+
+
+async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Profile | None,
+               prefill: Any, captured: dict[int, Any] | None) -> list[Any]:
     vals = list(plan.initial)
     for slot, value in zip(plan.input_slots, feeds):
         vals[slot] = value
+    if prefill is not None:
+        for slot, value in prefill:
+            vals[slot] = value
     if profile is not None:
         profile.live_bytes = sum(_nbytes(v) for v in feeds)
         profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
-    for step in plan.steps:
+    for step in steps:
         args = [vals[i] if i >= 0 else None for i in step.ins]
         t0 = time.perf_counter() if profile is not None else 0.0
         try:
@@ -76,6 +99,9 @@ async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = 
         for i, o in enumerate(outs):
             if o >= 0:
                 vals[o] = res[i]
+        if step.capture and captured is not None:
+            for o in outs:
+                captured[o] = vals[o]
         if profile is not None:
             _account(profile, step, vals, res, time.perf_counter() - t0)
         for f in step.free:

@@ -9,6 +9,8 @@ the largest live set, not the sum of all activations).
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -49,6 +51,27 @@ class Step:
     device: str
     #: The fn returns an awaitable (device readbacks).
     is_async: bool = False
+    #: A shape-only step whose outputs the shape cache keeps (see ShapeCache).
+    capture: bool = False
+
+
+@dataclass
+class ShapeCache:
+    """Results that depend only on the feeds' shapes, computed once per distinct shapes.
+
+    Exporters compute Reshape/Expand targets at run time (Shape -> Gather ->
+    Unsqueeze -> Concat ...): a hundred tiny steps per run in a transformer.
+    When the shapes they read are known (symbolically) in terms of the
+    feeds' dims, their results are a function of the feed shapes alone, so
+    a run with shapes seen before skips them and takes the cached values.
+    """
+
+    #: The plan's steps without the shape-only ones (frees recomputed for this list).
+    steps: list[Step]
+    #: Slots that shape-only steps fill and other steps read, in cache-entry order.
+    slots: list[int]
+    entries: "OrderedDict[tuple, list[Any]]" = field(default_factory=OrderedDict)
+    limit: int = 16
 
 
 @dataclass
@@ -63,6 +86,7 @@ class Plan:
     output_slots: list[int]
     types: GraphTypes
     placement: dict[str, str] = field(default_factory=dict)
+    shape_cache: ShapeCache | None = None
 
     @property
     def n_slots(self) -> int:
@@ -174,8 +198,9 @@ class Planner:
                 steps.append(Step(_batch_downloader(by_name[src]), ins, outs, (), node, src, is_async=True))
         output_slots = [slot_on(n, HOST) for n in output_names]
         _assign_frees(steps, initial, set(output_slots))
+        cache = _shape_cache(steps, initial, graph, types, set(output_slots), self.registry, self.opsets)
         return Plan(steps, slot_names, initial, list(input_names), input_slots, list(output_names),
-                    output_slots, types, placement)
+                    output_slots, types, placement, cache)
 
     def compile_subgraph(self, graph: Graph, outer: GraphTypes, in_types: list[Type | None] | None = None) -> "SubPlan":
         """A subgraph (If branch, Loop/Scan body) as a callable plan on the host."""
@@ -240,6 +265,53 @@ def _const_value(graph: Graph, types: GraphTypes, name: str, overridable: set[st
         return graph.initializers[name].array
     v = types.values.get(name)
     return v if isinstance(v, np.ndarray) else None
+
+
+_SHAPE_SOURCES = {("", "Shape"), ("", "Size")}
+_TOKENS = re.compile(r"[\s()+\-*/,]+")
+_FUNCTIONS = {"min"}
+
+
+def _shape_cache(steps: list[Step], initial: list[Any], graph: Graph, types: GraphTypes, outputs: set[int],
+                 registry: Registry, opsets: dict[str, int]) -> ShapeCache | None:
+    """Find the steps computing only from feed shapes (see ShapeCache); None if there are none."""
+    symbols = {d for v in graph.inputs if isinstance(v.type, TensorType) and v.type.shape
+               for d in v.type.shape if isinstance(d, str)}
+
+    def from_feed_dims(name: str) -> bool:
+        t = types.types.get(name)
+        if not isinstance(t, TensorType) or t.shape is None:
+            return False
+        return all(isinstance(d, int) or (isinstance(d, str) and all(
+            tok.isdigit() or tok in symbols or tok in _FUNCTIONS for tok in _TOKENS.split(d) if tok))
+            for d in t.shape)
+
+    shape_slots: set[int] = set()
+    shape_steps: list[Step] = []
+    for step in steps:
+        node = step.node
+        if step.is_async or step.device != HOST or node_subgraphs(node) or any(o in outputs for o in step.outs):
+            continue
+        key = (node.domain, node.op_type)
+        if key in _SHAPE_SOURCES:
+            ok = bool(node.inputs) and from_feed_dims(node.inputs[0])
+        else:
+            opdef = registry.ops.get(key)
+            ok = (opdef is not None and registry.lookup(node, opsets.get(node.domain, 0)).foldable
+                  and all(i < 0 or i in shape_slots or initial[i] is not None for i in step.ins))
+        if ok:
+            shape_slots.update(o for o in step.outs if o >= 0)
+            shape_steps.append(step)
+    if not shape_steps:
+        return None
+    skipped = {id(s) for s in shape_steps}
+    rest = [Step(s.fn, s.ins, s.outs, (), s.node, s.device, s.is_async) for s in steps if id(s) not in skipped]
+    read = {i for s in rest for i in s.ins} | outputs
+    boundary = sorted(shape_slots & read)
+    for step in shape_steps:
+        step.capture = any(o in read for o in step.outs)
+    _assign_frees(rest, initial, outputs)
+    return ShapeCache(rest, boundary)
 
 
 def _assign_frees(steps: list[Step], initial: list[Any], keep: set[int]) -> None:

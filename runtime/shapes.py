@@ -137,11 +137,32 @@ def broadcast_shapes(shapes: Sequence[Shape | None], node: Node | None = None) -
             out.append(None)
         elif len(syms) == 1:
             out.append(syms.pop())
+        elif len(syms) > 1 and _capped_by(syms) is not None:
+            out.append(_capped_by(syms))
         elif len(syms) > 1:
             out.append(None)
         else:
             out.append(1)
     return tuple(out)
+
+
+_SIZE_SYMBOL = re.compile(r"^[A-Za-z_][\w.:]*$")
+_MIN = re.compile(r"^min\((.+),(\d+)\)$")
+
+
+def is_size_symbol(d: Dim) -> bool:
+    """A bare symbolic size (an input's named dim): never negative, unlike expressions such as 'seq-1'."""
+    return isinstance(d, str) and bool(_SIZE_SYMBOL.match(d))
+
+
+def _capped_by(syms: set[str]) -> str | None:
+    """{s, 'min(s,k)'} broadcast to s: 'min(s,k)' is 1 or s in any valid broadcast, and both give s."""
+    bases = {m.group(1) if (m := _MIN.match(d)) else d for d in syms}
+    if len(bases) == 1:
+        base = bases.pop()
+        if base in syms:
+            return base
+    return None
 
 
 def shape_str(shape: Shape | None) -> str:

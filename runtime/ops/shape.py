@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Dim, Shape, Tensor, Type
-from ..shapes import (InferContext, SymInts, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub, dims_product,
+from ..shapes import (is_size_symbol, InferContext, SymInts, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub, dims_product,
                       is_static, normalize_axis, shape_str, tensor)
 from .registry import Kernel, OpContext, op
 
@@ -593,6 +593,8 @@ def _slice_len(d: Dim, start: Dim, end: Dim, step: Dim) -> Dim:
         return None
     if isinstance(d, int) and isinstance(end, int):
         return len(range(*clamp_slice(start, end, step, d)))
+    if isinstance(d, int) and isinstance(end, str) and start == 0 and step == 1 and is_size_symbol(end):
+        return f"min({end},{d})"  # e.g. position_ids[:, :seq]: broadcasting against seq resolves it
     if d is None or step not in (1, -1):
         return None
     if step == 1 and start == 0 and end == d:
