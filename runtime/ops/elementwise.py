@@ -94,6 +94,8 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 def gelu_(y: np.ndarray) -> None:
     """Exact (erf) GELU in place on a float32 or float64 array: y *= 0.5 * (1 + erf(y / sqrt 2))."""
+    if y.flags.f_contiguous and not y.flags.c_contiguous:
+        y = y.T  # a transposed product (see matmul._product): same elements, C order
     if y.dtype != np.float32 or not y.flags.c_contiguous:
         y *= 0.5 * (1.0 + erf(y * y.dtype.type(1.0 / math.sqrt(2.0))))
         return
