@@ -1,17 +1,22 @@
 """webinfer (Pyodide) next to onnxruntime-web in the same Chromium, on the same models and inputs.
 
     python benchmarks/bench_browser.py [--models ppocr minilm128] [--runs 5] [--warmup 1]
+                                       [--gpu-runs 2] [--gpu-warmup 0]
                                        [--ort-threads 1] [--timeout 300] [--cold 1] [--json]
 
-One table: runtime init (Pyodide + numpy + webinfer; onnxruntime-web's module
-import), session load, first run, median and p90 latency, and the largest
-difference of the first output from native onnxruntime on the same inputs.
-Rows: webinfer cpu (numpy in Pyodide), webinfer webgpu when webinfer can
-use the page's adapter, onnxruntime-web `wasm`, and its `webgpu` EP when an
-adapter exists (headless Chromium offers SwiftShader, a CPU emulation of a
-GPU: its numbers say nothing about real GPUs).  Then the cold
-page-to-first-result time of the demo page (fresh browser context, nothing
-cached: Pyodide, numpy, the model, the first detection).
+One table: runtime init (Pyodide + numpy + webinfer, and for webgpu opening
+webinfer's device; onnxruntime-web's module import), session load, first
+run, median and p90 latency, the largest difference of the first output
+from native onnxruntime on the same inputs, and for webinfer the nodes on
+the GPU and the GPU dispatches per run.  Rows: webinfer cpu (numpy in
+Pyodide), webinfer webgpu (the browser's WebGPU through webinfer's browser
+backend, the same WGSL kernels as native), onnxruntime-web `wasm`, and its
+`webgpu` EP; the webgpu rows need an adapter (headless Chromium offers
+SwiftShader, a CPU emulation of a GPU: seconds per run, so they repeat
+`--gpu-runs` times, and their numbers say nothing about real GPUs; compare
+the two webgpu rows with each other).  Then the cold page-to-first-result
+time of the demo page (fresh browser context, nothing cached: Pyodide,
+numpy, the model, the first detection).
 
 onnxruntime-web is pinned (ORT_WEB_VERSION, integrity from the npm registry)
 and unpacked into ~/.cache/webinfer/wasm.  Each case runs in a fresh page,
@@ -148,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--gpu-runs", type=int, default=2, help="timed runs of the webgpu rows (SwiftShader is slow)")
+    p.add_argument("--gpu-warmup", type=int, default=0, help="warm-up runs of the webgpu rows, after the first run")
     p.add_argument("--ort-threads", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300, help="seconds per case")
     p.add_argument("--cold", type=int, default=1, help="cold page-to-first-result measurements")
@@ -183,16 +190,18 @@ def main(argv: list[str] | None = None) -> int:
             feed = CASES[case][1]()
             ref = native_reference(paths[case], feed)
             feeds = [{"name": k, "dtype": str(v.dtype), "shape": list(v.shape), "b64": _b64(v)} for k, v in feed.items()]
-            common = {"modelUrl": f"/models/{paths[case].name}", "feeds": feeds, "runs": args.runs,
-                      "warmup": args.warmup}
             for runtime, ep in runtimes:
+                gpu = ep == "webgpu"
+                common = {"modelUrl": f"/models/{paths[case].name}", "feeds": feeds,
+                          "runs": args.gpu_runs if gpu else args.runs,
+                          "warmup": args.gpu_warmup if gpu else args.warmup}
                 if runtime == "webinfer":
                     res = run_case(browser, server.url, "runWebinfer",
                                    {**common, "providers": ["webgpu", "cpu"] if ep == "webgpu" else ["cpu"]},
                                    args.timeout)
                     if "error" not in res and ep not in res["providers"]:
-                        res = {"error": f"fell back to {','.join(res['providers'])}: webinfer cannot use "
-                                        "this browser's WebGPU yet"}
+                        res = {"error": f"fell back to {','.join(res['providers'])}: webinfer could not open "
+                                        "this browser's WebGPU device"}
                 else:
                     res = run_case(browser, server.url, "runOrt", {**common, "ep": ep, "threads": args.ort_threads},
                                    args.timeout)
@@ -204,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                     diff = float(np.max(np.abs(out - ref.ravel()))) if out.size == ref.size else float("nan")
                     row.update(init_ms=res["init_ms"], load_ms=res["load_ms"], first_ms=res["first_ms"],
                                median_ms=statistics.median(res["times_ms"]),
-                               p90_ms=float(np.percentile(res["times_ms"], 90)), max_abs_diff=diff)
+                               p90_ms=float(np.percentile(res["times_ms"], 90)), max_abs_diff=diff,
+                               runs=len(res["times_ms"]))
+                    if runtime == "webinfer":
+                        row.update(nodes_gpu=res["nodes_gpu"], nodes_total=res["nodes_total"],
+                                   dispatches=res["dispatches"])
                 rows.append(row)
                 print(f"  {case} {runtime}:{ep} done", file=sys.stderr, flush=True)
         cold = [cold_start(browser, server.url) for _ in range(args.cold)]
@@ -215,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                           "rows": rows, "cold": cold}, indent=2))
         return 0
     print(f"Chromium, WebGPU adapter: {adapter or 'none'}; onnxruntime-web {ORT_WEB_VERSION} "
-          f"({args.ort_threads} thread{'s' if args.ort_threads > 1 else ''}); runs={args.runs} warmup={args.warmup}")
+          f"({args.ort_threads} thread{'s' if args.ort_threads > 1 else ''}); runs={args.runs} warmup={args.warmup}, "
+          f"webgpu rows runs={args.gpu_runs} warmup={args.gpu_warmup}")
     head = f"{'model':<11}{'runtime:ep':<17}{'init ms':>9}{'load ms':>9}{'first ms':>10}{'median ms':>11}" \
-           f"{'p90 ms':>9}{'max|diff|':>11}"
+           f"{'p90 ms':>9}{'max|diff|':>11}{'GPU nodes':>11}{'dispatches':>12}"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -225,8 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             print(f"{r['model']:<11}{name:<17}  {r['error'][:200]}")
             continue
+        nodes = f"{r['nodes_gpu']}/{r['nodes_total']}" if "nodes_gpu" in r else "-"
+        dispatches = r.get("dispatches")
         print(f"{r['model']:<11}{name:<17}{r['init_ms']:>9.0f}{r['load_ms']:>9.0f}{r['first_ms']:>10.0f}"
-              f"{r['median_ms']:>11.1f}{r['p90_ms']:>9.1f}{r['max_abs_diff']:>11.1e}")
+              f"{r['median_ms']:>11.1f}{r['p90_ms']:>9.1f}{r['max_abs_diff']:>11.1e}{nodes:>11}"
+              f"{dispatches if dispatches is not None else '-':>12}")
+    for case in args.models:
+        by = {(r["runtime"], r["ep"]): r for r in rows if r["model"] == case and "error" not in r}
+        ours, peer = by.get(("webinfer", "webgpu")), by.get(("ort-web", "webgpu"))
+        if ours and peer:
+            print(f"{case}: webinfer webgpu median / onnxruntime-web webgpu median = "
+                  f"{ours['median_ms'] / peer['median_ms']:.2f}x (same adapter; target <= 2x)")
     for c in cold:
         print(f"cold page-to-first-result (demo page, fresh context): {c['first_result_ms'] / 1e3:.2f} s "
               f"(runtime ready at {c['runtime_ready_ms'] / 1e3:.2f} s; state {c['state']})")

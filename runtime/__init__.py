@@ -7,6 +7,7 @@
 
 from .errors import (DeviceError, InputError, InputTypeError, ModelLoadError, NodeExecutionError,
                      ShapeInferenceError, UnsupportedOpError, WebinferError)
+from .devices.gpu import init_webgpu
 from .session import (GraphOptimizationLevel, InferenceSession, NodeArg, SessionOptions,
                       get_available_providers)
 
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "InferenceSession", "SessionOptions", "GraphOptimizationLevel", "NodeArg", "get_available_providers",
+    "init_webgpu",
     "WebinferError", "ModelLoadError", "UnsupportedOpError", "ShapeInferenceError", "InputError",
     "InputTypeError", "NodeExecutionError", "DeviceError", "__version__",
 ]

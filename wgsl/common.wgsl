@@ -18,7 +18,10 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg
 
 // ---- math that WGSL lacks or leaves undefined where ONNX defines it
 
-fn wi_inf() -> f32 { return bitcast<f32>(0x7f800000u); }
+// Infinity and NaN from bit patterns held in a `let`: WGSL forbids a *constant* expression that evaluates
+// to either (Tint, the browsers' compiler, rejects `bitcast<f32>(0x7f800000u)`; naga lets it pass).
+fn wi_inf() -> f32 { let bits = 0x7f800000u; return bitcast<f32>(bits); }
+fn wi_nan() -> f32 { let bits = 0x7fc00000u; return bitcast<f32>(bits); }
 
 // erf: the float32 rational approximation the CPU kernels use (ops/elementwise.py), a few ulp.
 fn wi_erf(x0: f32) -> f32 {

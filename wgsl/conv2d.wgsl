@@ -45,10 +45,10 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
         let xc = i32((n * C + g * Cg + c) * H * W);
         for (var ky = 0u; ky < KH; ky++) {
             let iy = iy0 + vec4<i32>(i32(ky) * pi(14u));
-            let oky = iy >= vec4<i32>(0) & iy < vec4<i32>(Hi);
+            let oky = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(Hi));
             for (var kx = 0u; kx < KW; kx++) {
                 let ix = ix0 + vec4<i32>(i32(kx) * pi(15u));
-                let ok = oky & ix >= vec4<i32>(0) & ix < vec4<i32>(Wi);
+                let ok = oky & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(Wi));
                 let at = vec4<u32>(max(vec4<i32>(xc) + iy * Wi + ix, vec4<i32>(0)));
                 let xv = vec4<f32>(select(0.0, f32(X[at.x]), ok.x), select(0.0, f32(X[at.y]), ok.y),
                                    select(0.0, f32(X[at.z]), ok.z), select(0.0, f32(X[at.w]), ok.w));
@@ -97,10 +97,10 @@ fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     var acc = vec4<f32>(0.0);
     for (var ky = 0u; ky < KH; ky++) {
         let iy = iy0 + vec4<i32>(i32(ky) * pi(14u));
-        let oky = iy >= vec4<i32>(0) & iy < vec4<i32>(Hi);
+        let oky = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(Hi));
         for (var kx = 0u; kx < KW; kx++) {
             let ix = ix0 + vec4<i32>(i32(kx) * pi(15u));
-            let ok = oky & ix >= vec4<i32>(0) & ix < vec4<i32>(Wi);
+            let ok = oky & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(Wi));
             let at = vec4<u32>(max(vec4<i32>(xc) + iy * Wi + ix, vec4<i32>(0)));
             let xv = vec4<f32>(select(0.0, f32(X[at.x]), ok.x), select(0.0, f32(X[at.y]), ok.y),
                                select(0.0, f32(X[at.z]), ok.z), select(0.0, f32(X[at.w]), ok.w));

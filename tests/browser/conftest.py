@@ -44,9 +44,13 @@ def dist() -> Path:
     return ROOT / "web" / "dist"
 
 
+#: Test-only pages, served at /tests/ beside the bundle.
+PAGES = Path(__file__).resolve().parent / "pages"
+
+
 @pytest.fixture(scope="session")
 def server_url(dist: Path) -> Iterator[str]:
-    with DemoServer(dist) as server:
+    with DemoServer(dist, mounts={"/tests": PAGES}) as server:
         yield server.url
 
 

@@ -120,3 +120,17 @@ def test_load_and_run_summaries() -> None:
     assert cpu_only["notice"] is None
     with pytest.raises(webinfer.ModelLoadError):
         demo_py.load(b"garbage", "bad.onnx", ["cpu"])
+
+
+def test_init_webgpu_describes_the_adapter_or_why_not() -> None:
+    """The worker's first call: natively it opens wgpu-py's device (the same `init_webgpu` as in the browser)."""
+    from webinfer.devices.gpu import open_device
+
+    adapter = drive(demo_py.init_webgpu(4.0))
+    try:
+        open_device({})
+    except webinfer.DeviceError as e:
+        assert adapter == {"available": False, "problem": str(e)}
+        return
+    assert adapter["available"] and adapter["description"]
+    assert set(adapter) == {"available", "vendor", "architecture", "description", "fallback"}

@@ -2,7 +2,9 @@
 // The edge run: the same webinfer wheel as the browser, in Pyodide under Node.js (CPU path).
 //
 //   node web/node/run.mjs MODEL.onnx --input NAME=FILE.npy [--input ...] [--output-dir DIR]
-//                         [--provider cpu] [--dist web/dist]
+//                         [--provider cpu | --provider webgpu,cpu] [--dist web/dist]
+//
+// Node.js has no WebGPU: `--provider webgpu,cpu` runs on the cpu and prints a notice saying why.
 //
 // Prints each output as `webinfer run` does (name: dtype[shape] and a summary of the values);
 // with --output-dir, also saves them as NAME.npy. The .npy inputs are parsed by numpy inside
@@ -16,7 +18,7 @@ import { parseArgs } from "node:util";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const USAGE =
   "usage: node web/node/run.mjs MODEL.onnx --input NAME=FILE.npy [--input ...] [--output-dir DIR] " +
-  "[--provider cpu] [--dist DIR]";
+  "[--provider cpu|webgpu,cpu] [--dist DIR]";
 
 function fail(message) {
   console.error(`run.mjs: error: ${message}`);
@@ -85,6 +87,16 @@ import time
 import numpy as np
 import webinfer
 
+notice = None
+if "webgpu" in providers:
+    # The WebGPU device opens asynchronously (and Node.js has none: then the session runs on the cpu).
+    try:
+        await webinfer.init_webgpu()
+    except webinfer.DeviceError as e:
+        if "cpu" not in providers:
+            raise
+        notice = f"webgpu unavailable, running on cpu: {e}"
+        providers = [p for p in providers if p != "webgpu"]
 sess = webinfer.InferenceSession("/work/model.onnx", providers=list(providers))
 feed = {name: np.load(path, allow_pickle=False) for name, path in feed_files}
 t0 = time.perf_counter()
@@ -100,13 +112,14 @@ for out, value in zip(sess.get_outputs(), outputs):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in out.name)
         np.save(f"/work/out/{safe}.npy", arr)
         saved.append(f"{safe}.npy")
-(saved, run_ms, sess.get_providers())
+(saved, run_ms, sess.get_providers(), notice)
 `,
     { globals: ns },
   );
-  const [files, runMs, providers] = result.toJs();
+  const [files, runMs, providers, notice] = result.toJs();
   result.destroy();
   saved = files;
+  if (notice) console.error(`run.mjs: notice: ${notice}`);
   console.log(`providers: ${providers.join(", ")}; Pyodide + webinfer loaded in ${(loadMs / 1000).toFixed(1)} s; ` +
     `run ${runMs.toFixed(1)} ms`);
 } catch (err) {

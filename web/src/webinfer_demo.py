@@ -4,8 +4,8 @@ It runs inside Pyodide (the worker imports it) and natively (the browser
 tests import it to compute the reference results), so everything here is
 plain numpy + webinfer; the Pyodide-only glue (`js`, `to_js`) sits in the
 `api_*` functions at the bottom, which the worker calls through
-`runPythonAsync` so a WebGPU device may block on promises (JSPI) while a
-session is created or run.
+`runPythonAsync` (so awaiting WebGPU's promises works, and JSPI where the
+runtime has it).
 """
 
 from __future__ import annotations
@@ -294,28 +294,43 @@ def layout_graph(session: webinfer.InferenceSession) -> dict[str, Any] | None:
     return {"nodes": out_nodes, "edges": edges, "layers": max(layer, default=-1) + 1, "inputs": inputs}
 
 
-def load(model_bytes: bytes, name: str, providers: list[str], adapter_problem: str | None = None) -> dict[str, Any]:
+async def init_webgpu(timeout_s: float) -> dict[str, Any]:
+    """Open webinfer's WebGPU device before any session needs it (in the browser that takes promises,
+    which a session's constructor cannot await), and describe the adapter for the page.
+
+    {"available": True, vendor, architecture, description, fallback} or {"available": False, "problem"}.
+    The problem (no `navigator.gpu`, `requestAdapter()` timed out, ...) is what the page's
+    fallback notice says.
+    """
+    try:
+        backend = await webinfer.init_webgpu(timeout_s=timeout_s)
+    except webinfer.DeviceError as e:
+        return {"available": False, "problem": str(e)}
+    info = getattr(backend, "info", None) or {"vendor": "", "architecture": "", "description": backend.description,
+                                              "fallback": backend.software}
+    return {"available": True, "vendor": info["vendor"], "architecture": info["architecture"],
+            "description": info["description"], "fallback": bool(info["fallback"])}
+
+
+def load(model_bytes: bytes, name: str, providers: list[str], adapter_problem: str | None = None,
+         provider_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Create a session and describe it for the page: interface, providers, placement, graph.
 
     `adapter_problem` is the page's reason for not asking for WebGPU (no
     `navigator.gpu`, `requestAdapter()` timed out, ...); the session is then
     created on the CPU and the page shows the fallback notice with it.
+    `provider_options` go to the session as onnxruntime's `provider_options`
+    (by provider name), e.g. {"webgpu": {"integer_ops": "always"}}.
     """
     requested = list(providers)
     if adapter_problem and "webgpu" in providers:
         providers = [p for p in providers if p != "webgpu"] or ["cpu"]
+    options = webinfer.SessionOptions(provider_options={k: dict(v) for k, v in (provider_options or {}).items()})
     t0 = time.perf_counter()
     problem = adapter_problem
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            session = webinfer.InferenceSession(model_bytes, providers=providers)
-        except ImportError as e:
-            # Only reachable while webinfer's GPU device layer is absent from the wheel.
-            if "webgpu" not in providers or "cpu" not in providers:
-                raise
-            problem = f"webinfer's WebGPU device is not in this build ({e})"
-            session = webinfer.InferenceSession(model_bytes, providers=[p for p in providers if p != "webgpu"])
+        session = webinfer.InferenceSession(model_bytes, options, providers=providers)
     load_ms = (time.perf_counter() - t0) * 1e3
     for w in caught:
         if issubclass(w.category, RuntimeWarning) and "webgpu" in str(w.message):
@@ -331,6 +346,7 @@ def load(model_bytes: bytes, name: str, providers: list[str], adapter_problem: s
         "inputs": [_arg(a) for a in session.get_inputs()], "outputs": [_arg(a) for a in session.get_outputs()],
         "requested_providers": requested, "providers": used, "notice": notice,
         "nodes_total": len(placement), "nodes_gpu": sum(1 for d in placement.values() if d == "webgpu"),
+        "fallback_reasons": session.device_stats()["fallback_reasons"],
         "info": {k: info[k] for k in ("producer", "ir_version", "opsets", "nodes", "op_histogram", "parameters",
                                       "parameter_bytes", "flops", "flops_known_part")},
         "graph": layout_graph(session),
@@ -400,6 +416,15 @@ def npy_bytes(value: Any) -> bytes | None:
     return buf.getvalue()
 
 
+def gpu_work(session: webinfer.InferenceSession) -> dict[str, Any] | None:
+    """What the last run asked of the GPU (dispatches, submits, readbacks) and on which adapter; None on cpu."""
+    stats = session.device_stats()
+    if stats["dispatches_per_run"] is None:
+        return None
+    return {"dispatches": stats["dispatches_per_run"], "submits": stats["submits_per_run"],
+            "readbacks": stats["readbacks_per_run"], "adapter": stats["adapter"]}
+
+
 async def run(sid: int, shapes: dict[str, list[int]], npy: dict[str, bytes], repeats: int) -> dict[str, Any]:
     """Run a loaded model on generated or uploaded inputs: output summaries and .npy files, latency."""
     loaded = SESSIONS[sid]
@@ -409,7 +434,7 @@ async def run(sid: int, shapes: dict[str, list[int]], npy: dict[str, bytes], rep
     files = {n: b for n, b in ((n, npy_bytes(v)) for n, v in zip(names, outputs)) if b is not None}
     return {"id": sid, "inputs": [summarize(k, v) for k, v in feed.items()],
             "outputs": [summarize(n, v) for n, v in zip(names, outputs)], "npy": files, "times_ms": times,
-            "latency": _stats(times), "providers": loaded.session.get_providers()}
+            "latency": _stats(times), "providers": loaded.session.get_providers(), "gpu": gpu_work(loaded.session)}
 
 
 async def detect(sid: int, png: bytes, repeats: int) -> tuple[dict[str, Any], np.ndarray]:
@@ -423,7 +448,8 @@ async def detect(sid: int, png: bytes, repeats: int) -> tuple[dict[str, Any], np
     prob = np.ascontiguousarray(np.asarray(outputs[0], dtype=np.float32)[0, 0, :h, :w])
     boxes = detect_boxes(prob, (h, w))
     return {"id": sid, "width": w, "height": h, "boxes": boxes, "times_ms": times, "latency": _stats(times),
-            "input_shape": list(x.shape), "providers": loaded.session.get_providers()}, prob
+            "input_shape": list(x.shape), "providers": loaded.session.get_providers(),
+            "gpu": gpu_work(loaded.session)}, prob
 
 
 def release(sid: int) -> None:
@@ -448,9 +474,14 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+async def api_init_webgpu(msg: Any) -> Any:
+    return _to_js(await init_webgpu(float(msg.to_py()["timeout_s"])))
+
+
 async def api_load(msg: Any) -> Any:
     m = msg.to_py()
-    return _to_js(_clean(load(bytes(m["bytes"]), m["name"], list(m["providers"]), m.get("adapter_problem"))))
+    return _to_js(_clean(load(bytes(m["bytes"]), m["name"], list(m["providers"]), m.get("adapter_problem"),
+                              m.get("provider_options"))))
 
 
 async def api_run(msg: Any) -> Any:

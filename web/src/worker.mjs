@@ -3,56 +3,32 @@
 // Protocol (page -> worker): {reqId, type, ...args}; replies {reqId, ok, result | error}; while
 // loading, {type: "progress", ...} messages. Requests run one at a time, in order (Python is
 // single-threaded and a run must not interleave with another).
-//   init                        -> {versions, adapter}
-//   load {bytes, name, providers} -> model summary (interface, providers used, placement, graph)
+//   init                        -> {versions, adapter} (webinfer's WebGPU device is opened here)
+//   load {bytes, name, providers, providerOptions?} -> model summary (interface, providers used, placement,
+//                                  nodes on the GPU, graph)
 //   run {id, shapes, npy, repeats} -> outputs summary + latency
 //   detect {id, png, repeats}   -> text boxes + latency + probability map (Float32Array)
 //   release {id}
 
 import { callPython, describeError, loadWebinfer, versions } from "./webinfer.mjs";
 
-const ADAPTER_TIMEOUT_MS = 4000;
+/** How long webinfer waits for requestAdapter() (then requestDevice()): some drivers never answer. */
+const ADAPTER_TIMEOUT_S = 4;
 let pyodide = null;
 let demo = null;
 let adapter = null;
 let queue = Promise.resolve();
 
-/** Is there a WebGPU adapter? Guarded by a timeout: some drivers never answer requestAdapter(). */
-async function probeAdapter() {
-  const gpu = globalThis.navigator?.gpu;
-  if (!gpu) return { available: false, problem: "navigator.gpu is missing (WebGPU is off or unsupported here)" };
-  let timer;
-  const timeout = new Promise((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), ADAPTER_TIMEOUT_MS);
-  });
-  try {
-    const found = await Promise.race([gpu.requestAdapter(), timeout]);
-    if (found === "timeout") {
-      return { available: false, problem: `requestAdapter() gave no answer within ${ADAPTER_TIMEOUT_MS / 1000} s` };
-    }
-    if (!found) return { available: false, problem: "requestAdapter() returned no adapter" };
-    const info = found.info ?? {};
-    return {
-      available: true,
-      vendor: info.vendor ?? "",
-      architecture: info.architecture ?? "",
-      description: info.description ?? "",
-      fallback: Boolean(info.isFallbackAdapter ?? found.isFallbackAdapter),
-    };
-  } catch (err) {
-    return { available: false, problem: `requestAdapter() failed: ${err?.message ?? err}` };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 async function init() {
   const t0 = performance.now();
-  adapter = await probeAdapter();
   pyodide = await loadWebinfer({ onProgress: (p) => postMessage({ type: "progress", ...p }) });
   const source = await (await fetch(new URL("./webinfer_demo.py", import.meta.url))).text();
   pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", source);
   demo = pyodide.pyimport("webinfer_demo");
+  // webinfer opens its WebGPU device (navigator.gpu, behind the timeout) once, before any session: a
+  // session's constructor cannot await the adapter's promise. No adapter: sessions run on the CPU and the
+  // page shows why.
+  adapter = await callPython(pyodide, demo.api_init_webgpu, { timeout_s: ADAPTER_TIMEOUT_S });
   return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0 };
 }
 
@@ -64,6 +40,7 @@ const handlers = {
       name: m.name,
       providers: m.providers,
       adapter_problem: m.providers.includes("webgpu") && !adapter.available ? adapter.problem : null,
+      provider_options: m.providerOptions ?? null,
     }),
   run: (m) => callPython(pyodide, demo.api_run, { id: m.id, shapes: m.shapes, npy: m.npy, repeats: m.repeats }),
   detect: (m) => callPython(pyodide, demo.api_detect, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),

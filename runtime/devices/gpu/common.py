@@ -65,14 +65,13 @@ def collapse(out_shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tupl
 
 
 def wgsl_float(v: float) -> str:
-    """A WGSL f32 expression for `v` (infinities and NaN as bit patterns; they have no literal)."""
+    """A WGSL f32 expression for `v`.  Infinities and NaN have no literal and may not be the value of a
+    constant expression (Tint rejects that): they come from common.wgsl's wi_inf()/wi_nan()."""
     v = float(v)
     if math.isnan(v):
-        return "bitcast<f32>(0x7fc00000u)"
-    if math.isinf(v):
-        return "bitcast<f32>(0x7f800000u)" if v > 0 else "bitcast<f32>(0xff800000u)"
-    if abs(v) > 3.4028234663852886e38:
-        return "bitcast<f32>(0x7f800000u)" if v > 0 else "bitcast<f32>(0xff800000u)"
+        return "wi_nan()"
+    if math.isinf(v) or abs(v) > 3.4028234663852886e38:
+        return "wi_inf()" if v > 0 else "(-wi_inf())"
     text = repr(float(np.float32(v)))
     return f"f32({text})"
 
