@@ -7,7 +7,10 @@ ports by changing the import.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -289,19 +292,43 @@ class InferenceSession:
         feeds = self._feeds(input_feed)
         profile = Profile() if self._options.enable_profiling else None
         hooked = [d for d in self._devices if hasattr(d, "run_started")]
-        for d in hooked:
-            d.run_started()
-        try:
-            outs = await run_async(self._plan, feeds, profile)
-        finally:
+        async with _device_run_lock(bool(hooked)):
             for d in hooked:
-                d.run_finished()
+                d.run_started()
+            try:
+                outs = await run_async(self._plan, feeds, profile)
+            finally:
+                for d in hooked:
+                    d.run_finished()
         self.last_profile = profile
         return self._select(output_names, outs)
 
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any], run_options: Any = None) -> list[Any]:
         """Run the model and return the requested outputs (all when `output_names` is None)."""
         return drive(self.run_async(output_names, input_feed, run_options))
+
+
+_LOOP_LOCKS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _device_run_lock(uses_device: bool) -> Any:
+    """Serialise device runs between coroutines of one event loop.
+
+    A GPU run records into the backend's single command encoder, and in the
+    browser it suspends at every readback: two runs awaited concurrently
+    would interleave their dispatches.  (Threads are kept apart by the
+    backend's own lock; outside an event loop nothing can interleave.)
+    """
+    if not uses_device:
+        return contextlib.nullcontext()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return contextlib.nullcontext()
+    lock = _LOOP_LOCKS.get(loop)
+    if lock is None:
+        lock = _LOOP_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def _export(v: Any, t: Type | None) -> Any:

@@ -23,6 +23,10 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg
 fn wi_inf() -> f32 { let bits = 0x7f800000u; return bitcast<f32>(bits); }
 fn wi_nan() -> f32 { let bits = 0x7fc00000u; return bitcast<f32>(bits); }
 
+// log with ONNX's (IEEE) edge values: -inf at 0, NaN below; WGSL leaves those undefined and
+// SwiftShader returns -88 and 0.
+fn wi_log(x: f32) -> f32 { return select(select(log(x), -wi_inf(), x == 0.0), wi_nan(), x < 0.0); }
+
 // erf: the float32 rational approximation the CPU kernels use (ops/elementwise.py), a few ulp.
 fn wi_erf(x0: f32) -> f32 {
     let x = clamp(x0, -4.0, 4.0);

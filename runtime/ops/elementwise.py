@@ -177,7 +177,7 @@ UNARY: dict[str, Unary] = {
     "Abs": Unary(_plain(np.abs), "abs(x)"),
     "Neg": Unary(_plain(np.negative), "-x"),
     "Exp": Unary(_plain(np.exp), "exp(x)", upcast16=True),
-    "Log": Unary(_plain(np.log), "log(x)", upcast16=True),
+    "Log": Unary(_plain(np.log), "wi_log(x)", upcast16=True),
     "Sqrt": Unary(_plain(np.sqrt), "sqrt(x)"),
     "Reciprocal": Unary(_plain(np.reciprocal), "1.0 / x"),
     "Floor": Unary(_plain(np.floor), "floor(x)"),

@@ -88,14 +88,6 @@ def bundled_ops(dist: Path) -> set[str]:
     return {op for op in load_info(str(dist / "models" / "ppocr_det.onnx"))["op_histogram"] if "." not in op}
 
 
-#: Cases the browser's adapter may get wrong where native adapters do not, with the reason.
-ADAPTER_KNOWN_FAILURES = {
-    r"^test_reduce_log_sum(_exp)?_empty_set(_expanded)?_cpu$":
-        "SwiftShader computes WGSL's log(0) as -88.03 (WGSL leaves log outside x > 0 undefined; native "
-        "drivers give -inf), so the empty-set ReduceLogSum/ReduceLogSumExp is finite instead of -inf",
-}
-
-
 def _known(name: str, known: dict[str, str] = KNOWN_FAILURES) -> str | None:
     for pattern, reason in known.items():
         if re.search(pattern, f"{name}_cpu"):
@@ -193,4 +185,4 @@ def test_node_cases_of_every_gpu_kernel_on_browser_webgpu(demo: DemoPage, onnx_c
     cases = _cases(onnx_cases, GPU_OPS)
     assert len(cases) > 500, f"too few node cases found for the {len(GPU_OPS)} ops with a WGSL kernel"
     _check_and_report(demo, "webgpu+cpu, every op with a WGSL kernel", GPU_OPS, cases, ["webgpu", "cpu"], artifacts,
-                      {**KNOWN_FAILURES, **ADAPTER_KNOWN_FAILURES})
+                      KNOWN_FAILURES)

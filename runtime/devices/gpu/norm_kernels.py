@@ -205,8 +205,8 @@ REDUCERS: dict[str, tuple[str, str, str, bool]] = {
     "ReduceL1": ("0.0", "acc + abs(v)", "acc", False),
     "ReduceL2": ("0.0", "acc + v * v", "sqrt(acc)", False),
     "ReduceSumSquare": ("0.0", "acc + v * v", "acc", False),
-    "ReduceLogSum": ("0.0", "acc + v", "log(acc)", False),
-    "ReduceLogSumExp": ("0.0", "acc + exp(v)", "m + log(acc)", True),
+    "ReduceLogSum": ("0.0", "acc + v", "wi_log(acc)", False),
+    "ReduceLogSumExp": ("0.0", "acc + exp(v)", "m + wi_log(acc)", True),
     "GlobalAveragePool": ("0.0", "acc + v", "acc / f32(count)", False),
     "GlobalMaxPool": ("-wi_inf()", "max(acc, v)", "acc", False),
 }
