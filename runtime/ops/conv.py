@@ -9,13 +9,25 @@ inside long vectorised loops, so the kernels are shaped for those:
   W[G, M/G, C/G*k] @ cols[G, C/G*k, out], whose result *is* the NCHW output:
   no transpose, no extra copy.  The column buffer is reused across images.
   Column buffers of big images are built and multiplied in cache-sized
-  chunks of output rows.
+  chunks of output rows.  Strided convs with big kernels (7x7/2 stems) copy
+  their columns from the input split into stride phases (`_window_parts`).
 - 1x1, stride-1, unpadded convs skip im2col: the input already is the column
-  matrix, so the conv is one matmul.
-- Depthwise convs (group == C_in == C_out) are a per-channel
-  vector-matrix product over small cache-sized column blocks (see
-  `_depthwise`: measured faster than a loop of per-tap multiply-adds, which
-  costs two passes over the output per tap).
+  matrix, so the conv is one matmul (in blocks of output cells for big
+  images, finished in cache: `_pointwise_conv`).
+- 3x3 stride-1 convs with enough channels and output run as Winograd
+  F(2x2, 3x3) (`_winograd_conv`): 16 matmuls [M, C] @ [C, tiles] do 2.25x
+  fewer multiplies than im2col's, which pays for the transforms where the
+  matmul dominates (`winograd_pays`; ResNet's stages 1-3, PP-OCR's neck).
+  The error stays at float32 rounding level (weights transformed in float64).
+- Depthwise convs (group == C_in == C_out) have too little arithmetic for
+  one big matmul: stride-1 ones are two small matmuls per channel over
+  row-shifted copies of the flattened input (`_depthwise_flat`), strided
+  ones a per-channel vector-matrix product over small column blocks
+  (`_depthwise`); both beat a loop of per-tap multiply-adds, which costs
+  two passes over the output per tap.
+- numpy is fast only on long contiguous runs (2-4x slower per cell on
+  rows of a few hundred cells), so transforms, shifted sums and epilogues
+  work on flat ranges wherever the layout allows.
 - Weights that are constants are reshaped and cast once, at build time; a
   constant bias becomes one more weight column, multiplied by a row of ones
   in the column buffer, so it costs no pass over the output.
@@ -52,7 +64,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import dtypes
-from ..ir import AttrMixin, Dim, Shape, Type
+from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, tensor
 from .registry import Kernel, OpContext, op
 
@@ -349,8 +361,100 @@ def _finish(y: np.ndarray, bias: np.ndarray | None, act: Activation | None, out_
 
 #: Column buffers larger than this are built and multiplied in chunks of output rows...
 _CHUNK_ABOVE_BYTES = 2 << 20
-#: ...of about this size, so each chunk is still in cache when the matmul reads it.
+#: ...of about this size, so each chunk is still in cache when the matmul reads it, but of at
+#: least this many columns (output cells): thinner matmuls lose more to BLAS overhead and to
+#: re-reading the weights than they gain from the cache.
 _CHUNK_BYTES = 512 << 10
+_CHUNK_MIN_CELLS = 512
+#: Pointwise convs with outputs above _CHUNK_ABOVE_BYTES run in blocks of at least this many
+#: output cells: the epilogue then finds its block in cache, and its rows are long enough for
+#: numpy (which is 2-4x slower per element on rows of a few hundred cells than on one long run).
+_POINTWISE_MIN_CELLS = 4096
+
+
+def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual: np.ndarray | None) -> np.ndarray:
+    """1x1, stride-1, unpadded conv: the input already is the column matrix, so one matmul per image.
+
+    Big outputs (large images, few channels) are computed in blocks of
+    output cells, each finished (bias, residual, activation) while in cache.
+    """
+    assert w.mat is not None
+    mat = w.mat
+    n, c = x.shape[:2]
+    groups, mg = mat.shape[:2]
+    kk = c // groups
+    p = math.prod(x.shape[2:])
+    y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
+    ym = y.reshape(n, groups * mg, p)
+    xm = x.reshape(n, groups, kk, p)
+    every = slice(None)
+    ones_row = w.folded and groups * mg > c  # a ones row on the input costs less than a bias pass on the output
+    cells = max(_POINTWISE_MIN_CELLS, _CHUNK_BYTES // (groups * mg * mat.dtype.itemsize))
+    if ym[0].nbytes > _CHUNK_ABOVE_BYTES and p >= 2 * cells:
+        finish = Epilogue(w.bias, epilogue.act) if w.folded and not ones_row else epilogue
+        xb = scratch("conv.cols", (groups, kk + 1, cells), mat.dtype) if ones_row else None
+        if xb is not None:
+            xb[:, kk] = 1
+        for i in range(n):
+            for q0 in range(0, p, cells):
+                part = ym[i, :, q0:q0 + cells]
+                if xb is not None:
+                    cols = xb[:, :, :part.shape[1]]
+                    np.copyto(cols[:, :kk], xm[i, :, :, q0:q0 + cells])
+                    np.matmul(mat, cols, out=part.reshape(groups, mg, -1))
+                else:
+                    np.matmul(mat[:, :, :kk], xm[i, :, :, q0:q0 + cells], out=part.reshape(groups, mg, -1))
+                _finish_block(part, None if residual is None else residual[i, :, q0:q0 + cells], finish)
+        return y
+    if ones_row:
+        xb = scratch("conv.cols", (n, groups, kk + 1, p), mat.dtype)
+        xb[:, :, :kk] = xm
+        xb[:, :, kk] = 1
+        np.matmul(mat, xb, out=ym.reshape(n, groups, mg, p))
+    else:
+        np.matmul(mat[:, :, :kk], xm, out=ym.reshape(n, groups, mg, p))
+        if w.folded:
+            Epilogue(w.bias, None)(ym, every, 1)
+    if residual is not None:
+        ym += residual
+    epilogue(ym, every, 1)
+    return y
+
+
+def _window_parts(x: np.ndarray, g: Geometry) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """A conv's windows as (kernel taps, view [N, C, *taps, *out]) parts that im2col copies.
+
+    Normally one part: all taps, a strided view of the padded input.  A
+    strided conv with a big kernel (a CNN's 7x7/2 stem) reads every input
+    cell many times, with the stride as the step of its innermost loop: its
+    input is first split into stride phases, once, and each phase's taps
+    then read contiguous runs, which numpy copies 2-3x faster.
+    """
+    if any(s > 1 for s in g.strides) and all(d == 1 for d in g.dilations) and (
+            math.prod(g.kernel) >= _PHASE_SPLIT_TAPS_PER_PHASE * math.prod(g.strides)):
+        n, c = x.shape[:2]
+        size = [-(-(sz + b + e) // s) for sz, b, e, s in zip(x.shape[2:], g.begin, g.end, g.strides)]
+        end = [q * s - sz - b for q, s, sz, b in zip(size, g.strides, x.shape[2:], g.begin)]
+        xp = pad_spatial(x, g.begin, end, slot="conv.input")
+        split = xp.reshape((n, c) + tuple(itertools.chain(*zip(size, g.strides))))
+        dims = len(size)
+        phases = scratch("conv.phases", (n, c) + g.strides + tuple(size), x.dtype)
+        np.copyto(phases, split.transpose((0, 1) + tuple(3 + 2 * i for i in range(dims))
+                                          + tuple(2 + 2 * i for i in range(dims))))
+        parts = []
+        for phase in itertools.product(*(range(s) for s in g.strides)):
+            taps = tuple(len(range(f, k, s)) for f, k, s in zip(phase, g.kernel, g.strides))
+            plane = phases[(slice(None), slice(None)) + phase]
+            parts.append((tuple(slice(f, None, s) for f, s in zip(phase, g.strides)),
+                          as_strided(plane, (n, c) + taps + g.out, plane.strides + plane.strides[2:],
+                                     writeable=False)))
+        return parts
+    return [((slice(None),) * len(g.kernel), windows(pad_spatial(x, g.begin, g.end, slot="conv.input"), g))]
+
+
+#: Strided convs whose kernels have this many taps per stride phase or more are im2col'ed from
+#: the phase-split input (`_window_parts`): 7x7/2 is (12 taps per phase), 3x3/2 is not (2.25).
+_PHASE_SPLIT_TAPS_PER_PHASE = 4
 
 
 def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
@@ -361,7 +465,9 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
     are split along the first output axis: copying a chunk then multiplying
     it while it is in cache is much faster than streaming the whole buffer
     through memory twice.  `residual` [N, M, out cells] is added to each
-    block before the epilogue.
+    block before the epilogue; blocks of short rows are finished as one
+    image instead (numpy is 2x slower per cell on a 2-D block of rows of a
+    few hundred cells than on one contiguous run, even in cache).
     """
     assert w.mat is not None
     mat = w.mat
@@ -371,114 +477,377 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
     p = math.prod(g.out)
     y = np.empty((n, groups * mg) + g.out, mat.dtype)
     ym = y.reshape(n, groups * mg, p)
-    every = slice(None)
-    if g.trivial:
-        if w.folded and groups * mg > c:  # a ones row on the input costs less than a bias pass on the output
-            xb = scratch("conv.cols", (n, groups, kk + 1, p), mat.dtype)
-            xb[:, :, :kk] = x.reshape(n, groups, kk, p)
-            xb[:, :, kk] = 1
-            np.matmul(mat, xb, out=ym.reshape(n, groups, mg, p))
-        else:
-            np.matmul(mat[:, :, :kk], x.reshape(n, groups, kk, p), out=ym.reshape(n, groups, mg, p))
-            if w.folded:
-                Epilogue(w.bias, None)(ym, every, 1)
-        if residual is not None:
-            ym += residual
-        epilogue(ym, every, 1)
-        return y
-    win = windows(pad_spatial(x, g.begin, g.end, slot="conv.input"), g)
+    parts = _window_parts(x, g)
     row = p // g.out[0]  # output cells per index of the first output axis
     rows = g.out[0]
     col_bytes = c * math.prod(g.kernel) * row * mat.dtype.itemsize
     if col_bytes * rows > _CHUNK_ABOVE_BYTES:
-        rows = max(1, min(rows, _CHUNK_BYTES // col_bytes))
+        rows = min(rows, max(_CHUNK_BYTES // col_bytes, -(-_CHUNK_MIN_CELLS // row), 1))
+        rows = -(-g.out[0] // -(-g.out[0] // rows))  # the same number of chunks, evenly filled
     cols = scratch("conv.cols", (groups, mat.shape[2], rows * row), mat.dtype)
     if w.folded:
         cols[:, kk] = 1
-    split = (groups, c // groups) + g.kernel
+    split = (groups, c // groups)
     rest = (slice(None),) * (len(g.out) - 1)
+    whole = rows < g.out[0] and rows * row < _POINTWISE_MIN_CELLS  # chunks too thin to finish one by one
     for i in range(n):
-        src = win[i].reshape(split + g.out)
         for r0 in range(0, g.out[0], rows):
             r1 = min(g.out[0], r0 + rows)
             part = cols[:, :, :(r1 - r0) * row]
-            np.copyto(part[:, :kk].reshape(split + (r1 - r0,) + g.out[1:]), src[(Ellipsis, slice(r0, r1)) + rest])
+            dst = part[:, :kk].reshape(split + g.kernel + (r1 - r0,) + g.out[1:])
+            for taps, win in parts:
+                src = win[i].reshape(split + win.shape[2:])
+                np.copyto(dst[(slice(None), slice(None)) + taps], src[(Ellipsis, slice(r0, r1)) + rest])
             block = ym[i, :, r0 * row:r1 * row]
             np.matmul(mat, part, out=block.reshape(groups, mg, -1))
-            if residual is not None:
-                block += residual[i, :, r0 * row:r1 * row]
-            epilogue(block, every, 0)
+            if not whole:
+                _finish_block(block, None if residual is None else residual[i, :, r0 * row:r1 * row], epilogue)
+        if whole:
+            _finish_block(ym[i], None if residual is None else residual[i], epilogue)
     return y
 
 
-#: Size of the column block the depthwise engine builds and reduces at a time.
+def _finish_block(block: np.ndarray, residual: np.ndarray | None, epilogue: Epilogue) -> None:
+    """Residual, then the epilogue, on an output block [M, cells]."""
+    if residual is not None:
+        block += residual
+    epilogue(block, slice(None), 0)
+
+
+# ------------------------------------------------------ Winograd F(2x2, 3x3)
+
+#: Winograd's weight transform G [4, 3] for F(2x2, 3x3) (Lavin & Gray, 2015).  Its input transform
+#: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] is the add/subtract
+#: sequences of `_winograd_input`.
+_WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: Output transform A^T [2, 4].
+_WINO_AT = np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]])
+#: Both output transforms at once, transposed, [(b, a), (ri, rj)]: one small matmul maps the 16
+#: products of every tile (index b*4 + a, b the tile column) to its 2x2 outputs, row-major.
+_WINO_OUT = np.ascontiguousarray(np.kron(_WINO_AT, _WINO_AT)[[0, 2, 1, 3]].T)
+#: Index of tile product (a=1, b=1), the one every output of a tile adds with coefficient 1:
+#: the bias is added there, to a sixteenth of the products instead of to all outputs.
+_WINO_BIAS_ROW = 5
+#: Chunks of tile rows are sized so their work buffers stay about this big (in L2)...
+_WINO_CHUNK_BYTES = 1 << 20
+#: ...but hold at least this many tiles: the 16 matmuls of a chunk each read all the
+#: transformed weights, which must be amortised over enough columns.
+_WINO_MIN_TILES = 256
+
+
+def winograd_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """W [M, C, 3, 3] in the Winograd domain, [16, M, C], entry b*4 + a being (G w G^T)[a, b].
+
+    Computed in float64 and rounded once, so it is as exact as the weights allow.
+    """
+    m, c = w.shape[:2]
+    u = np.einsum("ai,mcij,bj->bamc", _WINO_G, w.astype(np.float64), _WINO_G)
+    return np.ascontiguousarray(u.reshape(16, m, c).astype(dtype))
+
+
+def winograd_fits(g: Geometry) -> bool:
+    """The window is one Winograd F(2x2, 3x3) computes: 2-D 3x3, stride 1, no dilation."""
+    return g.kernel == (3, 3) and g.strides == (1, 1) and g.dilations == (1, 1)
+
+
+def winograd_channels(c: int, m: int) -> bool:
+    """C -> M channel counts for which Winograd can beat im2col (measured on CPU, bench_conv.py).
+
+    Winograd saves 56% of the matmul work, but its transforms cost about as
+    much as im2col's copy on the input side and clearly more on the output
+    side (16 products per 4 outputs go through memory): it needs enough input
+    channels per output to pay.
+    """
+    return c >= 24 and 8 <= m <= 2 * c
+
+
+def winograd_pays(c: int, m: int, out: Sequence[Dim]) -> bool:
+    """Whether Winograd beats im2col for C -> M channels and a 2-D output `out` (measured on CPU).
+
+    Small convs lose to its fixed cost (some 40 numpy calls per chunk), and
+    few tiles (7x7 maps) to reading the transformed weights, 16/9 of W, for
+    too few columns.  Unknown sizes count as paying.
+    """
+    if not all(isinstance(o, int) for o in out):
+        return winograd_channels(c, m)
+    oh, ow = out
+    tiles = -(-oh // 2) * (-(-ow // 2) + 1)
+    return winograd_channels(c, m) and tiles >= _WINO_MIN_TILES_PER_IMAGE and m * c * oh * ow >= _WINO_MIN_WORK
+
+
+#: Below either, im2col is faster: tiles per image (with the garbage column) and C * M * output cells.
+_WINO_MIN_TILES_PER_IMAGE = 48
+_WINO_MIN_WORK = 600_000
+
+
+def _phase_span(phase: int, pad: int, first: int, count: int, size: int) -> tuple[int, int, int]:
+    """Plane indices k in [0, count) whose input index 2 * (first + k) + phase - pad is in [0, size).
+
+    Returns (k0, k1, the input index of k0); k1 <= k0 when none is.
+    """
+    k0 = max(0, -((2 * first + phase - pad) // 2))
+    k1 = min(count, (size - 1 - phase + pad) // 2 - first + 1)
+    return k0, k1, 2 * (first + k0) + phase - pad
+
+
+@dataclass(frozen=True)
+class _WinogradChunk:
+    """Work buffers of one chunk of `rows` tile rows, all views of scratch buffers.
+
+    Phase planes hold the zero-padded input split by row and column parity,
+    [pr, pc, C, rows + 1, tw + 1]: a tile's 4x4 window is then 2x2 cells of
+    four planes, and every transform below is an add or subtract of two
+    *contiguous* flat ranges, shifted by one plane row (tw + 1) or one cell.
+    Flat ranges run across channel and row ends; what they compute there
+    lands in a garbage cell (the last row of a channel's planes, the last
+    column of each row), which is never read back.  numpy is 2-4x faster on
+    one long contiguous range than on the same cells as rows of a 2-D view.
+    """
+
+    rows: int
+    width: int  # tile columns + 1
+    planes: np.ndarray  # [2 (pr), 2 * plane + slack]: pc-major phase planes of each row parity
+    rowt: np.ndarray  # [2 * plane + 1]: one row of B^T applied, still split by column parity
+    v: np.ndarray  # [4 (b), 4 (a), plane]: the transformed input
+    prod: np.ndarray  # [16, M * rows * width]: the 16 matmuls' results
+    out: np.ndarray  # [M * rows * width, 4 (ri, rj)]: the 2x2 outputs of every tile
+    odd: np.ndarray  # [M, 2 * rows, 2 * (width - 1)]: output rows of odd width, before cropping
+
+    @staticmethod
+    def make(c: int, m: int, rows: int, width: int, dtype: np.dtype) -> _WinogradChunk:
+        plane = c * (rows + 1) * width
+        planes = scratch("wino.planes", (2, 2 * plane + width + 1), dtype)
+        rowt = scratch("wino.rowt", (2 * plane + 1,), dtype)
+        planes.fill(0)  # padding columns stay zero for every chunk (`_winograd_load`); the slack stays finite
+        rowt[2 * plane:] = 0
+        cells = m * rows * width
+        return _WinogradChunk(rows, width, planes, rowt, scratch("wino.v", (4, 4, plane), dtype),
+                              scratch("wino.prod", (16, cells), dtype), scratch("wino.out", (cells, 4), dtype),
+                              scratch("wino.odd", (m, 2 * rows, 2 * (width - 1)), dtype))
+
+
+def _winograd_load(ch: _WinogradChunk, x: np.ndarray, g: Geometry, first: int) -> None:
+    """Fill the phase planes of tile rows [first, first + ch.rows) from x [C, H, W] (zeros outside it).
+
+    Every chunk writes the same columns, so the zero padding columns, set
+    once by `_WinogradChunk.make`, stay; only rows outside x are cleared.
+    """
+    c, h, w = x.shape
+    plane = c * (ch.rows + 1) * ch.width
+    grid = ch.planes[:, :2 * plane].reshape(2, 2, c, ch.rows + 1, ch.width)
+    for pr in range(2):
+        r0, r1, xr = _phase_span(pr, g.begin[0], first, ch.rows + 1, h)
+        for pc in range(2):
+            dst = grid[pr, pc]
+            c0, c1, xc = _phase_span(pc, g.begin[1], 0, ch.width, w)
+            if r0 > 0:
+                dst[:, :r0] = 0
+            if r1 < ch.rows + 1:
+                dst[:, max(r0, r1):] = 0
+            if r1 > r0 and c1 > c0:
+                dst[:, r0:r1, c0:c1] = x[:, xr:xr + 2 * (r1 - r0) - 1:2, xc:xc + 2 * (c1 - c0) - 1:2]
+
+
+def _winograd_input(ch: _WinogradChunk) -> None:
+    """v = B^T d B for every tile: rows first (shift: one plane row), then columns (shift: one cell).
+
+    One row of B^T at a time, so the row-transformed planes stay small enough for the cache.
+    """
+    n = ch.rowt.shape[0] - 1  # both column-parity planes
+    p0, p1 = ch.planes[0], ch.planes[1]
+    lo0, hi0, lo1, hi1 = p0[:n], p0[ch.width:ch.width + n], p1[:n], p1[ch.width:ch.width + n]
+    t = ch.rowt
+    half = n // 2
+    even, odd, even_next, odd_next = t[:half], t[half:n], t[1:half + 1], t[half + 1:n + 1]
+    for a, (op, left, right) in enumerate(((np.subtract, lo0, hi0), (np.add, lo1, hi0), (np.subtract, hi0, lo1),
+                                           (np.subtract, lo1, hi1))):
+        op(left, right, out=t[:n])
+        np.subtract(even, even_next, out=ch.v[0, a])
+        np.add(odd, even_next, out=ch.v[1, a])
+        np.subtract(even_next, odd, out=ch.v[2, a])
+        np.subtract(odd, odd_next, out=ch.v[3, a])
+
+
+def _winograd_store(out: np.ndarray, dst: np.ndarray, rows: int, width: int) -> None:
+    """Tiles' outputs `out` [M * rows * width, 4 (ri, rj)] into output rows `dst` [M, <= 2 * rows, even width].
+
+    A tile row's two outputs (rj = 0, 1) are adjacent in both, so they move
+    as one 2-cell item: one strided copy per output row parity puts every
+    tile's 2x2 outputs in place.
+    """
+    pair = np.dtype((np.void, 2 * out.dtype.itemsize))
+    tiles = out.view(pair).reshape(dst.shape[0], rows, width, 2)
+    cells = dst.view(pair)
+    for ri in range(2):
+        part = cells[:, ri::2]
+        np.copyto(part, tiles[:, :part.shape[1], :part.shape[2], ri])
+
+
+def _winograd_conv(x: np.ndarray, u: np.ndarray, g: Geometry, bias: np.ndarray | None, act: Activation | None,
+                   residual: np.ndarray | None) -> np.ndarray:
+    """3x3 stride-1 conv by Winograd F(2x2, 3x3): 16 multiplies per 2x2 outputs instead of 36.
+
+    `u` [16, M, C] is from `winograd_weights`.  Tile rows are processed in
+    cache-sized chunks: load the phase planes, transform them (`_winograd_input`),
+    16 matmuls [M, C] @ [C, tiles], one [tiles, 16] @ [16, 4] matmul for the
+    output transform, then the rows go to the output.  The activation runs
+    on the transform's contiguous results, or, after a residual, on the
+    whole image (`_gemm_conv` says why not on blocks of rows).
+    """
+    n, c, h, w = x.shape
+    m = u.shape[1]
+    oh, ow = g.out
+    th, tw = -(-oh // 2), -(-ow // 2)
+    width = tw + 1
+    dt = u.dtype
+    per_row = (22 * c + 24 * m) * width * dt.itemsize  # bytes of all work buffers per tile row
+    rows = min(th, max(_WINO_CHUNK_BYTES // per_row, -(-_WINO_MIN_TILES // width), 1))
+    rows = -(-th // -(-th // rows))  # the same number of chunks, evenly filled
+    ch = _WinogradChunk.make(c, m, rows, width, dt)
+    to_out = _WINO_OUT.astype(dt)
+    y = np.empty((n, m, oh, ow), dt)
+    stride = (rows + 1) * width  # of a channel in the phase planes and in v
+    for img in range(n):
+        for first in range(0, th, rows):
+            r = min(rows, th - first)
+            cells = m * r * width
+            with np.errstate(invalid="ignore", over="ignore"):  # as quiet as BLAS on inf/huge inputs
+                _winograd_load(ch, x[img], g, first)
+                _winograd_input(ch)
+            prod = ch.prod[:, :cells]
+            np.matmul(u, ch.v.reshape(16, c, stride)[:, :, :r * width], out=prod.reshape(16, m, r * width))
+            if bias is not None:
+                shared = prod[_WINO_BIAS_ROW].reshape(m, -1)
+                shared += bias[:, None]
+            out = ch.out[:cells]
+            np.matmul(prod.T, to_out, out=out)
+            if act is not None and residual is None:
+                act(out)
+            o0, o1 = 2 * first, min(oh, 2 * (first + r))
+            if ow % 2:
+                _winograd_store(out, ch.odd[:, :o1 - o0], r, width)
+                np.copyto(y[img, :, o0:o1], ch.odd[:, :o1 - o0, :ow])
+            else:
+                _winograd_store(out, y[img, :, o0:o1], r, width)
+        if residual is not None:
+            _finish_block(y[img].reshape(m, -1), residual[img], Epilogue(None, act))
+    return y
+
+
+#: Size of the work buffers the depthwise engines fill and reduce at a time (measured best:
+#: the flat engine's blocks pass through fewer buffers, and more numpy calls per block).
 _DEPTHWISE_BLOCK_BYTES = 512 << 10
-#: Stride-1 depthwise convs with output rows this short read whole padded rows (see `_depthwise`).
-_WIDE_ROWS_BELOW = 128
+_DEPTHWISE_FLAT_BLOCK_BYTES = 1 << 20
+
+
+def _depthwise_blocks(c: int, rows: int, row_bytes: int, budget: int) -> tuple[int, int]:
+    """(channels, output rows) per block of about `budget` bytes, `row_bytes` being a channel's per output row."""
+    if rows * row_bytes <= budget:
+        return max(1, min(c, budget // (rows * row_bytes))), rows
+    return 1, max(1, min(rows, budget // row_bytes))
+
+
+def _depthwise_flat(x: np.ndarray, w: np.ndarray, g: Geometry, bias: np.ndarray | None,
+                    act: Activation | None) -> np.ndarray:
+    """Stride-1 1-D or 2-D depthwise conv (one filter per channel), `w` [C, kh * kw], as two small matmuls.
+
+    A depthwise filter has too little arithmetic for a big matmul, and a
+    loop of numpy multiply-adds over kernel taps makes two passes over the
+    output per tap.  With the padded input flattened (rows of `row` cells),
+    tap (i, j) reads it shifted by i * dh * row + j * dw, so outputs are
+    computed "wide", over whole padded rows (the surplus cells of each row
+    are dropped at the end), and per channel:
+
+    - R [kh (+1), cells] = the kh row shifts of the input (the one copy;
+      a ones row when there is a bias);
+    - O [kw, cells] = W^T [kw, kh (+1 = the bias, for j = 0)] @ R: every
+      column j of the kernel summed over its rows;
+    - y = ones [1, kw] @ O' where O'[j] = O[j] shifted by j * dw: a strided
+      view of O (its rows one step apart), so the shifted sum costs no copy.
+
+    About kh + 2 * kw + 2 passes per output cell instead of im2col's 2 * kh * kw
+    (5x5: 17 vs 50).  Blocks of channels (or of output rows, for big images)
+    are sized for the cache, and the activation runs on each block.
+    """
+    n, c = x.shape[:2]
+    kh, kw = (1,) * (2 - len(g.kernel)) + g.kernel
+    dh, dw = (1,) * (2 - len(g.dilations)) + g.dilations
+    padded = tuple(sz + b + e for sz, b, e in zip(x.shape[2:], g.begin, g.end))
+    out_rows, row = ((1,) + g.out)[-2], padded[-1]
+    slack = (kw - 1) * dw
+    dt = w.dtype
+    buf = scratch("conv.input", (n, c, math.prod(padded) + slack), dt)
+    buf.fill(0)
+    buf[:, :, :math.prod(padded)].reshape((n, c) + padded)[
+        (slice(None), slice(None)) + tuple(slice(b, b + sz) for b, sz in zip(g.begin, x.shape[2:]))] = x
+    k = kh + (bias is not None)
+    wt = np.zeros((c, kw, k), dt)
+    wt[:, :, :kh] = w.reshape(c, kh, kw).transpose(0, 2, 1)
+    if bias is not None:
+        wt[:, 0, kh] = bias
+    block, rows = _depthwise_blocks(c, out_rows, (k + kw + 1) * row * dt.itemsize, _DEPTHWISE_FLAT_BLOCK_BYTES)
+    shifted = scratch("conv.cols", (block, k, rows * row + slack), dt)
+    shifted[:, kh:] = 1
+    summed = scratch("conv.wide", (block, kw, rows * row + slack), dt)
+    acc = scratch("conv.acc", (block, 1, rows * row), dt)
+    ones = np.ones((1, kw), dt)
+    y = np.empty((n, c) + g.out, dt)
+    isz = dt.itemsize
+    for img in range(n):
+        for c0 in range(0, c, block):
+            c1 = min(c, c0 + block)
+            for r0 in range(0, out_rows, rows):
+                r1 = min(out_rows, r0 + rows)
+                cells = (r1 - r0) * row
+                src = as_strided(buf[img, c0:, r0 * row:], (c1 - c0, kh, cells + slack),
+                                 (buf.strides[1], dh * row * isz, isz), writeable=False)
+                part = shifted[:c1 - c0, :, :cells + slack]
+                np.copyto(part[:, :kh], src)
+                sums = summed[:c1 - c0, :, :cells + slack]
+                np.matmul(wt[c0:c1], part, out=sums)
+                diagonal = as_strided(sums, (c1 - c0, kw, cells), (sums.strides[0], sums.strides[1] + dw * isz, isz),
+                                      writeable=False)
+                out = acc[:c1 - c0, :, :cells]
+                np.matmul(ones, diagonal, out=out)
+                if act is not None:
+                    act(out)
+                dst = y[img, c0:c1].reshape((c1 - c0, out_rows, -1))[:, r0:r1]
+                np.copyto(dst, out.reshape(c1 - c0, r1 - r0, row)[:, :, :dst.shape[2]])
+    return y
 
 
 def _depthwise(x: np.ndarray, w: np.ndarray, g: Geometry, epilogue: Epilogue) -> np.ndarray:
     """Depthwise conv (one filter per channel). `w` is [C, k].
 
-    A depthwise filter has too little arithmetic for a big matmul, and a
-    loop of numpy multiply-adds over kernel taps makes two passes over the
-    output per tap (measured 2-4x slower), so each block of channels (or of
-    output rows, for big images) gets a small im2col sized for the cache,
+    Stride-1 1-D and 2-D convs go to `_depthwise_flat`.  Here each block of channels (or
+    of output rows, for big images) gets a small im2col sized for the cache,
     reduced by one batched vector-matrix product, w[c, 1, k] @ cols[c, k, cells];
     the epilogue runs on the block while it is in cache.
-
-    Copying windows of short rows is slow in numpy (a loop per row), so at
-    stride 1 with short rows the columns are "wide": they span whole
-    padded rows, which makes every tap one contiguous run of the flattened
-    padded input; the surplus output columns are dropped at the end.
     """
+    if all(s == 1 for s in g.strides) and len(g.kernel) <= 2:
+        return _depthwise_flat(x, w, g, epilogue.bias, epilogue.act)
     n, c = x.shape[:2]
     taps = math.prod(g.kernel)
-    padded = tuple(sz + b + e for sz, b, e in zip(x.shape[2:], g.begin, g.end))
-    wide = all(s == 1 for s in g.strides) and g.out[-1] < _WIDE_ROWS_BELOW and len(padded) > 1
-    span = padded[1:] if wide else g.out[1:]
-    row = math.prod(span)  # (computed) output cells per index of the first output axis
+    row = math.prod(g.out[1:])  # output cells per index of the first output axis
     cells = g.out[0] * row
-    itemsize = w.dtype.itemsize
-    if taps * cells * itemsize <= _DEPTHWISE_BLOCK_BYTES:
-        block, rows = max(1, min(c, _DEPTHWISE_BLOCK_BYTES // (taps * cells * itemsize))), g.out[0]
-    else:
-        block, rows = 1, max(1, min(g.out[0], _DEPTHWISE_BLOCK_BYTES // (taps * row * itemsize)))
-    if wide:
-        flat = [math.prod(padded[i + 1:]) for i in range(len(padded))]
-        slack = sum((k - 1) * d * f for k, d, f in zip(g.kernel[1:], g.dilations[1:], flat[1:]))
-        buf = scratch("conv.input", (n, c, math.prod(padded) + slack), w.dtype)
-        buf.fill(0)
-        buf[:, :, :math.prod(padded)].reshape((n, c) + padded)[
-            (slice(None), slice(None)) + tuple(slice(b, b + sz) for b, sz in zip(g.begin, x.shape[2:]))] = x
-        tap_strides = (buf.strides[1],) + tuple(d * f * itemsize for d, f in zip(g.dilations, flat))
-    else:
-        win = windows(pad_spatial(x, g.begin, g.end, slot="conv.input"), g)
+    block, rows = _depthwise_blocks(c, g.out[0], taps * row * w.dtype.itemsize, _DEPTHWISE_BLOCK_BYTES)
+    win = windows(pad_spatial(x, g.begin, g.end, slot="conv.input"), g)
     wk = w[:, None, :]
     cols = scratch("conv.cols", (block, taps, rows * row), w.dtype)
     y = np.empty((n, c) + g.out, w.dtype)
-    acc = scratch("conv.wide", (c, cells), w.dtype) if wide else None
     rest = (slice(None),) * (len(g.out) - 1)
     for img in range(n):
-        ym = acc if acc is not None else y[img].reshape(c, cells)
+        ym = y[img].reshape(c, cells)
         for c0 in range(0, c, block):
             c1 = min(c, c0 + block)
             for r0 in range(0, g.out[0], rows):
                 r1 = min(g.out[0], r0 + rows)
                 part = cols[:c1 - c0, :, :(r1 - r0) * row]
-                if wide:
-                    src = as_strided(buf[img, c0:, r0 * row:], (c1 - c0,) + g.kernel + ((r1 - r0) * row,),
-                                     tap_strides + (itemsize,), writeable=False)
-                    np.copyto(part.reshape(src.shape), src)
-                else:
-                    np.copyto(part.reshape((c1 - c0,) + g.kernel + (r1 - r0,) + g.out[1:]),
-                              win[(img, slice(c0, c1)) + (slice(None),) * len(g.kernel) + (slice(r0, r1),) + rest])
+                np.copyto(part.reshape((c1 - c0,) + g.kernel + (r1 - r0,) + g.out[1:]),
+                          win[(img, slice(c0, c1)) + (slice(None),) * len(g.kernel) + (slice(r0, r1),) + rest])
                 out = ym[c0:c1, r0 * row:r1 * row]
                 np.matmul(wk[c0:c1], part, out=out[:, None, :])
                 epilogue(out, slice(c0, c1), 0)
-        if acc is not None:
-            y[img] = acc.reshape((c, g.out[0]) + span)[(slice(None), slice(None))
-                                                       + tuple(slice(0, o) for o in g.out[1:])]
     return y
 
 
@@ -490,13 +859,15 @@ class ConvWeights:
     one more column holding the bias, which multiplies a row of ones
     appended to the columns, so the bias costs no pass over the output.
     `depthwise` [C, k] is the depthwise engine's (its bias is added per
-    block, in cache).
+    block, in cache).  `winograd` [16, M, C], when packed, is W in the
+    Winograd domain (`winograd_weights`), used where `winograd_pays`.
     """
 
     shape: tuple[int, ...]
     mat: np.ndarray | None
     depthwise: np.ndarray | None
     bias: np.ndarray | None = None
+    winograd: np.ndarray | None = None
 
     @property
     def folded(self) -> bool:
@@ -508,8 +879,15 @@ def weight_matrix(w: np.ndarray, group: int, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(w.astype(dtype, copy=False).reshape(group, w.shape[0] // group, -1))
 
 
-def pack_weights(w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | None = None) -> ConvWeights:
-    """Lay out W (and a constant bias) once for the engine that will run the conv."""
+def pack_weights(w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | None = None,
+                 winograd: bool = False) -> ConvWeights:
+    """Lay out W (and a constant bias) once for the engine that will run the conv.
+
+    `winograd`: the conv's window is stride 1 and its output (as far as
+    known) big enough, so also pack the Winograd-domain weights when W is
+    3x3 and the channel counts can pay (float32 only: float64 convs, e.g.
+    ConvInteger's exact ones, stay on im2col).
+    """
     m, cg = w.shape[:2]
     b = None if bias is None else bias.astype(dtype).reshape(m)
     if cg == 1 and m == group and w.ndim > 2:
@@ -517,7 +895,11 @@ def pack_weights(w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | 
     mat = weight_matrix(w, group, dtype)
     if b is not None:
         mat = np.ascontiguousarray(np.concatenate([mat, b.reshape(group, m // group, 1)], axis=2))
-    return ConvWeights(w.shape, mat, None, b)
+    wino = None
+    if (winograd and group == 1 and w.shape[2:] == (3, 3) and np.dtype(dtype) == np.float32
+            and winograd_channels(cg, m)):
+        wino = winograd_weights(w, dtype)
+    return ConvWeights(w.shape, mat, None, b, wino)
 
 
 def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | None = None,
@@ -535,6 +917,10 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
         return y
     assert w.mat is not None
     res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+    if g.trivial:
+        return _pointwise_conv(x, w, Epilogue(bias, act), res)
+    if w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out):
+        return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
 
 
@@ -622,6 +1008,18 @@ def _conv_geometry(ctx: AttrMixin, win: Window, x: np.ndarray, w_shape: tuple[in
     return win.geometry(ctx, x.shape[2:], kernel)
 
 
+def _winograd_may_pay(ctx: OpContext, win: Window, w_shape: tuple[int, ...]) -> bool:
+    """A stride-1, undilated conv whose output, as far as inferred at load, is big enough for Winograd.
+
+    Its weights are then packed for it too (16/9 of W more memory), so
+    convs that never take that path (7x7 maps) do not pay for them.
+    """
+    if any(s != 1 for s in win.strides or ()) or any(d != 1 for d in win.dilations or ()) or len(w_shape) != 4:
+        return False
+    out = ctx.out_types[0].shape if ctx.out_types and isinstance(ctx.out_types[0], TensorType) else None
+    return winograd_pays(w_shape[1], w_shape[0], out[2:] if out is not None and len(out) == 4 else (None, None))
+
+
 @op("Conv", since=1, infer=_conv_rule)
 def conv(ctx: OpContext) -> Kernel:
     """Convolution over 1, 2 or 3 (or more) spatial axes; see the module docstring for how it runs."""
@@ -631,7 +1029,8 @@ def conv(ctx: OpContext) -> Kernel:
     elem = ctx.in_elem(0)
     cdt = compute_dtype(dtypes.storage_dtype(elem)) if elem is not None else None
     w_const, b_const = ctx.const(1), ctx.const(2)
-    packed = pack_weights(w_const, group, cdt, b_const) if w_const is not None and cdt is not None else None
+    packed = (pack_weights(w_const, group, cdt, b_const, _winograd_may_pay(ctx, win, w_const.shape))
+              if w_const is not None and cdt is not None else None)
     geometries: dict[tuple[int, ...], Geometry] = {}  # by X and W shapes
 
     def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,

@@ -1,5 +1,9 @@
-"""Conv family against onnxruntime on random data: every engine (im2col, 1x1, depthwise), weights
-as constants and as inputs, ConvTranspose, ConvInteger, DeformConv, Col2Im, the fused activation."""
+"""Conv family against onnxruntime on random data: every engine (im2col, 1x1, Winograd, depthwise),
+weights as constants and as inputs, ConvTranspose, ConvInteger, DeformConv, Col2Im, the fused activation.
+
+Tolerances: rtol = atol = 1e-4 on outputs of magnitude ~10 (standard normal data, sums of up to a
+thousand products), i.e. float32 accumulation-order noise; the Winograd path is also checked against
+a float64 conv, at 1e-6 of the output's range."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import pytest
 from onnx import helper
 
 import webinfer
-from tests.ops.util import check_node, make_model
+from webinfer.ops import conv as conv_ops
+from tests.ops.util import assert_close, check_node, make_model, run_both
 
 rng = np.random.default_rng(7)
 
@@ -52,17 +57,78 @@ def test_depthwise_matches_onnxruntime(c: int, k: int, attrs: dict) -> None:
     ((1, 3, 600, 28), 5, dict(pads=[2, 2, 2, 2], dilations=[1, 2])),  # short rows, chunked by rows
     ((1, 3, 150, 150), 3, dict(pads=[1, 0, 1, 2])),  # long rows, chunked by rows
     ((2, 5, 9, 40), 3, dict(pads=[0, 1, 2, 1], dilations=[2, 1])),
+    ((1, 64, 20, 20), 5, dict(pads=[2, 2, 2, 2])),  # many channels per block
+    ((1, 6, 12, 10), 3, dict(pads=[1, 1, 1, 1], strides=[1, 2])),  # strided along one axis only
 ])
-def test_depthwise_block_shapes(x_shape: tuple, k: int, attrs: dict) -> None:
+@pytest.mark.parametrize("bias", [True, False])  # stride 1 folds a bias into its matmul as a ones row
+def test_depthwise_block_shapes(x_shape: tuple, k: int, attrs: dict, bias: bool) -> None:
     c = x_shape[1]
-    check_node("Conv", {"x": rand(*x_shape)}, initializers={"w": rand(c, 1, k, k), "b": rand(c)}, group=c,
-               rtol=1e-4, atol=1e-4, **attrs)
+    weights = {"w": rand(c, 1, k, k), **({"b": rand(c)} if bias else {})}
+    check_node("Conv", {"x": rand(*x_shape)}, initializers=weights, group=c, rtol=1e-4, atol=1e-4, **attrs)
 
 
 def test_depthwise_1d_and_3d() -> None:
     check_node("Conv", {"x": rand(1, 4, 20)}, initializers={"w": rand(4, 1, 3)}, group=4, strides=[2], pads=[1, 1])
+    check_node("Conv", {"x": rand(2, 4, 30)}, initializers={"w": rand(4, 1, 5), "b": rand(4)}, group=4,
+               pads=[2, 1], dilations=[2], rtol=1e-4, atol=1e-5)
     check_node("Conv", {"x": rand(1, 3, 5, 6, 7)}, initializers={"w": rand(3, 1, 3, 3, 3)}, group=3,
                pads=[1] * 6, strides=[1, 2, 2], rtol=1e-4, atol=1e-5)
+    check_node("Conv", {"x": rand(1, 3, 5, 6, 7)}, initializers={"w": rand(3, 1, 3, 2, 3), "b": rand(3)}, group=3,
+               pads=[1, 0, 1, 1, 1, 1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 32, 28, 28), (48, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((2, 24, 27, 33), (40, 24, 3, 3), dict(pads=[0, 2, 1, 0])),  # odd output width, two images
+    ((1, 96, 80, 80), (24, 96, 3, 3), dict(pads=[1, 1, 1, 1])),  # several chunks of tile rows
+    ((1, 32, 30, 29), (32, 32, 3, 3), dict(auto_pad="VALID")),
+    ((1, 32, 28, 31), (48, 32, 3, 3), dict(auto_pad="SAME_LOWER")),
+])
+def test_winograd_matches_onnxruntime(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
+    """3x3 stride-1 convs with enough channels run as Winograd F(2x2, 3x3), also with a fused activation."""
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    y = check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)[0]
+    assert conv_ops.winograd_pays(x_shape[1], w_shape[0], y.shape[2:])  # the path under test is taken
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b}), {"x": x})
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_winograd_error_stays_at_float32_rounding() -> None:
+    """Winograd's transforms cost no accuracy to speak of: against a float64 conv, its error is at im2col's
+    float32 level (~3e-7 of the output's range here), far below the 1e-4 the model tests allow."""
+    x, w, b = rand(2, 64, 30, 26), rand(48, 64, 3, 3) / 24, rand(48)
+    g = conv_ops.Window(None, None, None, (1, 1, 1, 1), "NOTSET", False, True).geometry(None, (30, 26), (3, 3))
+    packed = conv_ops.pack_weights(w, 1, np.dtype(np.float32), b, winograd=True)
+    assert packed.winograd is not None and conv_ops.winograd_pays(64, 48, g.out)
+    ref = conv_ops.conv_compute(x.astype(np.float64), conv_ops.pack_weights(
+        w.astype(np.float64), 1, np.dtype(np.float64), b.astype(np.float64)), g)
+    plain = conv_ops.conv_compute(x, conv_ops.pack_weights(w, 1, np.dtype(np.float32), b), g)
+    for y in (conv_ops.conv_compute(x, packed, g), plain):
+        assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((1, 16, 128, 128), (48, 16, 1, 1)),  # bias folded as a ones row on the input blocks
+    ((2, 64, 120, 120), (40, 64, 1, 1)),  # bias added to the output blocks
+])
+def test_pointwise_blocks_match_onnxruntime(x_shape: tuple, w_shape: tuple) -> None:
+    """1x1 convs with big outputs run in blocks of output cells, each finished (here HardSwish) in cache."""
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("HardSwish", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b}), {"x": x})
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 3, 57, 61), (16, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),  # a CNN stem
+    ((2, 4, 23, 19), (6, 2, 5, 5), dict(strides=[2, 2], pads=[2, 1, 0, 2], group=2)),
+    ((1, 3, 40, 36), (8, 3, 11, 11), dict(strides=[4, 4], pads=[2, 2, 2, 2])),  # AlexNet's
+])
+def test_phase_split_im2col_matches_onnxruntime(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
+    """Strided convs with big kernels copy their columns from the stride phases of the input."""
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
 
 
 def test_conv_float16_and_double() -> None:
@@ -107,6 +173,8 @@ def test_fused_activation(attrs: dict, fn, group: int) -> None:
     ((1, 6, 9, 9), (12, 6, 1, 1), {}),
     ((1, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1])),
     ((1, 6, 9, 9), (4, 3, 3, 3), dict(group=2, strides=[2, 2])),
+    ((2, 32, 28, 28), (48, 32, 3, 3), dict(pads=[1, 1, 1, 1])),  # Winograd
+    ((1, 16, 128, 128), (48, 16, 1, 1), {}),  # pointwise, in blocks
 ])
 def test_fused_residual(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
     """webinfer's Conv(X, W, B, Z) + activation computes relu(conv + B + Z)."""
