@@ -128,5 +128,9 @@ def ort_session(model: Any, threads: int | None) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    # onnxruntime's pool spins between runs by default; timed side by side in one process, its
+    # spinning threads would take the cores numpy's BLAS threads are about to use (and the
+    # reverse), so both are measured without idle spinning.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
