@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 
 import numpy as np
@@ -57,7 +58,9 @@ def test_metadata_like_onnxruntime() -> None:
 def test_run_async_and_output_selection() -> None:
     sess = webinfer.InferenceSession(_mlp())
     x = np.ones((2, 8), np.float32)
-    (y,) = asyncio.run(sess.run_async(["y"], {"x": x}))
+    # in its own thread: a Playwright test on the same xdist worker may leave an event loop running here
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        (y,) = pool.submit(asyncio.run, sess.run_async(["y"], {"x": x})).result()
     np.testing.assert_allclose(y, _expected(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="'z' is not an output"):
         sess.run(["z"], {"x": x})
