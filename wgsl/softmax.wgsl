@@ -3,7 +3,8 @@
 // Row r = (o, i) reads elements base + j * inner, base = o * L * inner + i: the
 // last axis is inner = 1, any other axis is a strided row (no transpose).
 //   serial: one invocation per row (CPU emulations; long rows on few rows are slow here);
-//   wg:     one workgroup per row, WG invocations share the row, tree reductions in workgroup memory.
+//   wg:     one workgroup per row, WG invocations share the row, tree reductions in workgroup memory
+//           (wg_reduce, from workgroup_reduce.wgsl).
 // Storage T is f32 or f16; the arithmetic is f32.
 // Params: [0] rows, [1] L, [2] inner.
 const LOG: bool = {{LOG}};
@@ -45,22 +46,6 @@ fn serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var s = 0.0;
     for (var j = 0u; j < L; j++) { s += exp(x_at(base + j * inner) - m); }
     write_row(base, 0u, 1u, m, s);
-}
-
-var<workgroup> red: array<f32, {{WG}}>;
-
-fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = select(red[lid] + red[lid + s], max(red[lid], red[lid + s]), is_max);
-        }
-        workgroupBarrier();
-    }
-    let out = red[0];
-    workgroupBarrier();
-    return out;
 }
 
 @compute @workgroup_size({{WG}})

@@ -58,7 +58,7 @@ import itertools
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -66,6 +66,7 @@ from numpy.lib.stride_tricks import as_strided
 from .. import dtypes
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, tensor
+from .elementwise import Activation, fused_activation
 from .registry import Kernel, OpContext, op
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -281,59 +282,8 @@ def windows(xp: np.ndarray, g: Geometry) -> np.ndarray:
 
 # ---------------------------------------------------------- fused activation
 
-Activation = Callable[[np.ndarray], None]
-
-
-def _sigmoid_(y: np.ndarray) -> None:
-    with np.errstate(over="ignore"):
-        np.negative(y, out=y)
-        np.exp(y, out=y)
-    y += 1
-    np.reciprocal(y, out=y)
-
-
-def _hardswish_(y: np.ndarray) -> None:
-    t = y * (1.0 / 6.0)
-    t += 0.5
-    np.clip(t, 0, 1, out=t)
-    y *= t
-
-
-def _leaky_relu(alpha: float) -> Activation:
-    if 0.0 <= alpha <= 1.0:
-        return lambda y: np.maximum(y, y * alpha, out=y)
-    return lambda y: np.multiply(y, alpha, out=y, where=y < 0)
-
-
-def _hard_sigmoid(alpha: float, beta: float) -> Activation:
-    def run(y: np.ndarray) -> None:
-        y *= alpha
-        y += beta
-        np.clip(y, 0, 1, out=y)
-
-    return run
-
-
-def read_activation(ctx: OpContext) -> Activation | None:
-    """The in-place activation a fusion pass attached to this node, if any (see module docstring)."""
-    name = ctx.attr("activation", None)
-    if name is None:
-        return None
-    if name == "Relu":
-        return lambda y: np.maximum(y, 0, out=y)
-    if name == "Sigmoid":
-        return _sigmoid_
-    if name == "HardSwish":
-        return _hardswish_
-    if name == "Clip":
-        lo, hi = float(ctx.attr("activation_min", -math.inf)), float(ctx.attr("activation_max", math.inf))
-        return lambda y: np.clip(y, lo, hi, out=y)
-    if name == "HardSigmoid":
-        return _hard_sigmoid(float(ctx.attr("activation_alpha", 0.2)), float(ctx.attr("activation_beta", 0.5)))
-    if name == "LeakyRelu":
-        return _leaky_relu(float(ctx.attr("activation_alpha", 0.01)))
-    raise ctx.error(f"unknown fused activation {name!r} (expected Relu, Clip, HardSigmoid, Sigmoid, HardSwish "
-                    "or LeakyRelu)")
+#: The activations the fusion pass attaches to Conv and ConvTranspose (see the module docstring).
+_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "LeakyRelu")
 
 
 @dataclass(frozen=True)
@@ -1025,7 +975,7 @@ def conv(ctx: OpContext) -> Kernel:
     """Convolution over 1, 2 or 3 (or more) spatial axes; see the module docstring for how it runs."""
     win = read_window(ctx, pool=False)
     group = _group(ctx)
-    act = read_activation(ctx)
+    act = fused_activation(ctx, _ACTIVATIONS)
     elem = ctx.in_elem(0)
     cdt = compute_dtype(dtypes.storage_dtype(elem)) if elem is not None else None
     w_const, b_const = ctx.const(1), ctx.const(2)
@@ -1281,7 +1231,7 @@ def conv_transpose(ctx: OpContext) -> Kernel:
     """Transposed conv: one matmul per image to columns, then col2im (one add per kernel tap)."""
     attrs = _read_transpose(ctx)
     group = _group(ctx)
-    act = read_activation(ctx)
+    act = fused_activation(ctx, _ACTIVATIONS)
     elem = ctx.in_elem(0)
     cdt = compute_dtype(dtypes.storage_dtype(elem)) if elem is not None else None
     w_const = ctx.const(1)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .. import dtypes
-from ..ir import Dim
+from ..ir import AttrMixin, Dim
 from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
                       same_as_input, tensor)
 from .registry import OpContext, register
@@ -126,6 +126,85 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def softplus(x: np.ndarray) -> np.ndarray:
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+
+# ------------------------------------------------------------------ fused activations
+
+#: An activation applied in place to a kernel's fresh output (the epilogue of Conv, ConvTranspose and
+#: FusedMatMul), so it costs no extra tensor.
+Activation = Callable[[np.ndarray], None]
+
+
+def _relu_(y: np.ndarray) -> None:
+    np.maximum(y, 0, out=y)
+
+
+def _tanh_(y: np.ndarray) -> None:
+    np.tanh(y, out=y)
+
+
+def _sigmoid_(y: np.ndarray) -> None:
+    """1 / (1 + exp(-y)) in place; exp overflow gives inf and so the exact 0."""
+    with np.errstate(over="ignore"):
+        np.negative(y, out=y)
+        np.exp(y, out=y)
+        y += 1
+        np.reciprocal(y, out=y)
+
+
+def _hardswish_(y: np.ndarray) -> None:
+    t = y * (1.0 / 6.0)
+    t += 0.5
+    np.clip(t, 0, 1, out=t)
+    y *= t
+
+
+def _clip_(lo: float, hi: float) -> Activation:
+    return lambda y: np.clip(y, lo, hi, out=y)
+
+
+def _leaky_relu_(alpha: float) -> Activation:
+    if 0.0 <= alpha <= 1.0:
+        return lambda y: np.maximum(y, y * alpha, out=y)
+    return lambda y: np.multiply(y, alpha, out=y, where=y < 0)
+
+
+def _hard_sigmoid_(alpha: float, beta: float) -> Activation:
+    def run(y: np.ndarray) -> None:
+        y *= alpha
+        y += beta
+        np.clip(y, 0, 1, out=y)
+
+    return run
+
+
+#: The `activation` names fusion passes attach (passes/fuse.py), each building its in-place function from
+#: the node's `activation_*` parameters (their defaults are those of the ONNX op that was fused).
+_FUSED_ACTIVATIONS: dict[str, Callable[[AttrMixin], Activation]] = {
+    "Relu": lambda ctx: _relu_,
+    "Tanh": lambda ctx: _tanh_,
+    "Sigmoid": lambda ctx: _sigmoid_,
+    "Gelu": lambda ctx: gelu_,
+    "HardSwish": lambda ctx: _hardswish_,
+    "Clip": lambda ctx: _clip_(float(ctx.attr("activation_min", -math.inf)),
+                               float(ctx.attr("activation_max", math.inf))),
+    "HardSigmoid": lambda ctx: _hard_sigmoid_(float(ctx.attr("activation_alpha", 0.2)),
+                                              float(ctx.attr("activation_beta", 0.5))),
+    "LeakyRelu": lambda ctx: _leaky_relu_(float(ctx.attr("activation_alpha", 0.01))),
+}
+
+
+def fused_activation(ctx: AttrMixin, allowed: Sequence[str]) -> Activation | None:
+    """The in-place activation a fusion pass attached to this node (its `activation` attribute), or None.
+
+    `allowed` names the activations the op's fusion produces; any other name is an error naming the node.
+    """
+    name = ctx.attr("activation", None)
+    if name is None:
+        return None
+    if name not in allowed:
+        raise ctx.error(f"fused activation {name!r} is not one of {', '.join(allowed)}")
+    return _FUSED_ACTIVATIONS[name](ctx)
 
 
 # ------------------------------------------------------------------ unary table

@@ -376,6 +376,19 @@ def _to_format(pixels: np.ndarray, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., ::-1] if fmt == "BGR" else pixels)
 
 
+def decode_image(data: bytes, pixel_format: str = "RGB") -> np.ndarray:
+    """What ImageDecoder computes: the uint8 pixels of an encoded image, [H, W, 3] for "RGB" and "BGR",
+    [H, W, 1] for "Grayscale".  Corrupt data raises InputError (a ValueError), formats webinfer has no
+    codec for UnsupportedOpError."""
+    try:
+        pixels = _decode(data)
+    except (struct.error, ValueError, IndexError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise _Corrupt(f"corrupt image data ({type(e).__name__}: {e})") from None
+    return _to_format(pixels, pixel_format)
+
+
 def _rule(ctx: InferContext) -> list[Type | None]:
     fmt = ctx.attr("pixel_format", "RGB")
     if fmt not in ("RGB", "BGR", "Grayscale"):
@@ -394,12 +407,6 @@ def image_decoder(ctx: OpContext) -> Callable[[np.ndarray], tuple[np.ndarray]]:
     fmt = ctx.attr("pixel_format", "RGB")
 
     def run(encoded: np.ndarray) -> tuple[np.ndarray]:
-        try:
-            pixels = _decode(encoded.tobytes())
-        except (struct.error, ValueError, IndexError) as e:
-            if isinstance(e, InputError):
-                raise
-            raise _Corrupt(f"corrupt image data ({type(e).__name__}: {e})") from None
-        return (_to_format(pixels, fmt),)
+        return (decode_image(encoded.tobytes(), fmt),)
 
     return run

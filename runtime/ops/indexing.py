@@ -152,6 +152,18 @@ _REDUCTIONS: dict[str, Callable[..., None] | None] = {
     "none": None, "add": np.add.at, "mul": np.multiply.at, "max": np.maximum.at, "min": np.minimum.at}
 
 
+def _scatter(data: np.ndarray, key: tuple[np.ndarray, ...], updates: np.ndarray, reduction: str) -> np.ndarray:
+    """A copy of `data` with `updates` written at `key` (an index tuple), or combined there by `reduction`:
+    ufunc.at, so updates to the same element accumulate."""
+    out = data.copy()
+    reduce = _REDUCTIONS[reduction]
+    if reduce is None:
+        out[key] = updates
+    else:
+        reduce(out, key, updates)
+    return out
+
+
 def _reduction(ctx: InferContext | OpContext) -> str:
     red = ctx.attr("reduction", "none")
     allowed = ["none"] + (["add", "mul"] if ctx.opset >= 16 else []) + (["max", "min"] if ctx.opset >= 18 else [])
@@ -181,13 +193,7 @@ def scatter_elements(data: np.ndarray, indices: np.ndarray, updates: np.ndarray,
     a = axis_at_runtime(axis, data.ndim)
     grid = np.indices(indices.shape, sparse=True)
     key = tuple(_wrap_indices(indices, data.shape[a], "index") if j == a else g for j, g in enumerate(grid))
-    out = data.copy()
-    reduce = _REDUCTIONS[reduction]
-    if reduce is None:
-        out[key] = updates
-    else:
-        reduce(out, key, updates)
-    return out
+    return _scatter(data, key, updates, reduction)
 
 
 def _scatter_elements_build(ctx: OpContext) -> Kernel:
@@ -229,14 +235,7 @@ def scatter_nd(data: np.ndarray, indices: np.ndarray, updates: np.ndarray, reduc
                          f"{list(indices.shape[:-1] + data.shape[k:])} for data {list(data.shape)} and "
                          f"indices {list(indices.shape)}")
     idx = _wrap_indices(indices, np.array(data.shape[:k], dtype=np.int64), "index")
-    key = tuple(idx[..., j] for j in range(k))
-    out = data.copy()
-    reduce = _REDUCTIONS[reduction]
-    if reduce is None:
-        out[key] = updates
-    else:
-        reduce(out, key, updates)
-    return out
+    return _scatter(data, tuple(idx[..., j] for j in range(k)), updates, reduction)
 
 
 @op("ScatterND", since=11, infer=_scatter_nd_rule)

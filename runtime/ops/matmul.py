@@ -12,7 +12,7 @@ onnxruntime's kernels do) and round back once.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from .. import dtypes
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
-from .elementwise import gelu_
+from .elementwise import fused_activation
 from .registry import Kernel, OpContext, op
 
 
@@ -91,7 +91,7 @@ def _matmul_rule(ctx: InferContext) -> list[Type | None]:
 
 def _fused_matmul_rule(ctx: InferContext) -> list[Type | None]:
     elem = _same_elem(ctx, *range(ctx.n_in))
-    _activation(ctx)
+    fused_activation(ctx, _ACTIVATIONS)
     out = matmul_shape(ctx, ctx.shape(0), ctx.shape(1), bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0)))
     bias = ctx.shape(2) if ctx.has(2) else None
     if out is not None and bias is not None:
@@ -109,37 +109,8 @@ def _check_into(ctx: InferContext, small: Shape, out: Shape, what: str) -> None:
 
 # ------------------------------------------------------------- activations
 
-Activation = Callable[[np.ndarray], None]
-
-
-def _relu_(y: np.ndarray) -> None:
-    np.maximum(y, 0, out=y)
-
-
-def _tanh_(y: np.ndarray) -> None:
-    np.tanh(y, out=y)
-
-
-def _sigmoid_(y: np.ndarray) -> None:
-    """1 / (1 + exp(-y)) in place; exp overflow gives inf and so the exact 0."""
-    with np.errstate(over="ignore"):
-        np.negative(y, out=y)
-        np.exp(y, out=y)
-        y += 1
-        np.reciprocal(y, out=y)
-
-
-_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": gelu_}
-
-
-def _activation(ctx: InferContext | OpContext) -> Activation | None:
-    """The in-place activation the fusion pass attached (`activation`), or None."""
-    name = ctx.attr("activation", None)
-    if name is None:
-        return None
-    if name not in _ACTIVATIONS:
-        raise ctx.error(f"activation must be one of {', '.join(_ACTIVATIONS)}; got {name!r}")
-    return _ACTIVATIONS[name]
+#: The activations the fusion pass attaches to FusedMatMul (passes/fuse.py).
+_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Gelu")
 
 
 # ------------------------------------------------------------------ MatMul
@@ -190,7 +161,7 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
     activation, bias as input 2) when built for webinfer.FusedMatMul."""
     trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
     alpha = float(ctx.attr("alpha", 1.0))
-    act = _activation(ctx)
+    act = fused_activation(ctx, _ACTIVATIONS)
     b_const = _const_operand(ctx, 1)
     b_packed = _prepack(b_const, trans_b) if b_const is not None else None
     bias_const = _const_operand(ctx, 2)

@@ -83,6 +83,15 @@ def check_param_shape(ctx: InferContext, i: int, name: str, axis: int, block: in
         raise ctx.error(param_shape_error(name, p_shape, x_shape, axis, block))
 
 
+def _check_scale_and_zero_point(ctx: InferContext, prefix: str) -> None:
+    """Load-time shape checks of input 1 (`{prefix}_scale`) and the optional input 2 (`{prefix}_zero_point`)
+    against the data, at the node's granularity (axis, block_size)."""
+    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
+    check_param_shape(ctx, 1, f"{prefix}_scale", axis, block)
+    if ctx.has(2):
+        check_param_shape(ctx, 2, f"{prefix}_zero_point", axis, block)
+
+
 def broadcast_param(p: np.ndarray, x_shape: tuple[int, ...], axis: int, block: int, name: str) -> np.ndarray:
     """A scale or zero point shaped to broadcast against data of `x_shape`."""
     if _is_per_tensor(p.shape):
@@ -132,11 +141,8 @@ def quantize(q: np.ndarray, zp: np.ndarray | None, dst: int, saturate: bool = Tr
 
 
 def _quantize_rule(ctx: InferContext) -> list[Type | None]:
-    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
     dst = _quant_out_elem(ctx, ctx.attr("output_dtype", 0), ctx.elem(2) if ctx.has(2) else None)
-    check_param_shape(ctx, 1, "y_scale", axis, block)
-    if ctx.has(2):
-        check_param_shape(ctx, 2, "y_zero_point", axis, block)
+    _check_scale_and_zero_point(ctx, "y")
     return [tensor(dst, ctx.shape(0))]
 
 
@@ -174,14 +180,11 @@ def _dequant_out_elem(ctx: Any, output_dtype: int, scale_elem: int | None) -> in
 
 
 def _dequantize_rule(ctx: InferContext) -> list[Type | None]:
-    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
     out = _dequant_out_elem(ctx, ctx.attr("output_dtype", 0), ctx.elem(1))
     if ctx.has(2) and None not in (ctx.elem(0), ctx.elem(2)) and ctx.elem(0) != ctx.elem(2):
         raise ctx.error(f"x is {dtypes.type_name(ctx.elem(0))} but x_zero_point is {dtypes.type_name(ctx.elem(2))}: "
                         "they must agree")
-    check_param_shape(ctx, 1, "x_scale", axis, block)
-    if ctx.has(2):
-        check_param_shape(ctx, 2, "x_zero_point", axis, block)
+    _check_scale_and_zero_point(ctx, "x")
     return [tensor(out, ctx.shape(0))]
 
 

@@ -372,11 +372,16 @@ register("Hardmax", _softmax_build(_hardmax, False), since=1, infer=_softmax_rul
 _REDUCTION_MODES = ("none", "sum", "mean")
 
 
-def _loss_rule(ctx: InferContext) -> list[Type | None]:
-    """Loss shaped like the target (reduction none) or a scalar; log_prob like the scores."""
+def _loss_reduction(ctx: InferContext | OpContext) -> str:
     reduction = ctx.attr("reduction", "mean")
     if reduction not in _REDUCTION_MODES:
         raise ctx.error(f"reduction must be one of {', '.join(_REDUCTION_MODES)}, got {reduction!r}")
+    return reduction
+
+
+def _loss_rule(ctx: InferContext) -> list[Type | None]:
+    """Loss shaped like the target (reduction none) or a scalar; log_prob like the scores."""
+    reduction = _loss_reduction(ctx)
     scores, target = ctx.shape(0), ctx.shape(1)
     elem = ctx.elem(0)
     if scores is not None and len(scores) < 2:
@@ -434,11 +439,8 @@ def _nll(logp: np.ndarray, target: np.ndarray, weight: np.ndarray | None, reduct
 
 
 def _loss_attrs(ctx: OpContext) -> tuple[str, int | None]:
-    reduction = ctx.attr("reduction", "mean")
-    if reduction not in _REDUCTION_MODES:
-        raise ctx.error(f"reduction must be one of {', '.join(_REDUCTION_MODES)}, got {reduction!r}")
     ignore = ctx.attr("ignore_index", None)
-    return reduction, None if ignore is None else int(ignore)
+    return _loss_reduction(ctx), None if ignore is None else int(ignore)
 
 
 def _nll_build(ctx: OpContext) -> Kernel:

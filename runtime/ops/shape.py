@@ -1164,13 +1164,19 @@ def _block(ctx: InferContext | OpContext) -> tuple[int, str]:
     return bs, mode
 
 
-def _depth_to_space_rule(ctx: InferContext) -> list[Type | None]:
+def _block_input(ctx: InferContext) -> tuple[int, Shape | None]:
+    """The blocksize and the input's (N, C, H, W) shape (None when unknown), as both rules check them."""
     bs, _ = _block(ctx)
     shape = ctx.shape(0)
+    if shape is not None and len(shape) != 4:
+        raise ctx.error(f"input must be 4-D (N, C, H, W), got {shape_str(shape)}")
+    return bs, shape
+
+
+def _depth_to_space_rule(ctx: InferContext) -> list[Type | None]:
+    bs, shape = _block_input(ctx)
     if shape is None:
         return [tensor(ctx.elem(0), (None,) * 4)]
-    if len(shape) != 4:
-        raise ctx.error(f"input must be 4-D (N, C, H, W), got {shape_str(shape)}")
     b, c, h, w = shape
     if isinstance(c, int) and c % (bs * bs):
         raise ctx.error(f"channels {c} of {shape_str(shape)} are not divisible by blocksize^2 = {bs * bs}")
@@ -1195,12 +1201,9 @@ def depth_to_space(ctx: OpContext) -> Kernel:
 
 
 def _space_to_depth_rule(ctx: InferContext) -> list[Type | None]:
-    bs, _ = _block(ctx)
-    shape = ctx.shape(0)
+    bs, shape = _block_input(ctx)
     if shape is None:
         return [tensor(ctx.elem(0), (None,) * 4)]
-    if len(shape) != 4:
-        raise ctx.error(f"input must be 4-D (N, C, H, W), got {shape_str(shape)}")
     b, c, h, w = shape
     if any(isinstance(d, int) and d % bs for d in (h, w)):
         raise ctx.error(f"height and width of {shape_str(shape)} are not divisible by blocksize {bs}")

@@ -9,7 +9,7 @@ from onnx import helper
 import webinfer
 from webinfer.errors import WebinferError
 
-from .util import check_node, make_model
+from .util import check_node, load_node, make_model
 
 RNG = np.random.default_rng(5)
 
@@ -106,29 +106,23 @@ def test_mean_variance_normalization() -> None:
     check_node("MeanVarianceNormalization", {"x": rand(2, 3, 4, 5)}, axes=[1, 3], rtol=1e-4, atol=1e-5)
 
 
-def _load(node: object, inputs: dict[str, np.ndarray], opset: int,
-          initializers: dict[str, np.ndarray] | None = None) -> webinfer.InferenceSession:
-    model = make_model([node], inputs, list(node.output), opset, initializers)  # type: ignore[attr-defined]
-    return webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
-
-
 def test_bad_inputs_name_the_node() -> None:
     x = rand(2, 3, 4, 5)
     node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn1")
     with pytest.raises(WebinferError, match=r"BatchNormalization node 'bn1'.*scale has shape \[4\].*\[2,3,4,5\]"):
-        _load(node, {"x": x}, 15, bn_params(4))
+        load_node(node, {"x": x}, 15, bn_params(4))
     node = helper.make_node("LayerNormalization", ["x", "s"], ["y"], name="ln1", axis=4)
     with pytest.raises(WebinferError, match=r"LayerNormalization node 'ln1'.*axis 4.*rank 4"):
-        _load(node, {"x": x, "s": rand(5)}, 17)
+        load_node(node, {"x": x, "s": rand(5)}, 17)
     node = helper.make_node("LayerNormalization", ["x", "s"], ["y"], name="ln2")
     with pytest.raises(WebinferError, match=r"LayerNormalization node 'ln2'.*scale of shape \[4\].*\[2,3,4,5\]"):
-        _load(node, {"x": x, "s": rand(4)}, 17)
+        load_node(node, {"x": x, "s": rand(4)}, 17)
     node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="gn1", num_groups=2)
     with pytest.raises(WebinferError, match=r"GroupNormalization node 'gn1'.*num_groups=2.*\[2,3,4,5\]"):
-        _load(node, {"x": x}, 21, {"s": rand(3), "b": rand(3)})
+        load_node(node, {"x": x}, 21, {"s": rand(3), "b": rand(3)})
     node = helper.make_node("LpNormalization", ["x"], ["y"], name="lp1", p=3)
     with pytest.raises(WebinferError, match=r"LpNormalization node 'lp1'.*p must be 1 or 2, got 3"):
-        _load(node, {"x": x}, 22)
+        load_node(node, {"x": x}, 22)
     # shapes only known at run time: the kernel checks them
     node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], name="in1")
     model = make_model([node], {"x": x, "s": rand(2), "b": rand(3)}, ["y"], 22)

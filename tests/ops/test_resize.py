@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 import webinfer
 from webinfer.errors import WebinferError
 
-from .util import check_node, make_model
+from .util import check_node, load_node, make_model
 
 RNG = np.random.default_rng(9)
 NO_ROI = np.zeros(0, np.float32)
@@ -151,31 +151,25 @@ def test_affine_grid(align: int) -> None:
                align_corners=align, rtol=1e-5, atol=1e-5)
 
 
-def _load(node: object, inputs: dict[str, np.ndarray], opset: int,
-          initializers: dict[str, np.ndarray] | None = None) -> webinfer.InferenceSession:
-    model = make_model([node], inputs, list(node.output), opset, initializers)  # type: ignore[attr-defined]
-    return webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
-
-
 def test_bad_inputs_name_the_node() -> None:
     x = rand(2, 3, 4, 5)
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rz1", mode="bilinear")
     with pytest.raises(WebinferError, match=r"Resize node 'rz1'.*unsupported mode 'bilinear'"):
-        _load(node, {"x": x}, 19, {"scales": np.ones(4, np.float32)})
+        load_node(node, {"x": x}, 19, {"scales": np.ones(4, np.float32)})
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="rz2")
     with pytest.raises(WebinferError, match=r"Resize node 'rz2'.*scales has 3 entries, expected 4.*\[2,3,4,5\]"):
-        _load(node, {"x": x}, 19, {"scales": np.ones(3, np.float32)})
+        load_node(node, {"x": x}, 19, {"scales": np.ones(3, np.float32)})
     node = helper.make_node("Resize", ["x"], ["y"], name="rz3")
     with pytest.raises(WebinferError, match=r"Resize node 'rz3'.*one of 'scales' and 'sizes'"):
-        _load(node, {"x": x}, 19)
+        load_node(node, {"x": x}, 19)
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="rz4", mode="linear")
-    sess = _load(node, {"x": x, "sizes": np.array([2, 3, 8, 10], np.int64)}, 19)
+    sess = load_node(node, {"x": x, "sizes": np.array([2, 3, 8, 10], np.int64)}, 19)
     with pytest.raises(WebinferError, match=r"Resize node 'rz4'.*sizes \[2, 3, -8, 10\] must be non-negative"):
         sess.run(None, {"x": x, "sizes": np.array([2, 3, -8, 10], np.int64)})
     node = helper.make_node("GridSample", ["x", "g"], ["y"], name="gs1")
     with pytest.raises(WebinferError, match=r"GridSample node 'gs1'.*\[2,4,4,3\].*\[2,3,4,5\]"):
-        _load(node, {"x": x, "g": np.zeros((2, 4, 4, 3), np.float32)}, 20)
+        load_node(node, {"x": x, "g": np.zeros((2, 4, 4, 3), np.float32)}, 20)
     node = helper.make_node("AffineGrid", ["theta", "size"], ["y"], name="ag1")
-    sess = _load(node, {"theta": rand(2, 2, 3), "size": np.array([2, 3, 4, 5], np.int64)}, 20)
+    sess = load_node(node, {"theta": rand(2, 2, 3), "size": np.array([2, 3, 4, 5], np.int64)}, 20)
     with pytest.raises(WebinferError, match=r"AffineGrid node 'ag1'.*\[2, 2, 3\].*\[3, 3, 4, 5\]"):
         sess.run(None, {"theta": rand(2, 2, 3), "size": np.array([3, 3, 4, 5], np.int64)})

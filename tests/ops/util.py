@@ -23,6 +23,14 @@ def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, np.ndarray], o
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
 
 
+def load_node(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int,
+              initializers: dict[str, np.ndarray] | None = None) -> webinfer.InferenceSession:
+    """A session (strict shape checks on) over the one `node`, whose outputs are the model's: for the
+    errors a node raises when the model loads."""
+    model = make_model([node], inputs, list(node.output), opset, initializers)
+    return webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
+
+
 def run_both(model: onnx.ModelProto, feed: dict[str, np.ndarray],
              providers: Sequence[str] = ("cpu",)) -> tuple[list[Any], list[Any]]:
     """Outputs of webinfer (strict shape checks on) and of onnxruntime for the same feed."""

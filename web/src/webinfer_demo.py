@@ -13,10 +13,8 @@ from __future__ import annotations
 import io
 import math
 import statistics
-import struct
 import time
 import warnings
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ import webinfer
 from webinfer.bench import random_feed
 from webinfer.info import model_info
 from webinfer.loader import load_model
+from webinfer.ops.image import decode_image
 from webinfer.session import NodeArg
 
 #: The notice the page shows when a session asked for WebGPU runs on the CPU instead.
@@ -41,69 +40,14 @@ PPOCR_STRIDE = 32
 
 # ------------------------------------------------------------------- PNG
 def read_png(data: bytes) -> np.ndarray:
-    """Decode a non-interlaced 8-bit PNG (gray, gray+alpha, RGB, RGBA, palette) to HxWx3 uint8.
+    """Decode a PNG to HxWx3 RGB uint8 (grey expanded, alpha dropped) with webinfer's ImageDecoder.
 
     Decoding in Python (not through a canvas) keeps the pixels identical in
     the browser and in the native reference the tests compute.
     """
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ValueError("not a PNG file")
-    pos, idat, palette = 8, [], None
-    width = height = depth = color = interlace = 0
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
-        elif kind == b"PLTE":
-            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color)
-    if depth != 8 or interlace or channels is None:
-        raise ValueError(f"unsupported PNG (bit depth {depth}, color type {color}, interlace {interlace}): "
-                         "use an 8-bit non-interlaced PNG")
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
-    stride = width * channels
-    rows = raw.reshape(height, stride + 1)
-    out = np.zeros((height, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int32)
-    for y in range(height):
-        f, line = rows[y, 0], rows[y, 1:].astype(np.int32)
-        if f == 0:
-            cur = line
-        elif f == 2:
-            cur = (line + prev) & 0xFF
-        elif f in (1, 3, 4):  # these depend on the pixel to the left: walk the row one pixel at a time
-            cur = np.zeros(stride, dtype=np.int32)
-            for x in range(0, stride, channels):
-                left = cur[x - channels:x] if x else np.zeros(channels, dtype=np.int32)
-                up = prev[x:x + channels]
-                if f == 1:
-                    pred = left
-                elif f == 3:
-                    pred = (left + up) // 2
-                else:
-                    ul = prev[x - channels:x] if x else np.zeros(channels, dtype=np.int32)
-                    p = left + up - ul
-                    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - ul)
-                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
-                cur[x:x + channels] = (line[x:x + channels] + pred) & 0xFF
-        else:
-            raise ValueError(f"corrupt PNG: row {y} has filter type {f}")
-        out[y] = cur
-        prev = cur
-    img = out.reshape(height, width, channels)
-    if color == 3:
-        if palette is None:
-            raise ValueError("corrupt PNG: palette image without a PLTE chunk")
-        return palette[img[..., 0]]
-    if channels in (1, 2):
-        return np.repeat(img[..., :1], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
+    return decode_image(data)
 
 
 # ----------------------------------------------------------- PP-OCR det

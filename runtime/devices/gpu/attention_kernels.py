@@ -17,7 +17,8 @@ import numpy as np
 
 from ...errors import DeviceError
 from ...ops.registry import Kernel, OpContext
-from .common import WG, ShapeMemo, ceil_div, contiguous_strides, has_input, in_dtype, require_float
+from .common import (WG, ShapeMemo, ceil_div, contiguous_strides, has_input, in_dtype, require_float,
+                     storage_decls)
 from .layout_kernels import Strided
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 
@@ -69,20 +70,19 @@ class Attention:
     def _decls(self, tensors: list[str], out: str) -> dict[str, str]:
         """Bindings for Q, K, [V], [mask], [nonpad], out, and the mask's accessors."""
         t = self.t
-        lines = [f"@group(0) @binding({i + 1}) var<storage, read> {n}: array<{t}>;" for i, n in enumerate(tensors)]
+        reads = [(n, t) for n in tensors]
         if self.mask_dtype is not None:
-            mt = "u32" if self.mask_dtype == np.bool_ else t
-            lines.append(f"@group(0) @binding({len(lines) + 1}) var<storage, read> Mask: array<{mt}>;")
+            reads.append(("Mask", "u32" if self.mask_dtype == np.bool_ else t))
         if self.nonpad:
-            lines.append(f"@group(0) @binding({len(lines) + 1}) var<storage, read> Nonpad: array<i32>;")
-        lines.append(f"@group(0) @binding({len(lines) + 1}) var<storage, read_write> {out}: array<{t}>;")
+            reads.append(("Nonpad", "i32"))
         if self.mask_dtype is None:
             at = "0.0"
         elif self.mask_dtype == np.bool_:
             at = "select(-wi_inf(), 0.0, Mask[at] != 0u)"
         else:
             at = "f32(Mask[at])"
-        return {"DECLS": "\n".join(lines), "MASK_AT": at, "NONPAD_AT": "Nonpad[b]" if self.nonpad else "0",
+        return {"DECLS": storage_decls(reads, [(out, t)]), "MASK_AT": at,
+                "NONPAD_AT": "Nonpad[b]" if self.nonpad else "0",
                 "CAUSAL": str(self.causal).lower(), "NONPAD": str(self.nonpad).lower(),
                 "SOFTCAP": str(self.softcap != 0.0).lower(), "T": t}
 

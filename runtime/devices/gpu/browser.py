@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Sequence
 import numpy as np
 
 from ...errors import DeviceError
-from .device import Backend, Limits
+from .device import Backend, Limits, staging_layout
 
 #: Adapter limits the device asks for in full (the defaults are far lower: 8 storage buffers per stage,
 #: 128 MiB bindings, 16 KiB of workgroup storage): the same set native.py requests.
@@ -210,11 +210,7 @@ class BrowserBackend(Backend):
         """Copy the ranges into one pooled MAP_READ buffer, submit, await `mapAsync` (the event loop runs
         meanwhile), copy out; raise the validation errors WebGPU reported since the last read."""
         self._check_alive("reading back from the GPU")
-        offsets, total = [], 0
-        for _, _, size in ranges:
-            offsets.append(total)
-            total += -(-size // 256) * 256
-        cls = max(256, 1 << (total - 1).bit_length())
+        offsets, total, cls = staging_layout(ranges)
         bucket = self._staging.setdefault(cls, [])
         staging = bucket.pop() if bucket else self.device.createBuffer(_js({"size": cls,
                                                                              "usage": _MAP_READ | _COPY_DST}))

@@ -76,6 +76,15 @@ def wgsl_float(v: float) -> str:
     return f"f32({text})"
 
 
+def storage_decls(reads: Sequence[tuple[str, str]], writes: Sequence[tuple[str, str]]) -> str:
+    """WGSL declarations of a kernel's storage buffers, (name, element type) each: `reads` read-only,
+    then `writes` read_write, at bindings 1, 2, ... in that order (binding 0 is the parameter block `P`),
+    which is the order the kernel's tensors are passed to `GpuDevice.dispatch`."""
+    buffers = [(name, t, "read") for name, t in reads] + [(name, t, "read_write") for name, t in writes]
+    return "\n".join(f"@group(0) @binding({i}) var<storage, {access}> {name}: array<{t}>;"
+                     for i, (name, t, access) in enumerate(buffers, start=1))
+
+
 def elem_dtype(t: Any) -> np.dtype | None:
     """The numpy dtype of a tensor type (None when unknown)."""
     if isinstance(t, TensorType) and t.elem is not None:

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import DeviceError
 from ...ops.conv import Geometry, Window, _read_transpose, read_window
 from ...ops.registry import Kernel, OpContext
-from .common import WG, ShapeMemo, activation_expr, ceil_div, has_input, require_float
+from .common import WG, ShapeMemo, activation_expr, ceil_div, has_input, require_float, storage_decls
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 from .matmul_kernels import Matmul, MatmulShape
 
@@ -48,17 +48,8 @@ def _geometry2(g: Geometry) -> tuple[list[int], int, int]:
 
 
 def _decls(bias: bool, res: bool, t: str) -> dict[str, str]:
-    decls = [f"@group(0) @binding(1) var<storage, read> X: array<{t}>;",
-             f"@group(0) @binding(2) var<storage, read> Wt: array<{t}>;"]
-    at = 3
-    if bias:
-        decls.append(f"@group(0) @binding({at}) var<storage, read> Bias: array<{t}>;")
-        at += 1
-    if res:
-        decls.append(f"@group(0) @binding({at}) var<storage, read> Res: array<{t}>;")
-        at += 1
-    decls.append(f"@group(0) @binding({at}) var<storage, read_write> Y: array<{t}>;")
-    return {"DECLS": "\n".join(decls), "T": t, "BIAS_AT": "f32(Bias[m])" if bias else "0.0",
+    reads = [("X", t), ("Wt", t)] + ([("Bias", t)] if bias else []) + ([("Res", t)] if res else [])
+    return {"DECLS": storage_decls(reads, [("Y", t)]), "T": t, "BIAS_AT": "f32(Bias[m])" if bias else "0.0",
             "RES_AT": "f32(Res[at])" if res else "0.0"}
 
 
@@ -170,16 +161,13 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
     kernel = [int(k) for k in ctx.attr("kernel_shape")]
     include_pad = bool(ctx.attr("count_include_pad", 0))
     site = Site(ctx.node.label())
-    decls = [f"@group(0) @binding(1) var<storage, read> X: array<{t}>;",
-             f"@group(0) @binding(2) var<storage, read_write> Y: array<{t}>;"]
-    if want_index:
-        decls.append("@group(0) @binding(3) var<storage, read_write> Index: array<i32>;")
+    decls = storage_decls([("X", t)], [("Y", t)] + ([("Index", "i32")] if want_index else []))
     if is_max:
         values = {"INIT": "-wi_inf()", "UPDATE": "if (v > acc) { acc = v; best = base + select(at, atc, COLUMN); }",
                   "FINAL": "acc"}
     else:
         values = {"INIT": "0.0", "UPDATE": "acc += v;", "FINAL": "acc / max(count, 1.0)"}
-    values.update(T=t, DECLS="\n".join(decls), WRITE_INDEX="    Index[t] = i32(best);" if want_index else "",
+    values.update(T=t, DECLS=decls, WRITE_INDEX="    Index[t] = i32(best);" if want_index else "",
                   COLUMN=str(bool(ctx.attr("storage_order", 0))).lower())
 
     def plan(xs: tuple[int, ...]) -> Any:

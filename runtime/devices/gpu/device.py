@@ -160,6 +160,17 @@ class Backend(ABC):
         with it, map it once and return the bytes of each range (sizes and offsets are multiples of 4)."""
 
 
+def staging_layout(ranges: Sequence[tuple[Any, int, int]]) -> tuple[list[int], int, int]:
+    """How `Backend.read` lays the (buffer, offset, size) ranges out in one staging buffer: each range's
+    offset there (256-byte aligned), the bytes they span, and the staging buffer's size (a power of two,
+    at least 256: the backends pool staging buffers by it)."""
+    offsets, total = [], 0
+    for _, _, size in ranges:
+        offsets.append(total)
+        total += -(-size // 256) * 256
+    return offsets, total, max(256, 1 << (total - 1).bit_length())
+
+
 # ------------------------------------------------------------------ buffers
 
 class GpuBuffer:

@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import DeviceError
 from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
-                     host_params, host_values, in_dtype)
+                     host_params, host_values, in_dtype, storage_decls)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 
 
@@ -574,12 +574,8 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     attr_scales = np.asarray(ctx.attr("scales"), dtype=np.float32) if upsample and ctx.opset < 9 else None
     site = Site(ctx.node.label())
-    decls = [f"@group(0) @binding(1) var<storage, read> X: array<{word}>;",
-             "@group(0) @binding(2) var<storage, read> Idx: array<i32>;"]
-    if not nearest:
-        decls.append("@group(0) @binding(3) var<storage, read> Wt: array<f32>;")
-    decls.append(f"@group(0) @binding({3 if nearest else 4}) var<storage, read_write> Y: array<{word}>;")
-    values = {"NEAREST": str(nearest).lower(), "DECLS": "\n".join(decls), "EXTRAP": str(crop).lower(),
+    decls = storage_decls([("X", word), ("Idx", "i32")] + ([] if nearest else [("Wt", "f32")]), [("Y", word)])
+    values = {"NEAREST": str(nearest).lower(), "DECLS": decls, "EXTRAP": str(crop).lower(),
               "WEIGHT_AT": "1.0" if nearest else "Wt[at]", "STORE": f"{word}(acc)",
               "FILL": "pu(9u + 2u * R)" if word == "u32" else f"{word}(pf(9u + 2u * R))"}
     dt = in_dtype(ctx, 0)

@@ -19,7 +19,8 @@ import numpy as np
 
 from ...errors import DeviceError
 from ...ops.registry import Kernel, OpContext
-from .common import ShapeMemo, activation_expr, bcast_strides, ceil_div, collapse, has_input, require_float
+from .common import (ShapeMemo, activation_expr, bcast_strides, ceil_div, collapse, has_input, require_float,
+                     storage_decls)
 from .device import GpuDevice, GpuTensor, Program, Site, Unsupported
 
 #: Output tile of one workgroup per schedule.
@@ -53,16 +54,7 @@ def _decls(va: bool, vb: bool, vc: bool, bias: bool, res: bool, t: str) -> dict[
     t_a = f"vec4<{t}>" if va else t
     t_b = f"vec4<{t}>" if vb else t
     t_c = f"vec4<{t}>" if vc else t
-    decls = [f"@group(0) @binding(1) var<storage, read> A: array<{t_a}>;",
-             f"@group(0) @binding(2) var<storage, read> B: array<{t_b}>;"]
-    at = 3
-    if bias:
-        decls.append(f"@group(0) @binding({at}) var<storage, read> Bias: array<{t}>;")
-        at += 1
-    if res:
-        decls.append(f"@group(0) @binding({at}) var<storage, read> Res: array<{t}>;")
-        at += 1
-    decls.append(f"@group(0) @binding({at}) var<storage, read_write> C: array<{t_c}>;")
+    reads = [("A", t_a), ("B", t_b)] + ([("Bias", t)] if bias else []) + ([("Res", t)] if res else [])
     if va:
         load_a4 = "vec4<f32>(A[(base + k) >> 2u])"
         load_a1 = "f32(A[(base + k) >> 2u][(base + k) & 3u])"
@@ -83,7 +75,7 @@ def _decls(va: bool, vb: bool, vc: bool, bias: bool, res: bool, t: str) -> dict[
     else:
         store = "\n".join([f"    C[at] = {t}(r.x);"] + [f"    if (n0 + {c}u < N) {{ C[at + {c}u] = {t}(r.{x}); }}"
                                                           for c, x in ((1, "y"), (2, "z"), (3, "w"))])
-    return {"DECLS": "\n".join(decls), "LOAD_A4": load_a4, "LOAD_A1": load_a1, "LOAD_B4": load_b4,
+    return {"DECLS": storage_decls(reads, [("C", t_c)]), "LOAD_A4": load_a4, "LOAD_A1": load_a1, "LOAD_B4": load_b4,
             "LOAD_B1": load_b1, "STORE": store,
             "BIAS_AT": "f32(Bias[m * pu(8u) + n * pu(9u)])" if bias else "0.0",
             "RES_AT": "f32(Res[at])" if res else "0.0"}

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import DeviceError
-from .device import Backend, Limits
+from .device import Backend, Limits, staging_layout
 
 _LIMIT_KEYS = ("max-storage-buffer-binding-size", "max-buffer-size", "max-compute-workgroup-storage-size",
                "max-compute-invocations-per-workgroup", "max-compute-workgroup-size-x",
@@ -141,11 +141,7 @@ class NativeBackend(Backend):
     async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> list[memoryview]:
         """Copy the ranges into one pooled MAP_READ buffer, submit, map (blocks until the GPU is done),
         copy out. Never suspends: natively the executor drives runs without an event loop."""
-        offsets, total = [], 0
-        for _, _, size in ranges:
-            offsets.append(total)
-            total += -(-size // 256) * 256
-        cls = max(256, 1 << (total - 1).bit_length())
+        offsets, total, cls = staging_layout(ranges)
         bucket = self._staging.setdefault(cls, [])
         staging = bucket.pop() if bucket else self.device.create_buffer(size=cls, usage=self._read_usage)
         for (handle, offset, size), at in zip(ranges, offsets):

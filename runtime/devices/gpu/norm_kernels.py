@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import DeviceError
 from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, ceil_div, collapse, contiguous_strides, has_input, host_params, host_values,
-                     out_dtype, require_float, wgsl_float)
+                     out_dtype, require_float, storage_decls, wgsl_float)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 from .elementwise_kernels import map_kernel
 
@@ -38,9 +38,11 @@ def _row_schedule(dev: GpuDevice, rows: int) -> str:
 
 def _dispatch_rows(dev: GpuDevice, site: Site, file: str, rows: int, tensors: list[GpuTensor], params: list[Any],
                    **values: Any) -> None:
+    """Run `file` (softmax.wgsl or layernorm.wgsl, whose `wg` entries reduce with workgroup_reduce.wgsl) on
+    `rows` rows."""
     entry = _row_schedule(dev, rows)
     wg = WG if entry == "serial" else ROW_WG
-    prog = dev.program(file, entry, wg, **values)
+    prog = dev.program(file, entry, wg, ("workgroup_reduce.wgsl",), **values)
     dev.dispatch(site, prog, tensors, params, ceil_div(rows, WG) if entry == "serial" else rows)
 
 
@@ -79,16 +81,9 @@ def build_softmax(ctx: OpContext, dev: GpuDevice) -> Kernel:
 # ------------------------------------------------------------------ layer/rms/instance norm
 
 def _norm_decls(t: str, has_bias: bool, stats: bool = False) -> dict[str, str]:
-    decls = [f"@group(0) @binding(1) var<storage, read> X: array<{t}>;",
-             f"@group(0) @binding(2) var<storage, read> Scale: array<{t}>;"]
-    if has_bias:
-        decls.append(f"@group(0) @binding(3) var<storage, read> Bias: array<{t}>;")
-    at = 4 if has_bias else 3
-    decls.append(f"@group(0) @binding({at}) var<storage, read_write> Y: array<{t}>;")
-    if stats:
-        decls.append(f"@group(0) @binding({at + 1}) var<storage, read_write> Mean: array<f32>;")
-        decls.append(f"@group(0) @binding({at + 2}) var<storage, read_write> Inv: array<f32>;")
-    return {"DECLS": "\n".join(decls), "T": t, "STATS": "Mean[r] = mean; Inv[r] = inv;" if stats else ""}
+    reads = [("X", t), ("Scale", t)] + ([("Bias", t)] if has_bias else [])
+    writes = [("Y", t)] + ([("Mean", "f32"), ("Inv", "f32")] if stats else [])
+    return {"DECLS": storage_decls(reads, writes), "T": t, "STATS": "Mean[r] = mean; Inv[r] = inv;" if stats else ""}
 
 
 def _param_index(shape: tuple[int, ...], tail: tuple[int, ...], what: str) -> str:
