@@ -22,7 +22,7 @@ from . import __version__
 from .bench import blas_threads, ort_session, peak_bytes, random_feed, time_calls
 from .errors import WebinferError
 from .info import load_info
-from .session import InferenceSession, SessionOptions
+from .session import InferenceSession
 
 
 def _dims(items: Sequence[str]) -> dict[str, int]:

@@ -88,10 +88,6 @@ class Plan:
     placement: dict[str, str] = field(default_factory=dict)
     shape_cache: ShapeCache | None = None
 
-    @property
-    def n_slots(self) -> int:
-        return len(self.slot_names)
-
 
 @dataclass
 class Planner:

@@ -14,7 +14,6 @@ constants.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -282,12 +281,6 @@ def same_as_input(ctx: InferContext) -> list[Type | None]:
     return [ctx.type(0)] * ctx.n_out
 
 
-def same_elem_unknown_shape(ctx: InferContext) -> list[Type | None]:
-    """Outputs share input 0's element type; shapes depend on data."""
-    e = ctx.elem(0)
-    return [tensor(e) for _ in range(ctx.n_out)]
-
-
 def broadcast_rule(elem: int | None = None):
     """Rule for n-ary broadcasting ops; output elem `elem` or input 0's."""
 
@@ -362,10 +355,6 @@ def _merge_dim(inferred: Dim, declared: Dim) -> Dim:
     return inferred
 
 
-def static_numel(shape: Shape | None) -> int | None:
-    if not is_static(shape):
-        return None
-    return math.prod(shape)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- graph driver

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import pytest
 
 pytest_plugins = ["onnx.backend.test.report"]
 

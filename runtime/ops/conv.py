@@ -609,9 +609,9 @@ def _winograd_input(ch: _WinogradChunk) -> None:
     t = ch.rowt
     half = n // 2
     even, odd, even_next, odd_next = t[:half], t[half:n], t[1:half + 1], t[half + 1:n + 1]
-    for a, (op, left, right) in enumerate(((np.subtract, lo0, hi0), (np.add, lo1, hi0), (np.subtract, hi0, lo1),
+    for a, (combine, left, right) in enumerate(((np.subtract, lo0, hi0), (np.add, lo1, hi0), (np.subtract, hi0, lo1),
                                            (np.subtract, lo1, hi1))):
-        op(left, right, out=t[:n])
+        combine(left, right, out=t[:n])
         np.subtract(even, even_next, out=ch.v[0, a])
         np.add(odd, even_next, out=ch.v[1, a])
         np.subtract(even_next, odd, out=ch.v[2, a])

@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from ..errors import UnsupportedOpError
-from ..ir import AttrMixin, Graph, Node, Type
+from ..ir import AttrMixin, Node, Type
 
 Kernel = Callable[..., Sequence[Any]]
 
@@ -116,8 +115,6 @@ class Registry:
                 f"(earliest: {versions[0].since})")
         return best
 
-    def names(self) -> list[tuple[str, str]]:
-        return sorted(self.ops)
 
 
 REGISTRY = Registry()
@@ -139,8 +136,3 @@ def register(op_type: str, build: Callable[[OpContext], Kernel], since: int = 1,
              foldable: bool = True) -> None:
     """Non-decorator form, for ops generated from tables."""
     REGISTRY.add(OpDef(op_type, domain, since, build, infer, exotic, foldable, (build.__doc__ or "").strip()))
-
-
-def as_array(x: Any, dtype: np.dtype | None = None) -> np.ndarray:
-    """Kernels may return scalars from numpy reductions: make them 0-d arrays."""
-    return np.asarray(x, dtype=dtype) if dtype is not None else np.asarray(x)
