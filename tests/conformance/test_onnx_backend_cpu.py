@@ -12,14 +12,14 @@ import re
 import onnx.backend.test
 from onnx.backend.test.loader import load_model_tests
 
-from .backend import make_backend
+from .backend import make_backend, runnable_cases
 from .known_failures import KNOWN_FAILURES
 
 backend_test = onnx.backend.test.BackendTest(make_backend(["cpu"]), __name__)
 for pattern in KNOWN_FAILURES:
     backend_test.xfail(pattern)
 
-globals().update(backend_test.enable_report().test_cases)
+globals().update(runnable_cases(backend_test))
 
 
 def test_known_node_failures_stay_within_target() -> None:

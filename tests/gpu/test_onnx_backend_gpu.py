@@ -21,7 +21,7 @@ from onnx.backend.test.loader import load_model_tests
 import webinfer
 from webinfer.devices.gpu.kernels import GPU_OPS
 
-from ..conformance.backend import WebinferRep, make_backend
+from ..conformance.backend import WebinferRep, make_backend, runnable_cases
 from ..conformance.known_failures import KNOWN_FAILURES
 from .conftest import adapter_error
 from .known_failures import GPU_KNOWN_FAILURES
@@ -70,4 +70,4 @@ backend_test.include("^(" + "|".join(re.escape(n) for n in gpu_case_names()) + "
 for pattern in {**KNOWN_FAILURES, **GPU_KNOWN_FAILURES}:
     backend_test.xfail(pattern)
 
-globals().update(backend_test.enable_report().test_cases)
+globals().update(runnable_cases(backend_test))
