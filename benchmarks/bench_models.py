@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import models as model_builder  # noqa: E402  (tools/models.py)
 
 import webinfer  # noqa: E402
-from webinfer.bench import blas_threads, ort_session  # noqa: E402
+from webinfer.bench import ort_session, session_options  # noqa: E402
 
 
 def _minilm_feed(seq: int) -> dict[str, np.ndarray]:
@@ -51,24 +51,23 @@ def bench_case(name: str, threads: int, runs: int, warmup: int, providers: list[
     data = path.read_bytes()
     feed = make_feed()
     t0 = time.perf_counter()
-    ours = webinfer.InferenceSession(data, providers=providers)
+    ours = webinfer.InferenceSession(data, session_options(threads), providers=providers)
     load_ms = (time.perf_counter() - t0) * 1e3
     ref = ort_session(data, threads)
-    with blas_threads(threads):
-        a = ours.run(None, feed)
-        b = ref.run(None, feed)
-        err = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for x, y in zip(a, b))
-        for _ in range(warmup):
-            ours.run(None, feed)
-            ref.run(None, feed)
-        t_ours, t_ref = [], []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            ours.run(None, feed)
-            t_ours.append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            ref.run(None, feed)
-            t_ref.append((time.perf_counter() - t0) * 1e3)
+    a = ours.run(None, feed)
+    b = ref.run(None, feed)
+    err = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)) for x, y in zip(a, b))
+    for _ in range(warmup):
+        ours.run(None, feed)
+        ref.run(None, feed)
+    t_ours, t_ref = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ours.run(None, feed)
+        t_ours.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        ref.run(None, feed)
+        t_ref.append((time.perf_counter() - t0) * 1e3)
     med_o, med_r = statistics.median(t_ours), statistics.median(t_ref)
     return {"case": name, "threads": threads, "webinfer_median_ms": med_o, "onnxruntime_median_ms": med_r,
             "webinfer_p90_ms": float(np.percentile(t_ours, 90)), "onnxruntime_p90_ms": float(np.percentile(t_ref, 90)),

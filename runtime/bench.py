@@ -3,18 +3,18 @@
 Latency is the median (and p90) of repeated runs after warm-up; peak memory
 is measured on one extra run with tracemalloc (numpy reports its buffers to
 it), so it includes kernels' temporaries, not just the tensors the executor
-holds.  Thread counts apply to numpy's BLAS through threadpoolctl and to
-onnxruntime's intra-op pool, so both sides use the same number of cores.
+holds.  Thread counts set both sessions' intra_op_num_threads (webinfer's
+limits numpy's BLAS, see threads.py), so both sides use the same number of
+cores.
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -70,18 +70,13 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
         tracemalloc.stop()
 
 
-@contextlib.contextmanager
-def blas_threads(threads: int | None) -> Iterator[None]:
-    """Limit numpy's BLAS threads (needs threadpoolctl); no-op when threads is None."""
-    if not threads:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError as e:
-        raise RuntimeError("--threads needs the threadpoolctl package (pip install threadpoolctl)") from e
-    with threadpool_limits(limits=threads):
-        yield
+def session_options(threads: int | None) -> Any:
+    """webinfer options running on `threads` threads, as `ort_session` sets onnxruntime's (None: defaults)."""
+    from . import threads as thread_limits
+    from .session import SessionOptions
+    if threads and thread_limits.blas_threads(threads) != threads:
+        raise RuntimeError("--threads needs the threadpoolctl package (pip install threadpoolctl)")
+    return SessionOptions(intra_op_num_threads=threads or 0)
 
 
 def random_feed(inputs: Sequence[Any], dims: dict[str, int] | None = None, seed: int = 0,

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
-from .bench import blas_threads, ort_session, peak_bytes, random_feed, time_calls
+from .bench import ort_session, peak_bytes, random_feed, session_options, time_calls
 from .errors import WebinferError
 from .info import load_info
 from .session import InferenceSession
@@ -127,17 +127,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with open(args.model, "rb") as f:
         model_bytes = f.read()
     providers = _providers(args.provider)
-    sess = InferenceSession(model_bytes, providers=providers)
+    sess = InferenceSession(model_bytes, session_options(args.threads), providers=providers)
     feed = _load_inputs(args.input)
     missing = [i for i in sess.get_inputs() if i.name not in feed]
     feed.update(random_feed(missing, _dims(args.dim), seed=0))
     result: dict[str, Any] = {"model": args.model, "provider": ",".join(sess.get_providers()),
                               "threads": args.threads, "runs": args.runs,
                               "inputs": {k: list(v.shape) for k, v in feed.items()}}
-    with blas_threads(args.threads):
-        ours = time_calls(lambda: sess.run(None, feed), args.runs, args.warmup)
-        result.update(median_ms=ours.median_ms, p90_ms=ours.p90_ms, min_ms=ours.min_ms, first_run_ms=ours.first_ms,
-                      peak_bytes=peak_bytes(lambda: sess.run(None, feed)))
+    ours = time_calls(lambda: sess.run(None, feed), args.runs, args.warmup)
+    result.update(median_ms=ours.median_ms, p90_ms=ours.p90_ms, min_ms=ours.min_ms, first_run_ms=ours.first_ms,
+                  peak_bytes=peak_bytes(lambda: sess.run(None, feed)))
     placement = sess.get_placement()
     result["nodes_total"] = len(placement)
     if "webgpu" in sess.get_providers():

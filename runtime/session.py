@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, threads
 from .checks import check_feed
 from .devices import cpu
 from .errors import DeviceError, InputError
@@ -57,6 +57,7 @@ class SessionOptions:
     enable_profiling: bool = False
     #: Check every node's outputs against the types inferred at load (slow; for tests).
     strict_shape_checks: bool = False
+    #: Threads numpy's BLAS may use during this session's runs (0: its default); see threads.py.
     intra_op_num_threads: int = 0
     #: Keep freed tensor memory in the process for reuse (onnxruntime's default too); see
     #: devices/cpu.enable_memory_arena.  Process-wide, and only effective on glibc.
@@ -296,7 +297,8 @@ class InferenceSession:
             for d in hooked:
                 d.run_started()
             try:
-                outs = await run_async(self._plan, feeds, profile)
+                with threads.limit_runs(self._options.intra_op_num_threads):
+                    outs = await run_async(self._plan, feeds, profile)
             finally:
                 for d in hooked:
                     d.run_finished()

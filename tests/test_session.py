@@ -161,3 +161,20 @@ def test_intermediates_are_freed() -> None:
     one = 4 * 1024 * 1024
     assert sess.last_profile is not None
     assert sess.last_profile.peak_live_bytes <= 3 * one  # the sum of all activations would be 41 MB
+
+
+def test_intra_op_num_threads_limits_blas_during_runs() -> None:
+    """intra_op_num_threads=n holds numpy's BLAS to n threads while a run lasts, then restores it."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from webinfer import threads
+
+    def blas_counts() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_counts()
+    assert before, "numpy's BLAS is not visible to threadpoolctl"
+    with threads.limit_runs(1):
+        assert blas_counts() == [1] * len(before)
+    assert blas_counts() == before
+    assert threads.blas_threads(1) == 1
+    assert threads.blas_threads(0) == max(before)

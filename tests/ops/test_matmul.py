@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime as ort
 import pytest
 from onnx import helper
 
@@ -99,6 +102,43 @@ def test_einsum_int() -> None:
 def test_det() -> None:
     check_node("Det", {"x": rand(3, 3)}, rtol=1e-4, atol=1e-5)
     check_node("Det", {"x": rand(2, 4, 5, 5)}, rtol=1e-4, atol=1e-5)
+
+
+def _weight_model(node: object, k: int, weights: dict[str, np.ndarray], rows_only: bool = False) -> bytes:
+    """A one-node model over input a [batch, rows, K] (or x [rows, K]; symbolic dims) and constant weights."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["rows", k]) if rows_only else \
+        helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, ["batch", "rows", k])
+    graph = helper.make_graph(
+        [node], "g", [x],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(v, n) for n, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]).SerializeToString()
+
+
+@pytest.mark.parametrize("n", [40, 48, 7])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_constant_weight_products_of_few_and_many_rows(n: int, threads: int) -> None:
+    """One session, fed products of 1 to 64 rows: on one thread the few-rows path (blocks of 16
+    columns of B^T, plus the columns left over), else one GEMM, must agree with onnxruntime; for
+    MatMul and for Gemm transB=1 (whose B already is B^T)."""
+    k = 24
+    w, bias = rand(k, n), rand(n)
+    matmul = _weight_model(helper.make_node("MatMul", ["a", "w"], ["y"]), k, {"w": w})
+    options = webinfer.SessionOptions(strict_shape_checks=True, intra_op_num_threads=threads)
+    ours = webinfer.InferenceSession(matmul, options)
+    ref = ort.InferenceSession(matmul, providers=["CPUExecutionProvider"])
+    for batch, rows in [(1, 16), (2, 5), (1, 1), (1, 28), (1, 64), (3, 9)]:
+        a = rand(batch, rows, k)
+        got, want = ours.run(None, {"a": a})[0], ref.run(None, {"a": a})[0]
+        assert got.shape == want.shape and got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"{batch}x{rows} rows")
+    gemm = _weight_model(helper.make_node("Gemm", ["x", "w", "bias"], ["y"], transB=1), k,
+                         {"w": np.ascontiguousarray(w.T), "bias": bias}, rows_only=True)
+    ours = webinfer.InferenceSession(gemm, options)
+    ref = ort.InferenceSession(gemm, providers=["CPUExecutionProvider"])
+    for rows in (3, 20, 50):
+        x = rand(rows, k)
+        np.testing.assert_allclose(ours.run(None, {"x": x})[0], ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
 def _run_fused(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, **attrs: object) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""What `intra_op_num_threads` means on the CPU: the threads numpy's BLAS may use during a run.
+
+webinfer's own code runs in the caller's thread; numpy's BLAS (OpenBLAS,
+MKL) is the only multithreaded part of a CPU run.  A session asking for n
+threads has BLAS limited to n while it runs, through threadpoolctl (the
+portable way to reach a BLAS's thread pool; an optional dependency, so the
+runtime still imports with numpy alone).  Kernels also choose algorithms by
+the count: ops/matmul.py's few-rows products beat one GEMM only when BLAS
+would not spread that GEMM over several threads.
+
+The limit is process-wide (it is BLAS's), so sessions running at the same
+time in several threads should ask for the same count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import warnings
+from typing import Any, ContextManager
+
+
+@functools.lru_cache(maxsize=1)
+def _controller() -> Any | None:
+    """threadpoolctl's handle on the BLAS libraries loaded (found once); None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+def _default_threads() -> int:
+    """The threads BLAS uses when nobody limits it."""
+    ctrl = _controller()
+    if ctrl is not None and ctrl.lib_controllers:
+        return max(lib.num_threads for lib in ctrl.lib_controllers)
+    if sys.platform == "emscripten":  # Pyodide: one thread, and numpy without BLAS
+        return 1
+    return os.cpu_count() or 1
+
+
+def blas_threads(requested: int) -> int:
+    """The threads BLAS uses in the runs of a session that asked for `requested` (0: BLAS's default).
+
+    A request that cannot be enforced (threadpoolctl missing) is reported
+    once by `limit_runs` and the default count is returned.
+    """
+    if requested > 0 and (_controller() is not None or sys.platform == "emscripten"):
+        return requested
+    return _default_threads()
+
+
+def limit_runs(requested: int) -> ContextManager[Any]:
+    """A context that holds BLAS to `requested` threads (nothing to do for 0, or without BLAS threads)."""
+    if requested <= 0 or sys.platform == "emscripten":
+        return contextlib.nullcontext()
+    ctrl = _controller()
+    if ctrl is None:
+        _warn_unenforced(requested)
+        return contextlib.nullcontext()
+    return ctrl.limit(limits=requested)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_unenforced(requested: int) -> None:
+    warnings.warn(f"intra_op_num_threads={requested} is not enforced: limiting numpy's BLAS threads needs "
+                  "the threadpoolctl package (pip install threadpoolctl)", RuntimeWarning, stacklevel=3)
