@@ -92,6 +92,18 @@ def erf(x: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 
+#: GELU's Phi(x) = (1 + erf(x / sqrt 2)) / 2 is evaluated as (1 + tanh(x * Q(x^2))) / 2, Q of degree 6
+#: fitted (weighted least squares toward minimax) to atanh(erf(x / sqrt 2)) / x on [0, 4 sqrt 2]:
+#: erf within 2.8e-7 relative there, and x * Q(x^2) rises monotonically past 9.45 beyond it, where
+#: tanh is 1 in float32 (no clipping needed; huge |x| overflow to +-inf, whose tanh is +-1).
+#: numpy's tanh is vectorised, so this takes about 18 passes over a block to the rational erf's 28:
+#: 30% faster per GELU (MiniLM at 128 tokens: 6 GELUs, 5.0 -> 3.5 ms), and closer to the exact GELU
+#: (largest error on [-12, 12]: 6.6e-7, against 1.0e-6 through the rational erf).
+_PHI_Q = tuple(np.float32(c) for c in (
+    0.7978846366648688, 0.036334347455289226, -3.3910018096431274e-05, -5.4782430107014306e-05,
+    3.873218311875667e-06, -1.2527203059233346e-07, 1.5677569168955756e-09))
+
+
 def gelu_(y: np.ndarray) -> None:
     """Exact (erf) GELU in place on a float32 or float64 array: y *= 0.5 * (1 + erf(y / sqrt 2))."""
     if y.flags.f_contiguous and not y.flags.c_contiguous:
@@ -100,13 +112,21 @@ def gelu_(y: np.ndarray) -> None:
         y *= 0.5 * (1.0 + erf(y * y.dtype.type(1.0 / math.sqrt(2.0))))
         return
     flat = y.reshape(-1)
-    for i in range(0, flat.size, _BLOCK):
-        v = flat[i:i + _BLOCK]
-        phi = _blocks(v.size)[3]
-        _erf_block(v, phi, _RSQRT2)
-        phi += _ONE32
-        phi *= _HALF32
-        v *= phi
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(0, flat.size, _BLOCK):
+            v = flat[i:i + _BLOCK]
+            x2, p = _blocks(v.size)[:2]
+            np.multiply(v, v, out=x2)
+            np.multiply(x2, _PHI_Q[-1], out=p)
+            for c in _PHI_Q[-2:0:-1]:
+                p += c
+                p *= x2
+            p += _PHI_Q[0]
+            p *= v
+            np.tanh(p, out=p)
+            p += _ONE32
+            p *= _HALF32
+            v *= p
 
 
 def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:

@@ -1,0 +1,33 @@
+"""Elementwise kernels whose numpy formulation is our own approximation (GELU's Phi)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import helper
+
+from .util import check_node, load_node
+
+
+def _exact_gelu(x: np.ndarray) -> np.ndarray:
+    return np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64).ravel()]).reshape(x.shape)
+
+
+def test_gelu_float32_matches_exact_erf_gelu() -> None:
+    """Gelu (erf) on float32, over the range where Phi varies and far beyond it: within 1e-6 of the
+    float64 formula (the tanh-form evaluation of ops/elementwise.py), exact 0 and +-huge values."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.linspace(-12, 12, 40001), rng.standard_normal(5000) * 3,
+                        [0.0, 1e-30, -1e-30, 1e20, -1e20, 3e38, -3e38]]).astype(np.float32)
+    (got,) = check_node("Gelu", {"x": x}, opset=20, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(got, _exact_gelu(x), rtol=0, atol=1e-6)
+    assert got[-4] == np.float32(1e20) and got[-3] == 0 and got[-2] == np.float32(3e38) and got[-1] == 0
+
+
+def test_gelu_float16_and_float64() -> None:
+    """float16 against onnxruntime; float64 (which onnxruntime lacks) against the formula, to 1e-12."""
+    x = np.random.default_rng(4).standard_normal((4, 33)) * 4
+    check_node("Gelu", {"x": x.astype(np.float16)}, opset=20, rtol=2e-3, atol=2e-3)
+    sess = load_node(helper.make_node("Gelu", ["x"], ["y"]), {"x": x}, opset=20)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], _exact_gelu(x), rtol=1e-12, atol=1e-12)
