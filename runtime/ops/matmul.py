@@ -12,6 +12,7 @@ onnxruntime's kernels do) and round back once.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -212,8 +213,10 @@ def _const_matrix(ctx: OpContext, packed: np.ndarray | None, const: np.ndarray |
         return None
     given = const if transposed and const is not None and const.dtype == packed.dtype and \
         const.flags.c_contiguous else None
-    one_thread = threads.blas_threads(getattr(ctx.options, "intra_op_num_threads", 0)) == 1
-    return ConstMatrix(packed, given, one_thread)
+    # Pyodide's numpy has no BLAS, so nothing is packed there and the blocks would gain nothing.
+    requested = getattr(ctx.options, "intra_op_num_threads", 0)
+    blocks = sys.platform != "emscripten" and threads.blas_threads(requested) == 1
+    return ConstMatrix(packed, given, blocks)
 
 
 def _matmul_kernel(ctx: OpContext) -> Kernel:
