@@ -151,6 +151,11 @@ class ConstMatrix:
         self.blocks = blocks
         self._t = transposed
 
+    def takes(self, rows: np.ndarray) -> bool:
+        """Whether `few_rows` is the faster product for rows [r, K] (see _BLOCK_ROWS)."""
+        return (self.blocks and rows.dtype == self.mat.dtype == np.float32 and rows.shape[0] in _BLOCK_ROWS
+                and rows.size * _BLOCK_COLS <= _SMALL_GEMM_WORK)
+
     def few_rows(self, rows: np.ndarray) -> np.ndarray:
         """rows [r, K] @ B as an F-ordered [r, N] array (its transpose is the contiguous result)."""
         t = self._t
@@ -167,23 +172,21 @@ class ConstMatrix:
 
 
 def _product(a: np.ndarray, b: np.ndarray | ConstMatrix) -> np.ndarray:
-    """a @ b; a contiguous batch of rows times a 2-D matrix runs as one GEMM.
+    """a @ b; a contiguous batch of rows times a 2-D matrix runs as one GEMM (or `ConstMatrix.few_rows`).
 
     The result may be a transposed view (few rows, see _FEW_ROWS): the
     epilogue runs on it elementwise and the kernel makes it contiguous last.
     """
-    if isinstance(b, ConstMatrix):
-        if b.blocks and a.ndim >= 2 and a.flags.c_contiguous and a.dtype == b.mat.dtype == np.float32:
-            rows = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
-            if rows.shape[0] in _BLOCK_ROWS and rows.size * _BLOCK_COLS <= _SMALL_GEMM_WORK:
-                return b.few_rows(rows).reshape(a.shape[:-1] + (b.mat.shape[-1],))
-        b = b.mat
-    if b.ndim == 2 and a.ndim >= 2 and a.flags.c_contiguous:
+    mat = b.mat if isinstance(b, ConstMatrix) else b
+    if mat.ndim == 2 and a.ndim >= 2 and a.flags.c_contiguous:
         rows = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
-        if rows.shape[0] in _FEW_ROWS and max(b.shape) >= _WIDE:
-            return np.matmul(b.T, rows.T).T.reshape(a.shape[:-1] + (b.shape[-1],))
-        return np.matmul(rows, b).reshape(a.shape[:-1] + (b.shape[-1],))
-    return np.matmul(a, b)
+        shape = a.shape[:-1] + (mat.shape[-1],)
+        if isinstance(b, ConstMatrix) and b.takes(rows):
+            return b.few_rows(rows).reshape(shape)
+        if rows.shape[0] in _FEW_ROWS and max(mat.shape) >= _WIDE:
+            return np.matmul(mat.T, rows.T).T.reshape(shape)
+        return np.matmul(rows, mat).reshape(shape)
+    return np.matmul(a, mat)
 
 
 def _const_operand(ctx: OpContext, i: int) -> np.ndarray | None:
