@@ -8,6 +8,7 @@ browser `await run_async(...)` lets WebGPU readbacks resolve.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Coroutine, Sequence
@@ -85,9 +86,12 @@ async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Pro
         profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
     for step in steps:
         args = [vals[i] if i >= 0 else None for i in step.ins]
+        fn = step.fn
+        if step.consume is not None and _handed_over(args, step.consume[0]):
+            fn = step.consume[1]
         t0 = time.perf_counter() if profile is not None else 0.0
         try:
-            res = step.fn(*args)
+            res = fn(*args)
             if step.is_async:
                 res = await res
         except Exception as e:  # noqa: BLE001 - re-raised with the node named
@@ -106,7 +110,40 @@ async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Pro
             _account(profile, step, vals, res, time.perf_counter() - t0)
         for f in step.free:
             vals[f] = None
+        res = None  # the next step may consume these outputs: hold them only in their slots
     return [vals[i] for i in plan.output_slots]
+
+
+def _refs(args: list[Any], i: int) -> int:
+    return sys.getrefcount(args[i])
+
+
+def _sole_refs() -> int:
+    """What `_refs` reads for an array held only by its slot and the step's argument list.
+
+    Measured, not assumed: how many references the call itself adds
+    depends on the interpreter version.
+    """
+    vals = [np.empty(1)]
+    args = [vals[0]]
+    return _refs(args, 0)
+
+
+_SOLE_REFS = _sole_refs()
+
+
+def _handed_over(args: list[Any], i: int) -> bool:
+    """Whether `args[i]`, an input that dies at this step, is a buffer only the executor holds.
+
+    Any other holder shows in its reference count: the caller's feeds, the
+    shape cache, a constant, another argument, or a view of it in another
+    slot (a view references the array that owns its memory).  Then its
+    step may overwrite it (`Step.consume`).
+    """
+    if _refs(args, i) != _SOLE_REFS:
+        return False
+    v = args[i]
+    return isinstance(v, np.ndarray) and v.flags.owndata and v.flags.writeable
 
 
 def _nbytes(v: Any) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import UnsupportedOpError
 from .ir import Graph, Node, TensorType, Type, node_subgraphs
-from .ops.registry import Kernel, OpContext, OpDef, Registry
+from .ops.registry import Kernel, OpContext, OpDef, Registry, consuming
 from .shapes import GraphTypes, infer_graph
 
 
@@ -53,6 +53,9 @@ class Step:
     is_async: bool = False
     #: A shape-only step whose outputs the shape cache keeps (see ShapeCache).
     capture: bool = False
+    #: (input position, kernel variant that may write into that input's buffer), kept only where
+    #: the input dies at this step; the executor uses the variant when nothing else holds the buffer.
+    consume: tuple[int, Kernel] | None = None
 
 
 @dataclass
@@ -170,15 +173,18 @@ class Planner:
             captured = [n for g in node_subgraphs(node) for n in g.free_names()]
             captured = list(dict.fromkeys(n for n in captured if n in location))
             ins = tuple(slot_on(n, device) if n else -1 for n in list(node.inputs) + captured)
+            consume = consuming(kernel)
             if captured:
                 kernel = _with_outer(kernel, len(node.inputs), captured)
+                consume = None
             outs = tuple(new_slot(n, device) if n else -1 for n in node.outputs)
             for n in node.outputs:
                 if n:
                     location[n] = device
             if self.strict:
                 kernel = _checked(kernel, ctx)
-            steps.append(Step(kernel, ins, outs, (), node, device))
+                consume = None if consume is None else (consume[0], _checked(consume[1], ctx))
+            steps.append(Step(kernel, ins, outs, (), node, device, consume=consume))
         # a device that can read several tensors back at once gets the outputs in one step (one GPU submit)
         batched: dict[str, list[str]] = {}
         for n in dict.fromkeys(output_names):
@@ -301,7 +307,8 @@ def _shape_cache(steps: list[Step], initial: list[Any], graph: Graph, types: Gra
     if not shape_steps:
         return None
     skipped = {id(s) for s in shape_steps}
-    rest = [Step(s.fn, s.ins, s.outs, (), s.node, s.device, s.is_async) for s in steps if id(s) not in skipped]
+    rest = [Step(s.fn, s.ins, s.outs, (), s.node, s.device, s.is_async, consume=s.consume)
+            for s in steps if id(s) not in skipped]
     read = {i for s in rest for i in s.ins} | outputs
     boundary = sorted(shape_slots & read)
     for step in shape_steps:
@@ -311,7 +318,10 @@ def _shape_cache(steps: list[Step], initial: list[Any], graph: Graph, types: Gra
 
 
 def _assign_frees(steps: list[Step], initial: list[Any], keep: set[int]) -> None:
-    """Record, on the step that reads a slot last, that the slot can be dropped."""
+    """Record, on the step that reads a slot last, that the slot can be dropped.
+
+    A step's consuming variant is dropped unless its input dies there.
+    """
     last: dict[int, int] = {}
     for i, step in enumerate(steps):
         for s in step.ins:
@@ -326,6 +336,10 @@ def _assign_frees(steps: list[Step], initial: list[Any], keep: set[int]) -> None
             frees.setdefault(i, []).append(s)
     for i, fs in frees.items():
         steps[i].free = tuple(fs)
+    for step in steps:
+        c = step.consume
+        if c is not None and not (c[0] < len(step.ins) and step.ins[c[0]] >= 0 and step.ins[c[0]] in step.free):
+            step.consume = None
 
 
 def _checked(kernel: Kernel, ctx: OpContext) -> Kernel:

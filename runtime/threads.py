@@ -32,6 +32,15 @@ def _controller() -> Any | None:
     return ThreadpoolController().select(user_api="blas")
 
 
+def blas_libraries() -> list[tuple[str, str]]:
+    """(implementation, file) of each BLAS library loaded, e.g. ("openblas", ".../libscipy_openblas64_...so").
+
+    Empty without threadpoolctl.
+    """
+    ctrl = _controller()
+    return [] if ctrl is None else [(lib.internal_api, lib.filepath) for lib in ctrl.lib_controllers]
+
+
 def _default_threads() -> int:
     """The threads BLAS uses when nobody limits it."""
     ctrl = _controller()

@@ -13,7 +13,10 @@ inside long vectorised loops, so the kernels are shaped for those:
   their columns from the input split into stride phases (`_window_parts`).
 - 1x1, stride-1, unpadded convs skip im2col: the input already is the column
   matrix, so the conv is one matmul (in blocks of output cells for big
-  images, finished in cache: `_pointwise_conv`).
+  images, finished in cache: `_pointwise_conv`).  Where numpy's OpenBLAS
+  can be called directly (blas.py), the product is accumulated into an
+  output already holding the bias, or into the residual's own buffer when
+  the residual dies at the conv (`_pointwise_accumulated`).
 - 3x3 stride-1 convs with enough channels and output run as Winograd
   F(2x2, 3x3) (`_winograd_conv`): 16 matmuls [M, C] @ [C, tiles] do 2.25x
   fewer multiplies than im2col's, which pays for the transforms where the
@@ -63,11 +66,11 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import dtypes
+from .. import blas, dtypes
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, tensor
 from .elementwise import Activation, fused_activation
-from .registry import Kernel, OpContext, op
+from .registry import Kernel, OpContext, offer_consuming, op
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -322,11 +325,13 @@ _CHUNK_MIN_CELLS = 512
 _POINTWISE_MIN_CELLS = 4096
 
 
-def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual: np.ndarray | None) -> np.ndarray:
+def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual: np.ndarray | None,
+                    consume: bool = False) -> np.ndarray:
     """1x1, stride-1, unpadded conv: the input already is the column matrix, so one matmul per image.
 
     Big outputs (large images, few channels) are computed in blocks of
     output cells, each finished (bias, residual, activation) while in cache.
+    `consume`: the residual's buffer may become the output.
     """
     assert w.mat is not None
     mat = w.mat
@@ -334,13 +339,20 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     groups, mg = mat.shape[:2]
     kk = c // groups
     p = math.prod(x.shape[2:])
-    y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
-    ym = y.reshape(n, groups * mg, p)
-    xm = x.reshape(n, groups, kk, p)
     every = slice(None)
     ones_row = w.folded and groups * mg > c  # a ones row on the input costs less than a bias pass on the output
     cells = max(_POINTWISE_MIN_CELLS, _CHUNK_BYTES // (groups * mg * mat.dtype.itemsize))
-    if ym[0].nbytes > _CHUNK_ABOVE_BYTES and p >= 2 * cells:
+    chunked = groups * mg * p * mat.dtype.itemsize > _CHUNK_ABOVE_BYTES and p >= 2 * cells
+    bias = w.bias if w.folded else epilogue.bias
+    if blas.available() and (consume and residual is not None and residual.flags.c_contiguous
+                             or residual is None and bias is not None and not chunked):
+        return _pointwise_accumulated(x, w, bias, epilogue.act, residual)
+    y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
+    ym = y.reshape(n, groups * mg, p)
+    xm = x.reshape(n, groups, kk, p)
+    if residual is not None:
+        residual = residual.reshape(n, groups * mg, p)
+    if chunked:
         finish = Epilogue(w.bias, epilogue.act) if w.folded and not ones_row else epilogue
         xb = scratch("conv.cols", (groups, kk + 1, cells), mat.dtype) if ones_row else None
         if xb is not None:
@@ -368,6 +380,49 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     if residual is not None:
         ym += residual
     epilogue(ym, every, 1)
+    return y
+
+
+def _pointwise_accumulated(x: np.ndarray, w: ConvWeights, bias: np.ndarray | None, act: Activation | None,
+                           residual: np.ndarray | None) -> np.ndarray:
+    """A 1x1 conv's products accumulated (BLAS beta = 1, blas.py) into an output holding the rest of the sum.
+
+    numpy's matmul has OpenBLAS zero its output in a pass of its own, and
+    the bias and residual then cost passes over the output (out of cache
+    for a ResNet's wide convs).  Here, with a residual that dies at this
+    conv, the output *is* the residual's buffer (returned as it is, so the
+    next block can consume it in turn), and the bias comes in through a
+    ones row on the input where the output is the larger, else in one pass;
+    without a residual, the output is filled with the bias in place of
+    BLAS's zeroing pass.
+    """
+    assert w.mat is not None
+    mat = w.mat
+    n, c = x.shape[:2]
+    groups, mg = mat.shape[:2]
+    kk = c // groups
+    p = math.prod(x.shape[2:])
+    xm = x.reshape(n, groups, kk, p)
+    y = residual if residual is not None else np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
+    ym = y.reshape(n, groups, mg, p)
+    ones_row = residual is not None and w.folded and groups * mg > c
+    if bias is not None and not ones_row:
+        if residual is None:
+            np.copyto(ym, bias.reshape(groups, mg, 1))
+        else:
+            ym += bias.reshape(groups, mg, 1)
+    for i in range(n):
+        if ones_row:
+            xb = scratch("conv.cols", (groups, kk + 1, p), mat.dtype)
+            xb[:, :kk] = xm[i]
+            xb[:, kk] = 1
+            for gi in range(groups):
+                blas.accumulate(mat[gi], xb[gi], ym[i, gi])
+        else:
+            for gi in range(groups):
+                blas.accumulate(mat[gi, :, :kk], xm[i, gi], ym[i, gi])
+    if act is not None:
+        act(ym)
     return y
 
 
@@ -853,9 +908,14 @@ def pack_weights(w: np.ndarray, group: int, dtype: np.dtype, bias: np.ndarray | 
 
 
 def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | None = None,
-                 bias: np.ndarray | None = None, residual: np.ndarray | None = None) -> np.ndarray:
+                 bias: np.ndarray | None = None, residual: np.ndarray | None = None,
+                 consume: bool = False) -> np.ndarray:
     """The convolution of `x` (compute dtype) plus the packed or given bias, plus `residual`
-    (the output's shape, compute dtype), then `act` in place."""
+    (the output's shape, compute dtype), then `act` in place.
+
+    `consume`: the residual dies here and nothing else holds its buffer,
+    which may then become the output.
+    """
     if w.depthwise is not None:
         bias = w.bias if w.bias is not None else bias
         if residual is None:
@@ -866,9 +926,9 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
             act(y)
         return y
     assert w.mat is not None
-    res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
     if g.trivial:
-        return _pointwise_conv(x, w, Epilogue(bias, act), res)
+        return _pointwise_conv(x, w, Epilogue(bias, act), residual, consume)
+    res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
     if w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out):
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
@@ -983,8 +1043,8 @@ def conv(ctx: OpContext) -> Kernel:
               if w_const is not None and cdt is not None else None)
     geometries: dict[tuple[int, ...], Geometry] = {}  # by X and W shapes
 
-    def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
-            z: np.ndarray | None = None) -> tuple[np.ndarray]:
+    def compute(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None,
+                consume: bool) -> tuple[np.ndarray]:
         dt = compute_dtype(x.dtype)
         pw = packed if packed is not None else pack_weights(w, group, dt)
         key = x.shape + pw.shape
@@ -999,8 +1059,18 @@ def conv(ctx: OpContext) -> Kernel:
                 raise ctx.error(f"residual input {list(z.shape)} must have the output's shape "
                                 f"{[x.shape[0], pw.shape[0], *g.out]}")
             z = z.astype(dt, copy=False)
-        return (conv_compute(x.astype(dt, copy=False), pw, g, act, bias, z).astype(x.dtype, copy=False),)
+        return (conv_compute(x.astype(dt, copy=False), pw, g, act, bias, z, consume).astype(x.dtype, copy=False),)
 
+    def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+            z: np.ndarray | None = None) -> tuple[np.ndarray]:
+        return compute(x, w, b, z, False)
+
+    def run_into_residual(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+                          z: np.ndarray | None = None) -> tuple[np.ndarray]:
+        return compute(x, w, b, z, True)
+
+    if len(ctx.node.inputs) > 3 and ctx.node.inputs[3] and blas.available():
+        return offer_consuming(run, 3, run_into_residual)
     return run
 
 

@@ -13,6 +13,10 @@ A kernel takes the node's inputs (numpy arrays, lists for sequences, None
 for missing optional inputs) and returns a tuple of outputs.  The shape rule
 (`infer`) maps input types to output types; see shapes.py.
 
+A kernel may also offer a *consuming* variant (`offer_consuming`), allowed
+to write its output into the buffer of one input; the executor runs it
+when that input dies at the node and nothing else can see its buffer.
+
 Versions: `since` is the first opset the registration serves; a node picks
 the newest registration at or below its domain's opset.  An op whose
 semantics changed only by attributes registers once and reads `ctx.opset`.
@@ -28,6 +32,21 @@ from ..errors import UnsupportedOpError
 from ..ir import AttrMixin, Node, Type
 
 Kernel = Callable[..., Sequence[Any]]
+
+
+def offer_consuming(kernel: Kernel, index: int, variant: Kernel) -> Kernel:
+    """Attach to `kernel` a `variant` that may overwrite input `index` (see `consuming`)."""
+    kernel.consumes = (index, variant)  # type: ignore[attr-defined]
+    return kernel
+
+
+def consuming(kernel: Kernel) -> tuple[int, Kernel] | None:
+    """(input index, variant) offered by `kernel`, or None.
+
+    The variant computes the same outputs but may reuse the buffer of that
+    input, e.g. a conv accumulating its product into its dead residual.
+    """
+    return getattr(kernel, "consumes", None)
 
 @dataclass
 class OpContext(AttrMixin):

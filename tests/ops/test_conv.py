@@ -120,6 +120,35 @@ def test_pointwise_blocks_match_onnxruntime(x_shape: tuple, w_shape: tuple) -> N
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("cin, cout, group", [(8, 24, 1), (24, 8, 1), (8, 12, 2), (12, 8, 4)])
+@pytest.mark.parametrize("bias", ["constant", "input"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_pointwise_accumulated_matches_onnxruntime(cin: int, cout: int, group: int, bias: str, residual: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """1x1 convs accumulate into an output holding the bias, or into their dying residual (blas.py).
+
+    The residual is an intermediate (Sigmoid's output), so the Conv consumes
+    it; both ways of adding the bias (ones row where the output has more
+    channels than the input, one pass otherwise) are covered, per group.
+    """
+    calls = []
+    accumulate = conv_ops.blas.accumulate
+    monkeypatch.setattr(conv_ops.blas, "accumulate", lambda *a: calls.append(1) or accumulate(*a))
+    x, t = rand(2, cin, 6, 7), rand(2, cout, 6, 7)
+    w, b = rand(cout, cin // group, 1, 1), rand(cout)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=group)]
+    if residual:
+        nodes = [helper.make_node("Sigmoid", ["t"], ["r"])] + nodes + [helper.make_node("Add", ["c", "r"], ["s"])]
+    nodes.append(helper.make_node("Relu", ["s" if residual else "c"], ["y"]))
+    feed = {"x": x, "t": t} if residual else {"x": x}
+    inits = {"w": w, "b": b}
+    if bias == "input":
+        feed["b"] = inits.pop("b")
+    ours, ref = run_both(make_model(nodes, feed, ["y"], initializers=inits), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert len(calls) == 2 * group  # per image and group
+
+
 @pytest.mark.parametrize("x_shape, w_shape, attrs", [
     ((1, 3, 57, 61), (16, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),  # a CNN stem
     ((2, 4, 23, 19), (6, 2, 5, 5), dict(strides=[2, 2], pads=[2, 1, 0, 2], group=2)),
