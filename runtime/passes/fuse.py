@@ -7,6 +7,9 @@ the rewrite is invisible from outside.  Rules:
 - Conv + BatchNormalization (constant statistics) -> Conv with folded weights
 - Conv + Mul/Add by per-channel constants -> Conv with folded weights
 - x * Clip(x + 3, 0, 6) / 6 (exporters' hard-swish) -> webinfer.HardSwish
+- activation -> MaxPool -> MaxPool -> activation, for piecewise-linear
+  non-decreasing activations: the max commutes with them exactly, and
+  the activation then runs on the pooled tensor (a CNN stem: 4x fewer cells)
 - Conv + Add(residual of the same shape) -> Conv with the residual as 4th input
 - Conv + activation (Relu, Clip, HardSigmoid, Sigmoid, HardSwish, LeakyRelu)
   -> Conv with a webinfer `activation` attribute applied on the output buffer
@@ -94,6 +97,16 @@ def _add_const(graph: Graph, name: str, value: np.ndarray) -> str:
         i += 1
         name = f"{base}_{i}"
     graph.initializers[name] = Tensor(value, dtypes.from_numpy(value.dtype))
+    return name
+
+
+def _fresh_name(idx: Index, base: str) -> str:
+    """A value name not used in the graph, for a tensor a rule introduces."""
+    taken = set(idx.producer) | set(idx.readers) | set(idx.graph.initializers) | {v.name for v in idx.graph.inputs}
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
     return name
 
 
@@ -243,6 +256,61 @@ def fuse_conv_residual(graph: Graph, types: GraphTypes) -> Graph:
         inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs)) + [z]
         fused = Node("Conv", inputs, list(add.outputs), dict(conv.attrs), conv.name, "")
         _replace(graph, [conv, add], fused, add)
+        idx = Index.of(graph)
+    return graph
+
+
+# -------------------------------------------- activations after MaxPool
+
+def _monotone_activation(act: Node, idx: Index) -> bool:
+    """`act` is elementwise, piecewise linear and non-decreasing, so max(f(a), f(b)) == f(max(a, b))
+    exactly in floating point (each piece rounds a monotone linear function)."""
+    if act.domain != "" or len(act.outputs) != 1:
+        return False
+    if act.op_type == "Relu":
+        return True
+    if act.op_type == "LeakyRelu":
+        return act.attrs.get("alpha", 0.01) >= 0
+    if act.op_type == "HardSigmoid":
+        return act.attrs.get("alpha", 0.2) >= 0
+    if act.op_type == "Clip":
+        return all(idx.const(n) is not None for n in act.inputs[1:] if n)
+    return False
+
+
+def _pool_keeps_inside(pool: Node) -> bool:
+    """Every window of `pool` holds at least one input cell, so its padding never reaches the output
+    (an all-padding window would give -inf, and f(-inf) is not what MaxPool(f(x)) gives)."""
+    kernel = pool.attrs.get("kernel_shape")
+    if not kernel or pool.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or pool.attrs.get("ceil_mode", 0):
+        return False
+    dil = pool.attrs.get("dilations") or [1] * len(kernel)
+    pads = pool.attrs.get("pads") or [0] * (2 * len(kernel))
+    return all(p <= (k - 1) * d for p, k, d in zip(pads, list(kernel) * 2, list(dil) * 2))
+
+
+def pool_before_activation(graph: Graph, types: GraphTypes) -> Graph:
+    """activation -> MaxPool becomes MaxPool -> activation (see `_monotone_activation`).
+
+    Exporters put ReLU before the pool (ResNet's stem: Conv, ReLU, 3x3/2
+    MaxPool); after the swap the ReLU runs on a quarter of the cells, and
+    the Conv's output is no longer rewritten in place for it.
+    """
+    idx = Index.of(graph)
+    for act in list(graph.nodes):
+        if not _monotone_activation(act, idx):
+            continue
+        pool = idx.sole_reader(act.outputs[0])
+        if (not _is(pool, "MaxPool") or not pool.outputs[0] or any(pool.outputs[1:])  # no Indices output
+                or pool.inputs[0] != act.outputs[0] or not _pool_keeps_inside(pool)):
+            continue
+        pooled = _fresh_name(idx, pool.outputs[0] + "_before_" + act.op_type)
+        if pool.outputs[0] in types.types:
+            types.types[pooled] = types.types[pool.outputs[0]]
+        moved = [Node("MaxPool", [act.inputs[0]], [pooled], dict(pool.attrs), pool.name, ""),
+                 Node(act.op_type, [pooled] + list(act.inputs[1:]), [pool.outputs[0]], dict(act.attrs), act.name,
+                      act.domain)]
+        graph.nodes = [m for n in graph.nodes if n is not act for m in (moved if n is pool else [n])]
         idx = Index.of(graph)
     return graph
 
@@ -470,7 +538,8 @@ def fuse_attention(graph: Graph, types: GraphTypes) -> Graph:
 
 
 RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
-    fold_conv_batchnorm, fold_conv_affine, fuse_hardswish, fuse_conv_residual, fuse_conv_activation, fuse_gelu,
+    fold_conv_batchnorm, fold_conv_affine, fuse_hardswish, pool_before_activation, fuse_conv_residual,
+    fuse_conv_activation, fuse_gelu,
     fuse_matmul_bias,
     fuse_attention,
 ]
