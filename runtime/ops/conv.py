@@ -325,6 +325,14 @@ _CHUNK_MIN_CELLS = 512
 _POINTWISE_MIN_CELLS = 4096
 
 
+def _pointwise_dims(x: np.ndarray, w: ConvWeights) -> tuple[np.ndarray, int, int, int, int, int, int]:
+    """A 1x1 conv's weight stack [G, M/G, C/G (+1)] and its N, C, G, M/G, C/G and output cells."""
+    assert w.mat is not None
+    n, c = x.shape[:2]
+    groups, mg = w.mat.shape[:2]
+    return w.mat, n, c, groups, mg, c // groups, math.prod(x.shape[2:])
+
+
 def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual: np.ndarray | None,
                     consume: bool = False) -> np.ndarray:
     """1x1, stride-1, unpadded conv: the input already is the column matrix, so one matmul per image.
@@ -333,12 +341,7 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     output cells, each finished (bias, residual, activation) while in cache.
     `consume`: the residual's buffer may become the output.
     """
-    assert w.mat is not None
-    mat = w.mat
-    n, c = x.shape[:2]
-    groups, mg = mat.shape[:2]
-    kk = c // groups
-    p = math.prod(x.shape[2:])
+    mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     every = slice(None)
     ones_row = w.folded and groups * mg > c  # a ones row on the input costs less than a bias pass on the output
     cells = max(_POINTWISE_MIN_CELLS, _CHUNK_BYTES // (groups * mg * mat.dtype.itemsize))
@@ -396,12 +399,7 @@ def _pointwise_accumulated(x: np.ndarray, w: ConvWeights, bias: np.ndarray | Non
     without a residual, the output is filled with the bias in place of
     BLAS's zeroing pass.
     """
-    assert w.mat is not None
-    mat = w.mat
-    n, c = x.shape[:2]
-    groups, mg = mat.shape[:2]
-    kk = c // groups
-    p = math.prod(x.shape[2:])
+    mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     xm = x.reshape(n, groups, kk, p)
     y = residual if residual is not None else np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
     ym = y.reshape(n, groups, mg, p)
