@@ -24,11 +24,12 @@ import ctypes
 import functools
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .threads import blas_libraries
 
 #: CBLAS enum values (cblas.h): row-major storage, no transposition.
 _ROW_MAJOR, _NO_TRANS = 101, 111
@@ -37,20 +38,13 @@ _ROW_MAJOR, _NO_TRANS = 101, 111
 _DECORATIONS = (("scipy_", "64_"), ("", "64_"), ("scipy_", ""), ("", ""))
 
 
-@dataclass(frozen=True)
-class _Gemm:
-    """cblas_?gemm entry points of one loaded OpenBLAS, by numpy dtype."""
-
-    path: str
-    funcs: dict[np.dtype, Any]
+#: cblas_?gemm entry points of one loaded OpenBLAS, by numpy dtype.
+_Gemm = dict[np.dtype, Any]
 
 
 def _library_paths() -> list[str]:
     """OpenBLAS libraries numpy may have loaded: the ones threadpoolctl sees, then those its wheel bundles."""
-    paths: list[str] = []
-    from .threads import blas_libraries  # threadpoolctl's view, when it is installed
-
-    paths += [p for api, p in blas_libraries() if api == "openblas"]
+    paths = [p for api, p in blas_libraries() if api == "openblas"]  # threadpoolctl's view, when installed
     root = Path(np.__file__).parent
     for folder in (root.parent / "numpy.libs", root / ".dylibs"):
         if folder.is_dir():
@@ -73,21 +67,21 @@ def _bind(path: str) -> _Gemm | None:
             continue
         config.restype = ctypes.c_char_p
         size = ctypes.c_int64 if b"USE64BITINT" in (config() or b"") else ctypes.c_int32
-        funcs = {}
+        funcs: _Gemm = {}
         for dtype, func, real in ((np.dtype(np.float32), sgemm, ctypes.c_float),
                                   (np.dtype(np.float64), dgemm, ctypes.c_double)):
             func.restype = None
             func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, size, size, size, real,
                              ctypes.c_void_p, size, ctypes.c_void_p, size, real, ctypes.c_void_p, size]
             funcs[dtype] = func
-        return _Gemm(path, funcs)
+        return funcs
     return None
 
 
 def _works(gemm: _Gemm) -> bool:
     """Whether the binding computes a small product, in both dtypes, as numpy does."""
     rng = np.random.default_rng(0)
-    for dtype in gemm.funcs:
+    for dtype in gemm:
         a, b = rng.standard_normal((3, 7)).astype(dtype), rng.standard_normal((7, 5)).astype(dtype)
         c = rng.standard_normal((3, 5)).astype(dtype)
         want = c + a @ b
@@ -129,7 +123,7 @@ def _lead(x: np.ndarray, name: str) -> int:
 
 def _call(gemm: _Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
     (m, k), n = a.shape, b.shape[1]
-    gemm.funcs[c.dtype](_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, _lead(a, "A"),
+    gemm[c.dtype](_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, _lead(a, "A"),
                         b.ctypes.data, _lead(b, "B"), 1.0, c.ctypes.data, _lead(c, "C"))
 
 
@@ -144,7 +138,7 @@ def accumulate(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
         raise RuntimeError("no BLAS to accumulate with: check blas.available() first")
     if a.ndim != 2 or b.ndim != 2 or c.ndim != 2 or a.shape[1] != b.shape[0] or c.shape != (a.shape[0], b.shape[1]):
         raise ValueError(f"cannot add A {list(a.shape)} @ B {list(b.shape)} to C {list(c.shape)}")
-    if not (a.dtype == b.dtype == c.dtype) or c.dtype not in gemm.funcs:
+    if not (a.dtype == b.dtype == c.dtype) or c.dtype not in gemm:
         raise ValueError(f"accumulate takes one float dtype, got {a.dtype}, {b.dtype}, {c.dtype}")
     if not c.flags.writeable or np.may_share_memory(c, a) or np.may_share_memory(c, b):
         raise ValueError("C must be writeable and must not overlap A or B")

@@ -338,7 +338,7 @@ def _assign_frees(steps: list[Step], initial: list[Any], keep: set[int]) -> None
         steps[i].free = tuple(fs)
     for step in steps:
         c = step.consume
-        if c is not None and not (c[0] < len(step.ins) and step.ins[c[0]] >= 0 and step.ins[c[0]] in step.free):
+        if c is not None and not (c[0] < len(step.ins) and step.ins[c[0]] in step.free):
             step.consume = None
 
 

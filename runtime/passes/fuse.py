@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 import numpy as np
 
@@ -91,23 +91,25 @@ def _replace(graph: Graph, remove: list[Node], add: Node, at: Node) -> None:
     graph.nodes = nodes
 
 
-def _add_const(graph: Graph, name: str, value: np.ndarray) -> str:
-    base, i = name, 0
-    while name in graph.initializers:
+def _unique(base: str, taken: Container[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... : the first not in `taken`."""
+    name, i = base, 0
+    while name in taken:
         i += 1
         name = f"{base}_{i}"
+    return name
+
+
+def _add_const(graph: Graph, name: str, value: np.ndarray) -> str:
+    name = _unique(name, graph.initializers)
     graph.initializers[name] = Tensor(value, dtypes.from_numpy(value.dtype))
     return name
 
 
 def _fresh_name(idx: Index, base: str) -> str:
     """A value name not used in the graph, for a tensor a rule introduces."""
-    taken = set(idx.producer) | set(idx.readers) | set(idx.graph.initializers) | {v.name for v in idx.graph.inputs}
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    return name
+    return _unique(base, set(idx.producer) | set(idx.readers) | set(idx.graph.initializers)
+                   | {v.name for v in idx.graph.inputs})
 
 
 def _is(node: Node | None, op: str, domain: str = "") -> bool:
