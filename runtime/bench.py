@@ -73,7 +73,7 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
 def session_options(threads: int | None) -> Any:
     """webinfer options running on `threads` threads, as `ort_session` sets onnxruntime's (None: defaults)."""
     from . import threads as thread_limits
-    from .session import SessionOptions
+    from .options import SessionOptions
     if threads and thread_limits.blas_threads(threads) != threads:
         raise RuntimeError("--threads needs the threadpoolctl package (pip install threadpoolctl)")
     return SessionOptions(intra_op_num_threads=threads or 0)

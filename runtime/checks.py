@@ -55,11 +55,11 @@ def check_outputs(ctx: OpContext, outputs: Sequence[Any]) -> None:
             raise ShapeInferenceError(f"{ctx.node.label()}: output {i} ('{ctx.node.outputs[i]}'): {bad}")
 
 
-def check_feed(info: ValueInfo, value: Any, bindings: dict[str, int]) -> Any:
+def check_feed(info: ValueInfo, value: Any) -> Any:
     """Validate one input against its declared type; return it in webinfer storage.
 
-    `bindings` collects the sizes symbolic dims take, so two inputs that
-    share a dim name must agree.
+    Fixed sizes are checked, symbolic ones are not (as onnxruntime): see
+    `symbols_agree` for what the session does with names shared by inputs.
     """
     t = info.type
     if isinstance(t, (SequenceType, OptionalType)):
@@ -70,7 +70,11 @@ def check_feed(info: ValueInfo, value: Any, bindings: dict[str, int]) -> Any:
         raise InputError(f"input '{info.name}' is None; expected {t.describe()}")
     if not isinstance(value, np.ndarray):
         want = dtypes.storage_dtype(t.elem) if t.elem is not None else None
-        value = np.asarray(value, dtype=want if want is not None and want != np.dtype(object) else None)
+        try:
+            value = np.asarray(value, dtype=want if want is not None and want != np.dtype(object) else None)
+        except (TypeError, ValueError) as e:
+            raise InputTypeError(f"input '{info.name}': cannot make a {t.describe()} tensor of a "
+                                 f"{type(value).__name__}: {e}") from e
     if t.elem is not None:
         try:
             got = dtypes.from_numpy(value.dtype)
@@ -92,10 +96,21 @@ def check_feed(info: ValueInfo, value: Any, bindings: dict[str, int]) -> Any:
                 raise InputError(
                     f"input '{info.name}' has shape {list(value.shape)} but the model expects "
                     f"{t.describe()} (dimension {axis} must be {d})")
-            if isinstance(d, str):
-                seen = bindings.setdefault(d, v)
-                if seen != v:
-                    raise InputError(
-                        f"input '{info.name}' has shape {list(value.shape)}: dimension '{d}' is {v} here "
-                        f"but {seen} in another input")
     return value
+
+
+def symbols_agree(infos: Sequence[ValueInfo], values: Sequence[Any]) -> bool:
+    """Whether every symbolic dim name takes one size across the feeds.
+
+    Shape inference assumed so at load; when feeds disagree (onnxruntime
+    accepts that), the session runs a plan made without the assumption.
+    """
+    seen: dict[str, int] = {}
+    for info, value in zip(infos, values):
+        t = info.type
+        if not isinstance(t, TensorType) or t.shape is None or not isinstance(value, np.ndarray):
+            continue
+        for d, v in zip(t.shape, value.shape):
+            if isinstance(d, str) and seen.setdefault(d, v) != v:
+                return False
+    return True

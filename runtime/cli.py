@@ -18,10 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .bench import ort_session, peak_bytes, random_feed, session_options, time_calls
 from .errors import WebinferError
 from .info import load_info
+from .providers import short_names
 from .session import InferenceSession
 
 
@@ -48,7 +49,7 @@ def _placement_info(model: str, providers: list[str]) -> dict[str, Any]:
         op, _, why = reason.partition(": ")
         entry = by_reason.setdefault(f"{op}: {why}", {"op": op, "reason": why, "nodes": []})
         entry["nodes"].append(node)
-    return {"providers": sess.get_providers(), "nodes_total": stats["nodes_total"],
+    return {"providers": short_names(sess.get_providers()), "nodes_total": stats["nodes_total"],
             "nodes_on_gpu": stats["nodes_on_gpu"], "fallback_ops": stats["fallback_ops"],
             "fallbacks": sorted(by_reason.values(), key=lambda e: -len(e["nodes"])),
             "adapter": stats.get("adapter")}
@@ -131,7 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     feed = _load_inputs(args.input)
     missing = [i for i in sess.get_inputs() if i.name not in feed]
     feed.update(random_feed(missing, _dims(args.dim), seed=0))
-    result: dict[str, Any] = {"model": args.model, "provider": ",".join(sess.get_providers()),
+    result: dict[str, Any] = {"model": args.model, "provider": ",".join(short_names(sess.get_providers())),
                               "threads": args.threads, "runs": args.runs,
                               "inputs": {k: list(v.shape) for k, v in feed.items()}}
     ours = time_calls(lambda: sess.run(None, feed), args.runs, args.warmup)
@@ -139,7 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   peak_bytes=peak_bytes(lambda: sess.run(None, feed)))
     placement = sess.get_placement()
     result["nodes_total"] = len(placement)
-    if "webgpu" in sess.get_providers():
+    if "webgpu" in short_names(sess.get_providers()):
         stats = sess.device_stats()
         for key in ("nodes_on_gpu", "dispatches_per_run", "readbacks_per_run", "submits_per_run", "fallback_ops",
                     "adapter"):

@@ -15,7 +15,7 @@ from typing import Any, Coroutine, Sequence
 
 import numpy as np
 
-from .errors import NodeExecutionError, WebinferError
+from .errors import NodeExecutionError, RunTerminatedError, WebinferError
 from .plan import Plan, Step
 
 
@@ -28,6 +28,8 @@ class Profile:
     #: Bytes of the tensors the executor holds (constants excluded), now and at most.
     live_bytes: int = 0
     peak_live_bytes: int = 0
+    #: When a list: one (node, op, device, start ns, duration ns) per step, for trace files.
+    events: list[tuple[str, str, str, int, int]] | None = None
 
 
 def describe_value(v: Any) -> str:
@@ -53,19 +55,24 @@ def _fail(step: Step, args: list[Any], e: BaseException) -> NodeExecutionError:
                               f"{type(e).__name__}: {e}")
 
 
-async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = None) -> list[Any]:
-    """Run `plan` on `feeds` (one value per plan input, in order); return its outputs."""
+async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = None,
+                    control: Any = None) -> list[Any]:
+    """Run `plan` on `feeds` (one value per plan input, in order); return its outputs.
+
+    `control` (a RunOptions) is checked between steps: once its `terminate`
+    is set, the run stops with RunTerminatedError.
+    """
     cache = plan.shape_cache
     if cache is None:
-        return await _run(plan, plan.steps, feeds, profile, None, None)
+        return await _run(plan, plan.steps, feeds, profile, None, None, control)
     key = tuple(getattr(f, "shape", None) for f in feeds)
     hit = cache.entries.get(key)
     if hit is not None:
-        outs = await _run(plan, cache.steps, feeds, profile, zip(cache.slots, hit), None)
+        outs = await _run(plan, cache.steps, feeds, profile, zip(cache.slots, hit), None, control)
         # a cached value handed out as an output must not be mutable by the caller
         return [o.copy() if isinstance(o, np.ndarray) and any(o is h for h in hit) else o for o in outs]
     captured: dict[int, Any] = {}
-    outs = await _run(plan, plan.steps, feeds, profile, None, captured)
+    outs = await _run(plan, plan.steps, feeds, profile, None, captured, control)
     if all(s in captured for s in cache.slots):
         cache.entries[key] = [captured[s] for s in cache.slots]
         if len(cache.entries) > cache.limit:
@@ -74,7 +81,7 @@ async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = 
 
 
 async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Profile | None,
-               prefill: Any, captured: dict[int, Any] | None) -> list[Any]:
+               prefill: Any, captured: dict[int, Any] | None, control: Any = None) -> list[Any]:
     vals = list(plan.initial)
     for slot, value in zip(plan.input_slots, feeds):
         vals[slot] = value
@@ -85,6 +92,8 @@ async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Pro
         profile.live_bytes = sum(_nbytes(v) for v in feeds)
         profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
     for step in steps:
+        if control is not None and control.terminate:
+            raise RunTerminatedError(f"run terminated (RunOptions.terminate) before {step.node.label()}")
         args = [vals[i] if i >= 0 else None for i in step.ins]
         fn = step.fn
         if step.consume is not None and _handed_over(args, step.consume[0]):
@@ -156,6 +165,9 @@ def _nbytes(v: Any) -> int:
 
 def _account(profile: Profile, step: Step, vals: list[Any], res: Sequence[Any], dt: float) -> None:
     key = step.node.name or step.node.outputs[0]
+    if profile.events is not None:
+        end = time.perf_counter_ns()
+        profile.events.append((key, step.node.op_type, step.device, end - int(dt * 1e9), int(dt * 1e9)))
     profile.node_ms[key] = profile.node_ms.get(key, 0.0) + dt * 1e3
     profile.op_ms[step.node.op_type] = profile.op_ms.get(step.node.op_type, 0.0) + dt * 1e3
     profile.live_bytes += sum(_nbytes(r) for r in res)

@@ -103,6 +103,8 @@ class ValueInfo:
     name: str
     type: Type | None
     doc: str = ""
+    #: Each dim's denotation (e.g. DATA_BATCH) where the file gives any, else empty.
+    dim_denotations: tuple[str, ...] = ()
 
 
 _REQUIRED = object()
@@ -154,6 +156,7 @@ class Graph:
     initializers: dict[str, Tensor] = field(default_factory=dict)
     value_info: dict[str, ValueInfo] = field(default_factory=dict)
     name: str = ""
+    doc: str = ""
 
     def defined_names(self) -> set[str]:
         """Names this graph itself defines: inputs, initializers, node outputs."""
@@ -263,6 +266,7 @@ class Model:
     ir_version: int = 0
     producer: str = ""
     producer_version: str = ""
+    domain: str = ""
     model_version: int = 0
     doc: str = ""
     functions: dict[tuple[str, str, str], Function] = field(default_factory=dict)

@@ -1,71 +1,46 @@
 """`InferenceSession`: the onnxruntime-shaped entry point.
 
-Thin by design: it wires the stages together (read -> inline -> infer ->
-fold/clean/fuse -> plan) and checks feeds.  Code written for onnxruntime
-ports by changing the import.
+Thin by design: it wires the stages together (read -> inline -> bind input
+dims -> infer -> fold/clean/fuse -> plan) and checks feeds.  Code written
+for onnxruntime ports by changing the import: the constructor, `run`,
+`run_async` (awaitable, or with onnxruntime's callback), `run_with_ort_values`,
+`io_binding`, `set_providers`, `end_profiling` and the metadata calls keep
+onnxruntime's signatures and behaviour (see the README's compatibility table).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import warnings
+import datetime
+import json
+import os
+import sys
+import threading
+import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import dtypes, threads
-from .checks import check_feed
+from . import dtypes, log, providers as provider_registry, threads
+from .checks import check_feed, symbols_agree
 from .devices import cpu
-from .errors import DeviceError, InputError
+from .errors import InputError, ModelLoadError
 from .executor import Profile, drive, run_async
 from .ir import Graph, SequenceType, OptionalType, TensorType, Type, ValueInfo
 from .loader import load_model
 from .ops import REGISTRY
+from .options import GraphOptimizationLevel, RunOptions, SessionOptions
+from .ortvalue import IOBinding, OrtValue
 from .passes.cleanup import remove_dead, remove_identities
 from .passes.fold import fold_constants
+from .passes.free_dims import bind_input_dims, declared_inputs
 from .passes.fuse import fuse
 from .passes.inline import inline_functions
-from .plan import Planner
-from .shapes import infer_graph
-
-#: Canonical provider names and the aliases accepted for them.
-PROVIDER_ALIASES = {
-    "cpu": "cpu", "CPUExecutionProvider": "cpu",
-    "webgpu": "webgpu", "WebGpuExecutionProvider": "webgpu", "WebGPUExecutionProvider": "webgpu",
-    "JsExecutionProvider": "webgpu",
-}
-
-
-class GraphOptimizationLevel:
-    """onnxruntime's levels; webinfer folds/cleans at BASIC and fuses at EXTENDED and above."""
-
-    ORT_DISABLE_ALL = 0
-    ORT_ENABLE_BASIC = 1
-    ORT_ENABLE_EXTENDED = 2
-    ORT_ENABLE_ALL = 99
-
-
-@dataclass
-class SessionOptions:
-    """Options with onnxruntime's names where the concept exists."""
-
-    graph_optimization_level: int = GraphOptimizationLevel.ORT_ENABLE_ALL
-    #: Fill `session.last_profile` (per-node times, live tensor bytes) on every run.
-    enable_profiling: bool = False
-    #: Check every node's outputs against the types inferred at load (slow; for tests).
-    strict_shape_checks: bool = False
-    #: Threads numpy's BLAS may use during this session's runs (0: its default); see threads.py.
-    intra_op_num_threads: int = 0
-    #: Keep freed tensor memory in the process for reuse (onnxruntime's default too); see
-    #: devices/cpu.enable_memory_arena.  Process-wide, and only effective on glibc.
-    enable_cpu_mem_arena: bool = True
-    log_severity_level: int = 2
-    #: Seed for the random ops (RandomNormal, Bernoulli, ...); None = nondeterministic.
-    random_seed: int | None = None
-    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+from .plan import Plan, Planner
+from .shapes import GraphTypes, infer_graph
 
 
 @dataclass(frozen=True)
@@ -82,8 +57,11 @@ class NodeArg:
 
 @dataclass(frozen=True)
 class ModelMetadata:
+    """onnxruntime's ModelMetadata fields."""
+
     producer_name: str
     graph_name: str
+    graph_description: str
     domain: str
     description: str
     version: int
@@ -99,76 +77,86 @@ def _node_arg(name: str, t: Type | None) -> NodeArg:
     return NodeArg(name, _type_string(t), shape)
 
 
-def resolve_providers(providers: Iterable[Any] | None) -> list[str]:
-    """Canonical provider names, in priority order (onnxruntime's spellings accepted)."""
-    if providers is None:
-        return ["cpu"]
-    out = []
-    for p in providers:
-        name = p[0] if isinstance(p, tuple) else p
-        canon = PROVIDER_ALIASES.get(name)
-        if canon is None:
-            raise ValueError(f"unknown provider {name!r}; available: {', '.join(get_available_providers())} "
-                             f"(aliases: {', '.join(k for k in PROVIDER_ALIASES if k not in ('cpu', 'webgpu'))})")
-        if canon not in out:
-            out.append(canon)
-    if not out:
-        raise ValueError("providers must name at least one provider")
-    return out
+@dataclass
+class _Compiled:
+    """One planned variant of the model: the optimized graph, its types and its plan."""
 
-
-def get_available_providers() -> list[str]:
-    return ["webgpu", "cpu"]
-
-
-def _make_devices(providers: list[str], options: SessionOptions) -> tuple[list[Any], list[str]]:
-    devices: list[Any] = []
-    used: list[str] = []
-    for name in providers:
-        if name == "cpu":
-            devices.append(cpu.CpuDevice())
-            used.append(name)
-        elif name == "webgpu":
-            from .devices.gpu import open_device
-            try:
-                devices.append(open_device(options.provider_options.get("webgpu", {})))
-                used.append(name)
-            except DeviceError as e:
-                if "cpu" not in providers:
-                    raise
-                warnings.warn(f"webgpu provider unavailable, running on cpu: {e}", RuntimeWarning, stacklevel=3)
-    return devices, used
+    graph: Graph
+    types: GraphTypes
+    plan: Plan
+    inputs: list[ValueInfo]
 
 
 class InferenceSession:
     """Load a model once, run it many times.
 
-    `model` is a path, bytes, or a binary file object.  `providers` lists
-    where nodes may run, in priority order: `["webgpu", "cpu"]` runs what
-    the GPU supports there and the rest with numpy.
+    `path_or_bytes` is a path, bytes, or a binary file object.  `providers`
+    lists where nodes may run, in priority order, by onnxruntime's names or
+    webinfer's short ones (`["webgpu", "cpu"]`), optionally as `(name,
+    options)` tuples; names of providers this runtime lacks warn and are
+    skipped, and the CPU is always the last fallback (onnxruntime's rules).
     """
 
-    def __init__(self, model: Any, sess_options: SessionOptions | None = None,
+    def __init__(self, path_or_bytes: Any, sess_options: SessionOptions | None = None,
                  providers: Sequence[Any] | None = None, provider_options: Sequence[dict[str, Any]] | None = None,
-                 *, external_data_dir: str | None = None):
-        self._options = sess_options or SessionOptions()
-        names = resolve_providers(providers)
-        if provider_options:
-            for n, opts in zip(names, provider_options):
-                self._options.provider_options.setdefault(n, {}).update(opts)
+                 *, external_data_dir: str | None = None, **kwargs: Any):
+        unknown = set(kwargs) - {"disabled_optimizers", "read_config_from_model"}
+        if unknown:
+            raise TypeError(f"InferenceSession got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        self._options = sess_options if sess_options is not None else SessionOptions()
+        if not isinstance(self._options, SessionOptions):
+            raise TypeError(f"sess_options must be a webinfer.SessionOptions, got {type(self._options).__name__}")
+        if self._options.load_cancelled:
+            raise ModelLoadError("session creation canceled (SessionOptions.set_load_cancellation_flag)")
+        if kwargs.get("disabled_optimizers"):
+            self._warn("disabled_optimizers names onnxruntime's graph transformers, which webinfer does not "
+                       "have; use graph_optimization_level to switch webinfer's fusions off")
+        if self._options.optimized_model_filepath:
+            self._warn(f"optimized_model_filepath is not supported: webinfer does not write the optimized "
+                       f"model to '{self._options.optimized_model_filepath}'")
         if self._options.enable_cpu_mem_arena:
             cpu.enable_memory_arena()
-        self._model = load_model(model, external_data_dir)
-        self._devices, self._providers = _make_devices(names, self._options)
+        self._model = load_model(path_or_bytes, external_data_dir)
         model_ir = inline_functions(self._model)
-        graph = model_ir.graph
-        opsets = model_ir.opsets
+        self._opsets = model_ir.opsets
+        self._source = _with_initializers(model_ir.graph, self._options.initializer_overrides)
+        self._relaxed: _Compiled | None = None
+        self._fallback = True
+        self._profile_events: list[dict[str, Any]] | None = None
+        self._profile_start_ns = 0
+        self.last_profile: Profile | None = None
+        self._setup(providers, provider_options)
+        if self._options.enable_profiling:
+            self._start_profiling()
+
+    def _warn(self, message: str) -> None:
+        log.warn(message, self._options.log_severity_level, stacklevel=3)
+
+    def _setup(self, providers: Sequence[Any] | None, provider_options: Sequence[dict[str, Any]] | None) -> None:
+        """Open the providers' devices and plan the model on them."""
+        choices = provider_registry.resolve(providers, provider_options, self._options.provider_options,
+                                            cpu_fallback=not self._options.disable_cpu_fallback())
+        opened = provider_registry.open_devices(choices, self._fallback, self._warn)
+        self._choices = [c for c, _ in opened]
+        self._devices = [d for _, d in opened]
+        overrides = (self._options.free_dimension_overrides, self._options.free_dimension_denotations)
+        self._declared_inputs = [v for v in declared_inputs(self._source, *overrides)
+                                 if v.name not in self._source.initializers]
+        self._defaults = {v.name: self._source.initializers[v.name].array for v in self._source.inputs
+                          if v.name in self._source.initializers}
+        self._relaxed = None
+        self._main = self._compile(relaxed=False)
+        self._output_types = {v.name: self._main.types.types.get(v.name) for v in self._source.outputs}
+
+    def _compile(self, relaxed: bool) -> _Compiled:
+        """Bind input dims, infer, optimize and plan (see passes/free_dims.py for `relaxed`)."""
+        opsets = self._opsets
         strict = self._options.strict_shape_checks
+        graph = bind_input_dims(self._source, self._options.free_dimension_overrides,
+                                self._options.free_dimension_denotations, relaxed)
         types = infer_graph(graph, opsets, REGISTRY, strict=strict)
-        self._declared_inputs = [v for v in graph.inputs if v.name not in graph.initializers]
-        self._defaults = {v.name: graph.initializers[v.name].array for v in graph.inputs if v.name in graph.initializers}
-        self._input_types = {v.name: types.types.get(v.name) for v in graph.inputs}
-        self._output_types = {v.name: types.types.get(v.name) for v in graph.outputs}
+        inputs = [ValueInfo(v.name, types.types.get(v.name) or v.type) for v in graph.inputs
+                  if v.name not in graph.initializers]
         level = self._options.graph_optimization_level
         if level >= GraphOptimizationLevel.ORT_ENABLE_BASIC:
             graph = fold_constants(graph, opsets, REGISTRY, types, cpu.build_kernel)
@@ -176,31 +164,51 @@ class InferenceSession:
             if level >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED:
                 graph = fuse(graph, opsets, types)
             types = infer_graph(graph, opsets, REGISTRY, strict=strict)
-        self._graph = graph
-        self._plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types)
-        self._output_index = {n: i for i, n in enumerate(self._plan.output_names)}
-        self._const_outputs = {i for i, s in enumerate(self._plan.output_slots) if self._plan.initial[s] is not None}
-        self.last_profile: Profile | None = None
+        plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types)
+        return _Compiled(graph, types, plan, inputs)
+
+    @property
+    def _plan(self) -> Plan:
+        return self._main.plan
 
     # ------------------------------------------------------------ metadata
     def get_inputs(self) -> list[NodeArg]:
-        return [_node_arg(v.name, self._input_types.get(v.name) or v.type) for v in self._declared_inputs]
+        inferred = {v.name: v.type for v in self._main.inputs}
+        return [_node_arg(v.name, _declared_or(v.type, inferred.get(v.name))) for v in self._declared_inputs]
 
     def get_outputs(self) -> list[NodeArg]:
         return [_node_arg(n, t) for n, t in self._output_types.items()]
 
     def get_overridable_initializers(self) -> list[NodeArg]:
-        return [_node_arg(n, self._input_types.get(n)) for n in self._defaults]
+        return [_node_arg(n, self._main.types.types.get(n)) for n in self._defaults]
 
     def get_providers(self) -> list[str]:
-        return list(self._providers)
+        """The providers in use, in onnxruntime's spelling (the CPU fallback included)."""
+        return [c.provider.name for c in self._choices]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        """Each provider's options, values as strings (as onnxruntime reports them)."""
+        return {c.provider.name: {k: str(v) for k, v in c.options.items()} for c in self._choices}
+
+    def set_providers(self, providers: Sequence[Any] | None = None,
+                      provider_options: Sequence[dict[str, Any]] | None = None) -> None:
+        """Re-plan the model on other providers (same rules as the constructor)."""
+        self._setup(providers, provider_options)
+
+    def disable_fallback(self) -> None:
+        """A provider that fails to open in later `set_providers` calls raises instead of being skipped."""
+        self._fallback = False
+
+    def enable_fallback(self) -> None:
+        self._fallback = True
 
     def get_session_options(self) -> SessionOptions:
         return self._options
 
     def get_modelmeta(self) -> ModelMetadata:
         m = self._model
-        return ModelMetadata(m.producer, m.graph.name, "", m.doc, m.model_version, dict(m.metadata))
+        return ModelMetadata(m.producer, m.graph.name, m.graph.doc, m.domain, m.doc, m.model_version,
+                             dict(m.metadata))
 
     def get_placement(self) -> dict[str, str]:
         """Device of every node of the optimized graph: {node name: "webgpu" | "cpu"}."""
@@ -240,17 +248,54 @@ class InferenceSession:
     @property
     def graph(self) -> Graph:
         """The optimized graph the plan runs (after folding and fusion)."""
-        return self._graph
+        return self._main.graph
 
     @property
     def plan(self) -> Any:
         return self._plan
 
+    # ------------------------------------------------------------ profiling
+    def _start_profiling(self) -> None:
+        self._profile_events = []
+        self._profile_start_ns = _now_ns()
+
+    def get_profiling_start_time_ns(self) -> int:
+        return self._profile_start_ns
+
+    def end_profiling(self) -> str:
+        """Write the runs profiled so far as a Chrome-trace JSON file (Perfetto and chrome://tracing
+        open it; the layout is onnxruntime's) and stop profiling; return the file's name, or "" when
+        profiling was not on."""
+        if self._profile_events is None:
+            return ""
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        path = f"{self._options.profile_file_prefix}_{stamp}.json"
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self._profile_events, f)
+        self._profile_events = None
+        return path
+
+    def _record_profile(self, profile: Profile, start_ns: int, end_ns: int) -> None:
+        """Append one run's events: the run itself (cat Session) and each node (cat Node)."""
+        events = self._profile_events
+        if events is None or profile.events is None:
+            return
+        origin = self._profile_start_ns
+        pid, tid = os.getpid(), threading.get_ident() % (1 << 31)
+        events.append({"cat": "Session", "pid": pid, "tid": tid, "dur": (end_ns - start_ns) // 1000,
+                       "ts": (start_ns - origin) // 1000, "ph": "X", "name": "model_run", "args": {}})
+        for name, op_type, device, t0, dur in profile.events:
+            events.append({"cat": "Node", "pid": pid, "tid": tid, "dur": dur // 1000, "ts": (t0 - origin) // 1000,
+                           "ph": "X", "name": f"{name}_kernel_time",
+                           "args": {"op_name": op_type, "provider": provider_registry.lookup(device).name
+                                    if provider_registry.lookup(device) else device}})
+
     # ------------------------------------------------------------------ run
-    def _feeds(self, input_feed: dict[str, Any]) -> list[Any]:
+    def _feeds(self, input_feed: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
+        """The plan to run (the relaxed one when feeds give a shared dim name two sizes) and its feeds."""
         if not isinstance(input_feed, dict):
             raise InputError(f"input_feed must be a dict of name -> array, got {type(input_feed).__name__}")
-        known = {v.name: v for v in self._declared_inputs}
+        known = {v.name: v for v in self._main.inputs}
         for name in input_feed:
             if name not in known and name not in self._defaults:
                 raise InputError(f"'{name}' is not an input of this model; its inputs are: "
@@ -259,55 +304,154 @@ class InferenceSession:
         if missing:
             expected = ", ".join(f"{v.name}: {v.type.describe() if v.type else '?'}" for v in self._declared_inputs)
             raise InputError(f"missing input(s) {', '.join(missing)}; the model expects {expected}")
-        bindings: dict[str, int] = {}
         feeds = []
+        checked = []
         for name in self._plan.input_names:
             if name in known:
-                t = self._input_types.get(name) or known[name].type
-                feeds.append(check_feed(ValueInfo(name, t), input_feed[name], bindings))
+                value = check_feed(known[name], _unwrap(input_feed[name]))
+                checked.append(value)
+                feeds.append(value)
             else:
-                feeds.append(input_feed[name] if name in input_feed else self._defaults[name])
-        return feeds
+                feeds.append(_unwrap(input_feed[name]) if name in input_feed else self._defaults[name])
+        compiled = self._main
+        if not symbols_agree([known[n] for n in self._plan.input_names if n in known], checked):
+            if self._relaxed is None:
+                self._relaxed = self._compile(relaxed=True)
+            compiled = self._relaxed
+        return compiled, feeds
 
-    def _select(self, output_names: Sequence[str] | None, outs: list[Any]) -> list[Any]:
+    def _select(self, plan: Plan, output_names: Sequence[str] | None, outs: list[Any],
+                export: bool = True) -> list[Any]:
         if output_names is None:
             idx = list(range(len(outs)))
         else:
+            index = {n: i for i, n in enumerate(plan.output_names)}
             idx = []
             for n in output_names:
-                if n not in self._output_index:
+                if n not in index:
                     raise InputError(f"'{n}' is not an output of this model; its outputs are: "
-                                     f"{', '.join(self._output_index)}")
-                idx.append(self._output_index[n])
+                                     f"{', '.join(index)}")
+                idx.append(index[n])
         result = []
         for i in idx:
             v = outs[i]
-            if i in self._const_outputs and isinstance(v, np.ndarray):
+            if plan.initial[plan.output_slots[i]] is not None and isinstance(v, np.ndarray):
                 v = v.copy()
-            result.append(_export(v, self._output_types.get(self._plan.output_names[i])))
+            result.append(_export(v, self._output_types.get(plan.output_names[i])) if export else v)
         return result
 
-    async def run_async(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
-                        run_options: Any = None) -> list[Any]:
-        """Run the model; awaitable (needed in the browser, where GPU readbacks are asynchronous)."""
-        feeds = self._feeds(input_feed)
-        profile = Profile() if self._options.enable_profiling else None
+    async def _run_coroutine(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+                             run_options: RunOptions | None, export: bool = True) -> list[Any]:
+        compiled, feeds = self._feeds(input_feed)
+        profiling = self._options.enable_profiling
+        profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
         hooked = [d for d in self._devices if hasattr(d, "run_started")]
+        start_ns = _now_ns()
         async with _device_run_lock(bool(hooked)):
             for d in hooked:
                 d.run_started()
             try:
                 with threads.limit_runs(self._options.intra_op_num_threads):
-                    outs = await run_async(self._plan, feeds, profile)
+                    outs = await run_async(compiled.plan, feeds, profile, run_options)
             finally:
                 for d in hooked:
                     d.run_finished()
-        self.last_profile = profile
-        return self._select(output_names, outs)
+        if profile is not None:
+            self.last_profile = profile
+            self._record_profile(profile, start_ns, _now_ns())
+        return self._select(compiled.plan, output_names, outs, export)
 
-    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any], run_options: Any = None) -> list[Any]:
+    def run_async(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+                  callback: Callable[[list[Any], Any, str], None] | None = None, user_data: Any = None,
+                  run_options: RunOptions | None = None) -> Any:
+        """Run the model asynchronously.
+
+        Without `callback`: an awaitable of the outputs (the browser's entry
+        point, where GPU readbacks are asynchronous).  With one, as
+        onnxruntime: returns at once and later calls `callback(outputs,
+        user_data, error_message)` from a worker thread (from the event
+        loop in Pyodide, which has no threads), error_message "" on success.
+        """
+        if callback is None:
+            return self._run_coroutine(output_names, input_feed, run_options)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+
+        def finish(outs: list[Any], err: str) -> None:
+            callback(outs, user_data, err)
+
+        if sys.platform == "emscripten":
+            task = asyncio.ensure_future(self._run_coroutine(output_names, input_feed, run_options))
+            task.add_done_callback(lambda t: finish([], str(t.exception())) if t.exception()
+                                   else finish(t.result(), ""))
+            return None
+
+        def work() -> None:
+            try:
+                outs = self.run(output_names, input_feed, run_options)
+            except Exception as e:  # noqa: BLE001 - handed to the callback, as onnxruntime does
+                finish([], f"{type(e).__name__}: {e}")
+                return
+            finish(outs, "")
+
+        threading.Thread(target=work, name="webinfer-run-async", daemon=True).start()
+        return None
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+            run_options: RunOptions | None = None) -> list[Any]:
         """Run the model and return the requested outputs (all when `output_names` is None)."""
-        return drive(self.run_async(output_names, input_feed, run_options))
+        return drive(self._run_coroutine(output_names, input_feed, run_options))
+
+    def _run_values(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+                    run_options: RunOptions | None) -> list[Any]:
+        """`run`, with outputs in webinfer storage (bfloat16 as float32 bits etc.), for OrtValues."""
+        return drive(self._run_coroutine(output_names, input_feed, run_options, export=False))
+
+    def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, OrtValue],
+                            run_options: RunOptions | None = None) -> list[OrtValue]:
+        """`run` with OrtValues in and out."""
+        names = list(output_names) if output_names else list(self._plan.output_names)
+        outs = self._run_values(names, input_dict_ort_values, run_options)
+        return [OrtValue(v, getattr(self._output_types.get(n), "elem", None)) for n, v in zip(names, outs)]
+
+    def io_binding(self) -> IOBinding:
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: IOBinding, run_options: RunOptions | None = None) -> None:
+        """Run on the binding's inputs; its outputs are then in `iobinding.get_outputs()`."""
+        iobinding._run(run_options)
+
+
+def _now_ns() -> int:
+    return time.perf_counter_ns()
+
+
+def _unwrap(v: Any) -> Any:
+    return v.value if isinstance(v, OrtValue) else v
+
+
+def _declared_or(declared: Type | None, inferred: Type | None) -> Type | None:
+    """The declared input type (its symbolic names, as the file spells them), else the inferred one."""
+    if isinstance(declared, TensorType) and declared.elem is not None and declared.shape is not None:
+        return declared
+    return inferred or declared
+
+
+def _with_initializers(graph: Graph, overrides: dict[str, Any]) -> Graph:
+    """`graph` with initializers replaced (SessionOptions.add_initializer), checked against the originals."""
+    if not overrides:
+        return graph
+    inits = dict(graph.initializers)
+    for name, value in overrides.items():
+        if name not in inits:
+            raise InputError(f"add_initializer: '{name}' is not an initializer of this model")
+        old = inits[name]
+        array = np.asarray(_unwrap(value))
+        if array.shape != old.array.shape or array.dtype != old.array.dtype:
+            raise InputError(f"add_initializer: '{name}' is {old.array.dtype}{list(old.array.shape)} in the model, "
+                             f"got {array.dtype}{list(array.shape)}")
+        inits[name] = replace(old, array=array)
+    return replace(graph, initializers=inits)
 
 
 _LOOP_LOCKS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()

@@ -49,7 +49,7 @@ def test_metadata_like_onnxruntime() -> None:
     assert (inp.name, inp.type, inp.shape) == ("x", "tensor(float)", ["batch", 8])
     (out,) = sess.get_outputs()
     assert (out.name, out.type, out.shape) == ("y", "tensor(float)", ["batch", 4])  # inferred through the graph
-    assert sess.get_providers() == ["cpu"]
+    assert sess.get_providers() == ["CPUExecutionProvider"]
     assert sess.get_modelmeta().graph_name == "mlp"
     assert set(sess.get_placement().values()) == {"cpu"}
 
@@ -121,9 +121,11 @@ def test_missing_producer_is_a_load_error() -> None:
         webinfer.InferenceSession(helper.make_model(graph).SerializeToString())
 
 
-def test_unknown_provider() -> None:
-    with pytest.raises(ValueError, match="unknown provider 'cuda'"):
-        webinfer.InferenceSession(_mlp(), providers=["cuda"])
+def test_unknown_provider_warns_and_is_skipped() -> None:
+    """As onnxruntime: a provider this runtime lacks warns, and the CPU runs the model."""
+    with pytest.warns(UserWarning, match="Specified provider 'CUDAExecutionProvider' is not in available"):
+        sess = webinfer.InferenceSession(_mlp(), providers=["CUDAExecutionProvider"])
+    assert sess.get_providers() == ["CPUExecutionProvider"]
 
 
 def test_overridable_initializer_defaults_and_override() -> None:

@@ -46,6 +46,7 @@ const PY_BENCH = `
 import time
 import numpy as np
 import webinfer
+from webinfer.providers import short_names
 
 async def bench(arg):
     from js import Object
@@ -75,7 +76,7 @@ async def bench(arg):
     out0 = np.ascontiguousarray(outs[0], dtype=np.float32)
     stats = sess.device_stats()
     result = {"device_ms": device_ms, "load_ms": load_ms, "first_ms": first_ms, "times_ms": times,
-              "providers": sess.get_providers(), "nodes_gpu": stats["nodes_on_gpu"],
+              "providers": short_names(sess.get_providers()), "nodes_gpu": stats["nodes_on_gpu"],
               "nodes_total": stats["nodes_total"], "dispatches": stats["dispatches_per_run"],
               "output": to_js(memoryview(out0.ravel()))}
     return to_js(result, dict_converter=Object.fromEntries)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, ModelNotFoundError
 from ..ir import (AttrRef, Function, Graph, MapType, Model, Node, OptionalType, SequenceType,
                   Tensor, TensorType, Type, ValueInfo)
 from .. import dtypes
@@ -23,7 +23,7 @@ from .protobuf import Field, Schema, decode
 # ----------------------------------------------------------------------- schemas
 ENTRY: Schema = {1: Field("key", "str"), 2: Field("value", "str")}
 OPSET: Schema = {1: Field("domain", "str"), 2: Field("version", "int")}
-DIM: Schema = {1: Field("dim_value", "int"), 2: Field("dim_param", "str")}
+DIM: Schema = {1: Field("dim_value", "int"), 2: Field("dim_param", "str"), 3: Field("denotation", "str")}
 SHAPE: Schema = {1: Field("dim", "message_list", DIM)}
 TYPE: Schema = {}
 TENSOR_TYPE: Schema = {1: Field("elem_type", "int"), 2: Field("shape", "message", SHAPE)}
@@ -63,7 +63,7 @@ NODE: Schema = {
     5: Field("attribute", "message_list", ATTRIBUTE),
 }
 GRAPH.update({
-    1: Field("node", "message_list", NODE), 2: Field("name", "str"),
+    1: Field("node", "message_list", NODE), 2: Field("name", "str"), 10: Field("doc_string", "str"),
     5: Field("initializer", "message_list", TENSOR), 15: Field("sparse_initializer", "message_list", SPARSE_TENSOR),
     11: Field("input", "message_list", VALUE_INFO), 12: Field("output", "message_list", VALUE_INFO),
     13: Field("value_info", "message_list", VALUE_INFO),
@@ -210,9 +210,7 @@ class _Reader:
             shape_msg = tt.get("shape")
             shape = None
             if shape_msg is not None:
-                shape = tuple(
-                    d["dim_value"] if "dim_value" in d else (d.get("dim_param") or None)
-                    for d in shape_msg["dim"])
+                shape = tuple(_dim(d) for d in shape_msg["dim"])
             return TensorType(elem, shape)
         if "sequence_type" in msg:
             return SequenceType(self.type(msg["sequence_type"].get("elem_type")))
@@ -224,7 +222,8 @@ class _Reader:
         return None
 
     def value_info(self, msg: dict[str, Any]) -> ValueInfo:
-        return ValueInfo(msg.get("name", ""), self.type(msg.get("type")), msg.get("doc_string", ""))
+        t = msg.get("type")
+        return ValueInfo(msg.get("name", ""), self.type(t), msg.get("doc_string", ""), _denotations(t))
 
     # ------------------------------------------------------------ attributes
     def attribute(self, msg: dict[str, Any], node: str) -> Any:
@@ -294,6 +293,7 @@ class _Reader:
             initializers=inits,
             value_info={v.get("name", ""): self.value_info(v) for v in msg["value_info"]},
             name=msg.get("name", ""),
+            doc=msg.get("doc_string", ""),
         )
 
     def function(self, msg: dict[str, Any]) -> Function:
@@ -342,11 +342,32 @@ def read_model(data: bytes | bytearray | memoryview, base_dir: str | None = None
         ir_version=msg.get("ir_version", 0),
         producer=msg.get("producer_name", ""),
         producer_version=msg.get("producer_version", ""),
+        domain=msg.get("domain", ""),
         model_version=msg.get("model_version", 0),
         doc=msg.get("doc_string", ""),
         functions=functions,
         metadata={e.get("key", ""): e.get("value", "") for e in msg["metadata_props"]},
     )
+
+
+def _denotations(t: dict[str, Any] | None) -> tuple[str, ...]:
+    """The denotation of each dim of a tensor type (e.g. DATA_BATCH), '' where none is given."""
+    shape = ((t or {}).get("tensor_type") or {}).get("shape")
+    if not shape or not any(d.get("denotation") for d in shape["dim"]):
+        return ()
+    return tuple(d.get("denotation", "") for d in shape["dim"])
+
+
+def _dim(d: dict[str, Any]) -> int | str | None:
+    """One dimension of a declared shape: a size, a symbol, or None (unknown).
+
+    A negative dim_value (Paddle exports write -1 for "any size") is an
+    unknown dim, as onnxruntime reads it, not a size to check feeds against.
+    """
+    if "dim_value" in d:
+        value = d["dim_value"]
+        return value if value >= 0 else None
+    return d.get("dim_param") or None
 
 
 def load_model(source: str | os.PathLike | bytes | bytearray | memoryview | Any,
@@ -355,7 +376,7 @@ def load_model(source: str | os.PathLike | bytes | bytearray | memoryview | Any,
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
-            raise ModelLoadError(f"model file '{path}' not found")
+            raise ModelNotFoundError(f"model file '{path}' not found")
         with open(path, "rb") as f:
             data = f.read()
         return read_model(data, external_data_dir or os.path.dirname(os.path.abspath(path)))

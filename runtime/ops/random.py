@@ -2,9 +2,9 @@
 
 Each node owns one generator, made when the session is built, so
 successive runs draw fresh values.  Its seed is the node's `seed`
-attribute, else `SessionOptions.random_seed` mixed with the node's name
-(two unseeded nodes of a seeded session draw different streams), else
-fresh entropy.  The generator is numpy's `RandomState`: with the same seed
+attribute, else `SessionOptions.random_seed` (or the process seed that
+`webinfer.set_seed` sets) mixed with the node's name (two unseeded nodes of
+a seeded session draw different streams), else fresh entropy.  The generator is numpy's `RandomState`: with the same seed
 it produces exactly what onnx's reference implementation does (its
 conformance data for seeded Dropout included), and Pyodide's numpy has it.
 
@@ -22,6 +22,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Type
 from ..shapes import InferContext, tensor
+from ..environment import global_seed
 from .registry import OpContext, op
 
 _REAL = {dtypes.FLOAT, dtypes.FLOAT16, dtypes.DOUBLE, dtypes.BFLOAT16}
@@ -33,6 +34,8 @@ def generator(ctx: OpContext) -> np.random.RandomState:
     if seed is not None:
         return np.random.RandomState(int(seed) % (1 << 32))
     session_seed = getattr(ctx.options, "random_seed", None)
+    if session_seed is None:
+        session_seed = global_seed()
     if session_seed is not None:
         name = ctx.node.name or (ctx.node.outputs[0] if ctx.node.outputs else "")
         return np.random.RandomState([int(session_seed) % (1 << 32), zlib.crc32(name.encode())])

@@ -83,7 +83,7 @@ result = {{"jspi": can_run_sync(), "providers": sess.get_providers(), "stats": s
           "y": y.tolist(), "shared": shared}}
 """)
     assert got["jspi"], "Chromium + Pyodide 0.27 support JSPI: run_sync should be available under runPythonAsync"
-    assert got["providers"] == ["webgpu", "cpu"] and got["shared"]
+    assert got["providers"] == ["WebGpuExecutionProvider", "CPUExecutionProvider"] and got["shared"]
     stats = got["stats"]
     assert stats["nodes_on_gpu"] == stats["nodes_total"] and stats["dispatches_per_run"] > 0
     assert "browser WebGPU" in stats["adapter"]
@@ -138,7 +138,7 @@ result = {{"error": error, "providers": sess.get_providers(), "warnings": [str(w
 """)
     if py.adapter:
         assert got["error"] == "navigator.gpu.requestAdapter() gave no answer within 0.3 s"
-    assert got["providers"] == ["cpu"] and got["nodes_on_gpu"] == 0
+    assert got["providers"] == ["CPUExecutionProvider"] and got["nodes_on_gpu"] == 0
     # The session did not wait again (its own timeout would be 4 s): the remembered reason is the warning.
     assert any(w.startswith("webgpu provider unavailable, running on cpu: ") and got["error"] in w
                for w in got["warnings"]), got["warnings"]

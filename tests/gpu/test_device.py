@@ -100,21 +100,25 @@ def test_strict_shape_checks_accept_gpu_tensors(gpu_device: Any) -> None:
 
 
 def test_no_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """["webgpu"] alone raises; with "cpu" listed the session falls back with one warning."""
+    """As onnxruntime: without an adapter the session falls back to the CPU (implicit or listed) with one
+    warning; with the CPU fallback disabled in the session config, it raises."""
     def fail(options: Any) -> Any:
         raise DeviceError("no WebGPU adapter (test)")
 
     monkeypatch.setattr(gpu_pkg, "_BACKENDS", {})
     monkeypatch.setattr("webinfer.devices.gpu.native.NativeBackend", fail)
     data = chain_model()
+    strict = webinfer.SessionOptions()
+    strict.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     with pytest.raises(DeviceError, match="no WebGPU adapter"):
-        webinfer.InferenceSession(data, providers=["webgpu"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sess = webinfer.InferenceSession(data, providers=["webgpu", "cpu"])
-    assert len([w for w in caught if "webgpu provider unavailable" in str(w.message)]) == 1
-    assert sess.get_providers() == ["cpu"]
-    assert set(sess.get_placement().values()) == {"cpu"}
+        webinfer.InferenceSession(data, strict, providers=["webgpu"])
+    for providers in (["webgpu"], ["webgpu", "cpu"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sess = webinfer.InferenceSession(data, providers=providers)
+        assert len([w for w in caught if "webgpu provider unavailable" in str(w.message)]) == 1
+        assert sess.get_providers() == ["CPUExecutionProvider"]
+        assert set(sess.get_placement().values()) == {"cpu"}
 
 
 def test_cli_bench_json_and_info_placement(gpu_device: Any, tmp_path: Any, capsys: pytest.CaptureFixture) -> None:

@@ -86,6 +86,7 @@ try {
 import time
 import numpy as np
 import webinfer
+from webinfer.providers import short_names
 
 notice = None
 if "webgpu" in providers:
@@ -112,7 +113,7 @@ for out, value in zip(sess.get_outputs(), outputs):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in out.name)
         np.save(f"/work/out/{safe}.npy", arr)
         saved.append(f"{safe}.npy")
-(saved, run_ms, sess.get_providers(), notice)
+(saved, run_ms, short_names(sess.get_providers()), notice)
 `,
     { globals: ns },
   );

@@ -25,6 +25,7 @@ from webinfer.bench import random_feed
 from webinfer.info import model_info
 from webinfer.loader import load_model
 from webinfer.ops.image import decode_image
+from webinfer.providers import short_names
 from webinfer.session import NodeArg
 
 #: The notice the page shows when a session asked for WebGPU runs on the CPU instead.
@@ -279,7 +280,7 @@ def load(model_bytes: bytes, name: str, providers: list[str], adapter_problem: s
     for w in caught:
         if issubclass(w.category, RuntimeWarning) and "webgpu" in str(w.message):
             problem = str(w.message)
-    used = session.get_providers()
+    used = short_names(session.get_providers())
     notice = None
     if "webgpu" in requested and "webgpu" not in used:
         notice = CPU_FALLBACK_NOTICE + (f" ({problem})" if problem else "")
@@ -378,7 +379,7 @@ async def run(sid: int, shapes: dict[str, list[int]], npy: dict[str, bytes], rep
     files = {n: b for n, b in ((n, npy_bytes(v)) for n, v in zip(names, outputs)) if b is not None}
     return {"id": sid, "inputs": [summarize(k, v) for k, v in feed.items()],
             "outputs": [summarize(n, v) for n, v in zip(names, outputs)], "npy": files, "times_ms": times,
-            "latency": _stats(times), "providers": loaded.session.get_providers(), "gpu": gpu_work(loaded.session)}
+            "latency": _stats(times), "providers": short_names(loaded.session.get_providers()), "gpu": gpu_work(loaded.session)}
 
 
 async def detect(sid: int, png: bytes, repeats: int) -> tuple[dict[str, Any], np.ndarray]:
@@ -392,7 +393,7 @@ async def detect(sid: int, png: bytes, repeats: int) -> tuple[dict[str, Any], np
     prob = np.ascontiguousarray(np.asarray(outputs[0], dtype=np.float32)[0, 0, :h, :w])
     boxes = detect_boxes(prob, (h, w))
     return {"id": sid, "width": w, "height": h, "boxes": boxes, "times_ms": times, "latency": _stats(times),
-            "input_shape": list(x.shape), "providers": loaded.session.get_providers(),
+            "input_shape": list(x.shape), "providers": short_names(loaded.session.get_providers()),
             "gpu": gpu_work(loaded.session)}, prob
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from ...errors import DeviceError
 from .device import Backend, GpuDevice, GpuTensor
 
-__all__ = ["open_device", "init_webgpu", "GpuDevice", "GpuTensor", "DEFAULT_TIMEOUT_S"]
+__all__ = ["open_device", "init_webgpu", "hardware_adapter_present", "GpuDevice", "GpuTensor", "DEFAULT_TIMEOUT_S"]
 
 #: How long the browser waits for `requestAdapter()` (and then `requestDevice()`): some drivers never answer.
 DEFAULT_TIMEOUT_S = 4.0
@@ -107,3 +107,36 @@ def open_device(options: dict[str, Any] | None = None) -> GpuDevice:
             from .native import NativeBackend
             backend = _BACKENDS[power] = NativeBackend(options)
     return GpuDevice(backend, options)
+
+
+_HARDWARE: list[bool] = []
+
+
+def hardware_adapter_present() -> bool:
+    """Whether this process has a WebGPU adapter that is real hardware (for `get_available_providers`).
+
+    In the browser: a backend `init_webgpu` opened on a non-fallback adapter
+    (nothing can be awaited here).  Natively: wgpu-py imports and its best
+    adapter is not a CPU emulation; probed once (~0.5 s), then remembered.
+    """
+    opened = [b for b in _BACKENDS.values() if not b.software]
+    if opened or IN_BROWSER:
+        return bool(opened)
+    if not _HARDWARE:
+        _HARDWARE.append(_probe_native_hardware())
+    return _HARDWARE[0]
+
+
+def _probe_native_hardware() -> bool:
+    try:
+        import wgpu  # type: ignore[import-not-found]
+        import wgpu.backends.wgpu_native  # noqa: F401  (selects the native backend)
+        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+    except Exception:  # noqa: BLE001 - no wgpu, no driver: no hardware adapter either way
+        return False
+    if adapter is None:
+        return False
+    info = adapter.info
+    device = str(info.get("device", ""))
+    return info.get("adapter_type") not in ("CPU", "Unknown") and "llvmpipe" not in device \
+        and "SwiftShader" not in device
