@@ -246,6 +246,30 @@ def verify_wheel(wheel: Path) -> list[str]:
     return names
 
 
+def _build_backend_present() -> bool:
+    """Whether this environment has what pyproject.toml's build-system asks for, so pip can build
+    without an isolated environment (offline); a fresh venv of Python 3.11 has setuptools 65.5,
+    and then pip builds in isolation with the version it fetches."""
+    from importlib import metadata
+    try:
+        setuptools = tuple(int(p) for p in metadata.version("setuptools").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    return setuptools >= _required_setuptools()
+
+
+def _required_setuptools() -> tuple[int, ...]:
+    """The minimum setuptools version pyproject.toml's build-system names (its one source)."""
+    import re
+    import tomllib
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for req in requires:
+        m = re.fullmatch(r"setuptools\s*>=\s*([\d.]+)", req)
+        if m:
+            return tuple(int(p) for p in m.group(1).split(".")[:2])
+    return (0,)
+
+
 def webinfer_wheel(cache: Path, report: Report) -> Path:
     """The webinfer wheel for the current sources: reused from the cache when the sources hash matches."""
     digest = sources_digest()
@@ -265,7 +289,7 @@ def webinfer_wheel(cache: Path, report: Report) -> Path:
         out = Path(tmp) / "out"
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH, PYTHONHASHSEED="0")
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)]
-        if importlib.util.find_spec("setuptools") is not None:  # build offline, without an isolated env
+        if _build_backend_present():  # build offline, without an isolated env
             cmd.insert(5, "--no-build-isolation")
         _run(cmd, env=env)
         wheels = list(out.glob("webinfer-*.whl"))
@@ -274,7 +298,7 @@ def webinfer_wheel(cache: Path, report: Report) -> Path:
         verify_wheel(wheels[0])
         # Keep the last few builds only: each is ~200 kB, but sources change often while developing.
         parent = cache / "webinfer-wheels"
-        parent.mkdir(exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
         old = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
         for p in old[:-4]:
             shutil.rmtree(p, ignore_errors=True)
