@@ -24,9 +24,7 @@ from .executor import Profile, drive, run_async
 from .ir import Graph, SequenceType, OptionalType, TensorType, Type, ValueInfo
 from .loader import load_model
 from .ops import REGISTRY
-from .passes.cleanup import remove_dead, remove_identities
-from .passes.fold import fold_constants
-from .passes.fuse import fuse
+from .passes import optimize
 from .passes.inline import inline_functions
 from .plan import Planner
 from .shapes import infer_graph
@@ -169,13 +167,8 @@ class InferenceSession:
         self._defaults = {v.name: graph.initializers[v.name].array for v in graph.inputs if v.name in graph.initializers}
         self._input_types = {v.name: types.types.get(v.name) for v in graph.inputs}
         self._output_types = {v.name: types.types.get(v.name) for v in graph.outputs}
-        level = self._options.graph_optimization_level
-        if level >= GraphOptimizationLevel.ORT_ENABLE_BASIC:
-            graph = fold_constants(graph, opsets, REGISTRY, types, cpu.build_kernel)
-            graph = remove_dead(remove_identities(graph))
-            if level >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED:
-                graph = fuse(graph, opsets, types)
-            types = infer_graph(graph, opsets, REGISTRY, strict=strict)
+        graph, types = optimize(graph, self._options.graph_optimization_level, opsets, REGISTRY, types,
+                                cpu.build_kernel, lambda g: infer_graph(g, opsets, REGISTRY, strict=strict))
         self._graph = graph
         self._plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types)
         self._output_index = {n: i for i, n in enumerate(self._plan.output_names)}
