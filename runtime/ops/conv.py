@@ -57,6 +57,7 @@ ConvTranspose honours the activation attributes too.  The window geometry helper
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -510,6 +511,61 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
     return y
 
 
+#: Convs whose column buffer holds at most this many cells are im2col'ed by one gather (`_gather_conv`):
+#: at that size a conv's time is numpy's per-call costs, not its arithmetic.
+_GATHER_MAX_CELLS = 1 << 14
+#: 1x1 convs with at most this many output cells per image (squeeze-excitation's 1x1 maps, an audio
+#: model's last frame) are matrix-vector products, which the gather engine runs in a few numpy calls
+#: where a BLAS call through ctypes (`_pointwise_accumulated`) costs more than the product.
+_POINTWISE_GATHER_MAX_CELLS = 4
+
+
+@functools.lru_cache(maxsize=256)
+def _gather_index(channels: int, spatial: tuple[int, ...], g: Geometry, groups: int, folded: bool) -> np.ndarray:
+    """For `_gather_conv`: the flat input cell (of one image) that each column cell reads, [G, K, out].
+
+    Built by applying the window view to the cell numbers themselves.
+    Padding cells read index C*prod(spatial), one past the input, where the
+    gather buffer holds a 0; with a folded bias each group's last row reads
+    the 1 after it.
+    """
+    size = channels * math.prod(spatial)
+    cells = np.arange(size, dtype=np.intp).reshape((1, channels) + spatial)
+    cols = np.ascontiguousarray(windows(pad_spatial(cells, g.begin, g.end, size), g)[0])
+    cols = cols.reshape(groups, channels // groups * math.prod(g.kernel), math.prod(g.out))
+    if folded:
+        cols = np.concatenate([cols, np.full((groups, 1, cols.shape[2]), size + 1, np.intp)], axis=1)
+    return cols
+
+
+def _gather_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
+                 residual: np.ndarray | None) -> np.ndarray:
+    """A small conv (audio models' Conv1d over a few frames) as one gather into the columns, then the matmul.
+
+    `_gemm_conv`'s padding, strided window view and per-part copies cost a
+    few microseconds of numpy calls each, which dominate when the whole
+    conv is a few thousand cells; here the columns [N, G, K, out] are one
+    `np.take` through an index built once per input shape (`_gather_index`).
+    """
+    assert w.mat is not None
+    mat = w.mat
+    n, c = x.shape[:2]
+    groups, mg = mat.shape[:2]
+    index = _gather_index(c, x.shape[2:], g, groups, w.folded)
+    size = c * math.prod(x.shape[2:])
+    flat = scratch("conv.input", (n, size + 2), mat.dtype)
+    np.copyto(flat[:, :size].reshape(x.shape), x)
+    flat[:, size:] = (0, 1)
+    cols = scratch("conv.cols", (n,) + index.shape, mat.dtype)
+    np.take(flat, index, axis=1, out=cols, mode="clip")
+    y = np.empty((n, groups * mg) + g.out, mat.dtype)
+    ym = y.reshape(n, groups, mg, -1)
+    np.matmul(mat, cols, out=ym)
+    for i in range(n):
+        _finish_block(ym[i].reshape(groups * mg, -1), None if residual is None else residual[i], epilogue)
+    return y
+
+
 def _finish_block(block: np.ndarray, residual: np.ndarray | None, epilogue: Epilogue) -> None:
     """Residual, then the epilogue, on an output block [M, cells]."""
     if residual is not None:
@@ -924,9 +980,13 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
             act(y)
         return y
     assert w.mat is not None
-    if g.trivial:
+    groups, _, k = w.mat.shape
+    cells = math.prod(g.out)
+    if g.trivial and cells > _POINTWISE_GATHER_MAX_CELLS:
         return _pointwise_conv(x, w, Epilogue(bias, act), residual, consume)
     res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+    if x.shape[0] * groups * k * cells <= _GATHER_MAX_CELLS:
+        return _gather_conv(x, w, g, Epilogue(bias, act), res)
     if w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out):
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)

@@ -296,3 +296,43 @@ def test_dynamic_spatial_dims_are_symbolic() -> None:
     x = rand(1, 3, 9, 6)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref[0], rtol=1e-4, atol=1e-5)
+
+
+def _strided(x: np.ndarray, how: str) -> np.ndarray:
+    """`x`'s values in a non-contiguous layout: a transposed copy seen back, a slice, or reversed axes."""
+    if how == "transposed":
+        return np.ascontiguousarray(x.swapaxes(1, -1)).swapaxes(1, -1)
+    if how == "sliced":
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1] + 1,), x.dtype)
+        wide[..., 1::2] = x
+        return wide[..., 1::2]
+    return np.ascontiguousarray(x[:, ::-1, ..., ::-1])[:, ::-1, ..., ::-1]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 129, 4), (128, 129, 3), dict(pads=[1, 1])),  # a VAD encoder layer: 4 frames
+    ((1, 64, 2), (64, 64, 3), dict(pads=[1, 1], strides=[2])),
+    ((1, 1, 577), (66, 1, 64), dict(strides=[32])),  # an STFT as a strided Conv1d
+    ((2, 6, 7), (8, 3, 3), dict(pads=[2, 0], dilations=[2], group=2)),
+    ((1, 5, 7, 6), (4, 5, 3, 2), dict(pads=[1, 0, 1, 1], strides=[2, 1])),
+    ((1, 4, 3, 4, 5), (6, 2, 2, 2, 3), dict(pads=[1, 0, 1, 0, 1, 1], group=2)),
+    ((2, 96, 1, 1), (24, 96, 1, 1), {}),  # squeeze-excitation's 1x1 conv on a 1x1 map
+    ((1, 128, 3), (1, 128, 1), {}),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: dict, layout: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small convs (column buffer under _GATHER_MAX_CELLS) take their columns in one gather; any input
+    layout, groups, dilations, asymmetric pads, the bias folded as a ones row or given at run time."""
+    calls = []
+    gather = conv_ops._gather_conv
+    monkeypatch.setattr(conv_ops, "_gather_conv", lambda *a: calls.append(1) or gather(*a))
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    moot = 1 in (x_shape[1], x_shape[-1])  # swapping a size-1 axis leaves the array contiguous
+    assert feed["x"].flags.c_contiguous == (layout == "contiguous") or moot
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b}), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    check_node("Conv", {"x": feed["x"], "w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
+    assert len(calls) == 2  # the path under test is taken
