@@ -11,6 +11,9 @@ inside long vectorised loops, so the kernels are shaped for those:
   Column buffers of big images are built and multiplied in cache-sized
   chunks of output rows.  Strided convs with big kernels (7x7/2 stems) copy
   their columns from the input split into stride phases (`_window_parts`).
+- Small convs (an audio model's Conv1d over a few frames) gather their
+  columns in one `np.take` through an index made once per shape
+  (`_gather_conv`): there, numpy's per-call costs are the conv's time.
 - 1x1, stride-1, unpadded convs skip im2col: the input already is the column
   matrix, so the conv is one matmul (in blocks of output cells for big
   images, finished in cache: `_pointwise_conv`).  Where numpy's OpenBLAS
@@ -23,7 +26,9 @@ inside long vectorised loops, so the kernels are shaped for those:
   matmul dominates (`winograd_pays`; ResNet's stages 1-3, PP-OCR's neck).
   The error stays at float32 rounding level (weights transformed in float64).
 - Depthwise convs (group == C_in == C_out) have too little arithmetic for
-  one big matmul: stride-1 ones are two small matmuls per channel over
+  one big matmul: 2-D ones up to _BAND_MAX_WIDTH wide are one batched
+  matmul of the input's row segments with the filter laid out as a band
+  (`_depthwise_band`); wider stride-1 ones are two small matmuls per channel over
   row-shifted copies of the flattened input (`_depthwise_flat`), strided
   ones a per-channel vector-matrix product over small column blocks
   (`_depthwise`); both beat a loop of per-tap multiply-adds, which costs
@@ -61,7 +66,7 @@ import functools
 import itertools
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -875,6 +880,77 @@ def _depthwise_flat(x: np.ndarray, w: np.ndarray, g: Geometry, bias: np.ndarray 
     return y
 
 
+#: 2-D depthwise convs on inputs at most this wide run as banded matmuls (`_depthwise_band`)...
+_BAND_MAX_WIDTH = 128
+#: ...over blocks of at most this many output columns: a band does (block's input columns) / kw
+#: multiplies per useful one, so wide maps are cut into blocks (stride 2, 3x3: 29 / 3, not 112 / 3).
+_BAND_BLOCK = 16
+
+
+def _band(w: np.ndarray, bias: np.ndarray | None, g: Geometry, block: int, span: int) -> np.ndarray:
+    """For `_depthwise_band`: B [C, kh * span (+1), block] with B[c, i * span + o * sw + j * dw, o] = w[c, i, j];
+    with a bias, the last row holds it (it multiplies a ones column of A)."""
+    c = w.shape[0]
+    (kh, kw), (_, sw), (_, dw) = g.kernel, g.strides, g.dilations
+    band = np.zeros((c, kh, span, block), w.dtype)
+    o = np.arange(block)
+    taps = w.reshape(c, kh, kw)
+    for j in range(kw):
+        band[:, :, o * sw + j * dw, o] = taps[:, :, j, None]
+    band = band.reshape(c, kh * span, block)
+    if bias is not None:
+        band = np.concatenate([band, np.broadcast_to(bias.reshape(c, 1, 1), (c, 1, block))], axis=1)
+    return np.ascontiguousarray(band)
+
+
+def _depthwise_band(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
+    """2-D depthwise conv as one batched matmul over channels and column blocks: y = A @ B[c].
+
+    For each output row and block of output columns, A [kh * span] holds
+    the kh input row segments its windows read (a strided view of the
+    padded input: about kh * sw copies of the input, not kh * kw), and
+    B [kh * span, block] is the filter laid out as a band (`_band`, made
+    once per geometry) that sums each window's taps.  A depthwise filter
+    has too little arithmetic for BLAS to be efficient on any layout; this
+    does it in a single call over all channels instead of per-tap passes
+    or per-channel products over small blocks: MobileNetV3-small's
+    depthwise convs, ~0.6 ms each in `_depthwise`, take 0.1-0.3 ms.  The
+    product's rows (output row, block) then columns are NCHW's own order.
+    The packed bias is a ones column of A; the caller adds the rest.
+    """
+    assert w.depthwise is not None
+    n, c, h, width = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.strides, g.dilations
+    (top, left), ho, wo = g.begin, g.out[0], g.out[1]
+    blocks = -(-wo // _BAND_BLOCK)
+    block = -(-wo // blocks)  # evenly filled, so that most often no surplus column is computed
+    span = (block - 1) * sw + (kw - 1) * dw + 1
+    band = w.bands.get(g)
+    if band is None:
+        band = w.bands[g] = _band(w.depthwise, w.bias, g, block, span)
+    padded_w = max((blocks * block - 1) * sw + (kw - 1) * dw + 1, left + width)
+    rows = scratch("conv.input", (n, c, h + top + g.end[0], padded_w), band.dtype)
+    rows[:, :, :top] = 0
+    rows[:, :, top + h:] = 0
+    rows[:, :, top:top + h, :left] = 0
+    rows[:, :, top:top + h, left + width:] = 0
+    rows[:, :, top:top + h, left:left + width] = x
+    st = rows.strides
+    win = as_strided(rows, (n, c, ho, blocks, kh, span),
+                     st[:2] + (sh * st[2], block * sw * st[3], dh * st[2], st[3]), writeable=False)
+    a = scratch("conv.cols", (n, c, ho * blocks, band.shape[1]), band.dtype)
+    np.copyto(a[..., :kh * span].reshape(win.shape), win)
+    if w.bias is not None:
+        a[..., -1] = 1
+    if blocks * block == wo:
+        y = np.empty((n, c) + g.out, band.dtype)
+        np.matmul(a, band, out=y.reshape(n, c, ho * blocks, block))
+        return y
+    wide = scratch("conv.wide", (n, c, ho * blocks, block), band.dtype)
+    np.matmul(a, band, out=wide)
+    return np.ascontiguousarray(wide.reshape(n, c, ho, blocks * block)[..., :wo])
+
+
 def _depthwise(x: np.ndarray, w: np.ndarray, g: Geometry, epilogue: Epilogue) -> np.ndarray:
     """Depthwise conv (one filter per channel). `w` is [C, k].
 
@@ -927,6 +1003,8 @@ class ConvWeights:
     depthwise: np.ndarray | None
     bias: np.ndarray | None = None
     winograd: np.ndarray | None = None
+    #: The depthwise engine's banded filters by input width (`_depthwise_band`), made on first use.
+    bands: dict[Any, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def folded(self) -> bool:
@@ -970,6 +1048,15 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     `consume`: the residual dies here and nothing else holds its buffer,
     which may then become the output.
     """
+    if w.depthwise is not None and len(g.kernel) == 2 and x.shape[3] <= _BAND_MAX_WIDTH:
+        y = _depthwise_band(x, w, g)
+        if w.bias is None and bias is not None:
+            y += bias.reshape(-1, 1, 1)
+        if residual is not None:
+            y += residual
+        if act is not None:
+            act(y)
+        return y
     if w.depthwise is not None:
         bias = w.bias if w.bias is not None else bias
         if residual is None:

@@ -336,3 +336,32 @@ def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: d
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     check_node("Conv", {"x": feed["x"], "w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
     assert len(calls) == 2  # the path under test is taken
+
+
+@pytest.mark.parametrize("x_shape, k, attrs", [
+    ((1, 16, 112, 112), 3, dict(pads=[1, 1, 1, 1], strides=[2, 2])),  # MobileNetV3's first block: 4 column blocks
+    ((2, 6, 13, 11), 5, dict(pads=[2, 1, 2, 2], strides=[2, 1], dilations=[1, 2])),
+    ((1, 7, 9, 31), 3, dict(pads=[0, 2, 1, 0], strides=[1, 3])),  # uneven blocks: surplus columns cropped
+    ((1, 5, 6, 7), 5, dict(auto_pad="SAME_UPPER")),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+@pytest.mark.parametrize("bias", ["constant", "input", "none"])
+def test_depthwise_band_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict, layout: str, bias: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """2-D depthwise convs up to _BAND_MAX_WIDTH wide run as banded matmuls over column blocks, on any input
+    layout, with the bias packed (a ones column), given at run time, or absent, and a fused activation."""
+    calls = []
+    band = conv_ops._depthwise_band
+    monkeypatch.setattr(conv_ops, "_depthwise_band", lambda *a: calls.append(1) or band(*a))
+    c = x_shape[1]
+    x, w, b = rand(*x_shape), rand(c, 1, k, k), rand(c)
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    inits = {"w": w}
+    names = ["x", "w"]
+    if bias != "none":
+        names.append("b")
+        (inits if bias == "constant" else feed)["b"] = b
+    nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert calls
