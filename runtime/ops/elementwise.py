@@ -138,9 +138,11 @@ def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic: exp of a non-positive argument only."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+    """The logistic in four passes over one new array (the tiny tensors of audio models pay per numpy call);
+    exp overflow gives inf and so the exact 0 (`_sigmoid_`)."""
+    y = np.negative(x, out=np.empty(x.shape, x.dtype))
+    _logistic_of_negated_(y)
+    return y
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -164,11 +166,16 @@ def _tanh_(y: np.ndarray) -> None:
 
 def _sigmoid_(y: np.ndarray) -> None:
     """1 / (1 + exp(-y)) in place; exp overflow gives inf and so the exact 0."""
+    np.negative(y, out=y)
+    _logistic_of_negated_(y)
+
+
+def _logistic_of_negated_(y: np.ndarray) -> None:
+    """1 / (1 + exp(y)) in place: the logistic of -y."""
     with np.errstate(over="ignore"):
-        np.negative(y, out=y)
         np.exp(y, out=y)
-        y += 1
-        np.reciprocal(y, out=y)
+    y += 1
+    np.reciprocal(y, out=y)
 
 
 def _hardswish_(y: np.ndarray) -> None:

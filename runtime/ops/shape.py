@@ -15,13 +15,14 @@ move bfloat16/float8/int4 storage as it is, with no conversion around them.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from .. import dtypes
-from ..ir import Dim, Shape, Tensor, Type
+from ..ir import Dim, Shape, Tensor, TensorType, Type
 from ..shapes import (is_size_symbol, InferContext, SymInts, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub, dims_product,
                       is_static, normalize_axis, shape_str, tensor)
 from .registry import Kernel, OpContext, op
@@ -353,10 +354,22 @@ def squeeze_array(x: np.ndarray, axes: Sequence[int] | None) -> np.ndarray:
 @op("Squeeze", since=1, infer=_squeeze_rule, exotic=True)
 def squeeze(ctx: OpContext) -> Kernel:
     """Squeeze: axes are an attribute before opset 13, an optional input since."""
+    static = _static_out_shape(ctx)
+    if static is not None:
+        return lambda x, axes=None: (x.reshape(static),)
     if ctx.opset < 13:
         axes = ctx.attr("axes", None)
         return lambda x: (squeeze_array(x, axes),)
     return lambda x, axes=None: (squeeze_array(x, int_list(axes)),)
+
+
+def _static_out_shape(ctx: OpContext) -> tuple[int, ...] | None:
+    """The output shape when inference fixed every dim, for Squeeze/Unsqueeze: the kernel is then one
+    reshape (the axes were checked against the input's shape at load), not a per-call parse of axes."""
+    t = ctx.out_types[0] if ctx.out_types else None
+    if isinstance(t, TensorType) and t.shape is not None and all(isinstance(d, int) for d in t.shape):
+        return tuple(t.shape)
+    return None
 
 
 def _unsqueeze_rule(ctx: InferContext) -> list[Type | None]:
@@ -390,10 +403,30 @@ def unsqueeze_array(x: np.ndarray, axes: Sequence[int]) -> np.ndarray:
 @op("Unsqueeze", since=1, infer=_unsqueeze_rule, exotic=True)
 def unsqueeze(ctx: OpContext) -> Kernel:
     """Unsqueeze: axes are an attribute before opset 13, an input since (relative to the output rank)."""
+    static = _static_out_shape(ctx)
+    if static is not None:
+        return lambda x, axes=None: (x.reshape(static),)
     if ctx.opset < 13:
-        axes = [int(a) for a in ctx.attr("axes")]
-        return lambda x: (unsqueeze_array(x, axes),)
+        return _unsqueeze_by([int(a) for a in ctx.attr("axes")])
+    const = ctx.const(1)
+    if const is not None:
+        return _unsqueeze_by(int_list(const) or [])
     return lambda x, axes: (unsqueeze_array(x, int_list(axes) or []),)
+
+
+def _unsqueeze_by(axes: list[int]) -> Kernel:
+    """Unsqueeze by constant axes (exporters' usual form), normalised once per input rank."""
+    by_rank: dict[int, frozenset[int]] = {}
+
+    def run(x: np.ndarray, _axes: np.ndarray | None = None) -> tuple[np.ndarray]:
+        rank = x.ndim + len(axes)
+        norm = by_rank.get(x.ndim)
+        if norm is None:
+            norm = by_rank[x.ndim] = frozenset(_unique_axes_rt(axes, rank))
+        rest = iter(x.shape)
+        return (x.reshape([1 if i in norm else next(rest) for i in range(rank)]),)
+
+    return run
 
 
 # --------------------------------------------------------------- Transpose
@@ -849,7 +882,36 @@ def pad_array(x: np.ndarray, widths: Sequence[tuple[int, int]], mode: str, value
         return out
     if any(x.shape[i] == 0 and (b or e) for i, (b, e) in enumerate(pos)):
         raise ValueError(f"{mode} padding of an empty axis: input shape {list(x.shape)}, pads {list(widths)}")
-    return np.pad(x, pos, mode=mode)
+    for axis, index in _pad_sources(x.shape, tuple(pos), mode):
+        x = np.take(x, index, axis=axis)
+    return x
+
+
+@functools.lru_cache(maxsize=256)
+def _pad_sources(shape: tuple[int, ...], pos: tuple[tuple[int, int], ...],
+                 mode: str) -> tuple[tuple[int, np.ndarray], ...]:
+    """(axis, source index of every output position) of each padded axis, for reflect, edge and wrap.
+
+    One `np.take` per padded axis: np.pad costs tens of microseconds of
+    Python per call, which is most of a small audio model's reflection pad.
+    Reflection past the far edge folds back again (np.pad's rule).
+    """
+    out = []
+    for axis, (size, (b, e)) in enumerate(zip(shape, pos)):
+        if not b and not e:
+            continue
+        j = np.arange(-b, size + e)
+        if mode == "edge" or size == 1:
+            index = np.clip(j, 0, size - 1)
+        elif mode == "wrap":
+            index = j % size
+        else:
+            period = 2 * (size - 1)
+            index = j % period
+            index = np.where(index < size, index, period - index)
+        index.flags.writeable = False
+        out.append((axis, index))
+    return tuple(out)
 
 
 @op("Pad", since=1, infer=_pad_rule, exotic=True)

@@ -1,1 +1,33 @@
 """Graph -> Graph rewrites, each testable alone: inline, fold, cleanup, fuse."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..ir import Graph
+from ..ops.registry import Kernel, OpContext, OpDef, Registry
+from ..shapes import GraphTypes
+from .cleanup import remove_dead, remove_identities
+from .fold import fold_constants
+from .fuse import fuse
+
+#: onnxruntime's optimization levels where webinfer's rewrites start: folding and cleanup, then fusion.
+BASIC, EXTENDED = 1, 2
+
+
+def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registry, types: GraphTypes,
+             build: Callable[[OpDef, OpContext], Kernel],
+             infer: Callable[[Graph], GraphTypes]) -> tuple[Graph, GraphTypes]:
+    """The rewrites of `level` (onnxruntime's numbering) on `graph`, with its types inferred afresh.
+
+    One sequence for the main graph and for every subgraph (If branches,
+    Loop/Scan bodies), so a body run once per call is as lean as the graph
+    holding it.  `build` makes the CPU kernels folding runs; `infer` types
+    the rewritten graph (a subgraph's with its enclosing scope).
+    """
+    if level < BASIC:
+        return graph, types
+    graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
+    if level >= EXTENDED:
+        graph = fuse(graph, opsets, types)
+    return graph, infer(graph)

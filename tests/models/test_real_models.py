@@ -91,3 +91,43 @@ def test_minilm_shapes_are_symbolic_at_load() -> None:
     sess = webinfer.InferenceSession(str(model_builder.model_path("minilm")))
     shapes = {o.name: o.shape for o in sess.get_outputs()}
     assert shapes == {"last_hidden_state": ["batch", "seq", 384], "sentence_embedding": ["batch", 384]}
+
+
+needs_torch_export = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                        reason="exporting this model needs torch (installed by tools/dev.sh)")
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@needs_torch_export
+def test_mobilenetv3_small_matches_onnxruntime() -> None:
+    """Depthwise 3x3/5x5 convs at stride 1 and 2, squeeze-excitation, hardswish: logits within 1e-4 of
+    their largest magnitude, also for a non-contiguous (channels-last memory) input."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    path = model_builder.model_path("mobilenetv3_small")
+    _compare(path, {"input": x}, rtol=1e-4)
+    channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    _compare(path, {"input": channels_last}, rtol=1e-4)
+
+
+@pytest.mark.torch
+@needs_torch_export
+@pytest.mark.parametrize("sr, samples", [(16000, 512), (8000, 256)])
+def test_vad_matches_onnxruntime_chunk_after_chunk(sr: int, samples: int) -> None:
+    """The silero-VAD-like model as packages drive it: chunk after chunk, the state fed back, on either
+    branch of its If; probability and state within 1e-5 (absolute: both are in [-1, 1]), chunks sliced
+    out of one long signal (strided views) as well as fresh arrays."""
+    data = model_builder.model_path("vad").read_bytes()
+    ours = webinfer.InferenceSession(data)
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    audio = np.random.default_rng(4).standard_normal((2, 6 * samples), dtype=np.float32)[:, ::-1][::-1]
+    state_o = state_r = np.zeros((2, 1, 128), np.float32)
+    for i in range(6):
+        chunk = audio[:1, i * samples:(i + 1) * samples]
+        feed_sr = np.array(sr, np.int64)
+        (p_o, state_o), (p_r, state_r) = (ours.run(None, {"input": chunk, "state": state_o, "sr": feed_sr}),
+                                          ref.run(None, {"input": np.ascontiguousarray(chunk), "state": state_r,
+                                                         "sr": feed_sr}))
+        assert p_o.shape == p_r.shape == (1, 1) and state_o.shape == (2, 1, 128)
+        np.testing.assert_allclose(p_o, p_r, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(state_o, state_r, rtol=0, atol=1e-5)

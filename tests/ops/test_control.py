@@ -127,3 +127,39 @@ def test_scan_with_too_few_inputs_is_a_clear_error() -> None:
                        ["y"], opset=16)
     with pytest.raises(ShapeInferenceError, match="Scan node 'sc': num_scan_inputs=2 does not fit its 1 inputs"):
         webinfer.InferenceSession(model.SerializeToString())
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_branches_are_optimized_like_the_main_graph(cond: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A branch run once per call (silero VAD's `if sr == 16000` holds the whole network) is folded and
+    fused like the main graph: its Constant/Unsqueeze-of-constant steps and the Shape arithmetic on
+    static dims are gone from the compiled branch, and the results are unchanged."""
+    from webinfer.plan import Planner
+
+    compiled = []
+    compile_subgraph = Planner.compile_subgraph
+    monkeypatch.setattr(Planner, "compile_subgraph",
+                        lambda self, *a: compiled.append(compile_subgraph(self, *a)) or compiled[-1])
+    i64 = TensorProto.INT64
+    then_g = _graph([
+        helper.make_node("Constant", [], ["ax"], value=helper.make_tensor("axv", i64, [], [0])),
+        helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("zv", i64, [1], [0])),
+        helper.make_node("Unsqueeze", ["ax", "zero"], ["ax1"]),
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "ax1"], ["rows"]),
+        helper.make_node("Constant", [], ["two"], value=helper.make_tensor("twov", i64, [1], [2])),
+        helper.make_node("Concat", ["rows", "two"], ["target2"], axis=0),
+        helper.make_node("Reshape", ["x", "target2"], ["r"]),
+        helper.make_node("Relu", ["r"], ["t"]),
+    ], "then", [], [_vi("t", F, [3, 2])])
+    else_g = _graph([helper.make_node("Sigmoid", ["x"], ["e"]),
+                     helper.make_node("Flatten", ["e"], ["e2"], axis=1)], "else", [], [_vi("e2", F, [3, 2])])
+    x = RNG.standard_normal((3, 1, 2)).astype(np.float32)
+    strided = np.ascontiguousarray(x.transpose(2, 1, 0)).transpose(2, 1, 0)[:, :, ::-1]
+    for feed_x in (x, strided):
+        ins = {"c": np.array(cond), "x": feed_x}
+        node = helper.make_node("If", ["c"], ["out"], then_branch=then_g, else_branch=else_g)
+        assert_close(*run_both(make_model([node], {"c": ins["c"], "x": x}, ["out"]), ins))
+    then_ops = [s.node.op_type for s in compiled[0].plan.steps]
+    assert then_ops == ["Reshape", "Relu"] or then_ops == ["Relu"], then_ops
+    assert [n.op_type for n in then_g.node][0] == "Constant"  # the model's own graph is left as it was

@@ -296,3 +296,72 @@ def test_dynamic_spatial_dims_are_symbolic() -> None:
     x = rand(1, 3, 9, 6)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref[0], rtol=1e-4, atol=1e-5)
+
+
+def _strided(x: np.ndarray, how: str) -> np.ndarray:
+    """`x`'s values in a non-contiguous layout: a transposed copy seen back, a slice, or reversed axes."""
+    if how == "transposed":
+        return np.ascontiguousarray(x.swapaxes(1, -1)).swapaxes(1, -1)
+    if how == "sliced":
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1] + 1,), x.dtype)
+        wide[..., 1::2] = x
+        return wide[..., 1::2]
+    return np.ascontiguousarray(x[:, ::-1, ..., ::-1])[:, ::-1, ..., ::-1]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 129, 4), (128, 129, 3), dict(pads=[1, 1])),  # a VAD encoder layer: 4 frames
+    ((1, 64, 2), (64, 64, 3), dict(pads=[1, 1], strides=[2])),
+    ((1, 1, 577), (66, 1, 64), dict(strides=[32])),  # an STFT as a strided Conv1d
+    ((2, 6, 7), (8, 3, 3), dict(pads=[2, 0], dilations=[2], group=2)),
+    ((1, 5, 7, 6), (4, 5, 3, 2), dict(pads=[1, 0, 1, 1], strides=[2, 1])),
+    ((1, 4, 3, 4, 5), (6, 2, 2, 2, 3), dict(pads=[1, 0, 1, 0, 1, 1], group=2)),
+    ((2, 96, 1, 1), (24, 96, 1, 1), {}),  # squeeze-excitation's 1x1 conv on a 1x1 map
+    ((1, 128, 3), (1, 128, 1), {}),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: dict, layout: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small convs (column buffer under _GATHER_MAX_CELLS) take their columns in one gather; any input
+    layout, groups, dilations, asymmetric pads, the bias folded as a ones row or given at run time."""
+    calls = []
+    gather = conv_ops._gather_conv
+    monkeypatch.setattr(conv_ops, "_gather_conv", lambda *a: calls.append(1) or gather(*a))
+    x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    moot = 1 in (x_shape[1], x_shape[-1])  # swapping a size-1 axis leaves the array contiguous
+    assert feed["x"].flags.c_contiguous == (layout == "contiguous") or moot
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b}), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    check_node("Conv", {"x": feed["x"], "w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
+    assert len(calls) == 2  # the path under test is taken
+
+
+@pytest.mark.parametrize("x_shape, k, attrs", [
+    ((1, 16, 112, 112), 3, dict(pads=[1, 1, 1, 1], strides=[2, 2])),  # MobileNetV3's first block: 4 column blocks
+    ((2, 6, 13, 11), 5, dict(pads=[2, 1, 2, 2], strides=[2, 1], dilations=[1, 2])),
+    ((1, 7, 9, 31), 3, dict(pads=[0, 2, 1, 0], strides=[1, 3])),  # uneven blocks: surplus columns cropped
+    ((1, 5, 6, 7), 5, dict(auto_pad="SAME_UPPER")),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+@pytest.mark.parametrize("bias", ["constant", "input", "none"])
+def test_depthwise_band_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict, layout: str, bias: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """2-D depthwise convs up to _BAND_MAX_WIDTH wide run as banded matmuls over column blocks, on any input
+    layout, with the bias packed (a ones column), given at run time, or absent, and a fused activation."""
+    calls = []
+    band = conv_ops._depthwise_band
+    monkeypatch.setattr(conv_ops, "_depthwise_band", lambda *a: calls.append(1) or band(*a))
+    c = x_shape[1]
+    x, w, b = rand(*x_shape), rand(c, 1, k, k), rand(c)
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    inits = {"w": w}
+    names = ["x", "w"]
+    if bias != "none":
+        names.append("b")
+        (inits if bias == "constant" else feed)["b"] = b
+    nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert calls

@@ -223,3 +223,24 @@ def test_bad_runtime_shape_names_the_node() -> None:
     sess = webinfer.InferenceSession(model.SerializeToString())
     with pytest.raises(WebinferError, match=r"Reshape node 'late'.*cannot reshape \[2, 3\]"):
         sess.run(None, {"x": rand(2, 3), "s": i64(5)})
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+def test_pad_modes_gather_by_index(mode: str, layout: str) -> None:
+    """reflect/edge/wrap pad as one take per padded axis (an audio model's reflection pad of its chunk),
+    on any input layout and odd sizes, against onnxruntime and np.pad (reflection folding back past
+    the far edge, as np.pad does)."""
+    from webinfer.ops.shape import pad_array
+
+    base = rand(2, 5, 7)
+    x = {"contiguous": base, "transposed": np.ascontiguousarray(base.transpose(2, 1, 0)).transpose(2, 1, 0),
+         "sliced": np.repeat(base, 2, axis=2)[:, :, ::2], "reversed": base[::-1, :, ::-1].copy()[::-1, :, ::-1]}[layout]
+    assert x.flags.c_contiguous == (layout == "contiguous")
+    check_node("Pad", {"x": x}, opset=19, mode=mode, initializers={"p": i64(0, 1, 3, 1, 2, 4)})
+    if mode != "reflect":  # onnxruntime refuses to reflect a length-1 axis (np.pad repeats it: below)
+        check_node("Pad", {"x": x[:, :, :1]}, opset=19, mode=mode, initializers={"p": i64(0, 0, 1, 0, 0, 2)})
+    np.testing.assert_array_equal(pad_array(x[:, :, :1], [(0, 0), (0, 0), (1, 2)], mode, 0),
+                                  np.pad(x[:, :, :1], [(0, 0), (0, 0), (1, 2)], mode=mode))
+    for widths in ([(0, 0), (4, 9), (6, 0)], [(1, 1), (0, 0), (13, 1)]):
+        np.testing.assert_array_equal(pad_array(x, widths, mode, 0), np.pad(x, widths, mode=mode))
