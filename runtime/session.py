@@ -84,6 +84,13 @@ class _Compiled:
     plan: Plan
     inputs: list[ValueInfo]
 
+    def __post_init__(self) -> None:
+        #: Output name -> position in the plan's outputs.
+        self.output_index = {n: i for i, n in enumerate(self.plan.output_names)}
+        #: Positions of outputs that are constants: handed out as copies, so callers cannot change them.
+        self.const_outputs = frozenset(i for i, s in enumerate(self.plan.output_slots)
+                                       if self.plan.initial[s] is not None)
+
 
 class InferenceSession:
     """Load a model once, run it many times.
@@ -313,12 +320,13 @@ class InferenceSession:
             compiled = self._relaxed
         return compiled, feeds
 
-    def _select(self, plan: Plan, output_names: Sequence[str] | None, outs: list[Any],
+    def _select(self, compiled: _Compiled, output_names: Sequence[str] | None, outs: list[Any],
                 export: bool = True) -> list[Any]:
+        plan = compiled.plan
         if output_names is None:
             idx = list(range(len(outs)))
         else:
-            index = {n: i for i, n in enumerate(plan.output_names)}
+            index = compiled.output_index
             idx = []
             for n in output_names:
                 if n not in index:
@@ -328,7 +336,7 @@ class InferenceSession:
         result = []
         for i in idx:
             v = outs[i]
-            if plan.initial[plan.output_slots[i]] is not None and isinstance(v, np.ndarray):
+            if i in compiled.const_outputs and isinstance(v, np.ndarray):
                 v = v.copy()
             result.append(_export(v, self._output_types.get(plan.output_names[i])) if export else v)
         return result
@@ -339,7 +347,7 @@ class InferenceSession:
         profiling = self._options.enable_profiling
         profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
         hooked = [d for d in self._devices if hasattr(d, "run_started")]
-        start_ns = _now_ns()
+        start_ns = _now_ns() if profile is not None else 0
         async with _device_run_lock(bool(hooked)):
             for d in hooked:
                 d.run_started()
@@ -352,7 +360,7 @@ class InferenceSession:
         if profile is not None:
             self.last_profile = profile
             self._record_profile(profile, start_ns, _now_ns())
-        return self._select(compiled.plan, output_names, outs, export)
+        return self._select(compiled, output_names, outs, export)
 
     def run_async(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
                   callback: Callable[[list[Any], Any, str], None] | None = None, user_data: Any = None,
