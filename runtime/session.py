@@ -65,6 +65,10 @@ class SessionOptions:
     log_severity_level: int = 2
     #: Seed for the random ops (RandomNormal, Bernoulli, ...); None = nondeterministic.
     random_seed: int | None = None
+    #: Tests only: every CPU kernel gets each array input as a read-only non-contiguous view of the
+    #: same values (transposed, stepped, reversed), to test that kernels take any strides and never
+    #: write into their inputs; see devices/cpu.build_kernel.
+    strided_test_inputs: bool = False
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
