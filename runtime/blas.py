@@ -118,17 +118,17 @@ def _layout(x: np.ndarray) -> tuple[int, int] | None:
     length 1 never matter.  Anything else (steps, negative or zero strides)
     BLAS cannot express.
     """
-    rows, cols = x.shape
-    item = x.dtype.itemsize
-    for trans, (inner, outer), (stride_in, stride_out) in ((_NO_TRANS, (cols, rows), x.strides[::-1]),
-                                                           (_TRANS, (rows, cols), x.strides)):
-        if inner > 1 and stride_in != item:
-            continue
-        if outer <= 1:
-            return trans, max(inner, 1)
-        lead, rem = divmod(stride_out, item)
-        if not rem and lead >= max(inner, 1):
-            return trans, lead
+    (rows, cols), (down, across), item = x.shape, x.strides, x.itemsize
+    if cols <= 1 or across == item:
+        if rows <= 1:
+            return _NO_TRANS, max(cols, 1)
+        if down % item == 0 and down >= item * max(cols, 1):
+            return _NO_TRANS, down // item
+    if rows <= 1 or down == item:
+        if cols <= 1:
+            return _TRANS, max(rows, 1)
+        if across % item == 0 and across >= item * rows:
+            return _TRANS, across // item
     return None
 
 
@@ -146,11 +146,11 @@ def _operand(x: np.ndarray, name: str) -> tuple[int, int]:
 
 
 def _call(gemm: _Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    trans_c, _ = _operand(c, "C")
+    trans_c, ldc = _operand(c, "C")
     if trans_c == _TRANS:
         a, b, c = b.T, a.T, c.T  # column-major C: accumulate into its row-major transpose, C^T += B^T A^T
     (m, k), n = a.shape, b.shape[1]
-    (trans_a, lda), (trans_b, ldb), (_, ldc) = _operand(a, "A"), _operand(b, "B"), _operand(c, "C")
+    (trans_a, lda), (trans_b, ldb) = _operand(a, "A"), _operand(b, "B")
     gemm[c.dtype](_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda,
                   b.ctypes.data, ldb, 1.0, c.ctypes.data, ldc)
 
