@@ -31,8 +31,8 @@ import numpy as np
 
 from .threads import blas_libraries
 
-#: CBLAS enum values (cblas.h): row-major storage, no transposition.
-_ROW_MAJOR, _NO_TRANS = 101, 111
+#: CBLAS enum values (cblas.h): row-major storage, no transposition, transposition.
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 #: OpenBLAS symbol decorations, most specific first: numpy >= 2 wheels (scipy-openblas64),
 #: numpy 1.x wheels (openblas64_), scipy-openblas32, then plain builds.
 _DECORATIONS = (("scipy_", "64_"), ("", "64_"), ("scipy_", ""), ("", ""))
@@ -79,15 +79,17 @@ def _bind(path: str) -> _Gemm | None:
 
 
 def _works(gemm: _Gemm) -> bool:
-    """Whether the binding computes a small product, in both dtypes, as numpy does."""
+    """Whether the binding computes a small product, in both dtypes and both storage orders, as numpy does."""
     rng = np.random.default_rng(0)
     for dtype in gemm:
-        a, b = rng.standard_normal((3, 7)).astype(dtype), rng.standard_normal((7, 5)).astype(dtype)
-        c = rng.standard_normal((3, 5)).astype(dtype)
-        want = c + a @ b
-        _call(gemm, a, b, c)
-        if not np.allclose(c, want, rtol=1e-5, atol=1e-5):
-            return False
+        for order in "CF":
+            a = np.asarray(rng.standard_normal((3, 7)), dtype, order=order)
+            b = np.asarray(rng.standard_normal((7, 5)), dtype, order=order)
+            c = np.asarray(rng.standard_normal((3, 5)), dtype, order=order)
+            want = c + a @ b
+            _call(gemm, a, b, c)
+            if not np.allclose(c, want, rtol=1e-5, atol=1e-5):
+                return False
     return True
 
 
@@ -107,28 +109,54 @@ def available() -> bool:
     return _gemm() is not None
 
 
-def _lead(x: np.ndarray, name: str) -> int:
-    """The leading dimension BLAS needs for the row-major matrix `x`, whose rows must be unit-stride."""
-    rows, cols = x.shape
-    item = x.dtype.itemsize
-    if cols > 1 and x.strides[1] != item:
-        raise ValueError(f"{name} {list(x.shape)}: rows must be contiguous, strides are {x.strides}")
-    if rows <= 1:
-        return max(cols, 1)
-    lead, rem = divmod(x.strides[0], item)
-    if rem or lead < cols:
-        raise ValueError(f"{name} {list(x.shape)}: row stride {x.strides[0]} is not a whole row apart")
-    return lead
+def _layout(x: np.ndarray) -> tuple[int, int] | None:
+    """How BLAS reads the matrix `x` in place: (transpose flag, leading dimension), else None.
+
+    Row-major storage (unit-stride rows, a whole row or more apart) goes as
+    it is; column-major storage is the row-major transpose, which BLAS
+    reads through its transpose flag at no cost.  Strides along an axis of
+    length 1 never matter.  Anything else (steps, negative or zero strides)
+    BLAS cannot express.
+    """
+    (rows, cols), (down, across), item = x.shape, x.strides, x.itemsize
+    if cols <= 1 or across == item:
+        if rows <= 1:
+            return _NO_TRANS, max(cols, 1)
+        if down % item == 0 and down >= item * max(cols, 1):
+            return _NO_TRANS, down // item
+    if rows <= 1 or down == item:
+        if cols <= 1:
+            return _TRANS, max(rows, 1)
+        if across % item == 0 and across >= item * rows:
+            return _TRANS, across // item
+    return None
+
+
+def takes(x: np.ndarray) -> bool:
+    """Whether `accumulate` can read the 2-D matrix `x` as it lies (else give it a compact copy)."""
+    return x.ndim == 2 and _layout(x) is not None
+
+
+def _operand(x: np.ndarray, name: str) -> tuple[int, int]:
+    layout = _layout(x)
+    if layout is None:
+        raise ValueError(f"{name} {list(x.shape)}: strides {x.strides} are neither row- nor column-major "
+                         "(pass a compact copy)")
+    return layout
 
 
 def _call(gemm: _Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    trans_c, ldc = _operand(c, "C")
+    if trans_c == _TRANS:
+        a, b, c = b.T, a.T, c.T  # column-major C: accumulate into its row-major transpose, C^T += B^T A^T
     (m, k), n = a.shape, b.shape[1]
-    gemm[c.dtype](_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, _lead(a, "A"),
-                        b.ctypes.data, _lead(b, "B"), 1.0, c.ctypes.data, _lead(c, "C"))
+    (trans_a, lda), (trans_b, ldb) = _operand(a, "A"), _operand(b, "B")
+    gemm[c.dtype](_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda,
+                  b.ctypes.data, ldb, 1.0, c.ctypes.data, ldc)
 
 
 def accumulate(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    """c += a @ b in place, for 2-D float32 or float64 matrices with unit-stride rows.
+    """c += a @ b in place, for 2-D float32 or float64 matrices, each row- or column-major (`takes`).
 
     Callers check `available()` first.  Shapes, dtypes and layouts are
     checked here, since a mistake would not raise but write out of bounds.

@@ -87,6 +87,10 @@ class SessionOptions:
     optimized_model_filepath: str = ""
     #: Seed for the random ops (RandomNormal, Bernoulli, ...); None: `set_seed`'s, else nondeterministic.
     random_seed: int | None = None
+    #: Tests only: every CPU kernel gets each array input as a read-only non-contiguous view of the
+    #: same values (transposed, stepped, reversed), to test that kernels take any strides and never
+    #: write into their inputs; see devices/cpu.build_kernel.
+    strided_test_inputs: bool = False
     #: Options per provider (short or onnxruntime name -> options), merged under those given to the session.
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Session config entries (`add_session_config_entry`); keys webinfer reads: session.disable_cpu_ep_fallback.

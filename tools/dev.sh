@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: installs what is needed, then does the job.
 #   bash tools/dev.sh demo   # set up, build the browser bundle, serve the demo page at http://127.0.0.1:8000
-#   bash tools/dev.sh test   # set up and run the whole test suite
+#   bash tools/dev.sh test   # set up and run the whole test suite, then the op and CPU conformance tests strided
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +58,11 @@ case "${1:-}" in
         shift
         # loadgroup: the browser tests (xdist_group "browser") share one Chromium and one Pyodide load.
         "$PY" -m pytest -q -n 2 --dist loadgroup "$@"
+        if [ $# -eq 0 ]; then
+            # The op tests and the CPU conformance cases again, every kernel on read-only
+            # non-contiguous views of its inputs (tests/conftest.py): about half a minute more.
+            "$PY" -m pytest -q -n 2 --strided tests/ops tests/conformance/test_onnx_backend_cpu.py
+        fi
         ;;
     setup)
         setup_system; setup_python; setup_compat; setup_models

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import TensorType, Type
-from ..ops.registry import Kernel, OpContext, OpDef
+from ..ops.registry import Kernel, OpContext, OpDef, consuming, offer_consuming
 
 NAME = "cpu"
 
@@ -37,7 +37,19 @@ def _compute_type(t: Type | None) -> Type | None:
 
 
 def build_kernel(opdef: OpDef, ctx: OpContext) -> Kernel:
-    """The numpy function for one node, with exotic dtypes handled around it."""
+    """The numpy function for one node, with exotic dtypes handled around it (and, in the strided
+    test mode, its inputs handed over as read-only non-contiguous views)."""
+    kernel = _build(opdef, ctx)
+    if not getattr(ctx.options, "strided_test_inputs", False):
+        return kernel
+    strided = _strided_inputs(kernel)
+    consume = consuming(kernel)
+    if consume is not None:
+        offer_consuming(strided, consume[0], _strided_inputs(consume[1], keep=consume[0]))
+    return strided
+
+
+def _build(opdef: OpDef, ctx: OpContext) -> Kernel:
     ex_in = [i for i, t in enumerate(ctx.in_types) if _is_exotic(t)]
     ex_out = [(i, t.elem) for i, t in enumerate(ctx.out_types) if _is_exotic(t)]  # type: ignore[union-attr]
     if opdef.exotic or not (ex_in or ex_out):
@@ -60,6 +72,73 @@ def build_kernel(opdef: OpDef, ctx: OpContext) -> Kernel:
             if res[i] is not None:
                 res[i] = dtypes.from_float(np.asarray(res[i]), code)
         return res
+
+    return run
+
+
+#: The layouts of the strided test mode, cycled through: see `_strided_view`.
+_LAYOUTS = ("transposed", "step", "reversed")
+
+
+def _poison(dtype: np.dtype) -> Any:
+    """What fills the gaps of a stepped view: a value a kernel reading them would show."""
+    if dtype.kind in "fc":
+        return np.nan
+    if dtype.kind in "iu":
+        return np.iinfo(dtype).max
+    if dtype.kind == "b":
+        return True
+    return None
+
+
+def _strided_view(x: np.ndarray, layout: str) -> np.ndarray:
+    """A read-only view of new memory holding `x`'s values, laid out as `layout`:
+
+    - "transposed": Fortran order, as a Transpose's output lies (for 1-D arrays, "step");
+    - "step": every second element of a buffer twice as long along the last axis, the gaps
+      poisoned (NaN for floats), as a strided Slice lies;
+    - "reversed": a reversed copy viewed reversed: negative strides on every axis.
+
+    0-d and empty arrays keep their layout.  Read-only, so a kernel writing into its input raises.
+    """
+    if x.ndim == 0 or x.size == 0:
+        v = x.view()
+    elif layout == "transposed" and x.ndim >= 2:
+        v = np.ascontiguousarray(x.T).T
+    elif layout == "reversed":
+        v = np.flip(np.flip(x).copy())
+    else:
+        fill = _poison(x.dtype)
+        buf = np.full(x.shape[:-1] + (2 * x.shape[-1],), fill, x.dtype) if fill is not None \
+            else np.empty(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+        v = buf[..., ::2]
+        v[...] = x
+    v.flags.writeable = False
+    return v
+
+
+def _strided_inputs(kernel: Kernel, keep: int = -1) -> Kernel:
+    """`kernel` run on strided views of its array inputs (SessionOptions.strided_test_inputs).
+
+    Input i on the kernel's k-th call takes layout (k + i + sum of its dims) mod 3, so every
+    layout reaches every input position over a test suite's many shapes and a loop's many calls.
+    Arrays inside sequences are viewed alike.  Input `keep` (the buffer a consuming variant may
+    overwrite, see registry.offer_consuming) is passed as it is.
+    """
+    calls = 0
+
+    def view(x: Any, i: int) -> Any:
+        if isinstance(x, np.ndarray):
+            return _strided_view(x, _LAYOUTS[(calls + i + sum(x.shape)) % len(_LAYOUTS)])
+        if isinstance(x, list):
+            return [view(e, i + j) for j, e in enumerate(x)]
+        return x
+
+    def run(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        views = [a if i == keep else view(a, i) for i, a in enumerate(args)]
+        calls += 1
+        return kernel(*views, **kw)
 
     return run
 

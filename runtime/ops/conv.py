@@ -407,6 +407,8 @@ def _pointwise_accumulated(x: np.ndarray, w: ConvWeights, bias: np.ndarray | Non
     """
     mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     xm = x.reshape(n, groups, kk, p)
+    if xm.size and not blas.takes(xm[0, 0]):
+        xm = np.ascontiguousarray(xm)  # a layout BLAS cannot express (a step or a reversal in the cells)
     y = residual if residual is not None else np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
     ym = y.reshape(n, groups, mg, p)
     ones_row = residual is not None and w.folded and groups * mg > c

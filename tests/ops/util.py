@@ -31,6 +31,12 @@ def load_node(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int,
     return webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
 
 
+def strided_mode() -> bool:
+    """Whether this run hands kernels non-contiguous inputs (`--strided`, see tests/conftest.py):
+    layouts then differ, and with them the engines some kernels choose."""
+    return webinfer.SessionOptions().strided_test_inputs
+
+
 def run_both(model: onnx.ModelProto, feed: dict[str, np.ndarray],
              providers: Sequence[str] = ("cpu",)) -> tuple[list[Any], list[Any]]:
     """Outputs of webinfer (strict shape checks on) and of onnxruntime for the same feed."""
