@@ -22,7 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "(SessionOptions.strided_test_inputs); the same as WEBINFER_STRIDED=1")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class StridedSessionOptions(options.SessionOptions):
     """SessionOptions whose strided test mode is on unless a test turns it off."""
 

