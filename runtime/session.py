@@ -90,6 +90,11 @@ class _Compiled:
         #: Positions of outputs that are constants: handed out as copies, so callers cannot change them.
         self.const_outputs = frozenset(i for i, s in enumerate(self.plan.output_slots)
                                        if self.plan.initial[s] is not None)
+        #: The feeds' declared types by name, and in the plan's input order.
+        self.feed_infos = {v.name: v for v in self.inputs}
+        self.fed_infos = [self.feed_infos[n] for n in self.plan.input_names if n in self.feed_infos]
+        #: Whether some symbolic dim name appears in two inputs (only then can feeds disagree on it).
+        self.shared_symbols = _shares_symbols(self.inputs)
 
 
 class InferenceSession:
@@ -295,7 +300,29 @@ class InferenceSession:
         """The plan to run (the relaxed one when feeds give a shared dim name two sizes) and its feeds."""
         if not isinstance(input_feed, dict):
             raise InputError(f"input_feed must be a dict of name -> array, got {type(input_feed).__name__}")
-        known = {v.name: v for v in self._main.inputs}
+        main = self._main
+        known = main.feed_infos
+        if len(input_feed) != len(known) or any(n not in input_feed for n in known):
+            self._check_names(input_feed)
+        feeds = []
+        checked = []
+        for name in main.plan.input_names:
+            info = known.get(name)
+            if info is not None:
+                value = check_feed(info, _unwrap(input_feed[name]))
+                checked.append(value)
+                feeds.append(value)
+            else:
+                feeds.append(_unwrap(input_feed[name]) if name in input_feed else self._defaults[name])
+        if main.shared_symbols and not symbols_agree(main.fed_infos, checked):
+            if self._relaxed is None:
+                self._relaxed = self._compile(relaxed=True)
+            return self._relaxed, feeds
+        return main, feeds
+
+    def _check_names(self, input_feed: dict[str, Any]) -> None:
+        """Feeds must name inputs (or overridable initializers) and cover every input."""
+        known = self._main.feed_infos
         for name in input_feed:
             if name not in known and name not in self._defaults:
                 raise InputError(f"'{name}' is not an input of this model; its inputs are: "
@@ -304,21 +331,6 @@ class InferenceSession:
         if missing:
             expected = ", ".join(f"{v.name}: {v.type.describe() if v.type else '?'}" for v in self._declared_inputs)
             raise InputError(f"missing input(s) {', '.join(missing)}; the model expects {expected}")
-        feeds = []
-        checked = []
-        for name in self._plan.input_names:
-            if name in known:
-                value = check_feed(known[name], _unwrap(input_feed[name]))
-                checked.append(value)
-                feeds.append(value)
-            else:
-                feeds.append(_unwrap(input_feed[name]) if name in input_feed else self._defaults[name])
-        compiled = self._main
-        if not symbols_agree([known[n] for n in self._plan.input_names if n in known], checked):
-            if self._relaxed is None:
-                self._relaxed = self._compile(relaxed=True)
-            compiled = self._relaxed
-        return compiled, feeds
 
     def _select(self, compiled: _Compiled, output_names: Sequence[str] | None, outs: list[Any],
                 export: bool = True) -> list[Any]:
@@ -425,6 +437,17 @@ class InferenceSession:
 
 def _now_ns() -> int:
     return time.perf_counter_ns()
+
+
+def _shares_symbols(inputs: Sequence[ValueInfo]) -> bool:
+    seen: set[str] = set()
+    for v in inputs:
+        t = v.type
+        names = {d for d in t.shape if isinstance(d, str)} if isinstance(t, TensorType) and t.shape else set()
+        if seen & names:
+            return True
+        seen |= names
+    return False
 
 
 def _unwrap(v: Any) -> Any:
