@@ -13,6 +13,7 @@ import numpy as np
 
 from . import dtypes
 from .errors import InputError, InputTypeError, ShapeInferenceError
+from .devices.gpu.device import GpuTensor
 from .ir import OptionalType, SequenceType, TensorType, Type, ValueInfo
 from .ops.registry import OpContext
 
@@ -68,6 +69,8 @@ def check_feed(info: ValueInfo, value: Any) -> Any:
         return value
     if value is None:
         raise InputError(f"input '{info.name}' is None; expected {t.describe()}")
+    if isinstance(value, GpuTensor):
+        return _check_device_feed(info, t, value)
     if not isinstance(value, np.ndarray):
         want = dtypes.storage_dtype(t.elem) if t.elem is not None else None
         try:
@@ -96,6 +99,18 @@ def check_feed(info: ValueInfo, value: Any) -> Any:
                 raise InputError(
                     f"input '{info.name}' has shape {list(value.shape)} but the model expects "
                     f"{t.describe()} (dimension {axis} must be {d})")
+    return value
+
+
+def _check_device_feed(info: ValueInfo, t: TensorType, value: GpuTensor) -> GpuTensor:
+    """A feed already on the GPU (an OrtValue bound through IOBinding): dtype and fixed dims."""
+    if t.elem is not None and value.dtype != dtypes.storage_dtype(t.elem):
+        raise InputTypeError(f"input '{info.name}' is a GPU tensor of {value.dtype} but the model expects "
+                             f"{dtypes.type_name(t.elem)}")
+    if t.shape is not None and (len(t.shape) != len(value.shape) or any(
+            isinstance(d, int) and d != v for d, v in zip(t.shape, value.shape))):
+        raise InputError(f"input '{info.name}' is a GPU tensor of shape {list(value.shape)} but the model "
+                         f"expects {t.describe()}")
     return value
 
 

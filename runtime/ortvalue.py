@@ -3,9 +3,11 @@
 Code written for onnxruntime passes `OrtValue`s to `run_with_ort_values`,
 binds inputs and outputs once with `IOBinding` and reruns, or asks for
 outputs written into its own buffers.  Here an OrtValue wraps what the
-executor passes around (a numpy array on the host, or a list for
-sequences); a CPU OrtValue made from a numpy array shares its memory, as
-onnxruntime's does, so updating the array updates the value.
+executor passes around: a numpy array on the host (a CPU OrtValue made
+from an array shares its memory, as onnxruntime's does), a list for
+sequences, or a GPU tensor (device "webgpu").  GPU values let a loop keep
+its state on the device: bind an output to "webgpu", feed the OrtValue it
+returns to the next run, and nothing crosses to the host in between.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import dtypes
+from .devices.gpu.device import GpuTensor
 from .errors import InputError, InputTypeError
 
 if TYPE_CHECKING:
@@ -25,12 +28,29 @@ if TYPE_CHECKING:
 
 #: Device names accepted for host memory (onnxruntime's, and webinfer's provider short name).
 _HOST = ("cpu", "cpu_input", "cpu_output")
+#: The GPU device's name (onnxruntime's spelling for its WebGPU device too).
+GPU = "webgpu"
+
+
+def _device(device_type: str, what: str, gpu_ok: bool = True) -> str:
+    """'cpu' or 'webgpu' for an onnxruntime device_type; anything else is refused with the reason."""
+    name = str(device_type).lower()
+    if name in _HOST:
+        return "cpu"
+    if name == GPU and gpu_ok:
+        return GPU
+    where = "'cpu' or 'webgpu'" if gpu_ok else "'cpu' (raw pointers address host memory)"
+    raise InputError(f"{what}: device_type '{device_type}' is not supported here; use {where}")
 
 
 def _host_device(device_type: str, what: str) -> None:
-    if str(device_type).lower() not in _HOST:
-        raise InputError(f"{what}: device_type '{device_type}' is not supported; webinfer's OrtValues live in "
-                         "host memory ('cpu'), and webgpu sessions move them to the GPU themselves")
+    _device(device_type, what, gpu_ok=False)
+
+
+def _gpu_device() -> Any:
+    """A device on the process's WebGPU backend, for values made outside a session."""
+    from .devices.gpu import open_device
+    return open_device({})
 
 
 def _elem_of(element_type: Any) -> int:
@@ -61,11 +81,18 @@ class OrtValue:
     @staticmethod
     def ortvalue_from_numpy(numpy_obj: np.ndarray, device_type: str = "cpu", device_id: int = 0,
                             vendor_id: int = -1) -> "OrtValue":
-        """Wrap `numpy_obj`, sharing its memory (a copy only if it is not C-contiguous, as onnxruntime)."""
-        _host_device(device_type, "ortvalue_from_numpy")
+        """Wrap `numpy_obj`, sharing its memory (a copy only if it is not C-contiguous, as onnxruntime);
+        with device_type "webgpu", a copy on the GPU."""
+        device = _device(device_type, "ortvalue_from_numpy")
         if not isinstance(numpy_obj, np.ndarray):
             raise InputTypeError(f"ortvalue_from_numpy takes a numpy array, got {type(numpy_obj).__name__}")
-        return OrtValue(np.ascontiguousarray(numpy_obj))
+        array = np.ascontiguousarray(numpy_obj)
+        if device == GPU:
+            gpu = _gpu_device()
+            tensor = gpu.upload(array.copy())
+            gpu.materialize(tensor)
+            return OrtValue(tensor, dtypes.from_numpy(array.dtype))
+        return OrtValue(array)
 
     @staticmethod
     def ortvalue_from_numpy_with_onnx_type(data: np.ndarray, onnx_element_type: int) -> "OrtValue":
@@ -81,22 +108,32 @@ class OrtValue:
     def ortvalue_from_shape_and_type(shape: Sequence[int], element_type: Any, device_type: str = "cpu",
                                      device_id: int = 0, vendor_id: int = -1, memory_info: Any = None) -> "OrtValue":
         """A new tensor of `shape` and `element_type` (a numpy type or ONNX enum), zero-filled."""
-        _host_device(device_type, "ortvalue_from_shape_and_type")
+        device = _device(device_type, "ortvalue_from_shape_and_type")
         elem = _elem_of(element_type)
         dims = [int(d) for d in shape]
         if any(d < 0 for d in dims):
             raise InputError(f"ortvalue_from_shape_and_type: negative dimension in {dims}")
-        return OrtValue(np.zeros(dims, dtypes.storage_dtype(elem)), elem)
+        array = np.zeros(dims, dtypes.storage_dtype(elem))
+        if device == GPU:
+            return OrtValue.ortvalue_from_numpy(array, GPU)
+        return OrtValue(array, elem)
 
     # --------------------------------------------------------------- query
     def numpy(self) -> Any:
-        """The value as numpy (the shared array itself for host tensors)."""
+        """The value as numpy (the shared array itself for host tensors, a copy read back for GPU ones)."""
+        if self._on_gpu():
+            from .executor import drive
+            host = drive(self._value.storage.device.download(self._value))
+            return dtypes.export_array(host, self._elem) if self._elem is not None else host
         if isinstance(self._value, np.ndarray) and self._elem is not None:
             return dtypes.export_array(self._value, self._elem)
         return self._value
 
+    def _on_gpu(self) -> bool:
+        return isinstance(self._value, GpuTensor)
+
     def shape(self) -> list[int]:
-        return list(np.shape(self._value)) if self.is_tensor() else []
+        return list(self._value.shape) if self.is_tensor() else []
 
     def data_type(self) -> str:
         if isinstance(self._value, list):
@@ -112,13 +149,13 @@ class OrtValue:
         return self._elem
 
     def device_name(self) -> str:
-        return "cpu"
+        return GPU if self._on_gpu() else "cpu"
 
     def has_value(self) -> bool:
         return self._value is not None
 
     def is_tensor(self) -> bool:
-        return isinstance(self._value, np.ndarray)
+        return isinstance(self._value, (np.ndarray, GpuTensor))
 
     def is_tensor_sequence(self) -> bool:
         return isinstance(self._value, list)
@@ -127,17 +164,22 @@ class OrtValue:
         return False
 
     def data_ptr(self) -> int:
+        if self._on_gpu():
+            raise InputTypeError("data_ptr: this OrtValue lives on the GPU, which has no host address")
         if not isinstance(self._value, np.ndarray):
             raise InputTypeError("data_ptr: this OrtValue is not a tensor")
         return int(self._value.ctypes.data)
 
     def tensor_size_in_bytes(self) -> int:
-        if not isinstance(self._value, np.ndarray):
+        if not self.is_tensor():
             raise InputTypeError("tensor_size_in_bytes: this OrtValue is not a tensor")
         return int(self._value.nbytes)
 
     def update_inplace(self, np_arr: np.ndarray) -> None:
         """Copy `np_arr` into this value's memory (same number of elements, as onnxruntime requires)."""
+        if self._on_gpu():
+            raise InputTypeError("update_inplace: this OrtValue lives on the GPU; make a new one with "
+                                 "ortvalue_from_numpy(array, 'webgpu')")
         if not isinstance(self._value, np.ndarray):
             raise InputTypeError("update_inplace: this OrtValue is not a tensor")
         src = np.asarray(np_arr)
@@ -172,6 +214,8 @@ class IOBinding:
         self._inputs: dict[str, OrtValue] = {}
         #: Output name -> an OrtValue to write into, or None (allocated by the run).
         self._outputs: dict[str, OrtValue | None] = {}
+        #: Outputs the run leaves on the GPU.
+        self._gpu_outputs: set[str] = set()
         self._results: list[OrtValue] = []
 
     def bind_cpu_input(self, name: str, arr_on_cpu: np.ndarray) -> None:
@@ -189,24 +233,36 @@ class IOBinding:
 
     def bind_output(self, name: str, device_type: str = "cpu", device_id: int = 0, element_type: Any = None,
                     shape: Sequence[int] | None = None, buffer_ptr: int | None = None) -> None:
-        """Bind output `name`: allocated by each run, or written into host memory at `buffer_ptr`."""
-        _host_device(device_type, f"bind_output '{name}'")
+        """Bind output `name`: allocated by each run (on the host, or with device_type "webgpu" kept on
+        the GPU), or written into host memory at `buffer_ptr`."""
+        device = _device(device_type, f"bind_output '{name}'")
+        self._gpu_outputs.discard(name)
         if buffer_ptr is None:
             self._outputs[name] = None
+            if device == GPU:
+                self._gpu_outputs.add(name)
             return
+        _host_device(device_type, f"bind_output '{name}' with a buffer_ptr")
         if element_type is None or shape is None:
             raise InputError(f"bind_output '{name}': a buffer_ptr needs element_type and shape")
         elem = _elem_of(element_type)
         self._outputs[name] = OrtValue(_array_at(buffer_ptr, shape, elem), elem)
 
     def bind_ortvalue_output(self, name: str, ortvalue: OrtValue) -> None:
+        """Bind output `name` to `ortvalue`: a host value is written in place; a GPU value is rebound
+        to the run's GPU result (no copy, no host round trip)."""
         self._outputs[name] = ortvalue
+        if ortvalue.device_name() == GPU:
+            self._gpu_outputs.add(name)
+        else:
+            self._gpu_outputs.discard(name)
 
     def clear_binding_inputs(self) -> None:
         self._inputs.clear()
 
     def clear_binding_outputs(self) -> None:
         self._outputs.clear()
+        self._gpu_outputs.clear()
         self._results = []
 
     def synchronize_inputs(self) -> None:
@@ -225,11 +281,16 @@ class IOBinding:
         """Run the session on the bound inputs; fill bound output buffers and the results."""
         names = list(self._outputs) or None
         feed = {n: v.value for n, v in self._inputs.items()}
-        outs = self._session._run_values(names, feed, run_options)
+        on_device = {n: GPU for n, v in self._inputs.items() if v.device_name() == GPU}
+        on_device.update((n, GPU) for n in self._gpu_outputs)
+        outs = self._session._run_values(names, feed, run_options, on_device)
         results = []
         for name, value in zip(names or self._session._plan.output_names, outs):
             target = self._outputs.get(name) if names else None
-            if target is not None:
+            if target is not None and name in self._gpu_outputs:
+                target._value = value
+                results.append(target)
+            elif target is not None:
                 dest = target.value
                 if not isinstance(value, np.ndarray) or dest.shape != value.shape or dest.dtype != value.dtype:
                     raise InputError(f"output '{name}' is {dtypes_describe(value)} but the buffer bound to it "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -103,10 +103,16 @@ class Planner:
     strict: bool = False
 
     def compile(self, graph: Graph, types: GraphTypes, input_names: list[str] | None = None,
-                output_names: list[str] | None = None) -> Plan:
+                output_names: list[str] | None = None, on_device: Mapping[str, str] | None = None) -> Plan:
         """Plan `graph`. Inputs are its declared inputs (initializers listed as
         inputs too: the caller supplies their defaults), or `input_names`, e.g.
-        a subgraph's formal inputs followed by its captured names."""
+        a subgraph's formal inputs followed by its captured names.
+
+        `on_device` names inputs fed as, and outputs returned as, tensors of
+        a device (name -> device name; IOBinding's device bindings): they
+        skip the host, so a run's outputs can feed the next run in place.
+        """
+        on_device = dict(on_device or {})
         if input_names is None:
             input_names = [v.name for v in graph.inputs]
         if output_names is None:
@@ -145,8 +151,9 @@ class Planner:
 
         input_slots = []
         for name in input_names:
-            input_slots.append(new_slot(name, HOST))
-            location[name] = HOST
+            where = on_device.get(name, HOST)
+            input_slots.append(new_slot(name, where))
+            location[name] = where
         for name, t in graph.initializers.items():
             if (name, HOST) not in slots:
                 new_slot(name, HOST, t.array)
@@ -189,7 +196,7 @@ class Planner:
         batched: dict[str, list[str]] = {}
         for n in dict.fromkeys(output_names):
             src = location.get(n, HOST)
-            if src != HOST and (n, HOST) not in slots and initial[slots[(n, src)]] is None \
+            if src != HOST and n not in on_device and (n, HOST) not in slots and initial[slots[(n, src)]] is None \
                     and hasattr(by_name[src], "download_many"):
                 batched.setdefault(src, []).append(n)
         for src, names in batched.items():
@@ -198,7 +205,7 @@ class Planner:
                 outs = tuple(new_slot(n, HOST) for n in names)
                 node = Node("Transfer", names, names, {"from": src, "to": HOST}, name=f"{src}->{HOST}:outputs")
                 steps.append(Step(_batch_downloader(by_name[src]), ins, outs, (), node, src, is_async=True))
-        output_slots = [slot_on(n, HOST) for n in output_names]
+        output_slots = [slot_on(n, on_device.get(n, HOST)) for n in output_names]
         _assign_frees(steps, initial, set(output_slots))
         cache = _shape_cache(steps, initial, input_names, types, set(output_slots), self.registry, self.opsets)
         return Plan(steps, slot_names, initial, list(input_names), input_slots, list(output_names),

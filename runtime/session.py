@@ -155,11 +155,13 @@ class InferenceSession:
         self._defaults = {v.name: self._source.initializers[v.name].array for v in self._source.inputs
                           if v.name in self._source.initializers}
         self._relaxed = None
+        self._variants: dict[frozenset[tuple[str, str]], _Compiled] = {}
         self._main = self._compile(relaxed=False)
         self._output_types = {v.name: self._main.types.types.get(v.name) for v in self._source.outputs}
 
-    def _compile(self, relaxed: bool) -> _Compiled:
-        """Bind input dims, infer, optimize and plan (see passes/free_dims.py for `relaxed`)."""
+    def _compile(self, relaxed: bool, on_device: dict[str, str] | None = None) -> _Compiled:
+        """Bind input dims, infer, optimize and plan (see passes/free_dims.py for `relaxed`, and
+        Planner.compile for `on_device`)."""
         opsets = self._opsets
         strict = self._options.strict_shape_checks
         graph = bind_input_dims(self._source, self._options.free_dimension_overrides,
@@ -169,8 +171,25 @@ class InferenceSession:
                   if v.name not in graph.initializers]
         graph, types = optimize(graph, self._options.graph_optimization_level, opsets, REGISTRY, types,
                                 cpu.build_kernel, lambda g: infer_graph(g, opsets, REGISTRY, strict=strict))
-        plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types)
+        plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types,
+                                                                                      on_device=on_device)
         return _Compiled(graph, types, plan, inputs)
+
+    def _bound(self, on_device: dict[str, str]) -> _Compiled:
+        """The plan variant whose inputs/outputs in `on_device` stay on that device (IOBinding)."""
+        key = frozenset(on_device.items())
+        compiled = self._variants.get(key)
+        if compiled is None:
+            devices = {getattr(d, "name", "") for d in self._devices}
+            names = set(self._main.feed_infos) | set(self._main.plan.output_names)
+            for name, device in on_device.items():
+                if device not in devices:
+                    raise InputError(f"'{name}' is bound to {device}, but this session runs on "
+                                     f"{', '.join(self.get_providers())}: add the {device} provider")
+                if name not in names:
+                    raise InputError(f"'{name}' is bound to {device} but is neither an input nor an output")
+            compiled = self._variants[key] = self._compile(relaxed=False, on_device=on_device)
+        return compiled
 
     @property
     def _plan(self) -> Plan:
@@ -354,8 +373,11 @@ class InferenceSession:
         return result
 
     async def _run_coroutine(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
-                             run_options: RunOptions | None, export: bool = True) -> list[Any]:
+                             run_options: RunOptions | None, export: bool = True,
+                             on_device: dict[str, str] | None = None) -> list[Any]:
         compiled, feeds = self._feeds(input_feed)
+        if on_device:
+            compiled = self._bound(on_device)
         profiling = self._options.enable_profiling
         profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
         hooked = [d for d in self._devices if hasattr(d, "run_started")]
@@ -416,9 +438,10 @@ class InferenceSession:
         return drive(self._run_coroutine(output_names, input_feed, run_options))
 
     def _run_values(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
-                    run_options: RunOptions | None) -> list[Any]:
-        """`run`, with outputs in webinfer storage (bfloat16 as float32 bits etc.), for OrtValues."""
-        return drive(self._run_coroutine(output_names, input_feed, run_options, export=False))
+                    run_options: RunOptions | None, on_device: dict[str, str] | None = None) -> list[Any]:
+        """`run`, with outputs in webinfer storage (bfloat16 as float32 bits etc.), for OrtValues;
+        the names in `on_device` are fed and returned as that device's tensors."""
+        return drive(self._run_coroutine(output_names, input_feed, run_options, export=False, on_device=on_device))
 
     def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, OrtValue],
                             run_options: RunOptions | None = None) -> list[OrtValue]:
