@@ -43,6 +43,13 @@ class ExecutionOrder(enum.IntEnum):
     MEMORY_EFFICIENT = 2
 
 
+def _config_entry(entries: dict[str, str], key: str, owner: str) -> str:
+    """A config entry; a missing one raises RuntimeError with onnxruntime's message."""
+    if key not in entries:
+        raise RuntimeError(f"{owner} does not have configuration with key: {key}")
+    return entries[key]
+
+
 #: Session config key onnxruntime reads to refuse placing nodes on the CPU fallback.
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 
@@ -108,9 +115,7 @@ class SessionOptions:
         self.config_entries[str(key)] = str(value)
 
     def get_session_config_entry(self, key: str) -> str:
-        if key not in self.config_entries:
-            raise RuntimeError(f"SessionOptions does not have configuration with key: {key}")
-        return self.config_entries[key]
+        return _config_entry(self.config_entries, key, "SessionOptions")
 
     def add_free_dimension_override_by_name(self, dim_name: str, dim_value: int) -> None:
         """Fix the symbolic dim `dim_name` of the inputs to `dim_value`: feeds are checked against it
@@ -169,9 +174,7 @@ class RunOptions:
         self.config_entries[str(key)] = str(value)
 
     def get_run_config_entry(self, key: str) -> str:
-        if key not in self.config_entries:
-            raise RuntimeError(f"RunOptions does not have configuration with key: {key}")
-        return self.config_entries[key]
+        return _config_entry(self.config_entries, key, "RunOptions")
 
     def add_active_adapter(self, adapter: Any) -> None:
         raise UnsupportedOpError("LoRA adapters (onnxruntime's add_active_adapter) are not supported by webinfer")
