@@ -215,16 +215,32 @@ def _dynamic_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(dtypes.UINT8, ctx.shape(0)), tensor(dtypes.FLOAT, ()), tensor(dtypes.UINT8, ())]
 
 
+def dynamic_range(x: np.ndarray) -> tuple[np.float32, np.float32]:
+    """uint8 scale and zero point (as float32) covering x's range widened to include 0.
+
+    ONNX's DynamicQuantizeLinear and onnxruntime's dynamic quantization of
+    activations (GetQuantizationParameter, used by its quantized GEMMs) agree on
+    this rule, so the kernels built on either share it.
+    """
+    hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
+    lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
+    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
+    zp = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
+    return scale, zp
+
+
+def dynamic_quantize(x: np.ndarray, scale: np.float32, zp: np.float32) -> np.ndarray:
+    """round(x / scale) + zp saturated to 0..255, as float32 integer values (exact)."""
+    return np.clip(np.rint(x / scale) + zp, 0, 255)
+
+
 @op("DynamicQuantizeLinear", since=11, infer=_dynamic_rule)
 def dynamic_quantize_linear(ctx: OpContext) -> Any:
     """uint8 quantization with scale and zero point from the data's range (widened to include 0)."""
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
-        lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
-        scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
-        zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
-        y = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
+        scale, zp = dynamic_range(x)
+        y = dynamic_quantize(x, scale, zp).astype(np.uint8)
         return y, np.asarray(scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
 
     return run
@@ -238,18 +254,29 @@ def _span(code: int | None) -> int:
     return hi - lo
 
 
+def exact_dtype(bound: int, k: int) -> np.dtype | None:
+    """The float type in which a product of k terms, each at most `bound` in magnitude, sums
+    exactly through BLAS (every partial sum below 2**24 for float32, 2**53 for float64);
+    None when neither is exact."""
+    total = bound * max(k, 1)
+    if total < (1 << 24):
+        return np.dtype(np.float32)
+    if total < (1 << 53):
+        return np.dtype(np.float64)
+    return None
+
+
 def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     """a @ b for integer-valued arrays, exact, where `bound` caps |a_ik * b_kj|.
 
     BLAS in float32 while every partial sum is below 2**24, float64 below
-    2**53, numpy's int64 matmul beyond; the result is int64.
+    2**53, numpy's int64 matmul beyond; the result is int64.  Operands already
+    in the chosen float type are used as they are (no copy).
     """
-    total = bound * max(a.shape[-1], 1)
-    if total < (1 << 24):
-        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
-    if total < (1 << 53):
-        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
-    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    dt = exact_dtype(bound, a.shape[-1])
+    if dt is None:
+        return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False)).astype(np.int64)
 
 
 def matmul_shape(a: Shape | None, b: Shape | None, node: Node) -> Shape | None:

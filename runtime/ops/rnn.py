@@ -7,6 +7,9 @@ Reverse directions run forward over each sequence reversed within its own
 length, then are put back in place, which handles `sequence_lens` without
 per-batch loops.  Weights known at load are split and transposed once.
 float16 computes in float32, as onnxruntime does.
+
+onnxruntime's com.microsoft.DynamicQuantizeLSTM runs on the same loop with
+weights that quantize X and H on the fly (`_QuantWeights`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .. import dtypes
 from ..ir import Type
 from ..shapes import InferContext, dim_div, shape_str, tensor
 from .elementwise import sigmoid, softplus
+from .quant import dynamic_quantize, dynamic_range, exact_dtype, exact_matmul
 from .registry import OpContext, op
 
 Act = Callable[[np.ndarray], np.ndarray]
@@ -97,6 +101,8 @@ _GRU = _Cell("GRU", 3, ("Sigmoid", "Tanh"), 2)
 _LSTM = _Cell("LSTM", 4, ("Sigmoid", "Tanh", "Tanh"), 3)
 
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+#: DynamicQuantizeLSTM's inputs 8..11.
+_QUANT_PARAMS = ("W_scale", "W_zero_point", "R_scale", "R_zero_point")
 
 
 def _direction(ctx: OpContext | InferContext) -> tuple[str, int]:
@@ -106,7 +112,11 @@ def _direction(ctx: OpContext | InferContext) -> tuple[str, int]:
     return d, _DIRECTIONS[d]
 
 
-def _rule(cell: _Cell) -> Callable[[InferContext], list[Type | None]]:
+def _rule(cell: _Cell, quantized: bool = False) -> Callable[[InferContext], list[Type | None]]:
+    """The shape rule of `cell`'s layer; `quantized` is onnxruntime's DynamicQuantizeLSTM layout:
+    W [dirs, input, G*H] and R [dirs, H, G*H] (ONNX's transposed) of int8/uint8, with scales and
+    zero points per direction or per direction and column as inputs 8..11."""
+
     def rule(ctx: InferContext) -> list[Type | None]:
         _, n_dir = _direction(ctx)
         layout = ctx.attr("layout", 0)
@@ -122,9 +132,9 @@ def _rule(cell: _Cell) -> Callable[[InferContext], list[Type | None]]:
                 raise ctx.error(f"{name} must be 3-D, got shape {shape_str(s)}")
         hidden = ctx.attr("hidden_size", None)
         if hidden is None and r is not None:
-            hidden = r[2]
+            hidden = r[1] if quantized else r[2]
         if hidden is None and w is not None:
-            hidden = dim_div(w[1], cell.gates)
+            hidden = dim_div(w[2] if quantized else w[1], cell.gates)
         seq, batch, size = (None, None, None) if x is None else ((x[1], x[0], x[2]) if layout else x)
         gh = hidden * cell.gates if isinstance(hidden, int) else None
 
@@ -136,8 +146,21 @@ def _rule(cell: _Cell) -> Callable[[InferContext], list[Type | None]]:
                 raise ctx.error(f"{name} has shape {shape_str(s)} but X {shape_str(x)} with hidden_size "
                                 f"{hidden} and {n_dir} direction(s) needs {shape_str(want)}")
 
-        expect("W", w, (n_dir, gh, size))
-        expect("R", r, (n_dir, gh, hidden))
+        if quantized:
+            expect("W", w, (n_dir, size, gh))
+            expect("R", r, (n_dir, hidden, gh))
+            for i, name in ((1, "W"), (2, "R")):
+                if ctx.elem(i) not in (None, dtypes.INT8, dtypes.UINT8):
+                    raise ctx.error(f"{name} must be int8 or uint8, got {dtypes.type_name(ctx.elem(i))}")
+            for i, name in enumerate(_QUANT_PARAMS, start=8):
+                if not ctx.has(i):
+                    raise ctx.error(f"input {i} ({name}) is required")
+                s = ctx.shape(i)
+                if s is not None:
+                    expect(name, s, (n_dir,) if len(s) == 1 else (n_dir, gh))
+        else:
+            expect("W", w, (n_dir, gh, size))
+            expect("R", r, (n_dir, gh, hidden))
         expect("B", ctx.shape(3) if ctx.has(3) else None, (n_dir, None if gh is None else 2 * gh))
         expect("sequence_lens", ctx.shape(4) if ctx.has(4) else None, (batch,))
         state = (batch, n_dir, hidden) if layout else (n_dir, batch, hidden)
@@ -163,13 +186,53 @@ class _Weights:
     rb: np.ndarray  # [G*H]
     p: np.ndarray | None  # LSTM peepholes [3, H] (i, o, f)
 
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """x W^T + Wb for the rows of x (every step of the sequence at once)."""
+        return x @ self.wt + self.wb
 
-def _prepare(cell: _Cell, hidden: int, n_dir: int, dtype: np.dtype, w: np.ndarray, r: np.ndarray,
-             b: np.ndarray | None, p: np.ndarray | None, label: str) -> list[_Weights]:
-    gh = cell.gates * hidden
-    if w.ndim != 3 or w.shape[:2] != (n_dir, gh) or r.shape != (n_dir, gh, hidden):
-        raise ValueError(f"{label}: W {list(w.shape)} / R {list(r.shape)} do not fit hidden_size {hidden}, "
-                         f"{n_dir} direction(s) and {cell.gates} gate(s)")
+    def recur(self, h: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """h R^T (the recurrent bias is added by the step); `rows` matters to quantized weights only."""
+        return h @ self.rt
+
+
+@dataclass
+class _QuantWeights(_Weights):
+    """DynamicQuantizeLSTM's weights, computed as onnxruntime does: each product
+    quantizes its float operand (all of X once, H at every step) to uint8 with
+    a scale and zero point from that operand's range, multiplies exactly in
+    integers, and scales the sums by operand scale x weight scale in float32.
+    Rounding the activations moves the outputs by ~1e-2 from those of an LSTM
+    over dequantized weights (measured on the tests' cases), so it is
+    reproduced, not skipped.
+
+    wt and rt hold W - W_zero_point and R - R_zero_point (integer values in the
+    float type that sums them exactly), wb is zero and rb is Wb + Rb, added
+    after both products as onnxruntime adds its fused bias.
+    """
+
+    w_scale: np.ndarray  # [] or [G*H]
+    r_scale: np.ndarray
+    w_bound: int  # largest |activation - zero point| x |weight - zero point|
+    r_bound: int
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        return _quantized_product(x, x, self.wt, self.w_scale, self.w_bound)
+
+    def recur(self, h: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        return _quantized_product(h, h if rows is None else h[rows], self.rt, self.r_scale, self.r_bound)
+
+
+def _quantized_product(a: np.ndarray, basis: np.ndarray, w: np.ndarray, w_scale: np.ndarray, bound: int) -> np.ndarray:
+    """a @ w with `a` quantized to uint8 on the range of `basis` (a's rows that onnxruntime
+    sees in that product), exact integer sums, float32 scaling."""
+    scale, zp = dynamic_range(basis)
+    qa = dynamic_quantize(a, scale, zp) - zp
+    return exact_matmul(qa, w, bound).astype(np.float32) * (scale * w_scale)
+
+
+def _bias_and_peepholes(gh: int, hidden: int, n_dir: int, dtype: np.dtype, b: np.ndarray | None,
+                        p: np.ndarray | None, label: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(Wb, Rb, peepholes [3, H] or None) of each direction."""
     if b is not None and b.shape != (n_dir, 2 * gh):
         raise ValueError(f"{label}: B has shape {list(b.shape)}, expected {[n_dir, 2 * gh]}")
     if p is not None and p.shape != (n_dir, 3 * hidden):
@@ -177,10 +240,51 @@ def _prepare(cell: _Cell, hidden: int, n_dir: int, dtype: np.dtype, w: np.ndarra
     out = []
     for d in range(n_dir):
         bias = b[d].astype(dtype) if b is not None else np.zeros(2 * gh, dtype)
-        out.append(_Weights(np.ascontiguousarray(w[d].T.astype(dtype)), np.ascontiguousarray(r[d].T.astype(dtype)),
-                            bias[:gh], bias[gh:],
-                            None if p is None else p[d].astype(dtype).reshape(3, hidden)))
+        out.append((bias[:gh], bias[gh:], None if p is None else p[d].astype(dtype).reshape(3, hidden)))
     return out
+
+
+def _prepare(cell: _Cell, hidden: int, n_dir: int, dtype: np.dtype, w: np.ndarray, r: np.ndarray,
+             b: np.ndarray | None, p: np.ndarray | None, label: str) -> list[_Weights]:
+    gh = cell.gates * hidden
+    if w.ndim != 3 or w.shape[:2] != (n_dir, gh) or r.shape != (n_dir, gh, hidden):
+        raise ValueError(f"{label}: W {list(w.shape)} / R {list(r.shape)} do not fit hidden_size {hidden}, "
+                         f"{n_dir} direction(s) and {cell.gates} gate(s)")
+    extras = _bias_and_peepholes(gh, hidden, n_dir, dtype, b, p, label)
+    return [_Weights(np.ascontiguousarray(w[d].T.astype(dtype)), np.ascontiguousarray(r[d].T.astype(dtype)), *extras[d])
+            for d in range(n_dir)]
+
+
+def _prepare_quantized(hidden: int, n_dir: int, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                       p: np.ndarray | None, w_scale: np.ndarray, w_zp: np.ndarray, r_scale: np.ndarray,
+                       r_zp: np.ndarray, label: str) -> list[_Weights]:
+    """DynamicQuantizeLSTM's parameters per direction (see `_QuantWeights`)."""
+    gh = _LSTM.gates * hidden
+    if w.ndim != 3 or w.shape[0] != n_dir or w.shape[2] != gh or r.shape != (n_dir, hidden, gh):
+        raise ValueError(f"{label}: W {list(w.shape)} / R {list(r.shape)} do not fit hidden_size {hidden} and "
+                         f"{n_dir} direction(s): expected [{n_dir}, input_size, {gh}] and [{n_dir}, {hidden}, {gh}]")
+    for name, v in zip(_QUANT_PARAMS, (w_scale, w_zp, r_scale, r_zp)):
+        if v.shape not in ((n_dir,), (n_dir, gh)):
+            raise ValueError(f"{label}: {name} has shape {list(v.shape)}, expected [{n_dir}] (per direction) "
+                             f"or [{n_dir}, {gh}] (per direction and column)")
+    extras = _bias_and_peepholes(gh, hidden, n_dir, np.dtype(np.float32), b, p, label)
+    out: list[_Weights] = []
+    for d, (wb, rb, peep) in enumerate(extras):
+        wd, w_bound = _centred(w[d], w_zp[d])
+        rd, r_bound = _centred(r[d], r_zp[d])
+        out.append(_QuantWeights(wd, rd, np.zeros(gh, np.float32), wb + rb, peep,
+                                 w_scale[d].astype(np.float32), r_scale[d].astype(np.float32), w_bound, r_bound))
+    return out
+
+
+def _centred(w: np.ndarray, zp: np.ndarray) -> tuple[np.ndarray, int]:
+    """w - zp (zp per tensor or per column) in the float type that sums its products with
+    uint8 activations exactly, and the bound on one such product."""
+    centred = w.astype(np.int32) - zp.astype(np.int32)
+    # A quantized activation minus its zero point lies in -255..255.
+    bound = 255 * int(np.abs(centred).max(initial=0))
+    dt = exact_dtype(bound, w.shape[0]) or np.dtype(np.int64)
+    return centred.astype(dt), bound
 
 
 def _order(lens: np.ndarray | None, steps: int, batch: int) -> np.ndarray | None:
@@ -192,7 +296,8 @@ def _order(lens: np.ndarray | None, steps: int, batch: int) -> np.ndarray | None
     return np.where(t < lens[None, :], lens[None, :] - 1 - t, t)
 
 
-def _build(cell: _Cell, ctx: OpContext) -> Callable[..., tuple[np.ndarray, ...]]:
+def _build(cell: _Cell, ctx: OpContext, quantized: bool = False) -> Callable[..., tuple[np.ndarray, ...]]:
+    """The kernel of `cell`'s layer; `quantized`: DynamicQuantizeLSTM's weights (see `_QuantWeights`)."""
     direction, n_dir = _direction(ctx)
     layout = ctx.attr("layout", 0)
     clip = ctx.attr("clip", None)
@@ -204,28 +309,41 @@ def _build(cell: _Cell, ctx: OpContext) -> Callable[..., tuple[np.ndarray, ...]]
     x_elem = ctx.in_elem(0)
     out_dtype = dtypes.storage_dtype(x_elem) if x_elem is not None else None
     cdtype = np.dtype(np.float64) if out_dtype == np.float64 else np.dtype(np.float32)
-    weight_inputs = (1, 2, 3, 7) if cell is _LSTM else (1, 2, 3)
+    weight_inputs = ((1, 2, 3, 7) if cell is _LSTM else (1, 2, 3)) + ((8, 9, 10, 11) if quantized else ())
     present = [i for i in weight_inputs if i < len(ctx.node.inputs) and ctx.node.inputs[i]]
     consts = {i: ctx.const(i) for i in weight_inputs}
-    hidden = hidden_attr if hidden_attr is not None else (
-        consts[2].shape[-1] if consts[2] is not None and consts[2].ndim == 3 else None)
+    # onnxruntime quantizes H over the rows it multiplies: with Y requested, rows whose
+    # sequence has ended hold zeros there, else their last state.
+    y_out = bool(ctx.node.outputs and ctx.node.outputs[0])
+
+    def hidden_of(r: np.ndarray) -> int:
+        return hidden_attr if hidden_attr is not None else r.shape[1 if quantized else 2]
+
+    def prepare(w: np.ndarray, r: np.ndarray, b: np.ndarray | None, p: np.ndarray | None,
+                quant: tuple[np.ndarray, ...]) -> list[_Weights]:
+        if quantized:
+            return _prepare_quantized(hidden_of(r), n_dir, w, r, b, p, *quant, label)
+        return _prepare(cell, hidden_of(r), n_dir, cdtype, w, r, b, p, label)
+
     cached = None
-    if hidden is not None and all(consts[i] is not None for i in present):
-        cached = _prepare(cell, hidden, n_dir, cdtype, consts[1], consts[2], consts[3], consts.get(7), label)
+    if all(consts[i] is not None for i in present) and consts[2] is not None and consts[2].ndim == 3:
+        cached = prepare(consts[1], consts[2], consts[3], consts.get(7), tuple(consts[i] for i in weight_inputs[4:]))
     clip_fn: Act = (lambda v: np.clip(v, -clip, clip)) if clip is not None else (lambda v: v)
 
     def step_fn(d: int) -> Callable[..., Any]:
         f = acts[d][0]
         if cell is _RNN:
-            def rnn_step(gx: np.ndarray, h: np.ndarray, c: Any, wt: _Weights) -> tuple[np.ndarray, Any]:
-                return f(clip_fn(gx + h @ wt.rt + wt.rb)), None
+            def rnn_step(gx: np.ndarray, h: np.ndarray, c: Any, wt: _Weights,
+                         rows: np.ndarray | None) -> tuple[np.ndarray, Any]:
+                return f(clip_fn(gx + wt.recur(h, rows) + wt.rb)), None
             return rnn_step
         g = acts[d][1]
         if cell is _GRU:
-            def gru_step(gx: np.ndarray, h: np.ndarray, c: Any, wt: _Weights) -> tuple[np.ndarray, Any]:
+            def gru_step(gx: np.ndarray, h: np.ndarray, c: Any, wt: _Weights,
+                         rows: np.ndarray | None) -> tuple[np.ndarray, Any]:
                 hs = h.shape[1]
                 if lbr:
-                    hr = h @ wt.rt + wt.rb
+                    hr = wt.recur(h, rows) + wt.rb
                     zr = f(clip_fn(gx[:, :2 * hs] + hr[:, :2 * hs]))
                     z, rg = zr[:, :hs], zr[:, hs:]
                     hh = g(clip_fn(gx[:, 2 * hs:] + rg * hr[:, 2 * hs:]))
@@ -237,9 +355,10 @@ def _build(cell: _Cell, ctx: OpContext) -> Callable[..., tuple[np.ndarray, ...]]
             return gru_step
         hf = acts[d][2]
 
-        def lstm_step(gx: np.ndarray, h: np.ndarray, c: np.ndarray, wt: _Weights) -> tuple[np.ndarray, np.ndarray]:
+        def lstm_step(gx: np.ndarray, h: np.ndarray, c: np.ndarray, wt: _Weights,
+                      rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
             hs = h.shape[1]
-            gates = gx + h @ wt.rt + wt.rb
+            gates = gx + wt.recur(h, rows) + wt.rb
             gi, go, gf, gc = gates[:, :hs], gates[:, hs:2 * hs], gates[:, 2 * hs:3 * hs], gates[:, 3 * hs:]
             if wt.p is not None:
                 gi = gi + wt.p[0] * c
@@ -256,11 +375,11 @@ def _build(cell: _Cell, ctx: OpContext) -> Callable[..., tuple[np.ndarray, ...]]
 
     def run(x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
             seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None, c0: np.ndarray | None = None,
-            p: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+            p: np.ndarray | None = None, *quant: np.ndarray) -> tuple[np.ndarray, ...]:
         if x.ndim != 3:
             raise ValueError(f"{label}: X must be 3-D, got shape {list(x.shape)}")
-        hs = hidden if hidden is not None else r.shape[-1]
-        weights = cached or _prepare(cell, hs, n_dir, cdtype, w, r, b, p, label)
+        weights = cached or prepare(w, r, b, p, quant)
+        hs = weights[0].rt.shape[0]
         xs = x.astype(cdtype, copy=False)
         if layout:
             xs = xs.transpose(1, 0, 2)
@@ -274,6 +393,8 @@ def _build(cell: _Cell, ctx: OpContext) -> Callable[..., tuple[np.ndarray, ...]]
                 raise ValueError(f"{label}: sequence_lens {lens.tolist()} must give one length in 0..{steps} "
                                  f"per batch entry ({batch})")
         masked = lens is not None and not np.all(lens == steps)
+        # Steps past the longest sequence change nothing: run to it only (as onnxruntime does).
+        run_steps = int(lens.max(initial=0)) if lens is not None else steps
         state_shape = (n_dir, batch, hs)
 
         def initial(v: np.ndarray | None) -> np.ndarray:
@@ -294,12 +415,13 @@ def _build(cell: _Cell, ctx: OpContext) -> Callable[..., tuple[np.ndarray, ...]]
             reverse = direction == "reverse" or d == 1
             wt = weights[d]
             xd = (xs[order, cols] if order is not None else xs[::-1]) if reverse else xs
-            gx_all = (xd.reshape(steps * batch, size) @ wt.wt + wt.wb).reshape(steps, batch, -1)
+            gx_all = wt.project(xd[:run_steps].reshape(run_steps * batch, size)).reshape(run_steps, batch, -1)
             h = hinit[d]
             c = cinit[d] if cinit is not None else None
             yd = np.zeros((steps, batch, hs), cdtype)
-            for t in range(steps):
-                h_new, c_new = steps_fns[d](gx_all[t], h, c, wt)
+            for t in range(run_steps):
+                rows = (lens >= t) if masked and y_out and t else None
+                h_new, c_new = steps_fns[d](gx_all[t], h, c, wt, rows)
                 if masked:
                     live = (t < lens)[:, None]
                     h = np.where(live, h_new, h)
@@ -339,3 +461,11 @@ def gru(ctx: OpContext):
 def lstm(ctx: OpContext):
     """LSTM (gates i, o, f, c) with optional peepholes, coupled input/forget gates and clipping."""
     return _build(_LSTM, ctx)
+
+
+@op("DynamicQuantizeLSTM", since=1, domain="com.microsoft", infer=_rule(_LSTM, quantized=True))
+def dynamic_quantize_lstm(ctx: OpContext):
+    """onnxruntime's LSTM over int8/uint8 W [dirs, input, 4H] and R [dirs, H, 4H] (scales and zero
+    points per direction or per direction and column); X and each step's H are quantized to
+    uint8 on the fly and multiplied exactly, as onnxruntime does (see `_QuantWeights`)."""
+    return _build(_LSTM, ctx, quantized=True)

@@ -41,9 +41,7 @@ class OutputMismatch(AssertionError):
 # different one (the next gap, once this one is fixed) fails the test, and so does a pass
 # (strict XPASS), so that the entry is updated or removed.  Install and reference failures
 # always fail.
-KNOWN_FAILURES: dict[str, str] = {
-    "ddddocr_ocr": r"com\.microsoft\.DynamicQuantizeLSTM .* is not supported",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _pinned(case):
