@@ -84,6 +84,12 @@ MODEL: Schema = {
 ATTR_FLOAT, ATTR_INT, ATTR_STRING, ATTR_TENSOR, ATTR_GRAPH = 1, 2, 3, 4, 5
 ATTR_FLOATS, ATTR_INTS, ATTR_STRINGS, ATTR_TENSORS, ATTR_GRAPHS = 6, 7, 8, 9, 10
 ATTR_SPARSE_TENSOR, ATTR_SPARSE_TENSORS, ATTR_TYPE_PROTO, ATTR_TYPE_PROTOS = 11, 12, 13, 14
+_ATTR_NAMES = {ATTR_TENSOR: "TENSOR", ATTR_GRAPH: "GRAPH", ATTR_SPARSE_TENSOR: "SPARSE_TENSOR"}
+#: Attribute kinds whose value is one message with no meaningful default.
+_SINGLE_FIELD = {ATTR_TENSOR: "t", ATTR_GRAPH: "g", ATTR_SPARSE_TENSOR: "sparse_tensor"}
+#: Densifying a sparse tensor allocates what its dims claim, not what the file
+#: holds: refuse claims beyond this rather than exhaust memory.
+MAX_SPARSE_DENSE_BYTES = 1 << 28
 
 
 class _Reader:
@@ -191,13 +197,24 @@ class _Reader:
 
     def sparse(self, msg: dict[str, Any]) -> Tensor:
         """Densify a SparseTensorProto (webinfer computes on dense tensors)."""
+        if "values" not in msg:
+            raise ModelLoadError(f"sparse tensor (dims {msg['dims']}) has no values")
         values = self.tensor(msg["values"], "sparse values")
+        name = msg["values"].get("name", "") or "sparse tensor"
         dims = msg["dims"]
+        nbytes = math.prod(dims) * values.array.dtype.itemsize
+        if any(d < 0 for d in dims) or nbytes > MAX_SPARSE_DENSE_BYTES:
+            raise ModelLoadError(f"sparse tensor '{name}': dims {dims} are negative or densify to more than "
+                                 f"{MAX_SPARSE_DENSE_BYTES >> 20} MiB ({nbytes} bytes)")
         dense = np.zeros(dims, dtype=values.array.dtype)
         if "indices" in msg:
             idx = self.tensor(msg["indices"], "sparse indices").array.astype(np.int64)
-            flat = idx if idx.ndim == 1 else np.ravel_multi_index(tuple(idx.T), dims)
-            dense.reshape(-1)[flat] = values.array.reshape(-1)
+            try:
+                flat = idx if idx.ndim == 1 else np.ravel_multi_index(tuple(idx.T), dims)
+                dense.reshape(-1)[flat] = values.array.reshape(-1)
+            except (ValueError, IndexError) as e:
+                raise ModelLoadError(f"sparse tensor '{name}' (dims {dims}): indices {list(idx.shape)} do not "
+                                     f"fit its values {list(values.array.shape)}: {e}") from None
         return Tensor(dense, values.elem)
 
     # ---------------------------------------------------------------- types
@@ -205,7 +222,7 @@ class _Reader:
         if not msg:
             return None
         if "tensor_type" in msg or "sparse_tensor_type" in msg:
-            tt = msg.get("tensor_type") or msg["sparse_tensor_type"]
+            tt = msg["tensor_type"] if "tensor_type" in msg else msg["sparse_tensor_type"]
             elem = tt.get("elem_type") or None
             shape_msg = tt.get("shape")
             shape = None
@@ -244,6 +261,9 @@ class _Reader:
             return int(msg.get("i", 0))
         if kind == ATTR_STRING:
             return bytes(msg.get("s", b"")).decode("utf-8", errors="surrogateescape")
+        if kind in _SINGLE_FIELD and _SINGLE_FIELD[kind] not in msg:
+            raise ModelLoadError(f"node '{node}': attribute '{name}' is declared {_ATTR_NAMES[kind]} "
+                                 f"but holds no {_ATTR_NAMES[kind].lower()}")
         if kind == ATTR_TENSOR:
             return self.tensor(msg["t"], f"attribute {name}")
         if kind == ATTR_GRAPH:
