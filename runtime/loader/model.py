@@ -224,6 +224,8 @@ class _Reader:
         if "tensor_type" in msg or "sparse_tensor_type" in msg:
             tt = msg["tensor_type"] if "tensor_type" in msg else msg["sparse_tensor_type"]
             elem = tt.get("elem_type") or None
+            if elem is not None:
+                dtypes.elem_type(elem)  # an unknown code is a load error here, not a KeyError later
             shape_msg = tt.get("shape")
             shape = None
             if shape_msg is not None:
@@ -241,7 +243,11 @@ class _Reader:
         return None
 
     def value_info(self, msg: dict[str, Any]) -> ValueInfo:
-        return ValueInfo(msg.get("name", ""), self.type(msg.get("type")), msg.get("doc_string", ""))
+        name = msg.get("name", "")
+        try:
+            return ValueInfo(name, self.type(msg.get("type")), msg.get("doc_string", ""))
+        except ModelLoadError as e:
+            raise ModelLoadError(f"value '{name}': {e}") from None
 
     # ------------------------------------------------------------ attributes
     def attribute(self, msg: dict[str, Any], node: str) -> Any:
@@ -303,10 +309,9 @@ class _Reader:
     def graph(self, msg: dict[str, Any]) -> Graph:
         inits: dict[str, Tensor] = {}
         for t in msg["initializer"]:
-            inits[t.get("name", "")] = self.tensor(t)
+            self._add_initializer(inits, t.get("name", ""), self.tensor(t))
         for s in msg["sparse_initializer"]:
-            dense = self.sparse(s)
-            inits[s["values"].get("name", "")] = dense
+            self._add_initializer(inits, s.get("values", {}).get("name", ""), self.sparse(s))
         return Graph(
             nodes=[self.node(n) for n in msg["node"]],
             inputs=[self.value_info(v) for v in msg["input"]],
@@ -315,6 +320,13 @@ class _Reader:
             value_info={v.get("name", ""): self.value_info(v) for v in msg["value_info"]},
             name=msg.get("name", ""),
         )
+
+    @staticmethod
+    def _add_initializer(inits: dict[str, Tensor], name: str, tensor: Tensor) -> None:
+        """Two initializers of one name would leave which one wins to file order."""
+        if name in inits:
+            raise ModelLoadError(f"initializer '{name}' is defined twice")
+        inits[name] = tensor
 
     def function(self, msg: dict[str, Any]) -> Function:
         defaults = {}

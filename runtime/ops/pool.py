@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import AttrMixin, Dim, Shape, Type
-from ..shapes import InferContext, shape_str, tensor
+from ..shapes import InferContext, shape_str, static_len, tensor
 from .conv import Geometry, Window, compute_dtype, pad_spatial, read_window, windows
 from .registry import Kernel, OpContext, op
 
@@ -289,8 +289,8 @@ def _maxunpool_rule(ctx: InferContext) -> list[Type | None]:
         sym = ctx.sym(2)
         if sym is not None:
             return [tensor(ctx.elem(0), sym.dims)]
-        shp = ctx.shape(2)
-        return [tensor(ctx.elem(0), (None,) * shp[0] if shp is not None and isinstance(shp[0], int) else None)]
+        n = static_len(ctx, 2)
+        return [tensor(ctx.elem(0), None if n is None else (None,) * n)]
     if x is None:
         return [tensor(ctx.elem(0))]
     kernel, strides, pads = _unpool_attrs(ctx, len(x))
