@@ -14,7 +14,7 @@ import numpy as np
 
 import heapq
 
-from .schemas import ATTR_KINDS
+from .schemas import ATTR_KINDS, DOMAINS
 from .errors import ModelLoadError, ShapeInferenceError
 from .dtypes import type_name
 
@@ -129,7 +129,7 @@ class AttrMixin:
                 raise ShapeInferenceError(f"{self.node.label()}: required attribute '{name}' is missing")
             return default
         kinds: tuple[str, ...] = ()
-        if self.node.domain in ("", "ai.onnx", "ai.onnx.ml"):
+        if self.node.domain in DOMAINS:
             kinds = ATTR_KINDS.get(self.node.op_type, {}).get(name, ())
         if not kinds and default is not _REQUIRED:
             implied = _kind_of_default(default)

@@ -4,14 +4,19 @@ ATTR_KINDS: op type -> attribute name -> the AttributeProto kinds (lower-case
 names) any version of the op declares for it.
 INPUTS: op type -> ((since version, positions of required inputs, minimum
 input count), ...), oldest first, listing only the versions that changed them.
-Only the ai.onnx and ai.onnx.ml domains, whose op types do not collide.
+DOMAINS: the domains described ("" is ai.onnx); op types do not collide
+between them.
 """
 
 from __future__ import annotations
 
 
+DOMAINS: frozenset[str] = frozenset(['', 'ai.onnx.ml', 'ai.onnx.preview', 'ai.onnx.preview.training'])
+
 ATTR_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     'Abs': {'consumed_inputs': ('ints',)},
+    'Adagrad': {'decay_factor': ('float',), 'epsilon': ('float',), 'norm_coefficient': ('float',)},
+    'Adam': {'alpha': ('float',), 'beta': ('float',), 'epsilon': ('float',), 'norm_coefficient': ('float',), 'norm_coefficient_post': ('float',)},
     'Add': {'axis': ('int',), 'broadcast': ('int',), 'consumed_inputs': ('ints',)},
     'AffineGrid': {'align_corners': ('int',)},
     'And': {'axis': ('int',), 'broadcast': ('int',)},
@@ -59,6 +64,7 @@ ATTR_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     'EyeLike': {'dtype': ('int',), 'k': ('int',)},
     'FeatureVectorizer': {'inputdimensions': ('ints',)},
     'Flatten': {'axis': ('int',)},
+    'FlexAttention': {'prob_mod': ('graph',), 'scale': ('float',), 'score_mod': ('graph',), 'softmax_precision': ('int',)},
     'Floor': {'consumed_inputs': ('ints',)},
     'GRU': {'activation_alpha': ('floats',), 'activation_beta': ('floats',), 'activations': ('strings',), 'clip': ('float',), 'direction': ('string',), 'hidden_size': ('int',), 'layout': ('int',), 'linear_before_reset': ('int',), 'output_sequence': ('int',)},
     'Gather': {'axis': ('int',)},
@@ -67,6 +73,7 @@ ATTR_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     'Gelu': {'approximate': ('string',)},
     'Gemm': {'alpha': ('float',), 'beta': ('float',), 'broadcast': ('int',), 'transA': ('int',), 'transB': ('int',)},
     'GlobalLpPool': {'p': ('float', 'int')},
+    'Gradient': {'xs': ('strings',), 'y': ('string',), 'zs': ('strings',)},
     'Greater': {'axis': ('int',), 'broadcast': ('int',)},
     'GridSample': {'align_corners': ('int',), 'mode': ('string',), 'padding_mode': ('string',)},
     'GroupNormalization': {'epsilon': ('float',), 'num_groups': ('int',), 'stash_type': ('int',)},
@@ -102,6 +109,7 @@ ATTR_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     'MelWeightMatrix': {'output_datatype': ('int',)},
     'Min': {'consumed_inputs': ('ints',)},
     'Mod': {'fmod': ('int',)},
+    'Momentum': {'alpha': ('float',), 'beta': ('float',), 'mode': ('string',), 'norm_coefficient': ('float',)},
     'Mul': {'axis': ('int',), 'broadcast': ('int',), 'consumed_inputs': ('ints',)},
     'Multinomial': {'dtype': ('int',), 'sample_size': ('int',), 'seed': ('float',)},
     'Neg': {'consumed_inputs': ('ints',)},
@@ -191,6 +199,8 @@ INPUTS: dict[str, tuple[tuple[int, tuple[int, ...], int], ...]] = {
     'Abs': ((1, (0,), 1),),
     'Acos': ((7, (0,), 1),),
     'Acosh': ((9, (0,), 1),),
+    'Adagrad': ((1, (0, 1), 3),),
+    'Adam': ((1, (0, 1), 3),),
     'Add': ((1, (0, 1), 2),),
     'AffineGrid': ((20, (0, 1), 2),),
     'And': ((1, (0, 1), 2),),
@@ -253,6 +263,7 @@ INPUTS: dict[str, tuple[tuple[int, tuple[int, ...], int], ...]] = {
     'EyeLike': ((9, (0,), 1),),
     'FeatureVectorizer': ((1, (), 1),),
     'Flatten': ((1, (0,), 1),),
+    'FlexAttention': ((1, (0, 1, 2), 3),),
     'Floor': ((1, (0,), 1),),
     'GRU': ((1, (0, 1, 2), 3),),
     'Gather': ((1, (0, 1), 2),),
@@ -263,6 +274,7 @@ INPUTS: dict[str, tuple[tuple[int, tuple[int, ...], int], ...]] = {
     'GlobalAveragePool': ((1, (0,), 1),),
     'GlobalLpPool': ((1, (0,), 1),),
     'GlobalMaxPool': ((1, (0,), 1),),
+    'Gradient': ((1, (), 1),),
     'Greater': ((1, (0, 1), 2),),
     'GreaterOrEqual': ((12, (0, 1), 2),),
     'GridSample': ((16, (0, 1), 2),),
@@ -306,6 +318,7 @@ INPUTS: dict[str, tuple[tuple[int, tuple[int, ...], int], ...]] = {
     'Min': ((1, (), 1),),
     'Mish': ((18, (0,), 1),),
     'Mod': ((10, (0, 1), 2),),
+    'Momentum': ((1, (0, 1), 3),),
     'Mul': ((1, (0, 1), 2),),
     'Multinomial': ((7, (0,), 1),),
     'Neg': ((1, (0,), 1),),

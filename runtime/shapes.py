@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ModelLoadError, ShapeInferenceError, UnsupportedOpError, WebinferError
 from .ir import AttrMixin, Dim, Node, OptionalType, SequenceType, Shape, TensorType, Type, check_attr
-from .schemas import ATTR_KINDS, INPUTS
+from .schemas import ATTR_KINDS, DOMAINS, INPUTS
 from . import dtypes
 
 if TYPE_CHECKING:
@@ -244,7 +244,9 @@ class InferContext(AttrMixin):
         return self.in_types[i] if i < len(self.in_types) else None
 
     def elem(self, i: int) -> int | None:
-        return getattr(self.type(i), "elem", None)
+        """Input i's element type when it is a tensor (a sequence's or optional's `elem` is a Type)."""
+        t = self.type(i)
+        return t.elem if isinstance(t, TensorType) else None
 
     def shape(self, i: int) -> Shape | None:
         t = self.type(i)
@@ -359,7 +361,7 @@ def check_node(node: Node, opset: int) -> None:
     attribute of a kind its schema does not declare (onnxruntime refuses both),
     before shape rules, fusion rules and builders index into its inputs or
     compute with its attributes."""
-    if node.domain not in ("", "ai.onnx.ml"):
+    if node.domain not in DOMAINS:
         return
     kinds = ATTR_KINDS.get(node.op_type, {})
     for name, value in node.attrs.items():

@@ -152,3 +152,32 @@ def test_lrn_with_a_huge_window_runs_at_once() -> None:
 def test_schema_table_is_generated_from_the_installed_onnx() -> None:
     tool = Path(__file__).resolve().parent.parent / "tools" / "onnx_schemas.py"
     assert subprocess.run([sys.executable, str(tool), "--check"]).returncode == 0
+
+
+def test_average_pool_with_a_huge_kernel_only_visits_taps_inside_the_input() -> None:
+    # 2**31 - 1 taps with SAME_UPPER padding looped over every tap (a hang)
+    node = helper.make_node("AveragePool", ["x"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[2**31 - 1, 3],
+                            strides=[2**32, 10**9])
+    x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
+    sess = webinfer.InferenceSession(_model([node], [_vi("x", [1, 1, 5, 5])], [_vi("y", None)]))
+    t0 = time.perf_counter()
+    (y,) = sess.run(None, {"x": x})
+    assert time.perf_counter() - t0 < 1.0
+    np.testing.assert_allclose(y, x[..., :, 0:3].mean(axis=(2, 3), keepdims=True))
+
+
+def test_shape_input_declared_longer_than_any_rank() -> None:
+    # rules built a tuple of that many unknown dims: [2**40] asked for 8 TiB
+    data = _model([helper.make_node("Reshape", ["x", "s"], ["y"])],
+                  [_vi("x", [2]), _vi("s", [2**40], TensorProto.INT64)], [_vi("y", None)])
+    with pytest.raises(webinfer.ShapeInferenceError,
+                       match="input 1 \\(s\\) has 1099511627776 elements, but it lists dims or axes"):
+        webinfer.InferenceSession(data)
+
+
+def test_split_of_an_optional_input_has_no_tensor_element_type() -> None:
+    # the optional's inner TensorType was taken for an element type (KeyError in cpu._is_exotic)
+    opt = helper.make_value_info("o", helper.make_optional_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [4])))
+    data = _model([helper.make_node("Split", ["o"], ["y"], num_outputs=1)], [opt], [_vi("y", None)])
+    assert [o.name for o in webinfer.InferenceSession(data).get_outputs()] == ["y"]

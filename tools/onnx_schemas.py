@@ -3,8 +3,8 @@
     python tools/onnx_schemas.py            # rewrite runtime/schemas.py from onnx.defs
     python tools/onnx_schemas.py --check    # exit 1 when the file is out of date
 
-The runtime cannot import `onnx`, so two facts of the ai.onnx and ai.onnx.ml
-schemas are kept as a generated table, for checking hostile files at load:
+The runtime cannot import `onnx`, so two facts of the schemas of onnx's
+domains (ai.onnx, ai.onnx.ml, ai.onnx.preview, ...) are kept as a generated table, for checking hostile files at load:
 the kinds each attribute may have (over all versions of the op: Cast-1 took
 `to` as a string, later versions as an int), and per version which inputs
 are required and how many inputs the op needs at least.
@@ -27,7 +27,8 @@ ATTR_KINDS: op type -> attribute name -> the AttributeProto kinds (lower-case
 names) any version of the op declares for it.
 INPUTS: op type -> ((since version, positions of required inputs, minimum
 input count), ...), oldest first, listing only the versions that changed them.
-Only the ai.onnx and ai.onnx.ml domains, whose op types do not collide.
+DOMAINS: the domains described ("" is ai.onnx); op types do not collide
+between them.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from __future__ import annotations
 '''
 
 
-def tables() -> tuple[dict[str, dict[str, tuple[str, ...]]], dict[str, list[tuple[int, tuple[int, ...], int]]]]:
+def tables() -> tuple[list[str], dict[str, dict[str, tuple[str, ...]]],
+                      dict[str, list[tuple[int, tuple[int, ...], int]]]]:
     kinds: dict[str, dict[str, set[str]]] = collections.defaultdict(lambda: collections.defaultdict(set))
     inputs: dict[str, list[tuple[int, tuple[int, ...], int]]] = collections.defaultdict(list)
     single = onnx.defs.OpSchema.FormalParameterOption.Single
+    domains: set[str] = set()
     for s in onnx.defs.get_all_schemas_with_history():
-        if s.domain not in ("", "ai.onnx.ml"):
-            continue
+        domains.add(s.domain)
         for name, a in s.attributes.items():
             kinds[s.name][name].add(a.type.name.lower())
         required = tuple(i for i, p in enumerate(s.inputs) if p.option == single)
@@ -50,13 +52,13 @@ def tables() -> tuple[dict[str, dict[str, tuple[str, ...]]], dict[str, list[tupl
     for op, versions in sorted(inputs.items()):
         versions.sort()
         changes[op] = [v for i, v in enumerate(versions) if i == 0 or v[1:] != versions[i - 1][1:]]
-    return ({op: {n: tuple(sorted(k)) for n, k in sorted(attrs.items())} for op, attrs in sorted(kinds.items())},
-            changes)
+    return (sorted(domains), {op: {n: tuple(sorted(k)) for n, k in sorted(attrs.items())}
+                              for op, attrs in sorted(kinds.items())}, changes)
 
 
 def render() -> str:
-    kinds, inputs = tables()
-    lines = [HEADER, "ATTR_KINDS: dict[str, dict[str, tuple[str, ...]]] = {"]
+    domains, kinds, inputs = tables()
+    lines = [HEADER, f"DOMAINS: frozenset[str] = frozenset({domains!r})", "", "ATTR_KINDS: dict[str, dict[str, tuple[str, ...]]] = {"]
     lines += [f"    {op!r}: {attrs!r}," for op, attrs in kinds.items()]
     lines += ["}", "", "INPUTS: dict[str, tuple[tuple[int, tuple[int, ...], int], ...]] = {"]
     lines += [f"    {op!r}: {tuple(v)!r}," for op, v in inputs.items()]
