@@ -181,3 +181,19 @@ def test_split_of_an_optional_input_has_no_tensor_element_type() -> None:
         helper.make_tensor_type_proto(TensorProto.FLOAT, [4])))
     data = _model([helper.make_node("Split", ["o"], ["y"], num_outputs=1)], [opt], [_vi("y", None)])
     assert [o.name for o in webinfer.InferenceSession(data).get_outputs()] == ["y"]
+
+
+def test_tfidf_with_huge_gram_length_and_skip_runs_at_once() -> None:
+    # max_gram_length built that many trie levels at load; max_skip_count looped that many skips per run
+    def tfidf(max_n: int, max_skip: int) -> np.ndarray:
+        node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], mode="TF", min_gram_length=1,
+                                max_gram_length=max_n, max_skip_count=max_skip, ngram_counts=[0, 2],
+                                ngram_indexes=[0, 1, 2], pool_int64s=[2, 3, 2, 3])
+        sess = webinfer.InferenceSession(_model([node], [_vi("x", [6], TensorProto.INT64)], [_vi("y", None)],
+                                                opset=9))
+        return sess.run(None, {"x": np.array([2, 3, 5, 2, 7, 3], np.int64)})[0]
+
+    t0 = time.perf_counter()
+    huge = tfidf(2**62, 2**62)
+    assert time.perf_counter() - t0 < 1.0
+    np.testing.assert_array_equal(huge, tfidf(2, 5))

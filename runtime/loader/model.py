@@ -229,8 +229,11 @@ class _Reader:
             shape_msg = tt.get("shape")
             shape = None
             if shape_msg is not None:
+                # a negative dim_value is some exporters' "unknown" (and a hostile file's way to
+                # make rules build negative or huge ranks): either way nothing is known about it
                 shape = tuple(
-                    d["dim_value"] if "dim_value" in d else (d.get("dim_param") or None)
+                    (d["dim_value"] if d["dim_value"] >= 0 else None) if "dim_value" in d
+                    else (d.get("dim_param") or None)
                     for d in shape_msg["dim"])
             return TensorType(elem, shape)
         if "sequence_type" in msg:

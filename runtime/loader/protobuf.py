@@ -17,6 +17,7 @@ from typing import Iterator
 from ..errors import ModelLoadError
 
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+_UINT64_MASK = (1 << 64) - 1
 
 #: Deepest message nesting decoded (protobuf's own parsers stop at 100 too):
 #: a hostile file nests If bodies or sequence types until the stack overflows.
@@ -49,7 +50,7 @@ def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
-            return result, pos
+            return result & _UINT64_MASK, pos  # bits past 64 are dropped, as protobuf does
         shift += 7
         if shift > 70:
             raise ModelLoadError("varint longer than 10 bytes in protobuf data")

@@ -324,7 +324,9 @@ def tfidf_vectorizer(ctx: OpContext) -> Callable[[np.ndarray], tuple[np.ndarray]
             raise ctx.error(f"weights has {len(weights)} entries, ngram_indexes {len(indexes)}: they must match")
         w = np.zeros(size, dtype=np.float32)
         w[indexes] = weights  # weights follow the pool's n-gram order, as the spec and onnxruntime have it
-    trie = _NgramTrie(pool, ctx.attr("ngram_counts"), indexes, min_n, max_n, f"{ctx.node.label()}: ")
+    counts = ctx.attr("ngram_counts")
+    max_n = min(max_n, len(counts))  # the pool holds no longer n-grams: the trie needs no deeper levels
+    trie = _NgramTrie(pool, counts, indexes, min_n, max_n, f"{ctx.node.label()}: ")
 
     def run(x: np.ndarray) -> tuple[np.ndarray]:
         if x.ndim > 2:
@@ -341,7 +343,7 @@ def tfidf_vectorizer(ctx: OpContext) -> Callable[[np.ndarray], tuple[np.ndarray]
 
         if min_n == 1:
             collect(1, rows)
-        for skip in range(1, max_skip + 2) if max_n > 1 else ():
+        for skip in range(1, min(max_skip + 1, width) + 1) if max_n > 1 else ():  # wider skips span no row
             nodes = rows
             for level in range(2, max_n + 1):
                 span = (level - 1) * skip

@@ -221,10 +221,20 @@ def _random_attr(rng: random.Random, name: str) -> onnx.AttributeProto:
     return a
 
 
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """`graph` and every subgraph in its nodes' attributes (If branches, Loop/Scan bodies)."""
+    out = [graph]
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                out.extend(_graphs(sub))
+    return out
+
+
 def _semantic_mutation(rng: random.Random, model: onnx.ModelProto) -> bytes:
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    g = m.graph
+    g = rng.choice(_graphs(m.graph))
     names = [v.name for v in g.input] + [t.name for t in g.initializer] + [o for n in g.node for o in n.output]
     for _ in range(rng.randint(1, 2)):
         r = rng.random()
@@ -254,7 +264,7 @@ def _semantic_mutation(rng: random.Random, model: onnx.ModelProto) -> bytes:
                 arr = onnx.numpy_helper.to_array(t).copy()
                 if arr.size:
                     arr.reshape(-1)[rng.randrange(arr.size)] = rng.choice(HUGE)
-                    t.CopyFrom(onnx.numpy_helper.from_array(arr.astype(arr.dtype), t.name))
+                    t.CopyFrom(onnx.numpy_helper.from_array(arr, t.name))
             else:
                 for a in node.attribute:
                     if a.type == onnx.AttributeProto.INTS and len(a.ints):

@@ -77,3 +77,18 @@ def test_sparse_tensor_claiming_huge_dims_is_refused() -> None:
     message, peak = _read_peak(_model(msg((15, sparse), (2, "g"))))
     assert "densify to more than 256 MiB" in message
     assert peak < 1 << 20
+
+
+def test_varint_bits_past_64_are_dropped() -> None:
+    # a 10-byte varint carries 70 bits: int64_data overflowed numpy's int64 (OverflowError)
+    ten_bytes = bytes([0xFF] * 9 + [0x7F])
+    tensor = msg((1, 1), (2, 7), (8, "t")) + b"\x38" + ten_bytes  # int64_data (field 7) = 2**64 - 1
+    model = read_model(_model(msg((5, tensor), (2, "g"))))
+    assert model.graph.initializers["t"].array.tolist() == [-1]
+
+
+def test_negative_declared_dims_are_unknown() -> None:
+    dims = msg((1, msg((1, 2**64 - 5))), (1, msg((1, 3))))  # dim_value -5, 3
+    vi = msg((1, "x"), (2, msg((1, msg((1, 1), (2, dims))))))
+    model = read_model(_model(msg((11, vi), (2, "g"))))
+    assert model.graph.inputs[0].type.shape == (None, 3)
