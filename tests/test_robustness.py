@@ -197,3 +197,10 @@ def test_tfidf_with_huge_gram_length_and_skip_runs_at_once() -> None:
     huge = tfidf(2**62, 2**62)
     assert time.perf_counter() - t0 < 1.0
     np.testing.assert_array_equal(huge, tfidf(2, 5))
+
+
+def test_random_op_with_a_nan_seed() -> None:
+    node = helper.make_node("Bernoulli", ["x"], ["y"], seed=float("nan"))
+    data = _model([node], [_vi("x", [2])], [_vi("y", None)])
+    with pytest.raises(webinfer.ShapeInferenceError, match="Bernoulli node 'y': attribute 'seed' must be a finite"):
+        webinfer.InferenceSession(data)
