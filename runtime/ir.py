@@ -14,9 +14,9 @@ import numpy as np
 
 import heapq
 
-from .schemas import ATTR_KINDS, DOMAINS
 from .errors import ModelLoadError, ShapeInferenceError
 from .dtypes import type_name
+from .schemas import ATTR_KINDS, DOMAINS
 
 #: A dimension: a known size, a symbol (e.g. "batch", "seq+1"), or None (unknown).
 Dim = Union[int, str, None]
@@ -289,6 +289,7 @@ class Model:
 
 
 def _list_of(*classes: type) -> Any:
+    """A check that a value is a list of `classes` (the repeated attribute kinds)."""
     return lambda v: isinstance(v, list) and all(isinstance(x, classes) for x in v)
 
 
@@ -324,13 +325,13 @@ def _kind_of_default(default: Any) -> str | None:
     if isinstance(default, list):
         if not default:
             return None
-        kind = next((k for k in ("ints", "floats", "strings") if _KIND_CHECKS[k](default)), None)
-        return kind
+        return next((k for k in ("ints", "floats", "strings") if _KIND_CHECKS[k](default)), None)
     return next((k for k in ("int", "float", "string", "tensor", "graph")
                  if default is not None and _KIND_CHECKS[k](default)), None)
 
 
 def _describe_attr(value: Any) -> str:
+    """`float 1.5`, `ints [0, 1]`: the kind a value reads as, and the value, for error messages."""
     kind = next((k for k in ("int", "float", "string", "ints", "floats", "strings", "tensor", "graph",
                              "tensors", "graphs") if _KIND_CHECKS[k](value)), type(value).__name__)
     text = repr(value)

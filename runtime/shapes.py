@@ -41,6 +41,7 @@ MAX_SYMBOL_LEN = 256
 
 
 def _expr(text: str) -> Dim:
+    """A symbolic dim, or unknown when the expression has grown past MAX_SYMBOL_LEN."""
     return text if len(text) <= MAX_SYMBOL_LEN else None
 
 

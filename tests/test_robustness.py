@@ -204,3 +204,13 @@ def test_random_op_with_a_nan_seed() -> None:
     data = _model([node], [_vi("x", [2])], [_vi("y", None)])
     with pytest.raises(webinfer.ShapeInferenceError, match="Bernoulli node 'y': attribute 'seed' must be a finite"):
         webinfer.InferenceSession(data)
+
+
+def test_tfidf_with_negative_ngram_counts() -> None:
+    # a start of -2**62 walked the pool from there, one n-gram at a time (a hang)
+    node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], mode="TF", min_gram_length=2, max_gram_length=2,
+                            max_skip_count=0, ngram_counts=[-(2**62), 0], ngram_indexes=[0, 1],
+                            pool_int64s=[2, 3, 5, 4])
+    data = _model([node], [_vi("x", [6], TensorProto.INT64)], [_vi("y", None)], opset=9)
+    with pytest.raises(webinfer.ShapeInferenceError, match="ngram_counts .* do not split the pool"):
+        webinfer.InferenceSession(data)

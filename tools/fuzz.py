@@ -11,7 +11,7 @@ address-space cap; a worker that passes the per-case time limit is killed
 and counted as a hang, one that dies is counted as a memory blow-up (or a
 crash), and either is replaced.  The report counts ok / documented error
 (by class) / undocumented exception (by type and location) / memory
-blow-up / hang, with the first case index of every bucket for --show.
+blow-up / hang, with the first case indices of every bucket for --show.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def report(results: dict[tuple[str, ...], list[int]], seed: int) -> str:
         if kind == "ok":
             continue
         for detail, idx in items:
-            lines.append(f"    {len(idx):6d}  {' '.join(detail) or '-'}   (e.g. --show {min(idx)})")
+            examples = ", ".join(str(i) for i in sorted(idx)[:3])
+            lines.append(f"    {len(idx):6d}  {' '.join(detail) or '-'}   (--show {examples})")
     return "\n".join(lines)
 
 

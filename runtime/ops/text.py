@@ -230,7 +230,7 @@ class _NgramTrie:
         gram = 0
         for n, start in enumerate(counts, start=1):
             end = counts[n] if n < len(counts) else len(pool)
-            if not start <= end <= len(pool) or (end - start) % n:
+            if not 0 <= start <= end <= len(pool) or (end - start) % n:
                 raise ShapeInferenceError(
                     f"{where}ngram_counts {counts} do not split the pool of {len(pool)} items into {n}-grams")
             for g in range(start, end, n):
