@@ -3,6 +3,7 @@
     python tools/fuzz.py --cases 20000 --seed 0 [--workers 2] [--timeout 10] [--memory-mb 1024]
     python tools/fuzz.py --seed 0 --show 1234          # replay one case with its traceback
     python tools/fuzz.py --seed 0 --show 1234 --write case.onnx
+    python tools/fuzz.py --atheris /tmp/corpus -runs=100000 -timeout=10 -rss_limit_mb=2048
 
 Every case is a mutated model (tests/fuzz/mutate.py: byte, protobuf-tree and
 semantic mutations of the onnx backend suite's node models, plus generated
@@ -174,6 +175,44 @@ def show(seed: int, index: int, write: str | None, memory_mb: int) -> None:
         traceback.print_exc()
 
 
+def atheris_main(corpus_dir: str, libfuzzer_args: list[str]) -> None:
+    """Coverage-guided fuzzing of raw model bytes with atheris (optional: `pip install atheris`).
+
+    Runs in this process: an undocumented exception, a MemoryError while
+    loading, or a libFuzzer -timeout / -rss_limit_mb overrun is a finding.
+    `corpus_dir` is seeded with the backend suite's node models when empty.
+    """
+    import atheris
+
+    import webinfer
+
+    os.makedirs(corpus_dir, exist_ok=True)
+    if not os.listdir(corpus_dir):
+        for name, model in mutate.corpus():
+            with open(os.path.join(corpus_dir, name), "wb") as f:
+                f.write(model.SerializeToString())
+
+    def one(data: bytes) -> None:
+        try:
+            sess = webinfer.InferenceSession(data)
+        except webinfer.WebinferError as e:
+            if runner._memory_error(e) is not None:  # loading allocated past the cap: a finding
+                raise
+            return
+        feed = runner._feed(sess)
+        if feed is None:
+            return
+        try:
+            sess.run(None, feed)
+        except webinfer.WebinferError:
+            pass
+
+    warnings.simplefilter("ignore")
+    atheris.instrument_all()
+    atheris.Setup([sys.argv[0], corpus_dir, *libfuzzer_args], one)
+    atheris.Fuzz()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=20000)
@@ -184,7 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-mb", type=int, default=1024, help="address space a worker may add to its start")
     p.add_argument("--show", type=int, help="replay this case index in-process")
     p.add_argument("--write", help="with --show: also write the model bytes here")
-    args = p.parse_args(argv)
+    p.add_argument("--atheris", metavar="CORPUS_DIR",
+                   help="coverage-guided in-process fuzzing with atheris; extra arguments go to libFuzzer "
+                        "(e.g. -runs=100000 -timeout=10 -rss_limit_mb=2048)")
+    args, extra = p.parse_known_args(argv)
+    if args.atheris:
+        atheris_main(args.atheris, extra)
+        return 0
+    if extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.show is not None:
         show(args.seed, args.show, args.write, args.memory_mb)
         return 0
