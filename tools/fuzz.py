@@ -9,7 +9,8 @@ Every case is a mutated model (tests/fuzz/mutate.py: byte, protobuf-tree and
 semantic mutations of the onnx backend suite's node models, plus generated
 hostile models).  Workers are forked once the corpus is built, each with an
 address-space cap; a worker that passes the per-case time limit is killed
-and counted as a hang, one that dies is counted as a memory blow-up (or a
+and counted as a hang (at load, or at run: a model may loop forever by its
+own semantics, a Loop whose condition never turns false), one that dies is counted as a memory blow-up (or a
 crash), and either is replaced.  The report counts ok / documented error
 (by class) / undocumented exception (by type and location) / memory
 blow-up / hang, with the first case indices of every bucket for --show.
@@ -48,7 +49,7 @@ def _worker(conn: Any, seed: int, memory: int) -> None:
             return
         _, data = mutate.case(seed, index)
         try:
-            outcome = runner.run_case(data)
+            outcome = runner.run_case(data, lambda: conn.send((index, "running")))
         except MemoryError:  # so short of memory that classifying the failure failed too
             outcome = ("memory", "worker out of memory")
         conn.send((index, outcome))
@@ -67,7 +68,7 @@ class Pool:
         proc = self.ctx.Process(target=_worker, args=(child, self.seed, self.memory), daemon=True)
         proc.start()
         child.close()
-        return {"proc": proc, "conn": parent, "index": None, "since": 0.0}
+        return {"proc": proc, "conn": parent, "index": None, "since": 0.0, "phase": "load"}
 
     def run(self, indices: range) -> Any:
         """Yield (index, outcome) for every index, in completion order."""
@@ -82,6 +83,9 @@ class Pool:
                 w = busy[conn]
                 try:
                     index, outcome = conn.recv()
+                    if outcome == "running":
+                        w["phase"] = "run"
+                        continue
                 except (EOFError, OSError):
                     index = w["index"]
                     code = w["proc"].exitcode if w["proc"].join(1) is None else None
@@ -95,9 +99,9 @@ class Pool:
             now = time.monotonic()
             for w in self.workers:
                 if w["index"] is not None and w["conn"] not in ready and now - w["since"] > self.timeout:
-                    index = w["index"]
+                    index, phase = w["index"], w["phase"]
                     self._replace(w)
-                    yield index, ("hang",)
+                    yield index, ("hang", phase)
                     pending -= 1
                     w["index"] = None
                     self._feed(w, todo)
@@ -106,7 +110,7 @@ class Pool:
         index = next(todo, None)
         if index is not None:
             w["conn"].send(index)
-            w["index"], w["since"] = index, time.monotonic()
+            w["index"], w["since"], w["phase"] = index, time.monotonic(), "load"
 
     def _replace(self, w: dict[str, Any]) -> None:
         w["proc"].kill()

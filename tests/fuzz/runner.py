@@ -11,7 +11,7 @@ Outcomes, as tuples so they pickle and count cheaply:
   ("documented", class name)            a `webinfer.WebinferError` subclass
   ("undocumented", type, location)      anything else; location is the innermost webinfer frame
   ("memory", where)                     MemoryError, or the worker died under its memory cap
-  ("hang",)                             the worker passed its time limit
+  ("hang", "load" | "run")              the worker passed its time limit while loading / running
 `NodeExecutionError` at run counts as documented: it is the error a node's
 failure on its actual inputs is specified to raise, including a tensor the
 run computes to be larger than memory (ConstantOfShape of a fed or folded
@@ -32,7 +32,7 @@ import select
 import signal
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -94,14 +94,22 @@ def _memory_error(e: BaseException) -> BaseException | None:
     return None
 
 
-def run_case(data: bytes) -> tuple[str, ...]:
-    """Load and run one model; classify the outcome (see the module docstring)."""
+def run_case(data: bytes, running: Callable[[], None] | None = None) -> tuple[str, ...]:
+    """Load and run one model; classify the outcome (see the module docstring).
+
+    `running` is called once the model has loaded and its run starts, so a
+    supervisor that has to kill the case can tell a hang at load (a bug) from
+    a run that does not end (a Loop with no trip count whose condition stays
+    true is an endless loop by ONNX's own semantics).
+    """
     phase = "load"
     try:
         sess = webinfer.InferenceSession(data)
         feed = _feed(sess)
         if feed is not None:
             phase = "run"
+            if running is not None:
+                running()
             sess.run(None, feed)
         return ("ok",)
     except Exception as e:  # noqa: BLE001 - classifying every failure is the point
@@ -115,6 +123,10 @@ def run_case(data: bytes) -> tuple[str, ...]:
         return ("undocumented", type(e).__name__, _location(e))
 
 
+#: What a child writes to its pipe when the run starts (a pickle never begins with it).
+_RUNNING = b"R"
+
+
 def run_isolated(data: bytes, timeout: float = 10.0, memory: int = 1 << 30) -> tuple[str, ...]:
     """`run_case` in a forked child with `memory` more bytes of address space
     than it starts with and `timeout` seconds; a child that overruns is
@@ -126,7 +138,7 @@ def run_isolated(data: bytes, timeout: float = 10.0, memory: int = 1 << 30) -> t
         try:
             os.close(read)
             limit_memory(memory)
-            outcome = run_case(data)
+            outcome = run_case(data, lambda: os.write(write, _RUNNING))
             os.write(write, pickle.dumps(outcome))
         except BaseException:  # noqa: BLE001 - the parent classifies a silent child
             code = 1
@@ -140,12 +152,13 @@ def run_isolated(data: bytes, timeout: float = 10.0, memory: int = 1 << 30) -> t
             if not select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return ("hang",)
+                return ("hang", "run" if chunks[:1] == [_RUNNING] else "load")
             chunk = pipe.read1(1 << 16)
             if not chunk:
                 break
             chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
-    if not chunks:
+    data = b"".join(chunks).removeprefix(_RUNNING)
+    if not data:
         return ("memory", f"child died (status {status})")
-    return pickle.loads(b"".join(chunks))
+    return pickle.loads(data)
