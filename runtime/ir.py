@@ -16,6 +16,7 @@ import heapq
 
 from .errors import ModelLoadError, ShapeInferenceError
 from .dtypes import type_name
+from .schemas import ATTR_KINDS, DOMAINS
 
 #: A dimension: a known size, a symbol (e.g. "batch", "seq+1"), or None (unknown).
 Dim = Union[int, str, None]
@@ -116,12 +117,26 @@ class AttrMixin:
     node: "Node"
 
     def attr(self, name: str, default: Any = _REQUIRED) -> Any:
-        """An attribute's value; a missing required one is an error naming the node."""
+        """An attribute's value; a missing required one is an error naming the node.
+
+        The value is checked against the kinds ONNX declares for the op's
+        attribute (runtime/schemas.py; otherwise the kind of `default`), so
+        a file giving `axis` as a float or `perm` as a string fails here with
+        a ModelLoadError naming node, attribute and both kinds instead of as
+        a TypeError deep inside whichever builder reads it.
+        """
         value = self.node.attrs.get(name, _REQUIRED)
         if value is _REQUIRED:
             if default is _REQUIRED:
                 raise ShapeInferenceError(f"{self.node.label()}: required attribute '{name}' is missing")
             return default
+        kinds: tuple[str, ...] = ()
+        if self.node.domain in DOMAINS:
+            kinds = ATTR_KINDS.get(self.node.op_type, {}).get(name, ())
+        if not kinds and default is not _REQUIRED:
+            implied = _kind_of_default(default)
+            kinds = (implied,) if implied else ()
+        check_attr(self.node, name, value, kinds)
         return value
 
     def error(self, message: str, cls: type[Exception] = ShapeInferenceError) -> Exception:
@@ -285,3 +300,53 @@ class Model:
     def opset(self, domain: str = "") -> int:
         """The opset version a domain is imported at (ai.onnx is '')."""
         return self.opsets.get("" if domain == "ai.onnx" else domain, 0)
+
+
+def _list_of(*classes: type) -> Any:
+    """A check that a value is a list of `classes` (the repeated attribute kinds)."""
+    return lambda v: isinstance(v, list) and all(isinstance(x, classes) for x in v)
+
+
+#: How a value read from a file is recognised as each AttributeProto kind
+#: (an int is accepted where a float is declared, as onnxruntime does).
+_KIND_CHECKS: dict[str, Any] = {
+    "int": lambda v: isinstance(v, int),
+    "float": lambda v: isinstance(v, (int, float)),
+    "string": lambda v: isinstance(v, str),
+    "ints": _list_of(int),
+    "floats": _list_of(int, float),
+    "strings": _list_of(str),
+    "tensor": lambda v: isinstance(v, Tensor),
+    "sparse_tensor": lambda v: isinstance(v, Tensor),
+    "graph": lambda v: isinstance(v, Graph),
+    "tensors": _list_of(Tensor),
+    "sparse_tensors": _list_of(Tensor),
+    "graphs": _list_of(Graph),
+    "type_proto": lambda v: v is None or isinstance(v, (TensorType, SequenceType, OptionalType, MapType)),
+    "type_protos": _list_of(TensorType, SequenceType, OptionalType, MapType),
+}
+
+
+def check_attr(node: "Node", name: str, value: Any, kinds: tuple[str, ...]) -> None:
+    """Raise ModelLoadError unless `value` is one of the AttributeProto `kinds` (none: anything)."""
+    if kinds and not any(_KIND_CHECKS[k](value) for k in kinds):
+        raise ModelLoadError(f"{node.label()}: attribute '{name}' must be {' or '.join(kinds)}, "
+                             f"got {_describe_attr(value)}")
+
+
+def _kind_of_default(default: Any) -> str | None:
+    """The attribute kind a builder's default implies (None when it implies none)."""
+    if isinstance(default, list):
+        if not default:
+            return None
+        return next((k for k in ("ints", "floats", "strings") if _KIND_CHECKS[k](default)), None)
+    return next((k for k in ("int", "float", "string", "tensor", "graph")
+                 if default is not None and _KIND_CHECKS[k](default)), None)
+
+
+def _describe_attr(value: Any) -> str:
+    """`float 1.5`, `ints [0, 1]`: the kind a value reads as, and the value, for error messages."""
+    kind = next((k for k in ("int", "float", "string", "ints", "floats", "strings", "tensor", "graph",
+                             "tensors", "graphs") if _KIND_CHECKS[k](value)), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ModelLoadError, ShapeInferenceError, UnsupportedOpError
-from .ir import AttrMixin, Dim, Node, OptionalType, SequenceType, Shape, TensorType, Type
+from .errors import ModelLoadError, ShapeInferenceError, UnsupportedOpError, WebinferError
+from .ir import AttrMixin, Dim, Node, OptionalType, SequenceType, Shape, TensorType, Type, check_attr
+from .schemas import ATTR_KINDS, DOMAINS, INPUTS
 from . import dtypes
 
 if TYPE_CHECKING:
@@ -33,6 +34,22 @@ if TYPE_CHECKING:
 _SIMPLE = re.compile(r"^[A-Za-z_0-9.:]+$")
 
 
+#: Longest symbolic dim expression kept; longer ones become unknown (None).
+#: Shape values added to themselves double their expression per node, so an
+#: unbounded one takes all memory within a few dozen nodes of a small file.
+MAX_SYMBOL_LEN = 256
+
+
+def _expr(text: str) -> Dim:
+    """A symbolic dim, or unknown when the expression has grown past MAX_SYMBOL_LEN."""
+    return text if len(text) <= MAX_SYMBOL_LEN else None
+
+
+def _int(value: int) -> Dim:
+    """An int dim, or unknown outside int64 (repeated squaring would grow it without bound)."""
+    return value if -(1 << 63) <= value < (1 << 63) else None
+
+
 def _paren(d: Dim) -> str:
     s = str(d)
     return s if _SIMPLE.match(s) else f"({s})"
@@ -42,40 +59,40 @@ def dim_mul(a: Dim, b: Dim) -> Dim:
     if a is None or b is None:
         return 0 if a == 0 or b == 0 else None
     if isinstance(a, int) and isinstance(b, int):
-        return a * b
+        return _int(a * b)
     if a == 1:
         return b
     if b == 1:
         return a
     if a == 0 or b == 0:
         return 0
-    return f"{_paren(a)}*{_paren(b)}"
+    return _expr(f"{_paren(a)}*{_paren(b)}")
 
 
 def dim_add(a: Dim, b: Dim) -> Dim:
     if a is None or b is None:
         return None
     if isinstance(a, int) and isinstance(b, int):
-        return a + b
+        return _int(a + b)
     if a == 0:
         return b
     if b == 0:
         return a
     if isinstance(b, int) and b < 0:
-        return f"{a}-{-b}"
-    return f"{a}+{b}"
+        return _expr(f"{a}-{-b}")
+    return _expr(f"{a}+{b}")
 
 
 def dim_sub(a: Dim, b: Dim) -> Dim:
     if a is None or b is None:
         return None
     if isinstance(a, int) and isinstance(b, int):
-        return a - b
+        return _int(a - b)
     if a == b:
         return 0
     if b == 0:
         return a
-    return f"{a}-{_paren(b)}"
+    return _expr(f"{a}-{_paren(b)}")
 
 
 def dim_div(a: Dim, b: Dim) -> Dim:
@@ -95,7 +112,7 @@ def dim_div(a: Dim, b: Dim) -> Dim:
             if factor % b == 0:
                 rest = m.group(1) or m.group(3)
                 return rest if factor == b else dim_mul(rest, factor // b)
-    return f"{_paren(a)}/{_paren(b)}"
+    return _expr(f"{_paren(a)}/{_paren(b)}")
 
 
 def dims_product(dims: Iterable[Dim]) -> Dim:
@@ -228,7 +245,9 @@ class InferContext(AttrMixin):
         return self.in_types[i] if i < len(self.in_types) else None
 
     def elem(self, i: int) -> int | None:
-        return getattr(self.type(i), "elem", None)
+        """Input i's element type when it is a tensor (a sequence's or optional's `elem` is a Type)."""
+        t = self.type(i)
+        return t.elem if isinstance(t, TensorType) else None
 
     def shape(self, i: int) -> Shape | None:
         t = self.type(i)
@@ -270,6 +289,25 @@ class InferContext(AttrMixin):
         return self.subgraph_infer(self.attr(name), in_types)
 
 
+#: numpy's limit on dimensions: a shape input longer than this describes no tensor.
+MAX_RANK = 64
+
+
+def static_len(ctx: InferContext, i: int) -> int | None:
+    """Number of elements of input i when it is a 1-D tensor of static length (axes, shapes, a rank).
+
+    Rules build that many dims, so a hostile declaration ([2**40]) must not
+    reach them: more than MAX_RANK is an error naming the node.
+    """
+    shape = ctx.shape(i)
+    if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
+        if shape[0] > MAX_RANK:
+            raise ctx.error(f"input {i} ({ctx.node.inputs[i]}) has {shape[0]} elements, but it lists dims "
+                            f"or axes and tensors have at most {MAX_RANK}")
+        return shape[0]
+    return None
+
+
 def tensor(elem: int | None, shape: Sequence[Dim] | None = None) -> TensorType:
     return TensorType(elem, None if shape is None else tuple(shape))
 
@@ -302,13 +340,14 @@ def default_rule(ctx: InferContext) -> list[Type | None]:
 # --------------------------------------------------------------- the driver
 
 def run_rule(opdef: "OpDef", ctx: InferContext, strict: bool) -> list[Type | None]:
-    """Apply an op's rule. Real inconsistencies raise; a rule's own bug is
-    tolerated (types unknown) unless `strict`, so a gap in our rules never
-    rejects a valid model."""
+    """Apply an op's rule. Real inconsistencies (webinfer's errors) raise; a
+    rule's own bug is tolerated (types unknown) unless `strict`, so a gap in
+    our rules never rejects a valid model.  Exhausted memory or stack is
+    never a rule's bug but a hostile file's doing, and is not hidden."""
     rule = opdef.infer or default_rule
     try:
         out = rule(ctx)
-    except (ShapeInferenceError, UnsupportedOpError):
+    except (WebinferError, MemoryError, RecursionError):
         raise
     except Exception as e:  # noqa: BLE001 - see docstring
         if strict:
@@ -316,6 +355,54 @@ def run_rule(opdef: "OpDef", ctx: InferContext, strict: bool) -> list[Type | Non
         out = default_rule(ctx)
     out = list(out) + [None] * (ctx.n_out - len(out))
     return out[:ctx.n_out]
+
+
+def check_node(node: Node, opset: int) -> None:
+    """Refuse a node missing an input its ONNX schema requires, or holding an
+    attribute of a kind its schema does not declare (onnxruntime refuses both),
+    before shape rules, fusion rules and builders index into its inputs or
+    compute with its attributes."""
+    if node.domain not in DOMAINS:
+        return
+    kinds = ATTR_KINDS.get(node.op_type, {})
+    for name, value in node.attrs.items():
+        if name in kinds:
+            check_attr(node, name, value, kinds[name])
+    entry = None
+    for since, required, minimum in INPUTS.get(node.op_type, ()):
+        if since <= opset:
+            entry = (required, minimum)
+    if entry is None:
+        return
+    required, minimum = entry
+    missing = [i for i in required if i >= len(node.inputs) or not node.inputs[i]]
+    if missing or len(node.inputs) < minimum:
+        needs = f"input(s) {missing}" if missing else f"at least {minimum} inputs"
+        raise ModelLoadError(f"{node.label()}: {node.op_type} (opset {opset}) requires {needs}; "
+                             f"the node has {[n or '(missing)' for n in node.inputs]}")
+
+
+def check_definitions(graph: "Graph") -> None:
+    """Every value is defined once: two nodes writing one name, or a node output
+    shadowing a graph input or initializer, would make results depend on node
+    order.  onnxruntime refuses such files ("Duplicate definition of name"), and
+    so does webinfer.  (An initializer that is also a graph input is one value: an
+    overridable default.)"""
+    defined: dict[str, str] = {}
+    for v in graph.inputs:
+        if v.name in defined:
+            raise ModelLoadError(f"graph '{graph.name}': input '{v.name}' is declared twice")
+        defined[v.name] = "a graph input"
+    for name in graph.initializers:
+        defined.setdefault(name, "an initializer")
+    for node in graph.nodes:
+        for name in node.outputs:
+            if not name:
+                continue
+            if name in defined:
+                raise ModelLoadError(f"{node.label()}: output '{name}' is already defined by {defined[name]} "
+                                     "(duplicate definition of a name)")
+            defined[name] = node.label()
 
 
 def merge_declared(inferred: Type | None, declared: Type | None, name: str, node: Node | None) -> Type | None:
@@ -378,6 +465,7 @@ def infer_graph(graph: "Graph", opsets: dict[str, int], registry: "Registry",
     types for names a subgraph captures.  Unsupported ops and inconsistent
     shapes raise errors naming the node.
     """
+    check_definitions(graph)
     types: dict[str, Type | None] = dict(outer.types) if outer else {}
     values: dict[str, Any] = dict(outer.values) if outer else {}
     input_names = {v.name for v in graph.inputs}
@@ -398,6 +486,7 @@ def infer_graph(graph: "Graph", opsets: dict[str, int], registry: "Registry",
                     f"{node.label()}: input '{name}' is not a graph input, an initializer, or an output "
                     "of any node")
         opdef = registry.lookup(node, opsets.get(node.domain, 0))
+        check_node(node, opsets.get(node.domain, 0))
 
         def sub_infer(g: "Graph", in_types: list[Type | None]) -> list[Type | None]:
             scope = GraphTypes(types, values)

@@ -84,6 +84,12 @@ MODEL: Schema = {
 ATTR_FLOAT, ATTR_INT, ATTR_STRING, ATTR_TENSOR, ATTR_GRAPH = 1, 2, 3, 4, 5
 ATTR_FLOATS, ATTR_INTS, ATTR_STRINGS, ATTR_TENSORS, ATTR_GRAPHS = 6, 7, 8, 9, 10
 ATTR_SPARSE_TENSOR, ATTR_SPARSE_TENSORS, ATTR_TYPE_PROTO, ATTR_TYPE_PROTOS = 11, 12, 13, 14
+_ATTR_NAMES = {ATTR_TENSOR: "TENSOR", ATTR_GRAPH: "GRAPH", ATTR_SPARSE_TENSOR: "SPARSE_TENSOR"}
+#: Attribute kinds whose value is one message with no meaningful default.
+_SINGLE_FIELD = {ATTR_TENSOR: "t", ATTR_GRAPH: "g", ATTR_SPARSE_TENSOR: "sparse_tensor"}
+#: Densifying a sparse tensor allocates what its dims claim, not what the file
+#: holds: refuse claims beyond this rather than exhaust memory.
+MAX_SPARSE_DENSE_BYTES = 1 << 28
 
 
 class _Reader:
@@ -191,13 +197,24 @@ class _Reader:
 
     def sparse(self, msg: dict[str, Any]) -> Tensor:
         """Densify a SparseTensorProto (webinfer computes on dense tensors)."""
+        if "values" not in msg:
+            raise ModelLoadError(f"sparse tensor (dims {msg['dims']}) has no values")
         values = self.tensor(msg["values"], "sparse values")
+        name = msg["values"].get("name", "") or "sparse tensor"
         dims = msg["dims"]
+        nbytes = math.prod(dims) * values.array.dtype.itemsize
+        if any(d < 0 for d in dims) or nbytes > MAX_SPARSE_DENSE_BYTES:
+            raise ModelLoadError(f"sparse tensor '{name}': dims {dims} are negative or densify to more than "
+                                 f"{MAX_SPARSE_DENSE_BYTES >> 20} MiB ({nbytes} bytes)")
         dense = np.zeros(dims, dtype=values.array.dtype)
         if "indices" in msg:
             idx = self.tensor(msg["indices"], "sparse indices").array.astype(np.int64)
-            flat = idx if idx.ndim == 1 else np.ravel_multi_index(tuple(idx.T), dims)
-            dense.reshape(-1)[flat] = values.array.reshape(-1)
+            try:
+                flat = idx if idx.ndim == 1 else np.ravel_multi_index(tuple(idx.T), dims)
+                dense.reshape(-1)[flat] = values.array.reshape(-1)
+            except (ValueError, IndexError) as e:
+                raise ModelLoadError(f"sparse tensor '{name}' (dims {dims}): indices {list(idx.shape)} do not "
+                                     f"fit its values {list(values.array.shape)}: {e}") from None
         return Tensor(dense, values.elem)
 
     # ---------------------------------------------------------------- types
@@ -205,8 +222,10 @@ class _Reader:
         if not msg:
             return None
         if "tensor_type" in msg or "sparse_tensor_type" in msg:
-            tt = msg.get("tensor_type") or msg["sparse_tensor_type"]
+            tt = msg["tensor_type"] if "tensor_type" in msg else msg["sparse_tensor_type"]
             elem = tt.get("elem_type") or None
+            if elem is not None:
+                dtypes.elem_type(elem)  # an unknown code is a load error here, not a KeyError later
             shape_msg = tt.get("shape")
             shape = None
             if shape_msg is not None:
@@ -222,8 +241,12 @@ class _Reader:
         return None
 
     def value_info(self, msg: dict[str, Any]) -> ValueInfo:
+        name = msg.get("name", "")
         t = msg.get("type")
-        return ValueInfo(msg.get("name", ""), self.type(t), msg.get("doc_string", ""), _denotations(t))
+        try:
+            return ValueInfo(name, self.type(t), msg.get("doc_string", ""), _denotations(t))
+        except ModelLoadError as e:
+            raise ModelLoadError(f"value '{name}': {e}") from None
 
     # ------------------------------------------------------------ attributes
     def attribute(self, msg: dict[str, Any], node: str) -> Any:
@@ -243,6 +266,9 @@ class _Reader:
             return int(msg.get("i", 0))
         if kind == ATTR_STRING:
             return bytes(msg.get("s", b"")).decode("utf-8", errors="surrogateescape")
+        if kind in _SINGLE_FIELD and _SINGLE_FIELD[kind] not in msg:
+            raise ModelLoadError(f"node '{node}': attribute '{name}' is declared {_ATTR_NAMES[kind]} "
+                                 f"but holds no {_ATTR_NAMES[kind].lower()}")
         if kind == ATTR_TENSOR:
             return self.tensor(msg["t"], f"attribute {name}")
         if kind == ATTR_GRAPH:
@@ -282,10 +308,9 @@ class _Reader:
     def graph(self, msg: dict[str, Any]) -> Graph:
         inits: dict[str, Tensor] = {}
         for t in msg["initializer"]:
-            inits[t.get("name", "")] = self.tensor(t)
+            self._add_initializer(inits, t.get("name", ""), self.tensor(t))
         for s in msg["sparse_initializer"]:
-            dense = self.sparse(s)
-            inits[s["values"].get("name", "")] = dense
+            self._add_initializer(inits, s.get("values", {}).get("name", ""), self.sparse(s))
         return Graph(
             nodes=[self.node(n) for n in msg["node"]],
             inputs=[self.value_info(v) for v in msg["input"]],
@@ -295,6 +320,13 @@ class _Reader:
             name=msg.get("name", ""),
             doc=msg.get("doc_string", ""),
         )
+
+    @staticmethod
+    def _add_initializer(inits: dict[str, Tensor], name: str, tensor: Tensor) -> None:
+        """Two initializers of one name would leave which one wins to file order."""
+        if name in inits:
+            raise ModelLoadError(f"initializer '{name}' is defined twice")
+        inits[name] = tensor
 
     def function(self, msg: dict[str, Any]) -> Function:
         defaults = {}

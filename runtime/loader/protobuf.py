@@ -17,6 +17,20 @@ from typing import Iterator
 from ..errors import ModelLoadError
 
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+_UINT64_MASK = (1 << 64) - 1
+
+#: Deepest message nesting decoded (protobuf's own parsers stop at 100 too):
+#: a hostile file nests If bodies or sequence types until the stack overflows.
+MAX_DEPTH = 100
+
+#: The wire types each field kind may arrive in (repeated scalars packed or not).
+_WIRE_TYPES: dict[str, tuple[int, ...]] = {
+    "int": (VARINT,), "uint": (VARINT,), "float": (FIXED32,), "double": (FIXED64,),
+    "bytes": (LEN,), "str": (LEN,), "message": (LEN,), "message_list": (LEN,),
+    "int_list": (VARINT, LEN), "uint_list": (VARINT, LEN), "float_list": (FIXED32, LEN),
+    "double_list": (FIXED64, LEN), "bytes_list": (LEN,), "str_list": (LEN,),
+}
+_WIRE_NAMES = {VARINT: "varint", FIXED64: "fixed64", LEN: "length-delimited", FIXED32: "fixed32"}
 
 
 def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -36,7 +50,7 @@ def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
-            return result, pos
+            return result & _UINT64_MASK, pos  # bits past 64 are dropped, as protobuf does
         shift += 7
         if shift > 70:
             raise ModelLoadError("varint longer than 10 bytes in protobuf data")
@@ -114,8 +128,6 @@ Schema = dict[int, Field]
 
 def _scalar(kind: str, wire: int, value: object) -> object:
     if kind in ("int", "uint"):
-        if wire != VARINT:
-            raise ModelLoadError(f"expected a varint, got wire type {wire}")
         return to_signed64(value) if kind == "int" else value  # type: ignore[arg-type]
     if kind == "float":
         return struct.unpack("<f", value)[0]  # type: ignore[arg-type]
@@ -152,13 +164,18 @@ def _extend_list(out: list, kind: str, wire: int, value: object) -> None:
         raise AssertionError(kind)
 
 
-def decode(buf: memoryview, schema: Schema, what: str) -> dict[str, object]:
+def decode(buf: memoryview, schema: Schema, what: str, depth: int = 0) -> dict[str, object]:
     """Decode a message into a dict keyed by field name.
 
     Unknown fields are skipped (forward compatibility, as protobuf does).
     Repeated fields are always present as lists, so callers never special-case
-    absence.  Errors name the message being decoded.
+    absence.  A known field in a wire type its kind cannot take (a string
+    stored as a varint would otherwise read as a length to allocate) and
+    nesting deeper than `MAX_DEPTH` are errors.  Errors name the message
+    being decoded.
     """
+    if depth > MAX_DEPTH:
+        raise ModelLoadError(f"in {what}: messages nested more than {MAX_DEPTH} deep")
     msg: dict[str, object] = {}
     for f in schema.values():
         if f.kind.endswith("_list"):
@@ -169,10 +186,14 @@ def decode(buf: memoryview, schema: Schema, what: str) -> dict[str, object]:
             if f is None:
                 continue
             kind = f.kind
+            if wire not in _WIRE_TYPES[kind]:
+                raise ModelLoadError(
+                    f"field {number} ({f.name}) is stored as {_WIRE_NAMES.get(wire, wire)}, expected "
+                    f"{' or '.join(_WIRE_NAMES[w] for w in _WIRE_TYPES[kind])}")
             if kind == "message":
-                msg[f.name] = decode(value, f.message, f.name)  # type: ignore[arg-type]
+                msg[f.name] = decode(value, f.message, f.name, depth + 1)  # type: ignore[arg-type]
             elif kind == "message_list":
-                msg[f.name].append(decode(value, f.message, f.name))  # type: ignore[union-attr, arg-type]
+                msg[f.name].append(decode(value, f.message, f.name, depth + 1))  # type: ignore[union-attr, arg-type]
             elif kind.endswith("_list"):
                 _extend_list(msg[f.name], kind, wire, value)  # type: ignore[arg-type]
             else:

@@ -74,7 +74,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .. import blas, dtypes
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
-from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, tensor
+from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, static_len, tensor
 from .elementwise import Activation, fused_activation
 from .registry import Kernel, OpContext, offer_consuming, op
 
@@ -1273,7 +1273,7 @@ def _col2im_rule(ctx: InferContext) -> list[Type | None]:
     x = ctx.shape(0)
     if x is not None and len(x) != 3:
         raise ctx.error(f"input {shape_str(x)} must be [N, C*prod(block_shape), L]")
-    n_sp = len(img.dims) if img is not None else (ctx.shape(1)[0] if ctx.shape(1) else None)
+    n_sp = len(img.dims) if img is not None else static_len(ctx, 1)
     if not isinstance(n_sp, int):
         return [tensor(ctx.elem(0))]
     c: Dim = None

@@ -386,8 +386,8 @@ def lrn(ctx: OpContext) -> Any:
         sq = np.square(x.astype(work, copy=False))
         c = x.shape[1]
         acc = sq.copy()
-        for k in range(-lo_off, hi_off + 1):
-            if k == 0 or abs(k) >= c:
+        for k in range(-min(lo_off, c - 1), min(hi_off, c - 1) + 1):  # taps beyond C add nothing
+            if k == 0:
                 continue
             if k > 0:
                 acc[:, :c - k] += sq[:, k:]

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import AttrMixin, Dim, Shape, Type
-from ..shapes import InferContext, shape_str, tensor
+from ..shapes import InferContext, shape_str, static_len, tensor
 from .conv import Geometry, Window, compute_dtype, pad_spatial, read_window, windows
 from .registry import Kernel, OpContext, op
 
@@ -74,7 +74,7 @@ def _reduce_windows(x: np.ndarray, g: Geometry, fn: Callable[..., np.ndarray], f
             return (slice(None),) * axis + (sl,)
 
         taps = []  # (first input cell, outputs [o0, o1) whose cell is inside)
-        for j in range(k):
+        for j in _taps_inside(k, s, d, o, b, size):
             off = j * d - b
             taps.append((off, max(0, -(off // s)), min(o, (size - 1 - off) // s + 1)))
         whole = [t for t in taps if t[1] == 0 and t[2] == o][:2]
@@ -97,13 +97,29 @@ def _reduce_windows(x: np.ndarray, g: Geometry, fn: Callable[..., np.ndarray], f
     return cur
 
 
+def _taps_inside(k: int, s: int, d: int, o: int, b: int, size: int) -> range:
+    """The taps of a k-tap window that land inside the input for at least one output.
+
+    The others only ever see padding; skipping them keeps a hostile
+    kernel_shape (2**31 taps over 5 cells) from looping for hours.
+    """
+    first = max(0, -(-(b - (o - 1) * s) // d))
+    return range(first, min(k, (size - 1 + b) // d + 1))
+
+
 def _counts(g: Geometry, spatial: Sequence[int], include_pad: bool) -> np.ndarray:
-    """How many taps of each window land on counted cells: [*out], a product of per-axis counts."""
+    """How many taps of each window land on counted cells: [*out], a product of per-axis counts.
+
+    Counted in closed form per window (taps j with lo <= start + j*d < hi), not
+    by listing every tap, so the cost does not grow with the kernel.
+    """
     total = np.ones((), np.int64)
     for size, k, s, d, o, b, e in zip(spatial, g.kernel, g.strides, g.dilations, g.out, g.begin, g.pad_end):
-        pos = (np.arange(o) * s - b)[:, None] + np.arange(k) * d
+        start = np.arange(o, dtype=np.int64) * s - b
         lo, hi = (-b, size + e) if include_pad else (0, size)
-        total = np.multiply.outer(total, ((pos >= lo) & (pos < hi)).sum(1))
+        first = np.maximum(0, -((start - lo) // d))
+        stop = np.minimum(k, -((start - hi) // d))
+        total = np.multiply.outer(total, np.maximum(0, stop - first))
     return total
 
 
@@ -289,8 +305,8 @@ def _maxunpool_rule(ctx: InferContext) -> list[Type | None]:
         sym = ctx.sym(2)
         if sym is not None:
             return [tensor(ctx.elem(0), sym.dims)]
-        shp = ctx.shape(2)
-        return [tensor(ctx.elem(0), (None,) * shp[0] if shp is not None and isinstance(shp[0], int) else None)]
+        n = static_len(ctx, 2)
+        return [tensor(ctx.elem(0), None if n is None else (None,) * n)]
     if x is None:
         return [tensor(ctx.elem(0))]
     kernel, strides, pads = _unpool_attrs(ctx, len(x))

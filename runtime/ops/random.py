@@ -14,6 +14,7 @@ float32 and rounded by the CPU device (the ops are not storage-aware).
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any
 
@@ -32,6 +33,8 @@ def generator(ctx: OpContext) -> np.random.RandomState:
     """The node's generator (see the module docstring for where its seed comes from)."""
     seed = ctx.attr("seed", None)
     if seed is not None:
+        if not math.isfinite(seed):
+            raise ctx.error(f"attribute 'seed' must be a finite number, got {seed}")
         return np.random.RandomState(int(seed) % (1 << 32))
     session_seed = getattr(ctx.options, "random_seed", None)
     if session_seed is None:

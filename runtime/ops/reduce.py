@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
-from ..shapes import (InferContext, SymInts, dim_add, dims_compatible, dims_product, normalize_axis,
+from ..shapes import (InferContext, SymInts, static_len, dim_add, dims_compatible, dims_product, normalize_axis,
                       shape_str, tensor)
 from .. import dtypes
 from .registry import Kernel, OpContext, register
@@ -214,12 +214,14 @@ def _unknown_axes_shape(ctx: InferContext, shape: Shape, keep: bool, noop: bool)
     """Output shape when the axes input is only known at run time."""
     if keep:
         return tuple(d if d == 1 else None for d in shape)
-    n_axes = ctx.shape(1)
-    if n_axes is None or len(n_axes) != 1 or not isinstance(n_axes[0], int):
+    n_axes = static_len(ctx, 1)
+    if n_axes is None:
         return None
-    if n_axes[0] == 0:
+    if n_axes == 0:
         return shape if noop else ()
-    return (None,) * (len(shape) - n_axes[0])
+    if n_axes > len(shape):
+        raise ctx.error(f"axes has {n_axes} elements but the input {shape_str(shape)} has rank {len(shape)}")
+    return (None,) * (len(shape) - n_axes)
 
 
 def _reduce_build(spec: Reduction) -> Callable[[OpContext], Kernel]:

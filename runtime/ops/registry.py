@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 
 from ..errors import UnsupportedOpError
-from ..ir import AttrMixin, Node, Type
+from ..ir import AttrMixin, Node, TensorType, Type
 
 Kernel = Callable[..., Sequence[Any]]
 
@@ -67,13 +67,13 @@ class OpContext(AttrMixin):
         return self.consts[i] if i < len(self.consts) else None
 
     def in_elem(self, i: int) -> int | None:
-        """ONNX element type of input i (None when unknown or absent)."""
+        """ONNX element type of input i (None when unknown, absent or not a tensor)."""
         t = self.in_types[i] if i < len(self.in_types) else None
-        return getattr(t, "elem", None)
+        return t.elem if isinstance(t, TensorType) else None
 
     def out_elem(self, i: int) -> int | None:
         t = self.out_types[i] if i < len(self.out_types) else None
-        return getattr(t, "elem", None)
+        return t.elem if isinstance(t, TensorType) else None
 
     def subgraph(self, name: str, in_types: list[Type | None] | None = None) -> Any:
         """A compiled subgraph attribute (If branches, Loop/Scan bodies).

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..ir import Dim, Type
-from ..shapes import InferContext, dim_mul, normalize_axis, shape_str, tensor
+from ..shapes import InferContext, dim_mul, normalize_axis, shape_str, static_len, tensor
 from .registry import OpContext, op
 
 _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
@@ -571,9 +571,9 @@ def _affine_rule(ctx: InferContext) -> list[Type | None]:
                             "(size [N, C, H, W] goes with theta [N, 2, 3], [N, C, D, H, W] with [N, 3, 4])")
         n = size.dims[0] if size.dims[0] is not None else (ts[0] if ts is not None else None)
         return [tensor(ctx.elem(0), (n,) + tuple(size.dims[2:]) + (r,))]
-    sz = ctx.shape(1)
-    if sz is not None and len(sz) == 1 and isinstance(sz[0], int):
-        r = sz[0] - 2
+    n = static_len(ctx, 1)
+    if n is not None:
+        r = n - 2
         return [tensor(ctx.elem(0), (ts[0] if ts is not None else None,) + (None,) * r + (r,))]
     if ts is not None and isinstance(ts[1], int):
         r = ts[1]

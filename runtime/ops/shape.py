@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Dim, Shape, Tensor, TensorType, Type
-from ..shapes import (is_size_symbol, InferContext, SymInts, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub, dims_product,
+from ..shapes import (is_size_symbol, static_len, InferContext, SymInts, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub, dims_product,
                       is_static, normalize_axis, shape_str, tensor)
 from .registry import Kernel, OpContext, op
 
@@ -38,14 +38,6 @@ def axis_at_runtime(axis: int, rank: int, what: str = "axis") -> int:
     if not -rank <= axis < max(rank, 1):
         raise ValueError(f"{what} {axis} is out of range for rank {rank}")
     return axis % rank if rank else 0
-
-
-def static_len(ctx: InferContext, i: int) -> int | None:
-    """Number of elements of input i when it is a 1-D tensor of static length (axes, pads, shapes)."""
-    shape = ctx.shape(i)
-    if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
-        return shape[0]
-    return None
 
 
 def scalar_number(value: np.ndarray, elem: int | None) -> float | int:

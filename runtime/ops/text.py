@@ -230,7 +230,7 @@ class _NgramTrie:
         gram = 0
         for n, start in enumerate(counts, start=1):
             end = counts[n] if n < len(counts) else len(pool)
-            if not start <= end <= len(pool) or (end - start) % n:
+            if not 0 <= start <= end <= len(pool) or (end - start) % n:
                 raise ShapeInferenceError(
                     f"{where}ngram_counts {counts} do not split the pool of {len(pool)} items into {n}-grams")
             for g in range(start, end, n):
@@ -324,7 +324,9 @@ def tfidf_vectorizer(ctx: OpContext) -> Callable[[np.ndarray], tuple[np.ndarray]
             raise ctx.error(f"weights has {len(weights)} entries, ngram_indexes {len(indexes)}: they must match")
         w = np.zeros(size, dtype=np.float32)
         w[indexes] = weights  # weights follow the pool's n-gram order, as the spec and onnxruntime have it
-    trie = _NgramTrie(pool, ctx.attr("ngram_counts"), indexes, min_n, max_n, f"{ctx.node.label()}: ")
+    counts = ctx.attr("ngram_counts")
+    max_n = min(max_n, len(counts))  # the pool holds no longer n-grams: the trie needs no deeper levels
+    trie = _NgramTrie(pool, counts, indexes, min_n, max_n, f"{ctx.node.label()}: ")
 
     def run(x: np.ndarray) -> tuple[np.ndarray]:
         if x.ndim > 2:
@@ -341,7 +343,7 @@ def tfidf_vectorizer(ctx: OpContext) -> Callable[[np.ndarray], tuple[np.ndarray]
 
         if min_n == 1:
             collect(1, rows)
-        for skip in range(1, max_skip + 2) if max_n > 1 else ():
+        for skip in range(1, min(max_skip + 1, width) + 1) if max_n > 1 else ():  # wider skips span no row
             nodes = rows
             for level in range(2, max_n + 1):
                 span = (level - 1) * skip

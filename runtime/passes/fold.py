@@ -8,6 +8,7 @@ so the plan runs neither.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -40,7 +41,7 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
         known = [_known_value(types, o) for o in node.outputs]
         if all(k is not None for k, o in zip(known, node.outputs) if o):
             values = known
-        elif all(not n or n in consts for n in node.inputs):
+        elif all(not n or n in consts for n in node.inputs) and not _too_big(types, outs):
             ctx = OpContext(node, opset, [types.types.get(n) if n else None for n in node.inputs],
                             [types.types.get(n) if n else None for n in node.outputs],
                             [consts.get(n) for n in node.inputs])
@@ -59,6 +60,18 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
                 types.values[name] = value
     graph.nodes = kept
     return graph
+
+
+def _too_big(types: GraphTypes, names: list[str]) -> bool:
+    """Whether inference already says an output exceeds MAX_FOLD_BYTES: checked before
+    computing it, so a 100-byte ConstantOfShape cannot make the load allocate gigabytes."""
+    for name in names:
+        t = types.types.get(name)
+        if isinstance(t, TensorType) and t.shape is not None and all(isinstance(d, int) for d in t.shape):
+            itemsize = dtypes.storage_dtype(t.elem).itemsize if t.elem else 1
+            if math.prod(t.shape) * itemsize > MAX_FOLD_BYTES:  # type: ignore[arg-type]
+                return True
+    return False
 
 
 def _evaluate(node: Node, kernel: Kernel, args: list[np.ndarray | None]) -> list[np.ndarray]:
