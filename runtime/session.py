@@ -97,34 +97,46 @@ class _FeedSpec:
     fixed: tuple[tuple[int, int], ...]
 
 
-def _feed_specs(compiled: _Compiled) -> tuple[_FeedSpec, ...] | None:
+@dataclass(frozen=True)
+class _FastFeeds:
+    """The checks that let plain feeds skip `check_feed` and `symbols_agree` (see `_fast_feeds`)."""
+
+    specs: tuple[_FeedSpec, ...]
+    #: (input i, axis a, input j, axis b): dims sharing a symbolic name, which must agree.
+    agree: tuple[tuple[int, int, int, int], ...]
+
+
+def _fast_feeds(compiled: _Compiled) -> _FastFeeds | None:
     """Per plan input, the check that lets a feed skip `check_feed` and `symbols_agree`; None if any can't.
 
     A model called once per audio chunk runs in ~0.1 ms, so the general
     checks (a few microseconds) are worth skipping for the common feed: a
     plain numpy array of the model's native dtype.  That needs every plan
-    input to be a tensor input with a known shape whose symbolic dim names
-    are all distinct (so no two dims must agree) and no defaulted initializers.
+    input to be a tensor input with a known shape, and no defaulted
+    initializers; dims sharing a symbolic name are compared pairwise.
     """
     infos = {v.name: v for v in compiled.inputs}
     if set(compiled.plan.input_names) != set(infos) or len(compiled.plan.input_names) != len(infos):
         return None
     specs = []
-    names: list[Any] = []
-    for name in compiled.plan.input_names:
+    first: dict[str, tuple[int, int]] = {}
+    agree = []
+    for i, name in enumerate(compiled.plan.input_names):
         t = infos[name].type
         if not isinstance(t, TensorType) or t.elem is None or t.shape is None or not dtypes.ELEM_TYPES[t.elem].native:
             return None
         dtype = dtypes.storage_dtype(t.elem)
         if dtype == np.dtype(object):
             return None
-        names += [d for d in t.shape if isinstance(d, str)]
+        for a, d in enumerate(t.shape):
+            if isinstance(d, str):
+                j, b = first.setdefault(d, (i, a))
+                if (j, b) != (i, a):
+                    agree.append((i, a, j, b))
         fixed = tuple((a, d) for a, d in enumerate(t.shape) if isinstance(d, int))
         exact = tuple(d for _, d in fixed) if len(fixed) == len(t.shape) else None
         specs.append(_FeedSpec(name, dtype, len(t.shape), exact, fixed))
-    if len(set(names)) != len(names):
-        return None
-    return tuple(specs)
+    return _FastFeeds(tuple(specs), tuple(agree))
 
 
 def _plain_outputs(compiled: _Compiled, output_types: dict[str, Type | None]) -> bool:
@@ -198,7 +210,7 @@ class InferenceSession:
         self._relaxed = None
         self._main = self._compile(relaxed=False)
         self._output_types = {v.name: self._main.types.types.get(v.name) for v in self._source.outputs}
-        self._fast_feeds = _feed_specs(self._main)
+        self._fast_feeds = _fast_feeds(self._main)
         self._fast_outputs = _plain_outputs(self._main, self._output_types)
         self._hooked = [d for d in self._devices if hasattr(d, "run_started")]
 
@@ -342,16 +354,20 @@ class InferenceSession:
     # ------------------------------------------------------------------ run
     def _feeds(self, input_feed: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
         """The plan to run (the relaxed one when feeds give a shared dim name two sizes) and its feeds."""
-        specs = self._fast_feeds
-        if specs is not None and type(input_feed) is dict and len(input_feed) == len(specs):
+        plain = self._fast_feeds
+        if plain is not None and type(input_feed) is dict and len(input_feed) == len(plain.specs):
             fast = []
-            for spec in specs:
+            for spec in plain.specs:
                 v = input_feed.get(spec.name)
                 if type(v) is not np.ndarray or v.dtype != spec.dtype or not _fits(v.shape, spec):
                     break
                 fast.append(v)
             else:
-                return self._main, fast
+                for i, a, j, b in plain.agree:
+                    if fast[i].shape[a] != fast[j].shape[b]:
+                        break
+                else:
+                    return self._main, fast
         if not isinstance(input_feed, dict):
             raise InputError(f"input_feed must be a dict of name -> array, got {type(input_feed).__name__}")
         known = {v.name: v for v in self._main.inputs}

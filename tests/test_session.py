@@ -213,12 +213,17 @@ def test_plain_feeds_skip_the_general_checks(monkeypatch) -> None:
     assert len(calls) == 2
 
 
-def test_shared_dim_names_keep_the_general_checks() -> None:
-    """Inputs sharing a symbolic dim name need `symbols_agree`, so they take the general path."""
-    from webinfer.session import _feed_specs
-    shared = webinfer.InferenceSession(_two_inputs(["n", 4], ["n", 4]))
-    assert _feed_specs(shared._main) is None
-    a = np.ones((3, 4), np.float32)
-    np.testing.assert_allclose(shared.run(None, {"a": a, "b": np.ones((1, 4), np.float32)})[0], a + 1)
-    distinct = webinfer.InferenceSession(_two_inputs(["n", 4], ["m", 4]))
-    assert _feed_specs(distinct._main) is not None
+def test_shared_dim_names_are_compared_on_the_fast_path(monkeypatch) -> None:
+    """Inputs sharing a symbolic dim name pass the plain-feed checks only when the dims agree; feeds that
+    disagree run the relaxed plan, as through the general checks."""
+    from webinfer import session as session_module
+    calls = []
+    real = session_module.check_feed
+    monkeypatch.setattr(session_module, "check_feed", lambda *a: calls.append(a) or real(*a))
+    sess = webinfer.InferenceSession(_two_inputs(["n", 4], ["n", 4]))
+    assert sess._fast_feeds is not None and sess._fast_feeds.agree == ((1, 0, 0, 0),)
+    a, b = np.ones((3, 4), np.float32), np.full((3, 4), 2, np.float32)
+    np.testing.assert_allclose(sess.run(None, {"a": a, "b": b})[0], a + b)
+    assert not calls and sess._relaxed is None
+    np.testing.assert_allclose(sess.run(None, {"a": a, "b": b[:1]})[0], a + b[:1])
+    assert len(calls) == 2 and sess._relaxed is not None
