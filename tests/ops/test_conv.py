@@ -323,10 +323,13 @@ def _strided(x: np.ndarray, how: str) -> np.ndarray:
 def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: dict, layout: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Small convs (column buffer under _GATHER_MAX_CELLS) take their columns in one gather; any input
-    layout, groups, dilations, asymmetric pads, the bias folded as a ones row or given at run time."""
-    calls = []
+    layout, groups, dilations, asymmetric pads, the bias folded as a ones row or given at run time.
+    With constant weights the gather is prepared once per input shape (SmallConv)."""
+    calls, prepared = [], []
     gather = conv_ops._gather_conv
     monkeypatch.setattr(conv_ops, "_gather_conv", lambda *a: calls.append(1) or gather(*a))
+    small = conv_ops.SmallConv.__call__
+    monkeypatch.setattr(conv_ops.SmallConv, "__call__", lambda self, x: prepared.append(1) or small(self, x))
     x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
     feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
     moot = 1 in (x_shape[1], x_shape[-1])  # swapping a size-1 axis leaves the array contiguous
@@ -334,8 +337,9 @@ def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: d
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
     ours, ref = run_both(make_model(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b}), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert prepared and not calls  # constant W and b: the prepared gather
     check_node("Conv", {"x": feed["x"], "w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
-    assert len(calls) == 2  # the path under test is taken
+    assert len(calls) == 1  # W and b fed at run time: the gather engine
 
 
 @pytest.mark.parametrize("x_shape, k, attrs", [
@@ -365,3 +369,22 @@ def test_depthwise_band_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict,
     ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     assert calls
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+def test_small_conv_with_constant_weight_and_fed_bias(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A constant W with the bias fed at run time (so not folded into W) is not prepared: the bias counts."""
+    prepared = []
+    small = conv_ops.SmallConv.__call__
+    monkeypatch.setattr(conv_ops.SmallConv, "__call__", lambda self, x: prepared.append(1) or small(self, x))
+    x, w, b = rand(1, 9, 5), rand(6, 9, 3), rand(6)
+    feed = {"x": _strided(x, layout), "b": b}
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 0])
+    ours, ref = run_both(make_model([node], {"x": x, "b": b}, ["y"], initializers={"w": w}), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert not prepared
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 0])
+    feed = {"x": _strided(x, layout)}
+    ours, ref = run_both(make_model([node], {"x": x}, ["y"], initializers={"w": w}), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert prepared
