@@ -709,6 +709,10 @@ def slice_index(dims: Sequence[int], starts: Sequence[int], ends: Sequence[int],
     return tuple(index)
 
 
+#: Slice indexes kept per node for this many input shapes (a stream of ever-new lengths must not grow it).
+_INDEXES_KEPT = 64
+
+
 @op("Slice", since=1, infer=_slice_rule, exotic=True)
 def slice_op(ctx: OpContext) -> Kernel:
     """Slice as a numpy view; bounds are attributes before opset 10, inputs since."""
@@ -721,7 +725,25 @@ def slice_op(ctx: OpContext) -> Kernel:
             steps: np.ndarray | None = None) -> tuple[np.ndarray]:
         return (x[slice_index(x.shape, starts.tolist(), ends.tolist(), int_list(axes), int_list(steps))],)
 
-    return run
+    given = [i < len(ctx.node.inputs) and ctx.node.inputs[i] != "" for i in range(5)]
+    params = [ctx.const(i) if given[i] else None for i in range(1, 5)]
+    if any(given[i] and params[i - 1] is None for i in range(1, 5)) or not (given[1] and given[2]):
+        return run
+    starts, ends = (params[0].tolist(), params[1].tolist())  # type: ignore[union-attr]
+    axes, steps = int_list(params[2]), int_list(params[3])
+    # Constant bounds (an LSTM cell's gate slices): the index depends on X's shape alone, so it is
+    # worked out once per shape; a call is then one dict lookup and the view (4-5 us -> ~1 us).
+    indexes: dict[tuple[int, ...], tuple[slice, ...]] = {}
+
+    def run_constant(x: np.ndarray, *_: Any) -> tuple[np.ndarray]:
+        index = indexes.get(x.shape)
+        if index is None:
+            if len(indexes) >= _INDEXES_KEPT:
+                indexes.clear()
+            index = indexes[x.shape] = slice_index(x.shape, starts, ends, axes, steps)
+        return (x[index],)
+
+    return run_constant
 
 
 # ------------------------------------------------------------ Expand, Tile

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 import webinfer
 from webinfer.errors import WebinferError
+from webinfer.ops import shape as shape_ops
 
-from .util import check_node, make_model, run_both
+from .util import LAYOUTS, check_node, make_model, run_both, strided
 
 RNG = np.random.default_rng(7)
 
@@ -65,6 +67,35 @@ def test_slice_steps_and_bounds() -> None:
     check_node("Slice", {"x": x}, opset=9, starts=[1, 0], ends=[3, 1000], axes=[1, 2])
     # a negative step clamps start to [0, dim-1]: -7 on a dim of 6 starts at 0 (Python's slicing gives nothing)
     check_node("Slice", {"x": x, "s": i64(-7), "e": i64(-9), "a": i64(1), "st": i64(-3)})
+
+
+@pytest.mark.parametrize("bounds", [
+    dict(s=i64(4, -1), e=i64(-100, 1), a=i64(0, 2), st=i64(-2, -3)),
+    dict(s=i64(1, -3), e=i64(2**62, 5), a=i64(-1, 1)),
+    dict(s=i64(256), e=i64(384), a=i64(1)),  # an LSTM cell's gate
+    dict(s=i64(-7), e=i64(-9), a=i64(1), st=i64(-3)),
+    dict(s=i64(0, 0, 0), e=i64(1, 1, 1)),  # no axes: the leading ones
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_slice_constant_bounds_index_once_per_shape(bounds: dict, layout: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant starts/ends/axes/steps: the index is worked out once per input shape, on any layout."""
+    calls = []
+    index = shape_ops.slice_index
+    monkeypatch.setattr(shape_ops, "slice_index", lambda *a: calls.append(1) or index(*a))
+    names = ["x"] + list(bounds)
+    if "st" in bounds and "a" not in bounds:
+        names.insert(3, "")
+    node = helper.make_node("Slice", names, ["y"])
+    for shape in [(5, 513, 7), (3, 5, 11)]:
+        x = rand(*shape)
+        model = make_model([node], {"x": x}, ["y"], initializers=bounds).SerializeToString()
+        sess = webinfer.InferenceSession(model)
+        want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for _ in range(3):
+            np.testing.assert_array_equal(sess.run(None, {"x": strided(x, layout)})[0], want)
+        assert len(calls) == 1
+        calls.clear()
 
 
 def test_expand_tile_pad() -> None:
