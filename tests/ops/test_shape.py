@@ -59,6 +59,36 @@ def test_transpose_concat_split() -> None:
     check_node("Split", {"x": rand(2, 6)}, n_outputs=3, opset=11, axis=-1)
 
 
+@pytest.mark.parametrize("opset, axes", [(13, [-1]), (13, [0, 2]), (11, [0, -2])])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_squeeze_constant_axes_symbolic_shape(opset: int, axes: list, layout: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant axes on an input of symbolic shape (no static output): normalised once, checked and
+    reshaped per call without the general `squeeze_array`."""
+    calls = []
+    general = shape_ops.squeeze_array
+    monkeypatch.setattr(shape_ops, "squeeze_array", lambda *a: calls.append(1) or general(*a))
+    if opset >= 13:
+        node = helper.make_node("Squeeze", ["x", "a"], ["y"])
+        inits = [helper.make_tensor("a", TensorProto.INT64, [len(axes)], axes)]
+    else:
+        node = helper.make_node("Squeeze", ["x"], ["y"], axes=axes)
+        inits = []
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "c", 1, "t"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+    sess = webinfer.InferenceSession(model, webinfer.SessionOptions(strict_shape_checks=True))
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    last = 1 if axes == [-1] else 5
+    for c in (3, 128):
+        x = rand(1, c, 1, last)
+        np.testing.assert_array_equal(sess.run(None, {"x": strided(x, layout)})[0], ref.run(None, {"x": x})[0])
+    if axes == [-1]:
+        with pytest.raises(WebinferError, match="cannot squeeze axis 3"):
+            sess.run(None, {"x": rand(1, 3, 1, 2)})
+    assert not calls
+
+
 def test_slice_steps_and_bounds() -> None:
     x = rand(5, 6, 7)
     check_node("Slice", {"x": x}, initializers={"s": i64(4, -1), "e": i64(-100, 1), "a": i64(0, 2),
