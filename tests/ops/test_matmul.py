@@ -177,6 +177,29 @@ def test_constant_weight_products_of_few_and_many_rows(n: int, threads: int) -> 
         np.testing.assert_allclose(ours.run(None, {"x": x})[0], ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k, n", [(128, 512), (7, 1), (1, 9), (33, 65)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_one_row_constant_weight(k: int, n: int, layout: str, dtype: type,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row times a constant 2-D B is one np.dot (MatMul, and FusedMatMul with a constant bias and no
+    activation), on any layout of A; a batched or 1-D A takes the general path."""
+    calls = []
+    product = matmul_ops._product
+    monkeypatch.setattr(matmul_ops, "_product", lambda *a: calls.append(1) or product(*a))
+    w, bias = rand(k, n, dtype=dtype), rand(n, dtype=dtype)
+    a = strided(rand(1, k, dtype=dtype), layout)
+    check_node("MatMul", {"a": a}, rtol=1e-5, atol=1e-5, initializers={"w": w})
+    np.testing.assert_allclose(_run_fused(a, w, bias), a @ w + bias, rtol=1e-5, atol=1e-5)
+    assert not calls
+    check_node("MatMul", {"a": strided(rand(2, 1, k, dtype=dtype), layout)}, rtol=1e-5, atol=1e-5,
+               initializers={"w": w})
+    check_node("MatMul", {"a": rand(k, dtype=dtype)}, rtol=1e-5, atol=1e-5, initializers={"w": w})
+    np.testing.assert_allclose(_run_fused(a, w, bias, activation="Relu"), np.maximum(a @ w + bias, 0),
+                               rtol=1e-5, atol=1e-5)
+    assert len(calls) == 3
+
+
 def _run_fused(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, **attrs: object) -> np.ndarray:
     inits = {"b": b} | ({"bias": bias} if bias is not None else {})
     node = helper.make_node("FusedMatMul", ["a"] + list(inits), ["y"], domain="webinfer", **attrs)
