@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -731,7 +731,8 @@ def slice_index(dims: Sequence[int], starts: Sequence[int], ends: Sequence[int],
     return tuple(index)
 
 
-#: Slice indexes kept per node for this many input shapes (a stream of ever-new lengths must not grow it).
+#: Per-shape preparations (Slice indexes, Pad plans) kept per node for this many input shapes (a stream
+#: of ever-new lengths must not grow them).
 _INDEXES_KEPT = 64
 
 
@@ -982,7 +983,57 @@ def pad(ctx: OpContext) -> Kernel:
         widths = _pad_widths(pads.tolist(), int_list(axes), x.ndim, ValueError)
         return (pad_array(x, widths, mode, fill),)
 
-    return run
+    given = [i < len(ctx.node.inputs) and ctx.node.inputs[i] != "" for i in range(4)]
+    consts = [ctx.const(i) if given[i] else None for i in range(4)]
+    if not given[1] or any(given[i] and consts[i] is None for i in (1, 2, 3)):
+        return run
+    value_c = consts[2]
+    const_fill = default if value_c is None or value_c.size == 0 else value_c.reshape(-1)[0]
+    const_pads, const_axes = consts[1].tolist(), int_list(consts[3])
+    # Constant pads (an STFT's reflection pad): the padding is worked out once per input shape.
+    prepared: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
+
+    def run_constant(x: np.ndarray, *_: Any) -> tuple[np.ndarray]:
+        fn = prepared.get(x.shape)
+        if fn is None:
+            if len(prepared) >= _INDEXES_KEPT:
+                prepared.clear()
+            widths = _pad_widths(const_pads, const_axes, x.ndim, ValueError)
+            fn = prepared[x.shape] = _prepared_pad(x.shape, widths, mode, const_fill)
+        return (fn(x),)
+
+    return run_constant
+
+
+def _prepared_pad(shape: tuple[int, ...], widths: list[tuple[int, int]], mode: str,
+                  fill: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """`pad_array` for inputs of `shape`, with what depends on the shape alone worked out now.
+
+    Growing pads become one filled buffer and a block copy (constant) or
+    one `take` per padded axis (reflect, edge, wrap); crops and errors stay
+    with `pad_array`.
+    """
+    grows = all(b >= 0 and e >= 0 for b, e in widths)
+    if grows and mode == "constant":
+        out_shape = tuple(d + b + e for d, (b, e) in zip(shape, widths))
+        inner = tuple(slice(b, b + d) for d, (b, _) in zip(shape, widths))
+
+        def run_fill(x: np.ndarray) -> np.ndarray:
+            out = np.full(out_shape, fill, dtype=x.dtype)
+            out[inner] = x
+            return out
+
+        return run_fill
+    if grows and all(d or not (b or e) for d, (b, e) in zip(shape, widths)):
+        sources = _pad_sources(shape, tuple(widths), mode)
+
+        def run_take(x: np.ndarray) -> np.ndarray:
+            for axis, index in sources:
+                x = x.take(index, axis=axis)
+            return x
+
+        return run_take
+    return lambda x: pad_array(x, widths, mode, fill)
 
 
 # ----------------------------------------------------------- CenterCropPad

@@ -128,6 +128,39 @@ def test_slice_constant_bounds_index_once_per_shape(bounds: dict, layout: str,
         calls.clear()
 
 
+@pytest.mark.parametrize("mode, pads, axes", [
+    ("reflect", (0, 0, 64, 0, 0, 64), None),  # an STFT's reflection pad of (1, 1, 512)
+    ("edge", (1, 2, 0, 3), (2, 0)),
+    ("wrap", (0, 2, 1, 1, 3, 0), None),
+    ("constant", (2, 0, 1, 0, 1, 3), None),
+    ("constant", (-1, 0, 2, 1, 0, -2), None),  # crops and pads
+    ("reflect", (0, 0, 0, 0, 0, 0), None),
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pad_constant_pads_prepared_per_shape(mode: str, pads: tuple, axes: tuple | None, layout: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant pads (and value, axes) are worked out once per input shape, on any layout of X."""
+    calls = []
+    prepare = shape_ops._prepared_pad
+    monkeypatch.setattr(shape_ops, "_prepared_pad", lambda *a: calls.append(1) or prepare(*a))
+    inits = {"p": i64(*pads)}
+    if mode == "constant":
+        inits["v"] = np.array(1.5, np.float32)
+    if axes is not None:
+        inits["a"] = i64(*axes)
+    names = ["x", "p", "v" if "v" in inits else "", "a" if axes is not None else ""]
+    while names[-1] == "":
+        names.pop()
+    x = rand(3, 5, 67)
+    node = helper.make_node("Pad", names, ["y"], mode=mode)
+    model = make_model([node], {"x": x}, ["y"], opset=19, initializers=inits).SerializeToString()
+    sess = webinfer.InferenceSession(model, webinfer.SessionOptions(strict_shape_checks=True))
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    for _ in range(3):
+        np.testing.assert_array_equal(sess.run(None, {"x": strided(x, layout)})[0], want)
+    assert len(calls) == 1
+
+
 def test_expand_tile_pad() -> None:
     check_node("Expand", {"x": rand(3, 1)}, initializers={"s": i64(2, 1, 4)})
     check_node("Tile", {"x": rand(2, 3)}, initializers={"r": i64(2, 3)})
