@@ -90,7 +90,7 @@ def test_global_average_pool_as_a_product(x_shape: tuple, layout: str, dtype: ty
         model = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {"x": x}, ["y"])
         sess = webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
         (y,) = sess.run(None, {"x": strided(x, layout)})
-        np.testing.assert_allclose(y, x.mean(axis=tuple(range(2, x.ndim)), keepdims=True), rtol=1e-12)
+        np.testing.assert_allclose(y, x.mean(axis=tuple(range(2, x.ndim)), keepdims=True), rtol=1e-10, atol=1e-14)
     else:
         tol = 1e-2 if dtype == np.float16 else 1e-5
         check_node("GlobalAveragePool", {"x": strided(x, layout)}, rtol=tol, atol=tol)
