@@ -421,8 +421,12 @@ class InferenceSession:
                              run_options: RunOptions | None, export: bool = True) -> list[Any]:
         compiled, feeds = self._feeds(input_feed)
         profiling = self._options.enable_profiling
-        profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
         hooked = self._hooked
+        if not hooked and not profiling:  # a plain CPU run: no device hooks, lock or profile to set up
+            with threads.limit_runs(self._options.intra_op_num_threads):
+                outs = await run_async(compiled.plan, feeds, None, run_options)
+            return self._select(compiled.plan, output_names, outs, export)
+        profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
         start_ns = _now_ns()
         async with _device_run_lock(bool(hooked)):
             for d in hooked:
