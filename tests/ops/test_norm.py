@@ -136,6 +136,7 @@ def test_bad_inputs_name_the_node() -> None:
 @pytest.mark.parametrize("x_shape, axis, s_shape", [
     ((1, 128), -1, (128,)),  # a classifier head's hidden layer
     ((1, 3, 41), 1, (3, 41)),  # one row over two axes
+    ((1, 3, 41), 1, (41,)),  # scale broadcast over the first normalized axis
     ((1, 1, 7), -1, (1, 7)),
     ((5,), 0, (5,)),
     ((2, 3, 4), 0, (3, 4)),  # axis 0: the whole tensor is one row
