@@ -139,7 +139,14 @@ def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic in a few passes over one new array (the tiny tensors of audio models pay per numpy
-    call); far negative inputs give 0 or ~6e-39 (`_logistic_of_negated_`)."""
+    call); far negative inputs give 0 or ~6e-39 (`_logistic_of_negated_`).
+
+    A single value (a classifier's score) is computed in Python's float64
+    and rounded once: six numpy calls on one element cost ~4 us, this ~1 us.
+    """
+    if x.size == 1 and x.dtype.kind == "f":
+        v = -float(x.reshape(-1)[0])
+        return np.full(x.shape, 0.0 if v > _PY_EXP_MAX else 1.0 / (1.0 + math.exp(v)), x.dtype)
     y = np.negative(x, out=np.empty(x.shape, x.dtype))
     _logistic_of_negated_(y)
     return y
@@ -170,6 +177,8 @@ def _sigmoid_(y: np.ndarray) -> None:
     _logistic_of_negated_(y)
 
 
+#: Above this, math.exp overflows (OverflowError); the logistic of its negation is 0 in float64.
+_PY_EXP_MAX = 709.0
 #: Arrays up to this size are clamped below exp's overflow instead of running exp inside np.errstate:
 #: entering and leaving it costs more than the clamp's pass on the tiny tensors of per-chunk audio models.
 _CLAMP_MAX_SIZE = 1 << 14

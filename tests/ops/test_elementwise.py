@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from webinfer.ops import elementwise as elementwise_ops
+
 from .util import LAYOUTS, check_node, load_node, strided
 
 
@@ -48,3 +50,18 @@ def test_sigmoid_tails_and_specials(size: int, layout: str) -> None:
     with np.errstate(over="ignore"):
         want = 1 / (1 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("value", [-1e4, -710.0, -100.0, -20.0, -1.5, 0.0, 3.0, 800.0, np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("shape", [(1, 1), ()])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single value (a classifier's score) is computed in Python's float64 and rounded once."""
+    monkeypatch.setattr(elementwise_ops, "_logistic_of_negated_", lambda y: pytest.fail("took the array path"))
+    x = np.full(shape, value, dtype)
+    sess = load_node(helper.make_node("Sigmoid", ["x"], ["y"]), {"x": x}, opset=13)
+    (got,) = sess.run(None, {"x": x})
+    with np.errstate(over="ignore"):
+        want = (1 / (1 + np.exp(-np.float64(value)))).astype(dtype)
+    assert got.shape == shape and got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype != np.float16 else 1e-3, atol=0)
