@@ -388,3 +388,33 @@ def test_small_conv_with_constant_weight_and_fed_bias(layout: str, monkeypatch: 
     ours, ref = run_both(make_model([node], {"x": x}, ["y"], initializers={"w": w}), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     assert prepared
+
+
+@pytest.mark.parametrize("x_shape, k, attrs", [
+    ((1, 576, 7, 7), 5, dict(pads=[2, 2, 2, 2])),  # MobileNetV3-small's last depthwise convs
+    ((1, 288, 14, 14), 5, dict(pads=[2, 2, 2, 2], strides=[2, 2])),
+    ((2, 256, 9, 13), 3, dict(pads=[2, 1, 0, 2], strides=[1, 3], dilations=[2, 1])),
+    ((1, 300, 6, 5), 3, dict(auto_pad="SAME_UPPER")),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+@pytest.mark.parametrize("bias", ["constant", "input", "none"])
+def test_depthwise_einsum_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict, layout: str, bias: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """2-D depthwise convs over _EINSUM_MIN_CHANNELS channels or more run as one einsum over a channels-last
+    window view, on any input layout, with the bias packed, given at run time, or absent, and a fused
+    activation."""
+    calls = []
+    engine = conv_ops._depthwise_einsum
+    monkeypatch.setattr(conv_ops, "_depthwise_einsum", lambda *a: calls.append(1) or engine(*a))
+    c = x_shape[1]
+    x, w, b = rand(*x_shape), rand(c, 1, k, k), rand(c)
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    inits = {"w": w}
+    names = ["x", "w"]
+    if bias != "none":
+        names.append("b")
+        (inits if bias == "constant" else feed)["b"] = b
+    nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert calls
