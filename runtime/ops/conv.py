@@ -996,10 +996,13 @@ def _depthwise_band(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
     return np.ascontiguousarray(wide.reshape(n, c, ho, blocks * block)[..., :wo])
 
 
-#: 2-D depthwise convs over at least this many channels run as one einsum over channels-last windows
-#: (`_depthwise_einsum`), below as banded matmuls: measured on MobileNetV3-small's 5x5 convs, [576, 7, 7]
-#: 270 -> 130 us and [288, 14, 14] stride 2 190 -> 90 us; at 240 channels both take the same time.
+#: 2-D depthwise convs with at least this many channels, taps per window, and at most this many output
+#: cells run as one einsum over channels-last windows (`_depthwise_einsum`).  Measured against the other
+#: engines: 5x5 on [576, 7, 7] 270 -> 130 us, [288, 14, 14] stride 2 190 -> 90 us, [384, 20, 20] stride 2
+#: 330 -> 255 us; even at [240, 14, 14] (196 cells), 3x3 on [1024, 7, 7] slower, on [512, 28, 28] 2x slower.
 _EINSUM_MIN_CHANNELS = 256
+_EINSUM_MIN_TAPS = 25
+_EINSUM_MAX_CELLS = 100
 
 
 def _depthwise_einsum(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
@@ -1126,7 +1129,8 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     `consume`: the residual dies here and nothing else holds its buffer,
     which may then become the output.
     """
-    if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS:
+    if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS \
+            and math.prod(g.kernel) >= _EINSUM_MIN_TAPS and math.prod(g.out) <= _EINSUM_MAX_CELLS:
         y = _depthwise_einsum(x, w, g)
         if bias is not None or w.bias is not None:
             y += (w.bias if w.bias is not None else bias).reshape(-1, 1, 1)

@@ -390,19 +390,21 @@ def test_small_conv_with_constant_weight_and_fed_bias(layout: str, monkeypatch: 
     assert prepared
 
 
-@pytest.mark.parametrize("x_shape, k, attrs", [
-    ((1, 576, 7, 7), 5, dict(pads=[2, 2, 2, 2])),  # MobileNetV3-small's last depthwise convs
-    ((1, 288, 14, 14), 5, dict(pads=[2, 2, 2, 2], strides=[2, 2])),
-    ((2, 256, 9, 13), 3, dict(pads=[2, 1, 0, 2], strides=[1, 3], dilations=[2, 1])),
-    ((1, 300, 6, 5), 3, dict(auto_pad="SAME_UPPER")),
+@pytest.mark.parametrize("x_shape, k, attrs, einsum", [
+    ((1, 576, 7, 7), 5, dict(pads=[2, 2, 2, 2]), True),  # MobileNetV3-small's last depthwise convs
+    ((1, 288, 14, 14), 5, dict(pads=[2, 2, 2, 2], strides=[2, 2]), True),
+    ((2, 256, 9, 13), 5, dict(pads=[2, 1, 0, 2], strides=[1, 3], dilations=[2, 1]), True),
+    ((1, 300, 6, 5), 5, dict(auto_pad="SAME_UPPER"), True),
+    ((1, 256, 7, 7), 3, dict(pads=[1, 1, 1, 1]), False),  # 3x3: too few taps, the band engine's
+    ((1, 256, 14, 14), 5, dict(pads=[2, 2, 2, 2]), False),  # 196 output cells: the band engine's
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
 @pytest.mark.parametrize("bias", ["constant", "input", "none"])
-def test_depthwise_einsum_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict, layout: str, bias: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """2-D depthwise convs over _EINSUM_MIN_CHANNELS channels or more run as one einsum over a channels-last
+def test_depthwise_einsum_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict, einsum: bool, layout: str,
+                                              bias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2-D depthwise convs with many channels and taps on small maps run as one einsum over a channels-last
     window view, on any input layout, with the bias packed, given at run time, or absent, and a fused
-    activation."""
+    activation; the others keep the band engine."""
     calls = []
     engine = conv_ops._depthwise_einsum
     monkeypatch.setattr(conv_ops, "_depthwise_einsum", lambda *a: calls.append(1) or engine(*a))
@@ -417,4 +419,4 @@ def test_depthwise_einsum_matches_onnxruntime(x_shape: tuple, k: int, attrs: dic
     nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
     ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
-    assert calls
+    assert bool(calls) == einsum
