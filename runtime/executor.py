@@ -80,9 +80,14 @@ async def run_async(plan: Plan, feeds: Sequence[Any], profile: Profile | None = 
     return outs
 
 
+#: Appended to a run's slots: an absent optional input (slot -1) reads this None, so arguments
+#: are gathered without a per-input test.
+_ABSENT = [None]
+
+
 async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Profile | None,
                prefill: Any, captured: dict[int, Any] | None, control: Any = None) -> list[Any]:
-    vals = list(plan.initial)
+    vals = plan.initial + _ABSENT
     for slot, value in zip(plan.input_slots, feeds):
         vals[slot] = value
     if prefill is not None:
@@ -91,14 +96,15 @@ async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Pro
     if profile is not None:
         profile.live_bytes = sum(_nbytes(v) for v in feeds)
         profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
+    t0 = 0.0
     for step in steps:
         if control is not None and control.terminate:
             raise RunTerminatedError(f"run terminated (RunOptions.terminate) before {step.node.label()}")
-        args = [vals[i] if i >= 0 else None for i in step.ins]
-        fn = step.fn
-        if step.consume is not None and _handed_over(args, step.consume[0]):
-            fn = step.consume[1]
-        t0 = time.perf_counter() if profile is not None else 0.0
+        args = [vals[i] for i in step.ins]
+        consume = step.consume
+        fn = consume[1] if consume is not None and _handed_over(args, consume[0]) else step.fn
+        if profile is not None:
+            t0 = time.perf_counter()
         try:
             res = fn(*args)
             if step.is_async:
@@ -109,9 +115,13 @@ async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Pro
         if len(res) < len(outs):
             raise NodeExecutionError(f"{step.node.label()}: kernel returned {len(res)} outputs, "
                                      f"expected {len(outs)}")
-        for i, o in enumerate(outs):
-            if o >= 0:
-                vals[o] = res[i]
+        if len(outs) == 1:
+            if outs[0] >= 0:
+                vals[outs[0]] = res[0]
+        else:
+            for i, o in enumerate(outs):
+                if o >= 0:
+                    vals[o] = res[i]
         if step.capture and captured is not None:
             for o in outs:
                 captured[o] = vals[o]

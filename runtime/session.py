@@ -97,6 +97,71 @@ class _Compiled:
         self.shared_symbols = _shares_symbols(self.inputs)
 
 
+@dataclass(frozen=True)
+class _FeedSpec:
+    """What a feed must be to pass `check_feed` unchanged: a plain array of this dtype and these fixed dims."""
+
+    name: str
+    dtype: np.dtype
+    rank: int
+    #: The whole shape when every dim is fixed, else None (then `fixed` is checked).
+    exact: tuple[int, ...] | None
+    fixed: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class _FastFeeds:
+    """The checks that let plain feeds skip `check_feed` and `symbols_agree` (see `_fast_feeds`)."""
+
+    specs: tuple[_FeedSpec, ...]
+    #: (input i, axis a, input j, axis b): dims sharing a symbolic name, which must agree.
+    agree: tuple[tuple[int, int, int, int], ...]
+
+
+def _fast_feeds(compiled: _Compiled) -> _FastFeeds | None:
+    """Per plan input, the check that lets a feed skip `check_feed` and `symbols_agree`; None if any can't.
+
+    A model called once per audio chunk runs in ~0.1 ms, so the general
+    checks (a few microseconds) are worth skipping for the common feed: a
+    plain numpy array of the model's native dtype.  That needs every plan
+    input to be a tensor input with a known shape, and no defaulted
+    initializers; dims sharing a symbolic name are compared pairwise.
+    """
+    infos = {v.name: v for v in compiled.inputs}
+    if set(compiled.plan.input_names) != set(infos) or len(compiled.plan.input_names) != len(infos):
+        return None
+    specs = []
+    first: dict[str, tuple[int, int]] = {}
+    agree = []
+    for i, name in enumerate(compiled.plan.input_names):
+        t = infos[name].type
+        if not isinstance(t, TensorType) or t.elem is None or t.shape is None or not dtypes.ELEM_TYPES[t.elem].native:
+            return None
+        dtype = dtypes.storage_dtype(t.elem)
+        if dtype == np.dtype(object):
+            return None
+        for a, d in enumerate(t.shape):
+            if isinstance(d, str):
+                j, b = first.setdefault(d, (i, a))
+                if (j, b) != (i, a):
+                    agree.append((i, a, j, b))
+        fixed = tuple((a, d) for a, d in enumerate(t.shape) if isinstance(d, int))
+        exact = tuple(d for _, d in fixed) if len(fixed) == len(t.shape) else None
+        specs.append(_FeedSpec(name, dtype, len(t.shape), exact, fixed))
+    return _FastFeeds(tuple(specs), tuple(agree))
+
+
+def _plain_outputs(compiled: _Compiled, output_types: dict[str, Type | None]) -> bool:
+    """Whether `_select` would hand every output out as the executor returns it (no copy, no export)."""
+    plan = compiled.plan
+    for name, slot in zip(plan.output_names, plan.output_slots):
+        t = output_types.get(name)
+        if plan.initial[slot] is not None or not isinstance(t, TensorType) or t.elem is None \
+                or not dtypes.ELEM_TYPES[t.elem].native:
+            return False
+    return True
+
+
 class InferenceSession:
     """Load a model once, run it many times.
 
@@ -158,6 +223,9 @@ class InferenceSession:
         self._variants: dict[frozenset[tuple[str, str]], _Compiled] = {}
         self._main = self._compile(relaxed=False)
         self._output_types = {v.name: self._main.types.types.get(v.name) for v in self._source.outputs}
+        self._fast_feeds = _fast_feeds(self._main)
+        self._fast_outputs = _plain_outputs(self._main, self._output_types)
+        self._hooked = [d for d in self._devices if hasattr(d, "run_started")]
 
     def _compile(self, relaxed: bool, on_device: dict[str, str] | None = None) -> _Compiled:
         """Bind input dims, infer, optimize and plan (see passes/free_dims.py for `relaxed`, and
@@ -317,6 +385,20 @@ class InferenceSession:
     # ------------------------------------------------------------------ run
     def _feeds(self, input_feed: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
         """The plan to run (the relaxed one when feeds give a shared dim name two sizes) and its feeds."""
+        plain = self._fast_feeds
+        if plain is not None and type(input_feed) is dict and len(input_feed) == len(plain.specs):
+            fast = []
+            for spec in plain.specs:
+                v = input_feed.get(spec.name)
+                if type(v) is not np.ndarray or v.dtype != spec.dtype or not _fits(v.shape, spec):
+                    break
+                fast.append(v)
+            else:
+                for i, a, j, b in plain.agree:
+                    if fast[i].shape[a] != fast[j].shape[b]:
+                        break
+                else:
+                    return self._main, fast
         if not isinstance(input_feed, dict):
             raise InputError(f"input_feed must be a dict of name -> array, got {type(input_feed).__name__}")
         main = self._main
@@ -355,6 +437,8 @@ class InferenceSession:
                 export: bool = True) -> list[Any]:
         plan = compiled.plan
         if output_names is None:
+            if export and self._fast_outputs and plan is self._main.plan:
+                return outs
             idx = list(range(len(outs)))
         else:
             index = compiled.output_index
@@ -379,8 +463,12 @@ class InferenceSession:
         if on_device:
             compiled = self._bound(on_device)
         profiling = self._options.enable_profiling
+        hooked = self._hooked
+        if not hooked and not profiling:  # a plain CPU run: no device hooks, lock or profile to set up
+            with threads.limit_runs(self._options.intra_op_num_threads):
+                outs = await run_async(compiled.plan, feeds, None, run_options)
+            return self._select(compiled, output_names, outs, export)
         profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
-        hooked = [d for d in self._devices if hasattr(d, "run_started")]
         start_ns = _now_ns() if profile is not None else 0
         async with _device_run_lock(bool(hooked)):
             for d in hooked:
@@ -456,6 +544,13 @@ class InferenceSession:
     def run_with_iobinding(self, iobinding: IOBinding, run_options: RunOptions | None = None) -> None:
         """Run on the binding's inputs; its outputs are then in `iobinding.get_outputs()`."""
         iobinding._run(run_options)
+
+
+def _fits(shape: tuple[int, ...], spec: _FeedSpec) -> bool:
+    """Whether `shape` has the spec's rank and fixed dims."""
+    if spec.exact is not None:
+        return shape == spec.exact
+    return len(shape) == spec.rank and all(shape[a] == d for a, d in spec.fixed)
 
 
 def _now_ns() -> int:

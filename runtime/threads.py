@@ -19,7 +19,7 @@ import functools
 import os
 import sys
 import warnings
-from typing import Any, ContextManager
+from typing import Any, Callable, ContextManager
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,6 +62,26 @@ def blas_threads(requested: int) -> int:
     return _default_threads()
 
 
+def _accessors(lib: Any) -> tuple[Callable[[], int], Callable[[int], Any]]:
+    """(get, set) of one BLAS library's thread count, as cheap to call as possible.
+
+    For OpenBLAS on its own pthreads pool these are the library's C entry
+    points (0.1 us each): threadpoolctl's wrappers look the symbol up and
+    take a lock on every call (~0.8 us), which a model called per audio chunk
+    pays four times a run.  threadpoolctl's wrappers also let only one Python
+    thread set OpenBLAS's count; `_Limit` restores what it changed, and
+    concurrent sessions are asked to share one count (module docstring), so
+    calling the library directly changes nothing they rely on.  Other
+    libraries (MKL, BLIS, OpenMP-threaded OpenBLAS) keep threadpoolctl's calls.
+    """
+    symbol = getattr(lib, "_get_symbol", None)
+    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads" and symbol:
+        get, put = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
+        if get is not None and put is not None:
+            return get, put
+    return lib.get_num_threads, lib.set_num_threads
+
+
 class _Limit:
     """BLAS held to n threads for the duration, through each library's own get/set calls.
 
@@ -73,23 +93,29 @@ class _Limit:
 
     __slots__ = ("libs", "n", "changed")
 
-    def __init__(self, libs: list[Any], n: int):
+    def __init__(self, libs: list[tuple[Callable[[], int], Callable[[int], Any]]], n: int):
         self.libs, self.n = libs, n
-        self.changed: list[tuple[Any, int]] = []
+        self.changed: list[tuple[Callable[[int], Any], int]] = []
 
     def __enter__(self) -> None:
         changed = []
-        for lib in self.libs:
-            was = lib.get_num_threads()
+        for get, put in self.libs:
+            was = get()
             if was != self.n:
-                lib.set_num_threads(self.n)
-                changed.append((lib, was))
+                put(self.n)
+                changed.append((put, was))
         self.changed = changed
 
     def __exit__(self, *exc: Any) -> None:
-        for lib, was in self.changed:
-            lib.set_num_threads(was)
+        for put, was in self.changed:
+            put(was)
         self.changed = []
+
+
+@functools.lru_cache(maxsize=1)
+def _library_accessors() -> list[tuple[Callable[[], int], Callable[[int], Any]]]:
+    ctrl = _controller()
+    return [] if ctrl is None else [_accessors(lib) for lib in ctrl.lib_controllers]
 
 
 def limit_runs(requested: int) -> ContextManager[Any]:
@@ -100,7 +126,7 @@ def limit_runs(requested: int) -> ContextManager[Any]:
     if ctrl is None:
         _warn_unenforced(requested)
         return contextlib.nullcontext()
-    return _Limit(ctrl.lib_controllers, requested)
+    return _Limit(_library_accessors(), requested)
 
 
 @functools.lru_cache(maxsize=None)

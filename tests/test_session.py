@@ -180,3 +180,50 @@ def test_intra_op_num_threads_limits_blas_during_runs() -> None:
     assert blas_counts() == before
     assert threads.blas_threads(1) == 1
     assert threads.blas_threads(0) == max(before)
+
+
+def _two_inputs(dims_a: list, dims_b: list) -> bytes:
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "add", [helper.make_tensor_value_info("a", TensorProto.FLOAT, dims_a),
+                                             helper.make_tensor_value_info("b", TensorProto.FLOAT, dims_b)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_plain_feeds_skip_the_general_checks(monkeypatch) -> None:
+    """Plain arrays of the model's dtype and fixed dims (any strides) pass without `check_feed`; the rest
+    still get its errors."""
+    import onnxruntime as ort
+
+    from webinfer import session as session_module
+    calls = []
+    real = session_module.check_feed
+    monkeypatch.setattr(session_module, "check_feed", lambda *a: calls.append(a) or real(*a))
+    sess = webinfer.InferenceSession(_mlp())
+    ref = ort.InferenceSession(_mlp(), providers=["CPUExecutionProvider"])
+    base = np.random.default_rng(2).standard_normal((16, 9)).astype(np.float32)
+    for x in (base[:5, :8], base[:8, :5].T, base[::-3, 8:0:-1], base[:0, :8]):
+        (y,) = sess.run(None, {"x": x})
+        np.testing.assert_allclose(y, ref.run(None, {"x": np.ascontiguousarray(x)})[0], rtol=1e-5, atol=1e-5)
+    assert not calls
+    with pytest.raises(InputTypeError, match="element type float64"):
+        sess.run(None, {"x": base[:2, :8].astype(np.float64)})
+    with pytest.raises(InputError, match="dimension 1 must be 8"):
+        sess.run(None, {"x": base[:2, :7]})
+    assert len(calls) == 2
+
+
+def test_shared_dim_names_are_compared_on_the_fast_path(monkeypatch) -> None:
+    """Inputs sharing a symbolic dim name pass the plain-feed checks only when the dims agree; feeds that
+    disagree run the relaxed plan, as through the general checks."""
+    from webinfer import session as session_module
+    calls = []
+    real = session_module.check_feed
+    monkeypatch.setattr(session_module, "check_feed", lambda *a: calls.append(a) or real(*a))
+    sess = webinfer.InferenceSession(_two_inputs(["n", 4], ["n", 4]))
+    assert sess._fast_feeds is not None and sess._fast_feeds.agree == ((1, 0, 0, 0),)
+    a, b = np.ones((3, 4), np.float32), np.full((3, 4), 2, np.float32)
+    np.testing.assert_allclose(sess.run(None, {"a": a, "b": b})[0], a + b)
+    assert not calls and sess._relaxed is None
+    np.testing.assert_allclose(sess.run(None, {"a": a, "b": b[:1]})[0], a + b[:1])
+    assert len(calls) == 2 and sess._relaxed is not None

@@ -18,6 +18,7 @@ accumulate in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -252,10 +253,34 @@ def _global(ctx: OpContext, reduce: Callable[[np.ndarray, tuple[int, ...]], np.n
     return run
 
 
+@functools.lru_cache(maxsize=64)
+def _averager(cells: int, dtype: np.dtype) -> np.ndarray:
+    """A vector of 1/cells: a mean over the last axis is a matrix-vector product with it."""
+    w = np.full(cells, 1.0 / cells, dtype)
+    w.flags.writeable = False
+    return w
+
+
+def _spatial_mean(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The mean over the spatial axes as one BLAS matrix-vector product, [N, C, cells] @ (1/cells).
+
+    numpy's mean (and add.reduce) over rows of a few dozen cells runs a short
+    reduction loop per channel: 12-19 us on MobileNetV3's [1, 576, 7, 7],
+    where the product takes 3 us.  Float types only; the rest, empty maps
+    and inputs without spatial axes keep numpy's mean.
+    """
+    dt = compute_dtype(x.dtype)
+    cells = math.prod(x.shape[2:])
+    if not axes or not cells or not x.size or dt.kind != "f":
+        return x.mean(axis=axes, keepdims=True, dtype=dt)
+    rows = x.reshape(x.shape[0], x.shape[1], cells).astype(dt, copy=False)
+    return np.matmul(rows, _averager(cells, dt)).reshape(x.shape[:2] + (1,) * len(axes))
+
+
 @op("GlobalAveragePool", since=1, infer=_global_rule)
 def global_average_pool(ctx: OpContext) -> Kernel:
     """Mean over all spatial axes (float16 accumulates in float32)."""
-    return _global(ctx, lambda x, axes: x.mean(axis=axes, keepdims=True, dtype=compute_dtype(x.dtype)))
+    return _global(ctx, _spatial_mean)
 
 
 @op("GlobalMaxPool", since=1, infer=_global_rule)

@@ -344,10 +344,13 @@ def _strided(x: np.ndarray, how: str) -> np.ndarray:
 def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: dict, layout: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Small convs (column buffer under _GATHER_MAX_CELLS) take their columns in one gather; any input
-    layout, groups, dilations, asymmetric pads, the bias folded as a ones row or given at run time."""
-    calls = []
+    layout, groups, dilations, asymmetric pads, the bias folded as a ones row or given at run time.
+    With constant weights the gather is prepared once per input shape (SmallConv)."""
+    calls, prepared = [], []
     gather = conv_ops._gather_conv
     monkeypatch.setattr(conv_ops, "_gather_conv", lambda *a: calls.append(1) or gather(*a))
+    small = conv_ops.SmallConv.__call__
+    monkeypatch.setattr(conv_ops.SmallConv, "__call__", lambda self, x: prepared.append(1) or small(self, x))
     x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
     feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
     moot = 1 in (x_shape[1], x_shape[-1])  # swapping a size-1 axis leaves the array contiguous
@@ -355,8 +358,9 @@ def test_small_conv_gathers_its_columns(x_shape: tuple, w_shape: tuple, attrs: d
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
     ours, ref = run_both(make_model(nodes, {"x": x}, ["y"], initializers={"w": w, "b": b}), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert prepared and not calls  # constant W and b: the prepared gather
     check_node("Conv", {"x": feed["x"], "w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)
-    assert len(calls) == 2  # the path under test is taken
+    assert len(calls) == 1  # W and b fed at run time: the gather engine
 
 
 @pytest.mark.parametrize("x_shape, k, attrs", [
@@ -386,3 +390,54 @@ def test_depthwise_band_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict,
     ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     assert calls
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+def test_small_conv_with_constant_weight_and_fed_bias(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A constant W with the bias fed at run time (so not folded into W) is not prepared: the bias counts."""
+    prepared = []
+    small = conv_ops.SmallConv.__call__
+    monkeypatch.setattr(conv_ops.SmallConv, "__call__", lambda self, x: prepared.append(1) or small(self, x))
+    x, w, b = rand(1, 9, 5), rand(6, 9, 3), rand(6)
+    feed = {"x": _strided(x, layout), "b": b}
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 0])
+    ours, ref = run_both(make_model([node], {"x": x, "b": b}, ["y"], initializers={"w": w}), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert not prepared
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 0])
+    feed = {"x": _strided(x, layout)}
+    ours, ref = run_both(make_model([node], {"x": x}, ["y"], initializers={"w": w}), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert prepared
+
+
+@pytest.mark.parametrize("x_shape, k, attrs, einsum", [
+    ((1, 576, 7, 7), 5, dict(pads=[2, 2, 2, 2]), True),  # MobileNetV3-small's last depthwise convs
+    ((1, 288, 14, 14), 5, dict(pads=[2, 2, 2, 2], strides=[2, 2]), True),
+    ((2, 256, 9, 13), 5, dict(pads=[2, 1, 0, 2], strides=[1, 3], dilations=[2, 1]), True),
+    ((1, 300, 6, 5), 5, dict(auto_pad="SAME_UPPER"), True),
+    ((1, 256, 7, 7), 3, dict(pads=[1, 1, 1, 1]), False),  # 3x3: too few taps, the band engine's
+    ((1, 256, 14, 14), 5, dict(pads=[2, 2, 2, 2]), False),  # 196 output cells: the band engine's
+])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+@pytest.mark.parametrize("bias", ["constant", "input", "none"])
+def test_depthwise_einsum_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict, einsum: bool, layout: str,
+                                              bias: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2-D depthwise convs with many channels and taps on small maps run as one einsum over a channels-last
+    window view, on any input layout, with the bias packed, given at run time, or absent, and a fused
+    activation; the others keep the band engine."""
+    calls = []
+    engine = conv_ops._depthwise_einsum
+    monkeypatch.setattr(conv_ops, "_depthwise_einsum", lambda *a: calls.append(1) or engine(*a))
+    c = x_shape[1]
+    x, w, b = rand(*x_shape), rand(c, 1, k, k), rand(c)
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    inits = {"w": w}
+    names = ["x", "w"]
+    if bias != "none":
+        names.append("b")
+        (inits if bias == "constant" else feed)["b"] = b
+    nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
+    ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert bool(calls) == einsum

@@ -14,7 +14,9 @@ from onnx import helper
 import webinfer
 from webinfer.errors import WebinferError
 
-from .util import check_node, make_model
+from webinfer.ops import matmul as matmul_ops
+
+from .util import LAYOUTS, assert_close, check_node, make_model, run_both, strided
 
 RNG = np.random.default_rng(7)
 
@@ -71,6 +73,40 @@ def test_gemm(attrs: dict, c_shape: tuple[int, ...] | None) -> None:
 def test_gemm_constant_weight_and_bias() -> None:
     check_node("Gemm", {"a": rand(6, 8)}, rtol=1e-5, atol=1e-5,
                initializers={"w": rand(3, 8), "bias": rand(3)}, transB=1, alpha=0.7, beta=1.5)
+
+
+@pytest.mark.parametrize("k, n, trans_b, c_shape, beta", [
+    (1536, 128, 1, (128,), 1.0),  # a wake-word head's first layer
+    (7, 5, 0, (1, 5), -0.5),
+    (9, 1, 1, (1,), 2.0),
+    (576, 1024, 1, None, 1.0),  # MobileNetV3-small's classifier
+    (3, 4, 0, (), 1.0),
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_one_row_constant_weight(k: int, n: int, trans_b: int, c_shape: tuple | None, beta: float,
+                                      layout: str, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row times a constant B (and constant C) is one np.dot, on any layout of A; other row counts,
+    alpha != 1 and C fed at run time take the general path."""
+    calls = []
+    product = matmul_ops._product
+    monkeypatch.setattr(matmul_ops, "_product", lambda *a: calls.append(1) or product(*a))
+    inits = {"w": rand(*((n, k) if trans_b else (k, n)), dtype=dtype)}
+    if c_shape is not None:
+        inits["c"] = rand(*c_shape, dtype=dtype)
+    a = strided(rand(1, k, dtype=dtype), layout)
+    check_node("Gemm", {"a": a}, rtol=1e-4, atol=1e-4, initializers=inits, transB=trans_b, beta=beta)
+    assert not calls
+    check_node("Gemm", {"a": strided(rand(3, k, dtype=dtype), layout)}, rtol=1e-4, atol=1e-4, initializers=inits,
+               transB=trans_b, beta=beta)
+    check_node("Gemm", {"a": a}, rtol=1e-4, atol=1e-4, initializers=inits, transB=trans_b, alpha=0.5)
+    assert len(calls) == 2
+    if c_shape is not None:
+        node = helper.make_node("Gemm", ["a", "w", "c"], ["y"], transB=trans_b)
+        feed = {"a": a, "c": inits["c"]}
+        ours, ref = run_both(make_model([node], feed, ["y"], initializers={"w": inits["w"]}), feed)
+        assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+        assert len(calls) == 3
 
 
 def test_gemm_opset6_broadcast() -> None:
@@ -139,6 +175,29 @@ def test_constant_weight_products_of_few_and_many_rows(n: int, threads: int) -> 
     for rows in (3, 20, 50):
         x = rand(rows, k)
         np.testing.assert_allclose(ours.run(None, {"x": x})[0], ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k, n", [(128, 512), (7, 1), (1, 9), (33, 65)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_one_row_constant_weight(k: int, n: int, layout: str, dtype: type,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row times a constant 2-D B is one np.dot (MatMul, and FusedMatMul with a constant bias and no
+    activation), on any layout of A; a batched or 1-D A takes the general path."""
+    calls = []
+    product = matmul_ops._product
+    monkeypatch.setattr(matmul_ops, "_product", lambda *a: calls.append(1) or product(*a))
+    w, bias = rand(k, n, dtype=dtype), rand(n, dtype=dtype)
+    a = strided(rand(1, k, dtype=dtype), layout)
+    check_node("MatMul", {"a": a}, rtol=1e-5, atol=1e-5, initializers={"w": w})
+    np.testing.assert_allclose(_run_fused(a, w, bias), a @ w + bias, rtol=1e-5, atol=1e-5)
+    assert not calls
+    check_node("MatMul", {"a": strided(rand(2, 1, k, dtype=dtype), layout)}, rtol=1e-5, atol=1e-5,
+               initializers={"w": w})
+    check_node("MatMul", {"a": rand(k, dtype=dtype)}, rtol=1e-5, atol=1e-5, initializers={"w": w})
+    np.testing.assert_allclose(_run_fused(a, w, bias, activation="Relu"), np.maximum(a @ w + bias, 0),
+                               rtol=1e-5, atol=1e-5)
+    assert len(calls) == 3
 
 
 def _run_fused(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, **attrs: object) -> np.ndarray:

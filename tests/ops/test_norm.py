@@ -8,8 +8,9 @@ from onnx import helper
 
 import webinfer
 from webinfer.errors import WebinferError
+from webinfer.ops import norm as norm_ops
 
-from .util import check_node, load_node, make_model
+from .util import LAYOUTS, check_node, load_node, make_model, strided
 
 RNG = np.random.default_rng(5)
 
@@ -130,3 +131,31 @@ def test_bad_inputs_name_the_node() -> None:
     sess = webinfer.InferenceSession(model.SerializeToString())
     with pytest.raises(WebinferError, match=r"InstanceNormalization node 'in1'.*scale has shape \[2\].*\[2, 3, 4, 5\]"):
         sess.run(None, {"x": x, "s": rand(2), "b": rand(3)})
+
+
+@pytest.mark.parametrize("x_shape, axis, s_shape", [
+    ((1, 128), -1, (128,)),  # a classifier head's hidden layer
+    ((1, 3, 41), 1, (3, 41)),  # one row over two axes
+    ((1, 3, 41), 1, (41,)),  # scale broadcast over the first normalized axis
+    ((1, 1, 7), -1, (1, 7)),
+    ((5,), 0, (5,)),
+    ((2, 3, 4), 0, (3, 4)),  # axis 0: the whole tensor is one row
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_normalization_one_row(x_shape: tuple, axis: int, s_shape: tuple, layout: str, dtype: type,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """X that is one row (leading dims all 1) normalizes without the per-row statistics helper, on any layout."""
+    calls = []
+    row_stats = norm_ops._row_stats
+    monkeypatch.setattr(norm_ops, "_row_stats", lambda *a, **k: calls.append(1) or row_stats(*a, **k))
+    x = strided(rand(*x_shape, dtype=dtype), layout)
+    check_node("LayerNormalization", {"x": x, "s": rand(*s_shape, dtype=dtype), "b": rand(*s_shape, dtype=dtype)},
+               opset=17, axis=axis, rtol=1e-5, atol=1e-5)
+    check_node("LayerNormalization", {"x": x, "s": rand(*s_shape, dtype=dtype)}, opset=17, axis=axis,
+               rtol=1e-5, atol=1e-5)
+    assert not calls
+    # with the statistics asked for, or several rows, the general path runs
+    check_node("LayerNormalization", {"x": x, "s": rand(*s_shape, dtype=dtype)}, n_outputs=3, opset=17, axis=axis,
+               rtol=1e-5, atol=1e-5)
+    assert calls

@@ -8,7 +8,8 @@ import pytest
 from onnx import helper
 
 import webinfer
-from tests.ops.util import assert_close, check_node, make_model, run_both
+from webinfer.ops import pool as pool_ops
+from tests.ops.util import LAYOUTS, assert_close, check_node, make_model, run_both, strided
 
 rng = np.random.default_rng(11)
 
@@ -73,6 +74,27 @@ def test_global_pools_match_onnxruntime() -> None:
     check_node("GlobalAveragePool", {"x": x})
     check_node("GlobalMaxPool", {"x": x})
     check_node("GlobalAveragePool", {"x": rand(2, 3, 4, 5, 6)})
+
+
+@pytest.mark.parametrize("x_shape", [(1, 576, 7, 7), (2, 5, 7, 6), (1, 3, 1, 1), (2, 3, 4, 5, 6), (3, 4, 9)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_global_average_pool_as_a_product(x_shape: tuple, layout: str, dtype: type,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spatial mean is one matrix-vector product with 1/cells, on any layout and float type."""
+    calls = []
+    averager = pool_ops._averager
+    monkeypatch.setattr(pool_ops, "_averager", lambda *a: calls.append(1) or averager(*a))
+    x = rand(*x_shape, dtype=dtype)
+    if dtype == np.float64:  # onnxruntime has no double GlobalAveragePool
+        model = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {"x": x}, ["y"])
+        sess = webinfer.InferenceSession(model.SerializeToString(), webinfer.SessionOptions(strict_shape_checks=True))
+        (y,) = sess.run(None, {"x": strided(x, layout)})
+        np.testing.assert_allclose(y, x.mean(axis=tuple(range(2, x.ndim)), keepdims=True), rtol=1e-10, atol=1e-14)
+    else:
+        tol = 1e-2 if dtype == np.float16 else 1e-5
+        check_node("GlobalAveragePool", {"x": strided(x, layout)}, rtol=tol, atol=tol)
+    assert calls
 
 
 @pytest.mark.parametrize("x_shape, with_shape", [((1, 2, 7, 6), True), ((2, 2, 6, 8), False)])

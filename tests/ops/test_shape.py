@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 import webinfer
 from webinfer.errors import WebinferError
+from webinfer.ops import shape as shape_ops
 
-from .util import check_node, make_model, run_both
+from .util import LAYOUTS, check_node, make_model, run_both, strided
 
 RNG = np.random.default_rng(7)
 
@@ -57,6 +59,36 @@ def test_transpose_concat_split() -> None:
     check_node("Split", {"x": rand(2, 6)}, n_outputs=3, opset=11, axis=-1)
 
 
+@pytest.mark.parametrize("opset, axes", [(13, [-1]), (13, [0, 2]), (11, [0, -2])])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_squeeze_constant_axes_symbolic_shape(opset: int, axes: list, layout: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant axes on an input of symbolic shape (no static output): normalised once, checked and
+    reshaped per call without the general `squeeze_array`."""
+    calls = []
+    general = shape_ops.squeeze_array
+    monkeypatch.setattr(shape_ops, "squeeze_array", lambda *a: calls.append(1) or general(*a))
+    if opset >= 13:
+        node = helper.make_node("Squeeze", ["x", "a"], ["y"])
+        inits = [helper.make_tensor("a", TensorProto.INT64, [len(axes)], axes)]
+    else:
+        node = helper.make_node("Squeeze", ["x"], ["y"], axes=axes)
+        inits = []
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "c", 1, "t"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+    sess = webinfer.InferenceSession(model, webinfer.SessionOptions(strict_shape_checks=True))
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    last = 1 if axes == [-1] else 5
+    for c in (3, 128):
+        x = rand(1, c, 1, last)
+        np.testing.assert_array_equal(sess.run(None, {"x": strided(x, layout)})[0], ref.run(None, {"x": x})[0])
+    if axes == [-1]:
+        with pytest.raises(WebinferError, match="cannot squeeze axis 3"):
+            sess.run(None, {"x": rand(1, 3, 1, 2)})
+    assert not calls
+
+
 def test_slice_steps_and_bounds() -> None:
     x = rand(5, 6, 7)
     check_node("Slice", {"x": x}, initializers={"s": i64(4, -1), "e": i64(-100, 1), "a": i64(0, 2),
@@ -65,6 +97,68 @@ def test_slice_steps_and_bounds() -> None:
     check_node("Slice", {"x": x}, opset=9, starts=[1, 0], ends=[3, 1000], axes=[1, 2])
     # a negative step clamps start to [0, dim-1]: -7 on a dim of 6 starts at 0 (Python's slicing gives nothing)
     check_node("Slice", {"x": x, "s": i64(-7), "e": i64(-9), "a": i64(1), "st": i64(-3)})
+
+
+@pytest.mark.parametrize("bounds", [
+    dict(s=i64(4, -1), e=i64(-100, 1), a=i64(0, 2), st=i64(-2, -3)),
+    dict(s=i64(1, -3), e=i64(2**62, 5), a=i64(-1, 1)),
+    dict(s=i64(256), e=i64(384), a=i64(1)),  # an LSTM cell's gate
+    dict(s=i64(-7), e=i64(-9), a=i64(1), st=i64(-3)),
+    dict(s=i64(0, 0, 0), e=i64(1, 1, 1)),  # no axes: the leading ones
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_slice_constant_bounds_index_once_per_shape(bounds: dict, layout: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant starts/ends/axes/steps: the index is worked out once per input shape, on any layout."""
+    calls = []
+    index = shape_ops.slice_index
+    monkeypatch.setattr(shape_ops, "slice_index", lambda *a: calls.append(1) or index(*a))
+    names = ["x"] + list(bounds)
+    if "st" in bounds and "a" not in bounds:
+        names.insert(3, "")
+    node = helper.make_node("Slice", names, ["y"])
+    for shape in [(5, 513, 7), (3, 5, 11)]:
+        x = rand(*shape)
+        model = make_model([node], {"x": x}, ["y"], initializers=bounds).SerializeToString()
+        sess = webinfer.InferenceSession(model)
+        want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for _ in range(3):
+            np.testing.assert_array_equal(sess.run(None, {"x": strided(x, layout)})[0], want)
+        assert len(calls) == 1
+        calls.clear()
+
+
+@pytest.mark.parametrize("mode, pads, axes", [
+    ("reflect", (0, 0, 64, 0, 0, 64), None),  # an STFT's reflection pad of (1, 1, 512)
+    ("edge", (1, 2, 0, 3), (2, 0)),
+    ("wrap", (0, 2, 1, 1, 3, 0), None),
+    ("constant", (2, 0, 1, 0, 1, 3), None),
+    ("constant", (-1, 0, 2, 1, 0, -2), None),  # crops and pads
+    ("reflect", (0, 0, 0, 0, 0, 0), None),
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pad_constant_pads_prepared_per_shape(mode: str, pads: tuple, axes: tuple | None, layout: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant pads (and value, axes) are worked out once per input shape, on any layout of X."""
+    calls = []
+    prepare = shape_ops._prepared_pad
+    monkeypatch.setattr(shape_ops, "_prepared_pad", lambda *a: calls.append(1) or prepare(*a))
+    inits = {"p": i64(*pads)}
+    if mode == "constant":
+        inits["v"] = np.array(1.5, np.float32)
+    if axes is not None:
+        inits["a"] = i64(*axes)
+    names = ["x", "p", "v" if "v" in inits else "", "a" if axes is not None else ""]
+    while names[-1] == "":
+        names.pop()
+    x = rand(3, 5, 67)
+    node = helper.make_node("Pad", names, ["y"], mode=mode)
+    model = make_model([node], {"x": x}, ["y"], opset=19, initializers=inits).SerializeToString()
+    sess = webinfer.InferenceSession(model, webinfer.SessionOptions(strict_shape_checks=True))
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    for _ in range(3):
+        np.testing.assert_array_equal(sess.run(None, {"x": strided(x, layout)})[0], want)
+    assert len(calls) == 1
 
 
 def test_expand_tile_pad() -> None:

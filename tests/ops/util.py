@@ -66,3 +66,21 @@ def check_node(op_type: str, inputs: dict[str, np.ndarray], n_outputs: int = 1, 
     ours, ref = run_both(model, inputs)
     assert_close(ours, ref, rtol, atol)
     return ours
+
+
+LAYOUTS = ("contiguous", "transposed", "sliced", "reversed")
+
+
+def strided(x: np.ndarray, how: str) -> np.ndarray:
+    """`x`'s values in one of `LAYOUTS`: as is, a transposed copy seen back, every other element of a
+    wider buffer, or a reversed copy seen back through negative strides."""
+    if how == "contiguous":
+        return x
+    if how == "transposed":
+        return np.ascontiguousarray(x.T).T
+    if how == "sliced":
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1] + 1,), x.dtype)
+        wide[..., 1::2] = x
+        return wide[..., 1::2]
+    flip = (slice(None, None, -1),) * x.ndim
+    return np.ascontiguousarray(x[flip])[flip]
