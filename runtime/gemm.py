@@ -1,0 +1,293 @@
+"""One GEMM interface for the CPU kernels: OpenBLAS natively, WebAssembly SIMD in Pyodide, numpy last.
+
+Natively numpy's matmul already runs on OpenBLAS (and blas.py reaches its
+beta = 1 accumulate).  Pyodide's numpy has no BLAS: a 512^3 float32 product
+runs at about 1 GFLOP/s there, which makes matrix products most of a
+transformer's time in the browser.  So inside Pyodide (page, Web Worker or
+Node.js) the float32 products run on the kernels of `wasm/gemm.c`, compiled
+by build_wasm.py into the wheel: 40-50 GFLOP/s on one thread.
+
+The kernel module imports Pyodide's own `WebAssembly.Memory` and owns
+nothing in it (no data, no stack; build_wasm.py checks), so its exports take
+numpy arrays' addresses (`__array_interface__`, offsets into that memory) and
+work in place: no copies between Python and the kernel.  Holding the Memory
+object (not a typed-array view of it) keeps the kernels valid when memory
+grows.  Two builds ship: relaxed SIMD (fused multiply-add) where the engine
+validates it, SIMD128 elsewhere (Safari, Firefox, Node.js 20).
+
+Loading: `await init_wasm()` compiles asynchronously (a page's main thread
+refuses synchronous compiles of modules over 4 KB) and warms the kernels up
+(their first calls are 5-30x slower until the engine optimises them);
+web/src/webinfer.mjs calls it at load.  Without that call the first product
+tries a synchronous compile (fine in workers and Node.js) and falls back to
+numpy, saying why in `describe()`.
+
+B is packed into 16-column panels before a product; constant weights are
+packed once when the plan is built (`pack`, held by ops/matmul.py).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import blas
+
+#: The kernel builds, best first (names of the `gemm-{variant}.wasm` files build_wasm.py writes).
+VARIANTS = ("relaxed", "simd128")
+#: Columns per packed panel of B (NR in wasm/gemm.c).
+PANEL = 16
+_F32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """B [K, N] in the kernels' panel layout: ceil(N/16) panels of K rows of 16 floats, zero-padded."""
+
+    panels: np.ndarray
+    k: int
+    n: int
+
+
+def packed_size(k: int, n: int) -> int:
+    """Floats a packed B [K, N] takes."""
+    return -(-n // PANEL) * PANEL * k
+
+
+def _address(x: np.ndarray) -> int:
+    """The array's first element: an offset into Pyodide's memory, which the kernels share."""
+    return x.__array_interface__["data"][0]
+
+
+def _elem_strides(x: np.ndarray) -> tuple[int, int] | None:
+    """The 2-D float32 array's (row, column) strides in elements, when the kernels can read it in place."""
+    rs, cs = x.strides
+    if rs < 0 or cs < 0 or rs % 4 or cs % 4:
+        return None
+    return rs // 4, cs // 4
+
+
+def _readable(x: np.ndarray) -> np.ndarray:
+    """x itself when its strides suit the kernels, else a contiguous copy (negative or odd strides)."""
+    return x if _elem_strides(x) is not None else np.ascontiguousarray(x)
+
+
+class WasmKernels:
+    """The exports of one instantiated `gemm-{variant}.wasm`, called with numpy arrays in place."""
+
+    def __init__(self, exports: Any, variant: str) -> None:
+        self.variant = variant
+        self._pack_b = exports.pack_b
+        self._gemm = exports.gemm_packed
+
+    def pack(self, b: np.ndarray, out: np.ndarray | None = None) -> Packed:
+        """B [K, N] (float32, any non-negative strides) into panels; `out` reuses a buffer of packed_size."""
+        b = _readable(b)
+        k, n = b.shape
+        size = packed_size(k, n)
+        panels = np.empty(size, _F32) if out is None else out[:size]
+        rs, cs = _elem_strides(b)  # type: ignore[misc]
+        if size:
+            self._pack_b(k, n, _address(b), rs, cs, _address(panels))
+        return Packed(panels, k, n)
+
+    def gemm(self, a: np.ndarray, b: np.ndarray | Packed, c: np.ndarray, alpha: float = 1.0,
+             beta: float = 0.0) -> None:
+        """c = alpha * a @ b + beta * c in place, float32; beta 0 never reads c (NaNs in it do not leak).
+
+        a [M, K] may be any strided view (a transpose included); c [M, N]
+        needs unit-stride rows.  Shapes and layouts are checked here, since a
+        mistake would not raise but write out of bounds.
+        """
+        packed = b if isinstance(b, Packed) else self.pack(b)
+        if a.dtype != _F32 or c.dtype != _F32 or a.ndim != 2 or c.ndim != 2 or packed.k != a.shape[1] \
+                or c.shape != (a.shape[0], packed.n):
+            raise ValueError(f"cannot compute C {list(c.shape)} {c.dtype} from A {list(a.shape)} {a.dtype} "
+                             f"@ B [{packed.k}, {packed.n}] (float32 only)")
+        (m, k), n = a.shape, packed.n
+        if m == 0 or n == 0:
+            return
+        if not c.flags.writeable or (n > 1 and c.strides[1] != 4) or np.may_share_memory(c, a) or \
+                (m > 1 and (c.strides[0] % 4 or c.strides[0] < 4 * n)):
+            raise ValueError(f"C must be writeable with unit-stride rows and must not overlap A, strides {c.strides}")
+        a = _readable(a)
+        rsa, csa = _elem_strides(a)  # type: ignore[misc]
+        self._gemm(m, n, k, alpha, _address(a), rsa, csa, _address(packed.panels), beta, _address(c),
+                   c.strides[0] // 4 if m > 1 else n)
+
+    def takes(self, a: np.ndarray, b: np.ndarray | Packed) -> bool:
+        """Whether `matmul` runs a @ b here: float32 operands of rank >= 2."""
+        return a.dtype == _F32 and a.ndim >= 2 and (isinstance(b, Packed) or (b.dtype == _F32 and b.ndim >= 2))
+
+    def matmul(self, a: np.ndarray, b: np.ndarray | Packed) -> np.ndarray:
+        """np.matmul(a, b) for float32 operands of rank >= 2 (`takes`), batch dims broadcast as numpy does.
+
+        A 2-D B serves every row of a batched A in one product; a batched B
+        is packed per batch entry into one reused buffer.
+        """
+        if isinstance(b, Packed) or b.ndim == 2:
+            k = a.shape[-1]
+            n = b.n if isinstance(b, Packed) else b.shape[1]
+            rows = a if a.ndim == 2 else a.reshape(-1, k)
+            out = np.empty((rows.shape[0], n), _F32)
+            self.gemm(rows, b, out)
+            return out.reshape(a.shape[:-1] + (n,))
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        (m, k), n = a.shape[-2:], b.shape[-1]
+        if b.shape[-2] != k:
+            raise ValueError(f"matmul: A {list(a.shape)} and B {list(b.shape)} differ in the inner dimension")
+        av = np.broadcast_to(a, batch + (m, k))
+        bv = np.broadcast_to(b, batch + (k, n))
+        out = np.empty(batch + (m, n), _F32)
+        scratch = np.empty(packed_size(k, n), _F32)
+        for idx in np.ndindex(*batch):
+            self.gemm(av[idx], self.pack(bv[idx], scratch), out[idx])
+        return out
+
+
+@dataclass
+class _State:
+    kernels: WasmKernels | None = None
+    tried: bool = False
+    reason: str = ""
+
+
+_STATE = _State()
+
+
+def _module_bytes(variant: str) -> bytes | None:
+    try:
+        return (importlib.resources.files("webinfer.wasm") / f"gemm-{variant}.wasm").read_bytes()
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None
+
+
+def _imports() -> Any:
+    """{env: {memory: Pyodide's WebAssembly.Memory}} as a JS object.
+
+    `resolveGlobalSymbol` is Pyodide-internal (pinned to 0.27.7 by build_wasm.py; the browser tests cover it).
+    """
+    import js  # type: ignore[import-not-found]
+    import pyodide_js  # type: ignore[import-not-found]
+    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+
+    memory = pyodide_js._module.resolveGlobalSymbol("memory").sym
+    return to_js({"env": {"memory": memory}}, dict_converter=js.Object.fromEntries)
+
+
+def _candidates(variants: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """(variant, JS bytes) of the builds present in this wheel that the engine validates, best first."""
+    import js  # type: ignore[import-not-found]
+    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+
+    found = []
+    for variant in variants:
+        data = _module_bytes(variant)
+        if data is None:
+            continue
+        buf = to_js(data)
+        if js.WebAssembly.validate(buf):
+            found.append((variant, buf))
+    return found
+
+
+def _warm_up(kernels: WasmKernels) -> None:
+    """Run the kernels until the engine has optimised them (their first calls run 5-30x slower)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((33, 96)).astype(_F32)
+    b = rng.standard_normal((96, 80)).astype(_F32)
+    packed = kernels.pack(b)
+    c = np.empty((33, 80), _F32)
+    for _ in range(24):
+        kernels.gemm(a, packed, c)
+    if not np.allclose(c, a @ b, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"the {kernels.variant} kernel's product differs from numpy's")
+
+
+def _no_kernels_reason(variants: tuple[str, ...]) -> str:
+    if not variants:
+        return "wasm kernels switched off"
+    if all(_module_bytes(v) is None for v in variants):
+        return "this webinfer build has no wasm kernels (build the wheel with build_wasm.py)"
+    return "the engine validates none of the wasm kernel builds"
+
+
+async def init_wasm(variants: tuple[str, ...] = VARIANTS) -> str:
+    """Compile, instantiate and warm up the best of `variants` the engine validates (async: allowed on a
+    page's main thread); returns `backend()`.  Natively a no-op.  `variants=()` switches the kernels
+    off (numpy), e.g. to compare; calling again re-initialises."""
+    if sys.platform != "emscripten":
+        return backend()
+    import js  # type: ignore[import-not-found]
+
+    _STATE.kernels, _STATE.tried, _STATE.reason = None, True, _no_kernels_reason(variants)
+    for variant, buf in _candidates(variants):
+        result = await js.WebAssembly.instantiate(buf, _imports())
+        kernels = WasmKernels(result.instance.exports, variant)
+        _warm_up(kernels)
+        _STATE.kernels, _STATE.reason = kernels, ""
+        break
+    return backend()
+
+
+def _load_sync() -> None:
+    """The first product's load when no one awaited init_wasm: synchronous compile, else numpy."""
+    import js  # type: ignore[import-not-found]
+    from pyodide.ffi import JsException  # type: ignore[import-not-found]
+
+    _STATE.tried, _STATE.reason = True, _no_kernels_reason(VARIANTS)
+    for variant, buf in _candidates(VARIANTS):
+        try:
+            instance = js.WebAssembly.Instance.new(js.WebAssembly.Module.new(buf), _imports())
+        except JsException as e:  # a page's main thread: modules over 4 KB need the async compile
+            _STATE.reason = f"synchronous compile refused ({e}); await webinfer.init_wasm() first"
+            return
+        kernels = WasmKernels(instance.exports, variant)
+        _warm_up(kernels)
+        _STATE.kernels, _STATE.reason = kernels, ""
+        return
+
+
+def wasm() -> WasmKernels | None:
+    """The WebAssembly kernels when they run here (Pyodide, loaded), else None."""
+    if sys.platform != "emscripten":
+        return None
+    if not _STATE.tried:
+        _load_sync()
+    return _STATE.kernels
+
+
+def backend() -> str:
+    """What runs float32 matrix products: 'wasm-relaxed-simd', 'wasm-simd128', 'openblas' or 'numpy'."""
+    kernels = wasm()
+    if kernels is not None:
+        return "wasm-relaxed-simd" if kernels.variant == "relaxed" else "wasm-simd128"
+    return "openblas" if blas.available() else "numpy"
+
+
+def describe() -> str:
+    """`backend()` with the reason when Pyodide runs on numpy instead of the kernels."""
+    name = backend()
+    return f"{name} ({_STATE.reason})" if name == "numpy" and _STATE.reason else name
+
+
+def pack(b: np.ndarray) -> Packed | None:
+    """A constant B [K, N] packed for the kernels once (at plan build), when they run here and take it."""
+    kernels = wasm()
+    if kernels is None or b.dtype != _F32 or b.ndim != 2:
+        return None
+    return kernels.pack(b)
+
+
+def matmul(a: np.ndarray, b: np.ndarray | Packed) -> np.ndarray:
+    """np.matmul(a, b), on the wasm kernels where they run and take the operands (float32, rank >= 2)."""
+    kernels = wasm()
+    if kernels is not None and kernels.takes(a, b):
+        return kernels.matmul(a, b)
+    if isinstance(b, Packed):
+        raise ValueError("a packed B needs the wasm kernels")
+    return np.matmul(a, b)
