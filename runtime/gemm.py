@@ -41,6 +41,9 @@ from . import blas
 VARIANTS = ("relaxed", "simd128")
 #: Columns per packed panel of B (NR in wasm/gemm.c).
 PANEL = 16
+#: Multiply-adds below which a product stays with numpy: a kernel call from Python (pack, address
+#: lookups, the JS boundary) costs some 10-20 us, about what numpy takes for 32K multiply-adds.
+_MIN_WORK = 1 << 15
 _F32 = np.dtype(np.float32)
 
 
@@ -119,30 +122,51 @@ class WasmKernels:
         self._gemm(m, n, k, alpha, _address(a), rsa, csa, _address(packed.panels), beta, _address(c),
                    c.strides[0] // 4 if m > 1 else n)
 
-    def takes(self, a: np.ndarray, b: np.ndarray | Packed) -> bool:
-        """Whether `matmul` runs a @ b here: float32 operands of rank >= 2."""
-        return a.dtype == _F32 and a.ndim >= 2 and (isinstance(b, Packed) or (b.dtype == _F32 and b.ndim >= 2))
+    def takes(self, a: np.ndarray, b: np.ndarray | Packed, out: np.ndarray | None = None) -> bool:
+        """Whether `matmul` runs a @ b here: float32 operands of rank >= 2, products worth a call
+        (_MIN_WORK), and an `out` of the result's shape with unit-stride rows that overlaps neither."""
+        if a.dtype != _F32 or a.ndim < 2 or not (isinstance(b, Packed) or (b.dtype == _F32 and b.ndim >= 2)):
+            return False
+        k, n = (b.k, b.n) if isinstance(b, Packed) else b.shape[-2:]
+        if a.shape[-2] * k * n < _MIN_WORK:
+            return False
+        if out is None:
+            return True
+        return (out.dtype == _F32 and out.flags.writeable and (n <= 1 or out.strides[-1] == 4)
+                and not np.may_share_memory(out, a)
+                and (isinstance(b, Packed) or not np.may_share_memory(out, b)))
 
-    def matmul(self, a: np.ndarray, b: np.ndarray | Packed) -> np.ndarray:
-        """np.matmul(a, b) for float32 operands of rank >= 2 (`takes`), batch dims broadcast as numpy does.
+    def matmul(self, a: np.ndarray, b: np.ndarray | Packed, out: np.ndarray | None = None) -> np.ndarray:
+        """np.matmul(a, b, out=out) for float32 operands of rank >= 2 (`takes`), batch dims broadcast.
 
-        A 2-D B serves every row of a batched A in one product; a batched B
-        is packed per batch entry into one reused buffer.
+        A 2-D B is packed once for every batch entry (a batched A without
+        `out` runs as one product over all its rows); a batched B is packed
+        per batch entry into one reused buffer.
         """
+        k = a.shape[-1]
         if isinstance(b, Packed) or b.ndim == 2:
-            k = a.shape[-1]
-            n = b.n if isinstance(b, Packed) else b.shape[1]
-            rows = a if a.ndim == 2 else a.reshape(-1, k)
-            out = np.empty((rows.shape[0], n), _F32)
-            self.gemm(rows, b, out)
-            return out.reshape(a.shape[:-1] + (n,))
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        (m, k), n = a.shape[-2:], b.shape[-1]
-        if b.shape[-2] != k:
-            raise ValueError(f"matmul: A {list(a.shape)} and B {list(b.shape)} differ in the inner dimension")
+            packed = b if isinstance(b, Packed) else self.pack(b)
+            if out is None:
+                rows = a if a.ndim == 2 else a.reshape(-1, k)
+                res = np.empty((rows.shape[0], packed.n), _F32)
+                self.gemm(rows, packed, res)
+                return res.reshape(a.shape[:-1] + (packed.n,))
+            batch, n = a.shape[:-2], packed.n
+        else:
+            batch, n = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), b.shape[-1]
+            if b.shape[-2] != k:
+                raise ValueError(f"matmul: A {list(a.shape)} and B {list(b.shape)} differ in the inner dimension")
+        m = a.shape[-2]
+        if out is None:
+            out = np.empty(batch + (m, n), _F32)
+        elif out.shape != batch + (m, n):
+            raise ValueError(f"matmul: out {list(out.shape)} is not the result's shape {list(batch + (m, n))}")
         av = np.broadcast_to(a, batch + (m, k))
+        if isinstance(b, Packed) or b.ndim == 2:
+            for idx in np.ndindex(*batch):
+                self.gemm(av[idx], packed, out[idx])
+            return out
         bv = np.broadcast_to(b, batch + (k, n))
-        out = np.empty(batch + (m, n), _F32)
         scratch = np.empty(packed_size(k, n), _F32)
         for idx in np.ndindex(*batch):
             self.gemm(av[idx], self.pack(bv[idx], scratch), out[idx])
@@ -283,11 +307,9 @@ def pack(b: np.ndarray) -> Packed | None:
     return kernels.pack(b)
 
 
-def matmul(a: np.ndarray, b: np.ndarray | Packed) -> np.ndarray:
-    """np.matmul(a, b), on the wasm kernels where they run and take the operands (float32, rank >= 2)."""
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """np.matmul(a, b, out=out), on the wasm kernels where they run and take the operands (`takes`)."""
     kernels = wasm()
-    if kernels is not None and kernels.takes(a, b):
-        return kernels.matmul(a, b)
-    if isinstance(b, Packed):
-        raise ValueError("a packed B needs the wasm kernels")
-    return np.matmul(a, b)
+    if kernels is not None and kernels.takes(a, b, out):
+        return kernels.matmul(a, b, out)
+    return np.matmul(a, b, out=out)

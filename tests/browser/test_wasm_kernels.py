@@ -116,25 +116,36 @@ def test_switching_the_kernels_off_falls_back_to_numpy(page: Any) -> None:
     assert _page_check(page, ["relaxed", "simd128"])["backend"] == "wasm-relaxed-simd"
 
 
-@pytest.mark.slow
-def test_minilm_under_node_matches_onnxruntime(dist: Path, node_path: str, tmp_path: Path) -> None:
-    """MiniLM-L6 at 16 tokens through web/node/run.mjs (MatMul, Gemm and attention on the kernels)."""
-    ort = pytest.importorskip("onnxruntime")
-    model = Path.home() / ".cache" / "webinfer" / "models" / "minilm.onnx"
-    if not model.exists():
-        pytest.skip("minilm.onnx is not built (python tools/models.py minilm)")
+def _feed(model: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
-    feed = {"input_ids": rng.integers(100, 30000, (1, 16)).astype(np.int64),
-            "attention_mask": np.ones((1, 16), np.int64)}
+    if model == "minilm":
+        return {"input_ids": rng.integers(100, 30000, (1, 16)).astype(np.int64),
+                "attention_mask": np.ones((1, 16), np.int64)}
+    if model == "ppocr_det":
+        return {"x": rng.random((1, 3, 96, 160), dtype=np.float32)}
+    return {"input": rng.random((1, 3, 224, 224), dtype=np.float32)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["minilm", "ppocr_det", "mobilenetv3_small"])
+def test_model_under_node_matches_onnxruntime(dist: Path, node_path: str, tmp_path: Path, model: str) -> None:
+    """Whole models through web/node/run.mjs, their MatMul/Gemm/attention (MiniLM-L6 at 16 tokens) and conv
+    (PP-OCRv4 det, MobileNetV3-small) products on the kernels, against native onnxruntime.  Tolerance: 1e-4
+    absolute and relative, float32 sums in another order than onnxruntime's."""
+    ort = pytest.importorskip("onnxruntime")
+    path = Path.home() / ".cache" / "webinfer" / "models" / f"{model}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not built (python tools/models.py {model})")
+    feed = _feed(model)
     args = []
     for name, value in feed.items():
         np.save(tmp_path / f"{name}.npy", value)
         args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
-    proc = subprocess.run([node_path, str(ROOT / "web" / "node" / "run.mjs"), str(model), *args, "--output-dir",
+    proc = subprocess.run([node_path, str(ROOT / "web" / "node" / "run.mjs"), str(path), *args, "--output-dir",
                            str(tmp_path / "out"), "--dist", str(dist)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GEMM: wasm-simd128" in proc.stdout
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for out, want in zip(sess.get_outputs(), sess.run(None, feed)):
-        got = np.load(tmp_path / "out" / f"{out.name}.npy")
+        got = np.load(tmp_path / "out" / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in out.name)}.npy")
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=out.name)

@@ -82,6 +82,19 @@ def _check_matmul(kernels: Any, rng: np.random.Generator, fail: Callable[[str], 
         count += 1
         if got.shape != want.shape or got.dtype != np.float32 or not np.all(np.abs(got - want) <= bound):
             fail(f"matmul {list(sa)} @ {list(b.shape)}: got {list(got.shape)} {got.dtype}")
+    # A conv's products: constant weights [G, M/G, K] times each image's columns [N, G, K, cells], into a
+    # strided block of the output (gemm.matmul with out=, as the conv engines call it).
+    w = rng.standard_normal((3, 8, 45)).astype(np.float32)
+    cols = rng.standard_normal((2, 3, 45, 70)).astype(np.float32)
+    y = np.full((2, 24, 90), np.nan, np.float32)
+    out = y[:, :, 10:80].reshape(2, 3, 8, 70)
+    ret = gemm.matmul(w, cols, out=out)
+    want = np.matmul(w.astype(np.float64), cols.astype(np.float64))
+    bound = 2 * 47 * U32 * np.matmul(np.abs(w).astype(np.float64), np.abs(cols).astype(np.float64))
+    count += 1
+    if ret is not out or not np.all(np.abs(y[:, :, 10:80].reshape(want.shape) - want) <= bound) \
+            or not np.isnan(y[:, :, :10]).all() or not np.isnan(y[:, :, 80:]).all():
+        fail("matmul with out= (a conv's grouped product into a strided output block)")
     return count
 
 
