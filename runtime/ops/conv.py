@@ -20,9 +20,10 @@ inside long vectorised loops, so the kernels are shaped for those:
   can be called directly (blas.py), the product is accumulated into an
   output already holding the bias, or into the residual's own buffer when
   the residual dies at the conv (`_pointwise_accumulated`).
-- The products of the im2col, gather, 1x1 and Winograd engines go through
-  gemm.py: numpy's matmul natively, the WebAssembly SIMD kernels in Pyodide
-  (whose numpy has no BLAS); there the columns are packed per product.
+- The products of the im2col, gather, 1x1 and Winograd engines (and
+  ConvTranspose's) go through gemm.py: numpy's matmul natively, the
+  WebAssembly SIMD kernels in Pyodide (whose numpy has no BLAS); there the
+  columns are packed per product.
 - 3x3 stride-1 convs with enough channels and output run as Winograd
   F(2x2, 3x3) (`_winograd_conv`): 16 matmuls [M, C] @ [C, tiles] do 2.25x
   fewer multiplies than im2col's, which pays for the transforms where the
@@ -1480,7 +1481,7 @@ def conv_transpose(ctx: OpContext) -> Kernel:
         col2im = _TransposeScatter(kernel, strides, dilations, spatial, tuple(begin),
                                    tuple(out))  # type: ignore[arg-type]
         for i in range(n):
-            np.matmul(wt, xc[i].reshape(group, c // group, p), out=cols)
+            cpu_gemm.matmul(wt, xc[i].reshape(group, c // group, p), out=cols)
             col2im(cols.reshape((m,) + tuple(kernel) + spatial), y[i])
         return (_finish(y, b, act, x.dtype),)
 
