@@ -3,42 +3,23 @@
 Natively numpy's matmul already runs on OpenBLAS (and blas.py reaches its
 beta = 1 accumulate).  Pyodide's numpy has no BLAS: a 512^3 float32 product
 runs at about 1 GFLOP/s there, which makes matrix products most of a
-transformer's time in the browser.  So inside Pyodide (page, Web Worker or
-Node.js) the float32 products run on the kernels of `wasm/gemm.c`, compiled
-by build_wasm.py into the wheel: 40-50 GFLOP/s on one thread.
-
-The kernel module imports Pyodide's own `WebAssembly.Memory` and owns
-nothing in it (no data, no stack; build_wasm.py checks), so its exports take
-numpy arrays' addresses (`__array_interface__`, offsets into that memory) and
-work in place: no copies between Python and the kernel.  Holding the Memory
-object (not a typed-array view of it) keeps the kernels valid when memory
-grows.  Two builds ship: relaxed SIMD (fused multiply-add) where the engine
-validates it, SIMD128 elsewhere (Safari, Firefox, Node.js 20).
-
-Loading: `await init_wasm()` compiles asynchronously (a page's main thread
-refuses synchronous compiles of modules over 4 KB) and warms the kernels up
-(their first calls are 5-30x slower until the engine optimises them);
-web/src/webinfer.mjs calls it at load.  Without that call the first product
-tries a synchronous compile (fine in workers and Node.js) and falls back to
-numpy, saying why in `describe()`.
-
-B is packed into 16-column panels before a product; constant weights are
-packed once when the plan is built (`pack`, held by ops/matmul.py).
+transformer's or a CNN's time in the browser.  So inside Pyodide (page, Web
+Worker or Node.js) float32 products run on the kernels of `wasm/gemm.c`
+(loaded by wasm_kernels.py): 40-50 GFLOP/s on one thread, in place on the
+numpy buffers.  B is packed into 16-column panels before a product; constant
+weights are packed once when the plan is built (`pack`, held by
+ops/matmul.py).
 """
 
 from __future__ import annotations
 
-import importlib.resources
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import blas
+from . import blas, wasm_kernels
 
-#: The kernel builds, best first (names of the `gemm-{variant}.wasm` files build_wasm.py writes).
-VARIANTS = ("relaxed", "simd128")
 #: Columns per packed panel of B (NR in wasm/gemm.c).
 PANEL = 16
 #: Multiply-adds below which a product stays with numpy: a kernel call from Python (pack, address
@@ -173,116 +154,27 @@ class WasmKernels:
         return out
 
 
-@dataclass
-class _State:
-    kernels: WasmKernels | None = None
-    tried: bool = False
-    reason: str = ""
+#: The wrapper around the loaded gemm exports, and the wasm_kernels generation it was made for.
+_KERNELS: dict[int, WasmKernels] = {}
 
 
-_STATE = _State()
-
-
-def _module_bytes(variant: str) -> bytes | None:
-    try:
-        return (importlib.resources.files("webinfer.wasm") / f"gemm-{variant}.wasm").read_bytes()
-    except (FileNotFoundError, ModuleNotFoundError):
-        return None
-
-
-def _imports() -> Any:
-    """{env: {memory: Pyodide's WebAssembly.Memory}} as a JS object.
-
-    `resolveGlobalSymbol` is Pyodide-internal (pinned to 0.27.7 by build_wasm.py; the browser tests cover it).
-    """
-    import js  # type: ignore[import-not-found]
-    import pyodide_js  # type: ignore[import-not-found]
-    from pyodide.ffi import to_js  # type: ignore[import-not-found]
-
-    memory = pyodide_js._module.resolveGlobalSymbol("memory").sym
-    return to_js({"env": {"memory": memory}}, dict_converter=js.Object.fromEntries)
-
-
-def _candidates(variants: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """(variant, JS bytes) of the builds present in this wheel that the engine validates, best first."""
-    import js  # type: ignore[import-not-found]
-    from pyodide.ffi import to_js  # type: ignore[import-not-found]
-
-    found = []
-    for variant in variants:
-        data = _module_bytes(variant)
-        if data is None:
-            continue
-        buf = to_js(data)
-        if js.WebAssembly.validate(buf):
-            found.append((variant, buf))
-    return found
-
-
-def _warm_up(kernels: WasmKernels) -> None:
-    """Run the kernels until the engine has optimised them (their first calls run 5-30x slower)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((33, 96)).astype(_F32)
-    b = rng.standard_normal((96, 80)).astype(_F32)
-    packed = kernels.pack(b)
-    c = np.empty((33, 80), _F32)
-    for _ in range(24):
-        kernels.gemm(a, packed, c)
-    if not np.allclose(c, a @ b, rtol=1e-4, atol=1e-4):
-        raise RuntimeError(f"the {kernels.variant} kernel's product differs from numpy's")
-
-
-def _no_kernels_reason(variants: tuple[str, ...]) -> str:
-    if not variants:
-        return "wasm kernels switched off"
-    if all(_module_bytes(v) is None for v in variants):
-        return "this webinfer build has no wasm kernels (build the wheel with build_wasm.py)"
-    return "the engine validates none of the wasm kernel builds"
-
-
-async def init_wasm(variants: tuple[str, ...] = VARIANTS) -> str:
-    """Compile, instantiate and warm up the best of `variants` the engine validates (async: allowed on a
-    page's main thread); returns `backend()`.  Natively a no-op.  `variants=()` switches the kernels
-    off (numpy), e.g. to compare; calling again re-initialises."""
-    if sys.platform != "emscripten":
-        return backend()
-    import js  # type: ignore[import-not-found]
-
-    _STATE.kernels, _STATE.tried, _STATE.reason = None, True, _no_kernels_reason(variants)
-    for variant, buf in _candidates(variants):
-        result = await js.WebAssembly.instantiate(buf, _imports())
-        kernels = WasmKernels(result.instance.exports, variant)
-        _warm_up(kernels)
-        _STATE.kernels, _STATE.reason = kernels, ""
-        break
+async def init_wasm(variants: tuple[str, ...] = wasm_kernels.VARIANTS) -> str:
+    """Load the WebAssembly kernels (`wasm_kernels.init`: async compile, warm-up) and return `backend()`;
+    natively a no-op.  `variants=()` switches them off (numpy), e.g. to compare."""
+    await wasm_kernels.init(tuple(variants))
     return backend()
 
 
-def _load_sync() -> None:
-    """The first product's load when no one awaited init_wasm: synchronous compile, else numpy."""
-    import js  # type: ignore[import-not-found]
-    from pyodide.ffi import JsException  # type: ignore[import-not-found]
-
-    _STATE.tried, _STATE.reason = True, _no_kernels_reason(VARIANTS)
-    for variant, buf in _candidates(VARIANTS):
-        try:
-            instance = js.WebAssembly.Instance.new(js.WebAssembly.Module.new(buf), _imports())
-        except JsException as e:  # a page's main thread: modules over 4 KB need the async compile
-            _STATE.reason = f"synchronous compile refused ({e}); await webinfer.init_wasm() first"
-            return
-        kernels = WasmKernels(instance.exports, variant)
-        _warm_up(kernels)
-        _STATE.kernels, _STATE.reason = kernels, ""
-        return
-
-
 def wasm() -> WasmKernels | None:
-    """The WebAssembly kernels when they run here (Pyodide, loaded), else None."""
-    if sys.platform != "emscripten":
+    """The WebAssembly GEMM when it runs here (Pyodide, loaded), else None."""
+    exports = wasm_kernels.exports("gemm")
+    if exports is None:
         return None
-    if not _STATE.tried:
-        _load_sync()
-    return _STATE.kernels
+    generation = wasm_kernels.generation()
+    if generation not in _KERNELS:
+        _KERNELS.clear()
+        _KERNELS[generation] = WasmKernels(exports, wasm_kernels.variant() or "")
+    return _KERNELS[generation]
 
 
 def backend() -> str:
@@ -296,7 +188,7 @@ def backend() -> str:
 def describe() -> str:
     """`backend()` with the reason when Pyodide runs on numpy instead of the kernels."""
     name = backend()
-    return f"{name} ({_STATE.reason})" if name == "numpy" and _STATE.reason else name
+    return f"{name} ({wasm_kernels.reason()})" if name == "numpy" and wasm_kernels.reason() else name
 
 
 def pack(b: np.ndarray) -> Packed | None:

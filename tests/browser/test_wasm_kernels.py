@@ -1,6 +1,6 @@
-"""The WebAssembly GEMM kernels (wasm/gemm.c): how build_wasm.py builds and checks them, and their products
-inside Pyodide under Node.js and in Chromium against numpy float64 (tests/browser/wasm_checks.py, one file
-for both), and a whole model under Node.js against onnxruntime."""
+"""The WebAssembly kernels (wasm/*.c): how build_wasm.py builds and checks them, their results inside
+Pyodide under Node.js and in Chromium against numpy float64 (tests/browser/wasm_checks.py, one file for
+both), the demo's Web Worker running on them, and whole models under Node.js against onnxruntime."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def test_kernels_build_byte_identical_and_safe(tmp_path: Path) -> None:
     for name, data in first.items():
         assert build_wasm.wasm_imports(data) == [("env", "memory", 2)], name
         assert build_wasm._DATA not in build_wasm.wasm_sections(data), name
-        assert set(build_wasm.wasm_exports(data)) == {"pack_b", "gemm_packed"}, name
+        family = name.rsplit("-", 1)[0]
+        assert set(build_wasm.wasm_exports(data)) == {"gemm": {"pack_b", "gemm_packed"}, "elementwise": {"gelu"}}[family]
 
 
 @pytest.mark.parametrize("source, message", [
@@ -108,6 +109,11 @@ def test_kernels_in_chromium(page: Any, variant: str, backend: str) -> None:
     got = _page_check(page, [variant])
     assert got["failures"] == [] and got["count"] > 300, got
     assert got["backend"] == backend
+
+
+def test_demo_worker_runs_on_the_kernels(demo: Any) -> None:
+    """The demo's CPU path (its Web Worker) loads the relaxed build; the footer says so."""
+    assert "CPU GEMM wasm-relaxed-simd" in demo.page.inner_text("#footer")
 
 
 def test_switching_the_kernels_off_falls_back_to_numpy(page: Any) -> None:

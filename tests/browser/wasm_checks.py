@@ -1,4 +1,4 @@
-"""The wasm GEMM kernels against numpy float64, run inside Pyodide (Node.js and Chromium run this same file).
+"""The wasm kernels against numpy float64, run inside Pyodide (Node.js and Chromium run this same file).
 
 `await check(variants)` initialises the kernels with `webinfer.init_wasm(variants)` and returns a JSON-able
 dict: the backend it got, how many products it compared and the failures (empty when all pass).
@@ -7,16 +7,21 @@ Tolerance: the worst-case float32 error of the sum, elementwise
 |C - C64| <= 2 * (K + 2) * u * (|alpha| |A| |B| + |beta| |C0|) with u = 2^-24
 (the classic dot-product bound, doubled for the splat/store roundings);
 it cannot flake, and an indexing mistake misses it by orders of magnitude.
+GELU: within 1e-6 of |x| plus 1e-7 against math.erf's in float64 (the fit of
+Q is good to 2.8e-7 in erf, exp to 2 ulp); +-inf and NaN as numpy's form gives.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
 import numpy as np
 
 import webinfer
-from webinfer import gemm
+from webinfer import gemm, wasm_kernels
+from webinfer.ops.elementwise import gelu_
 
 U32 = 2.0 ** -24
 #: (M, K, N): degenerate, odd, tails of both the 2-row and the 16-column tiles, K over one 256-row block.
@@ -98,6 +103,31 @@ def _check_matmul(kernels: Any, rng: np.random.Generator, fail: Callable[[str], 
     return count
 
 
+def _check_gelu(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """ops.elementwise.gelu_ (the kernel where it runs) on odd sizes, wide ranges and special values."""
+    count = 0
+    for size in (1, 3, 4, 7, 1000, 4099):
+        for scale in (0.1, 3.0, 30.0):
+            x = (rng.standard_normal(size) * scale).astype(np.float32)
+            x[: min(size, 6)] = np.array([0.0, -0.0, 1e-30, -13.5, -40.0, 9.0], np.float32)[: min(size, 6)]
+            y = x.copy()
+            gelu_(y)
+            want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64).tolist()])
+            count += 1
+            if not np.all(np.abs(y - want) <= 1e-6 * np.abs(x) + 1e-7):
+                worst = int(np.argmax(np.abs(y - want) - 1e-6 * np.abs(x)))
+                fail(f"gelu size={size} scale={scale}: x={x[worst]!r} got {y[worst]!r} want {want[worst]!r}")
+    special = np.array([np.inf, -np.inf, np.nan, 3.4e38, -3.4e38], np.float32)
+    got = special.copy()
+    gelu_(got)
+    with np.errstate(invalid="ignore", over="ignore"):
+        numpy_form = special * (0.5 * (1 + np.tanh(special)))
+    count += 1
+    if not np.array_equal(got, numpy_form, equal_nan=True):
+        fail(f"gelu of {special.tolist()}: got {got.tolist()}, numpy's form gives {numpy_form.tolist()}")
+    return count
+
+
 async def check(variants: list[str]) -> dict[str, Any]:
     """Initialise the kernels with `variants` (best first) and compare every case; see the module doc."""
     backend = await webinfer.init_wasm(tuple(variants))
@@ -107,4 +137,7 @@ async def check(variants: list[str]) -> dict[str, Any]:
         return {"backend": backend, "count": 0, "failures": [f"no kernels: {gemm.describe()}"]}
     rng = np.random.default_rng(20261206)
     count = _check_gemm(kernels, rng, failures.append) + _check_matmul(kernels, rng, failures.append)
+    if wasm_kernels.exports("elementwise") is None:
+        failures.append("the elementwise kernels are not loaded")
+    count += _check_gelu(rng, failures.append)
     return {"backend": backend, "count": count, "failures": failures[:20], "n_failures": len(failures)}
