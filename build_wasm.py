@@ -229,6 +229,8 @@ _IMPORT, _EXPORT, _START, _DATA, _DATA_COUNT = 2, 7, 8, 11, 12
 
 @dataclass(frozen=True)
 class Toolchain:
+    """The compiler that builds the kernels and the disassembler that checks them (`check_kernel`)."""
+
     clang: str
     objdump: str
     version: str  # `clang --version`'s first line: part of the sources digest, since it decides the bytes

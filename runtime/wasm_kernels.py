@@ -11,12 +11,14 @@ work in place: no copies between Python and the kernels.  Holding the Memory
 object, not a typed-array view of it, keeps them valid when memory grows.
 
 Loading: `await init(...)` (through `webinfer.init_wasm()`, which
-web/src/webinfer.mjs awaits at load) compiles asynchronously, since a page's
-main thread refuses synchronous compiles of modules over 4 KB, and warms the
-kernels up: their first calls run 5-30x slower until the engine optimises
-them.  Without that call the first kernel asked for triggers a synchronous
-compile (fine in workers and Node.js), else numpy runs, and `reason()` says
-why.  Natively nothing here loads: numpy's OpenBLAS runs the products.
+web/src/webinfer.mjs awaits at load) compiles asynchronously, which never
+blocks a page and has no size limit (engines have capped synchronous compiles
+on the main thread: Chromium's cap was once 4 KB; 156 compiles these modules),
+and warms the kernels up: their first calls run 5-30x slower until the engine
+optimises them.  Without that call the first kernel asked for triggers a
+synchronous compile (tested in Node.js and on Chromium's main thread); where
+that is refused numpy runs, and `reason()` says why.  Natively nothing here
+loads: numpy's OpenBLAS runs the products.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def _load_sync() -> None:
         try:
             exports = {family: js.WebAssembly.Instance.new(js.WebAssembly.Module.new(buf), _imports()).exports
                        for family, buf in bufs.items()}
-        except JsException as e:  # a page's main thread: modules over 4 KB need the async compile
+        except JsException as e:  # an engine capping synchronous compiles on the main thread
             _STATE.reason = f"synchronous compile refused ({e}); await webinfer.init_wasm() first"
             return
         _warm_up(exports, variant)

@@ -76,6 +76,7 @@ def test_kernels_under_node(dist: Path, node_path: str) -> None:
     got = _node_python(node_path, dist, 'm.check(["relaxed", "simd128"])')
     assert got["failures"] == [] and got["count"] > 300, got
     assert got["backend"] == "wasm-simd128"
+    assert _node_python(node_path, dist, "m.sync_load()") == "wasm-simd128"  # without init_wasm
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,13 @@ def test_kernels_in_chromium(page: Any, variant: str, backend: str) -> None:
     got = _page_check(page, [variant])
     assert got["failures"] == [] and got["count"] > 300, got
     assert got["backend"] == backend
+
+
+def test_first_product_loads_the_kernels_without_init_in_chromium(page: Any) -> None:
+    """No init_wasm awaited: the first product compiles synchronously, which Chromium 156 allows on a
+    page's main thread for these modules."""
+    code = "import sys\nsys.path.insert(0, '/work/py')\nimport wasm_checks\nawait wasm_checks.sync_load()"
+    assert page.evaluate("(c) => window.runPython(c)", code) == "wasm-relaxed-simd"
 
 
 def test_demo_worker_runs_on_the_kernels(demo: Any) -> None:

@@ -141,3 +141,13 @@ async def check(variants: list[str]) -> dict[str, Any]:
         failures.append("the elementwise kernels are not loaded")
     count += _check_gelu(rng, failures.append)
     return {"backend": backend, "count": count, "failures": failures[:20], "n_failures": len(failures)}
+
+
+async def sync_load() -> str:
+    """Load the kernels the way the first product does when no one awaited init_wasm (a synchronous
+    compile), then report `gemm.describe()`; init_wasm afterwards restores the usual state."""
+    wasm_kernels._STATE.tried = False
+    gemm.wasm()
+    got = gemm.describe()
+    await webinfer.init_wasm()
+    return got

@@ -65,8 +65,8 @@ export async function loadWebinfer(options = {}) {
   await pyodide.loadPackage("numpy", quiet);
   report(2);
   await pyodide.loadPackage(["webinfer", ...(options.packages ?? [])], quiet);
-  // The WebAssembly GEMM kernels, compiled asynchronously (a page's main thread refuses synchronous
-  // compiles over 4 KB) on Pyodide's own memory and warmed up; numpy's matmul where they cannot run.
+  // The WebAssembly kernels (GEMM, GELU), compiled asynchronously (never blocking the page, whatever an
+  // engine's cap on synchronous compiles) on Pyodide's own memory and warmed up; numpy where they cannot run.
   await pyodide.runPythonAsync("import numpy, webinfer\nawait webinfer.init_wasm()");
   onProgress({ stage: "ready", message: "Ready", fraction: 1, elapsedMs: performance.now() - t0 });
   return pyodide;
