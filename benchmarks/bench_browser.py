@@ -9,7 +9,9 @@ webinfer's device; onnxruntime-web's module import), session load, first
 run, median and p90 latency, the largest difference of the first output
 from native onnxruntime on the same inputs, and for webinfer the nodes on
 the GPU and the GPU dispatches per run.  Rows: webinfer cpu (numpy in
-Pyodide), webinfer webgpu (the browser's WebGPU through webinfer's browser
+Pyodide, matrix products on the WebAssembly SIMD kernels, gemm.py), webinfer
+cpu-numpy (the same with the kernels switched off: numpy's BLAS-less matmul,
+what the cpu path was before them), webinfer webgpu (the browser's WebGPU through webinfer's browser
 backend, the same WGSL kernels as native), onnxruntime-web `wasm`, and its
 `webgpu` EP; the webgpu rows need an adapter (headless Chromium offers
 SwiftShader, a CPU emulation of a GPU: seconds per run, so they repeat
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         probe.wait_for_function("document.body.dataset.state === 'ready'")
         adapter = probe.evaluate("window.bench.adapterInfo()")
         probe.close()
-        runtimes = [("webinfer", "cpu")]
+        runtimes = [("webinfer", "cpu"), ("webinfer", "cpu-numpy")]
         if adapter:
             runtimes.append(("webinfer", "webgpu"))
         runtimes.append(("ort-web", "wasm"))
@@ -197,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                           "warmup": args.gpu_warmup if gpu else args.warmup}
                 if runtime == "webinfer":
                     res = run_case(browser, server.url, "runWebinfer",
-                                   {**common, "providers": ["webgpu", "cpu"] if ep == "webgpu" else ["cpu"]},
+                                   {**common, "providers": ["webgpu", "cpu"] if ep == "webgpu" else ["cpu"],
+                                    "wasmVariants": [] if ep == "cpu-numpy" else None},
                                    args.timeout)
-                    if "error" not in res and ep not in res["providers"]:
+                    if "error" not in res and ep.removesuffix("-numpy") not in res["providers"]:
                         res = {"error": f"fell back to {','.join(res['providers'])}: webinfer could not open "
                                         "this browser's WebGPU device"}
                 else:
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     out = np.frombuffer(base64.b64decode(res["output"]), dtype=np.float32)
                     diff = float(np.max(np.abs(out - ref.ravel()))) if out.size == ref.size else float("nan")
                     row.update(init_ms=res["init_ms"], load_ms=res["load_ms"], first_ms=res["first_ms"],
+                               gemm=res.get("gemm", "-"),
                                median_ms=statistics.median(res["times_ms"]),
                                p90_ms=float(np.percentile(res["times_ms"], 90)), max_abs_diff=diff,
                                runs=len(res["times_ms"]))
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({args.ort_threads} thread{'s' if args.ort_threads > 1 else ''}); runs={args.runs} warmup={args.warmup}, "
           f"webgpu rows runs={args.gpu_runs} warmup={args.gpu_warmup}")
     head = f"{'model':<11}{'runtime:ep':<17}{'init ms':>9}{'load ms':>9}{'first ms':>10}{'median ms':>11}" \
-           f"{'p90 ms':>9}{'max|diff|':>11}{'GPU nodes':>11}{'dispatches':>12}"
+           f"{'p90 ms':>9}{'max|diff|':>11}{'GPU nodes':>11}{'dispatches':>12}  GEMM"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         dispatches = r.get("dispatches")
         print(f"{r['model']:<11}{name:<17}{r['init_ms']:>9.0f}{r['load_ms']:>9.0f}{r['first_ms']:>10.0f}"
               f"{r['median_ms']:>11.1f}{r['p90_ms']:>9.1f}{r['max_abs_diff']:>11.1e}{nodes:>11}"
-              f"{dispatches if dispatches is not None else '-':>12}")
+              f"{dispatches if dispatches is not None else '-':>12}  {r.get('gemm', '-')}")
     for case in args.models:
         by = {(r["runtime"], r["ep"]): r for r in rows if r["model"] == case and "error" not in r}
         ours, peer = by.get(("webinfer", "webgpu")), by.get(("ort-web", "webgpu"))

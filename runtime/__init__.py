@@ -10,6 +10,7 @@ written for it; the README's compatibility table lists what differs.
 """
 
 from .devices.gpu import init_webgpu
+from .gemm import init_wasm
 from .environment import (disable_telemetry_events, enable_telemetry_events, get_build_info, get_device,
                           get_version_string, set_seed)
 from .errors import (DeviceError, InputError, InputTypeError, ModelLoadError, ModelNotFoundError,
@@ -31,7 +32,7 @@ __all__ = [
     "ExecutionOrder", "NodeArg", "ModelMetadata", "OrtValue", "IOBinding",
     "get_available_providers", "get_all_providers", "get_device", "get_version_string", "get_build_info",
     "set_default_logger_severity", "set_default_logger_verbosity", "disable_telemetry_events",
-    "enable_telemetry_events", "set_seed", "init_webgpu", "capi",
+    "enable_telemetry_events", "set_seed", "init_webgpu", "init_wasm", "capi",
     "WebinferError", "ModelLoadError", "ModelNotFoundError", "UnsupportedOpError", "ShapeInferenceError",
     "InputError", "InputTypeError", "NodeExecutionError", "RunTerminatedError", "DeviceError",
     "__version__", "version",

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from . import blas
+from . import gemm
 from .version import __version__
 
 #: Seed of the random ops where neither the node nor the session gives one (set_seed).
@@ -32,9 +32,8 @@ def get_version_string() -> str:
 
 
 def get_build_info() -> str:
-    """One line saying what runs the kernels: webinfer's version, numpy and its GEMM, the platform."""
-    gemm = "OpenBLAS (beta=1 accumulate bound)" if blas.available() else "numpy matmul"
-    return (f"webinfer {__version__}: pure Python, numpy {np.__version__} ({gemm}), "
+    """One line saying what runs the kernels: webinfer's version, numpy, the GEMM backend (gemm.py), the platform."""
+    return (f"webinfer {__version__}: pure Python, numpy {np.__version__} (GEMM: {gemm.describe()}), "
             f"Python {platform.python_version()} on {sys.platform}")
 
 

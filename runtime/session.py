@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import dtypes, log, providers as provider_registry, threads
+from . import dtypes, gemm, log, providers as provider_registry, threads
 from .checks import check_feed, symbols_agree
 from .devices import cpu
 from .errors import InputError, ModelLoadError
@@ -312,7 +312,8 @@ class InferenceSession:
         nodes_total, nodes_on_gpu, fallback_ops (op type -> nodes on the cpu while webgpu was
         requested), fallback_reasons (node -> why the GPU did not take it), dispatches_per_run,
         readbacks_per_run (GPU -> host copies: requested outputs and values cpu nodes needed),
-        submits_per_run (command encoders a run submits: 1 when nothing mid-run needs a GPU result).
+        submits_per_run (command encoders a run submits: 1 when nothing mid-run needs a GPU result),
+        cpu_gemm (what runs the cpu's matrix products: gemm.backend()).
         """
         nodes = [s.node for s in self._plan.steps if (s.node.domain, s.node.op_type) != ("", "Transfer")]
         placement = self._plan.placement
@@ -320,7 +321,7 @@ class InferenceSession:
         on_gpu = sum(1 for v in placement.values() if v == "webgpu")
         stats: dict[str, Any] = {"nodes_total": len(placement), "nodes_on_gpu": on_gpu,
                                  "dispatches_per_run": None, "readbacks_per_run": None, "submits_per_run": None,
-                                 "fallback_ops": {}, "fallback_reasons": {}}
+                                 "fallback_ops": {}, "fallback_reasons": {}, "cpu_gemm": gemm.backend()}
         if gpu is None:
             return stats
         fallback: dict[str, int] = {}

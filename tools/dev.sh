@@ -12,9 +12,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 
 setup_system() {
     # Debian packages: software Vulkan (wgpu GPU tests without a GPU), Chromium (browser tests),
-    # Node.js + npm (the Pyodide/onnxruntime-web packages come through npm; the edge run uses node).
+    # Node.js + npm (the Pyodide/onnxruntime-web packages come through npm; the edge run uses node),
+    # clang 16 + lld (build_wasm.py compiles wasm/*.c; Debian 12's default clang 14 predates the final
+    # relaxed-SIMD opcodes).
     local need=()
-    for pkg in mesa-vulkan-drivers libvulkan1 chromium; do
+    for pkg in mesa-vulkan-drivers libvulkan1 chromium clang-16 lld-16; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     command -v node >/dev/null || need+=(nodejs)

@@ -87,9 +87,12 @@ bench
  * webinfer in Pyodide on this page's main thread. With webgpu, webinfer's device is opened first (behind
  * a timeout, as the demo does); init_ms counts that with the runtime's load.
  */
-export async function runWebinfer({ modelUrl, feeds, runs, warmup, providers }) {
+export async function runWebinfer({ modelUrl, feeds, runs, warmup, providers, wasmVariants }) {
   const t0 = performance.now();
   const pyodide = await loadWebinfer();
+  // wasmVariants (e.g. [] to switch the GEMM kernels off) re-initialises them; null keeps the loader's choice.
+  if (wasmVariants) await pyodide.runPythonAsync(`import webinfer\nawait webinfer.init_wasm(tuple(${JSON.stringify(wasmVariants)}))`);
+  const gemm = pyodide.runPython("from webinfer import gemm\ngemm.describe()");
   const initMs = performance.now() - t0;
   const model = await fetchBytes(modelUrl);
   const fn = pyodide.runPython(PY_BENCH);
@@ -102,7 +105,7 @@ export async function runWebinfer({ modelUrl, feeds, runs, warmup, providers }) 
   });
   return { init_ms: initMs + r.device_ms, load_ms: r.load_ms, first_ms: r.first_ms, times_ms: r.times_ms,
     providers: r.providers, nodes_gpu: r.nodes_gpu, nodes_total: r.nodes_total, dispatches: r.dispatches,
-    output: toBase64(r.output) };
+    output: toBase64(r.output), gemm };
 }
 
 /** onnxruntime-web with one execution provider. */

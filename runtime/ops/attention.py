@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, gemm
 from ..ir import Dim, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dim_sub, shape_str, tensor
 from .elementwise import sigmoid
@@ -137,7 +137,7 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None
         empty = np.zeros((b, hq, sq, skv), dtype=cdt) if qk_mode is not None else None
         return np.zeros((b, hq, sq, dv), dtype=cdt), empty
     qs = np.multiply(q, cdt.type(scale), order="C")  # C order: the GQA reshape below stays a view
-    scores = np.matmul(qs.reshape(b, hkv, group * sq, d), k.swapaxes(-1, -2)).reshape(b, hq, sq, skv)
+    scores = gemm.matmul(qs.reshape(b, hkv, group * sq, d), k.swapaxes(-1, -2)).reshape(b, hq, sq, skv)
     qk_out = scores.copy() if qk_mode == 0 else None
     sdt = softmax_dtype if softmax_dtype is not None else cdt
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
@@ -179,7 +179,7 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None
         qk_out = probs = scores.astype(cdt, copy=False)
     else:
         probs = scores.astype(cdt, copy=False)
-    y = np.matmul(probs.reshape(b, hkv, group * sq, skv), v.astype(cdt, copy=False)).reshape(b, hq, sq, dv)
+    y = gemm.matmul(probs.reshape(b, hkv, group * sq, skv), v.astype(cdt, copy=False)).reshape(b, hq, sq, dv)
     if qk_mode != 3:
         y /= sums.astype(cdt, copy=False)
     return y, qk_out
@@ -811,7 +811,7 @@ def flex_attention(ctx: OpContext) -> Kernel:
         scale = scale_attr if scale_attr is not None else 1.0 / math.sqrt(d)
         group = hq // hkv
         qs = np.multiply(q, cdt.type(scale), dtype=cdt, order="C")
-        scores = np.matmul(qs.reshape(b, hkv, group * sq, d), k.astype(cdt, copy=False).swapaxes(-1, -2))
+        scores = gemm.matmul(qs.reshape(b, hkv, group * sq, d), k.astype(cdt, copy=False).swapaxes(-1, -2))
         scores = scores.reshape(b, hq, sq, skv)
         outer = outer or {}
         if score_mod is not None:
@@ -820,7 +820,7 @@ def flex_attention(ctx: OpContext) -> Kernel:
             _softmax_inplace(scores)
         if prob_mod is not None:
             scores = prob_mod(scores, outer)
-        y = np.matmul(scores.reshape(b, hkv, group * sq, skv), v.astype(cdt, copy=False))
+        y = gemm.matmul(scores.reshape(b, hkv, group * sq, skv), v.astype(cdt, copy=False))
         y = y.reshape(b, hq, sq, v.shape[3])
         if in_elem == dtypes.BFLOAT16:
             return (dtypes.from_float(y, in_elem),)

@@ -20,6 +20,10 @@ inside long vectorised loops, so the kernels are shaped for those:
   can be called directly (blas.py), the product is accumulated into an
   output already holding the bias, or into the residual's own buffer when
   the residual dies at the conv (`_pointwise_accumulated`).
+- The products of the im2col, gather, 1x1 and Winograd engines (and
+  ConvTranspose's) go through gemm.py: numpy's matmul natively, the
+  WebAssembly SIMD kernels in Pyodide (whose numpy has no BLAS); there the
+  columns are packed per product.
 - 3x3 stride-1 convs with enough channels and output run as Winograd
   F(2x2, 3x3) (`_winograd_conv`): 16 matmuls [M, C] @ [C, tiles] do 2.25x
   fewer multiplies than im2col's, which pays for the transforms where the
@@ -72,7 +76,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import blas, dtypes
+from .. import blas, dtypes, gemm as cpu_gemm
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, static_len, tensor
 from .elementwise import Activation, fused_activation
@@ -372,18 +376,18 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
                 if xb is not None:
                     cols = xb[:, :, :part.shape[1]]
                     np.copyto(cols[:, :kk], xm[i, :, :, q0:q0 + cells])
-                    np.matmul(mat, cols, out=part.reshape(groups, mg, -1))
+                    cpu_gemm.matmul(mat, cols, out=part.reshape(groups, mg, -1))
                 else:
-                    np.matmul(mat[:, :, :kk], xm[i, :, :, q0:q0 + cells], out=part.reshape(groups, mg, -1))
+                    cpu_gemm.matmul(mat[:, :, :kk], xm[i, :, :, q0:q0 + cells], out=part.reshape(groups, mg, -1))
                 _finish_block(part, None if residual is None else residual[i, :, q0:q0 + cells], finish)
         return y
     if ones_row:
         xb = scratch("conv.cols", (n, groups, kk + 1, p), mat.dtype)
         xb[:, :, :kk] = xm
         xb[:, :, kk] = 1
-        np.matmul(mat, xb, out=ym.reshape(n, groups, mg, p))
+        cpu_gemm.matmul(mat, xb, out=ym.reshape(n, groups, mg, p))
     else:
-        np.matmul(mat[:, :, :kk], xm, out=ym.reshape(n, groups, mg, p))
+        cpu_gemm.matmul(mat[:, :, :kk], xm, out=ym.reshape(n, groups, mg, p))
         if w.folded:
             Epilogue(w.bias, None)(ym, every, 1)
     if residual is not None:
@@ -510,7 +514,7 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
                 src = win[i].reshape(split + win.shape[2:])
                 np.copyto(dst[(slice(None), slice(None)) + taps], src[(Ellipsis, slice(r0, r1)) + rest])
             block = ym[i, :, r0 * row:r1 * row]
-            np.matmul(mat, part, out=block.reshape(groups, mg, -1))
+            cpu_gemm.matmul(mat, part, out=block.reshape(groups, mg, -1))
             if not whole:
                 _finish_block(block, None if residual is None else residual[i, :, r0 * row:r1 * row], epilogue)
         if whole:
@@ -567,7 +571,7 @@ def _gather_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
     np.take(flat, index, axis=1, out=cols, mode="clip")
     y = np.empty((n, groups * mg) + g.out, mat.dtype)
     ym = y.reshape(n, groups, mg, -1)
-    np.matmul(mat, cols, out=ym)
+    cpu_gemm.matmul(mat, cols, out=ym)
     for i in range(n):
         _finish_block(ym[i].reshape(groups * mg, -1), None if residual is None else residual[i], epilogue)
     return y
@@ -826,7 +830,7 @@ def _winograd_conv(x: np.ndarray, u: np.ndarray, g: Geometry, bias: np.ndarray |
                 _winograd_load(ch, x[img], g, first)
                 _winograd_input(ch)
             prod = ch.prod[:, :cells]
-            np.matmul(u, ch.v.reshape(16, c, stride)[:, :, :r * width], out=prod.reshape(16, m, r * width))
+            cpu_gemm.matmul(u, ch.v.reshape(16, c, stride)[:, :, :r * width], out=prod.reshape(16, m, r * width))
             if bias is not None:
                 shared = prod[_WINO_BIAS_ROW].reshape(m, -1)
                 shared += bias[:, None]
@@ -1579,7 +1583,7 @@ def conv_transpose(ctx: OpContext) -> Kernel:
         col2im = _TransposeScatter(kernel, strides, dilations, spatial, tuple(begin),
                                    tuple(out))  # type: ignore[arg-type]
         for i in range(n):
-            np.matmul(wt, xc[i].reshape(group, c // group, p), out=cols)
+            cpu_gemm.matmul(wt, xc[i].reshape(group, c // group, p), out=cols)
             col2im(cols.reshape((m,) + tuple(kernel) + spatial), y[i])
         return (_finish(y, b, act, x.dtype),)
 

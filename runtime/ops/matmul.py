@@ -6,7 +6,9 @@ once at build time, a batched activation times a 2-D weight runs as one
 large matrix product instead of one per batch entry, and scaling, bias and
 activation are applied in place on the product's fresh buffer.  float16
 products compute in float32 (BLAS speed, float32 accumulation as
-onnxruntime's kernels do) and round back once.
+onnxruntime's kernels do) and round back once.  In Pyodide, whose numpy has
+no BLAS, float32 products run on the WebAssembly kernels (gemm.py), with
+constant weights packed into their panel layout once, when the plan is built.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes, threads
+from .. import dtypes, gemm as cpu_gemm, threads
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
@@ -150,6 +152,8 @@ class ConstMatrix:
         self.mat = mat
         self.blocks = blocks
         self._t = transposed
+        #: B in the wasm kernels' panels, where they run (Pyodide).
+        self.panels = cpu_gemm.pack(mat)
 
     def takes(self, rows: np.ndarray) -> bool:
         """Whether `few_rows` is the faster product for rows [r, K] (see _BLOCK_ROWS)."""
@@ -172,12 +176,16 @@ class ConstMatrix:
 
 
 def _product(a: np.ndarray, b: np.ndarray | ConstMatrix) -> np.ndarray:
-    """a @ b; a contiguous batch of rows times a 2-D matrix runs as one GEMM (or `ConstMatrix.few_rows`).
+    """a @ b; a contiguous batch of rows times a 2-D matrix runs as one GEMM (or `ConstMatrix.few_rows`),
+    on the wasm kernels where they run (float32 in Pyodide).
 
     The result may be a transposed view (few rows, see _FEW_ROWS): the
     epilogue runs on it elementwise and the kernel makes it contiguous last.
     """
     mat = b.mat if isinstance(b, ConstMatrix) else b
+    kernels = cpu_gemm.wasm()
+    if kernels is not None and kernels.takes(a, mat):
+        return kernels.matmul(a, b.panels if isinstance(b, ConstMatrix) and b.panels is not None else mat)
     if mat.ndim == 2 and a.ndim >= 2 and a.flags.c_contiguous:
         rows = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
         shape = a.shape[:-1] + (mat.shape[-1],)

@@ -86,6 +86,7 @@ try {
 import time
 import numpy as np
 import webinfer
+from webinfer import gemm
 from webinfer.providers import short_names
 
 notice = None
@@ -113,15 +114,16 @@ for out, value in zip(sess.get_outputs(), outputs):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in out.name)
         np.save(f"/work/out/{safe}.npy", arr)
         saved.append(f"{safe}.npy")
-(saved, run_ms, short_names(sess.get_providers()), notice)
+(saved, run_ms, short_names(sess.get_providers()), notice, gemm.describe())
 `,
     { globals: ns },
   );
-  const [files, runMs, providers, notice] = result.toJs();
+  const [files, runMs, providers, notice, gemmBackend] = result.toJs();
   result.destroy();
   saved = files;
   if (notice) console.error(`run.mjs: notice: ${notice}`);
-  console.log(`providers: ${providers.join(", ")}; Pyodide + webinfer loaded in ${(loadMs / 1000).toFixed(1)} s; ` +
+  console.log(`providers: ${providers.join(", ")}; GEMM: ${gemmBackend}; ` +
+    `Pyodide + webinfer loaded in ${(loadMs / 1000).toFixed(1)} s; ` +
     `run ${runMs.toFixed(1)} ms`);
 } catch (err) {
   const { message } = describeError(err);

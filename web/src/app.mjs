@@ -545,7 +545,7 @@ function footer() {
   const parts = [];
   if (state.versions) {
     const v = state.versions;
-    parts.push(`webinfer ${v.webinfer}`, `Python ${v.python}`, `Pyodide ${v.pyodide}`, `numpy ${v.numpy}`);
+    parts.push(`webinfer ${v.webinfer}`, `Python ${v.python}`, `Pyodide ${v.pyodide}`, `numpy ${v.numpy}`, `CPU GEMM ${v.gemm}`);
   }
   parts.push(`WebGPU adapter: ${adapterText()}`);
   if (state.timings.readyMs != null) parts.push(`runtime ready after ${fmtMs(state.timings.readyMs)}`);

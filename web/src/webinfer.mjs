@@ -65,19 +65,21 @@ export async function loadWebinfer(options = {}) {
   await pyodide.loadPackage("numpy", quiet);
   report(2);
   await pyodide.loadPackage(["webinfer", ...(options.packages ?? [])], quiet);
-  pyodide.runPython("import numpy, webinfer");
+  // The WebAssembly kernels (GEMM, GELU), compiled asynchronously (never blocking the page, whatever an
+  // engine's cap on synchronous compiles) on Pyodide's own memory and warmed up; numpy where they cannot run.
+  await pyodide.runPythonAsync("import numpy, webinfer\nawait webinfer.init_wasm()");
   onProgress({ stage: "ready", message: "Ready", fraction: 1, elapsedMs: performance.now() - t0 });
   return pyodide;
 }
 
 /**
- * Versions inside a loaded instance, for display: {python, pyodide, numpy, webinfer}.
+ * Versions inside a loaded instance, for display: {python, pyodide, numpy, webinfer, gemm (the CPU's GEMM backend)}.
  * @param {object} pyodide an instance from loadWebinfer
  */
 export function versions(pyodide) {
   const v = pyodide.runPython(
-    "import sys, numpy, webinfer; {'python': sys.version.split()[0], 'numpy': numpy.__version__, " +
-      "'webinfer': webinfer.__version__}",
+    "import sys, numpy, webinfer; from webinfer import gemm; {'python': sys.version.split()[0], " +
+      "'numpy': numpy.__version__, 'webinfer': webinfer.__version__, 'gemm': gemm.describe()}",
   );
   const out = Object.fromEntries(v.toJs());
   v.destroy();

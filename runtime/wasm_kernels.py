@@ -1,0 +1,184 @@
+"""The WebAssembly SIMD kernels inside Pyodide: one build of every kernel family, on Pyodide's own memory.
+
+build_wasm.py compiles each `wasm/{family}.c` twice into the wheel:
+`{family}-relaxed.wasm` (relaxed SIMD: fused multiply-add) and
+`{family}-simd128.wasm`.  The relaxed build runs where the engine validates
+every family of it (Chromium); elsewhere (Safari, Firefox, Node.js 20) the
+SIMD128 one.  Every module imports Pyodide's own `WebAssembly.Memory` and owns
+nothing in it (no data, no stack; build_wasm.py checks), so its exports take
+numpy arrays' addresses (`__array_interface__`, offsets into that memory) and
+work in place: no copies between Python and the kernels.  Holding the Memory
+object, not a typed-array view of it, keeps them valid when memory grows.
+
+Loading: `await init(...)` (through `webinfer.init_wasm()`, which
+web/src/webinfer.mjs awaits at load) compiles asynchronously, which never
+blocks a page and has no size limit (engines have capped synchronous compiles
+on the main thread: Chromium's cap was once 4 KB; 156 compiles these modules),
+and warms the kernels up: their first calls run 5-30x slower until the engine
+optimises them.  Without that call the first kernel asked for triggers a
+synchronous compile (tested in Node.js and on Chromium's main thread); where
+that is refused numpy runs, and `reason()` says why.  Natively nothing here
+loads: numpy's OpenBLAS runs the products.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: The builds, best first (`{family}-{variant}.wasm`).
+VARIANTS = ("relaxed", "simd128")
+#: The kernel families (wasm/*.c) a build must have all of.
+FAMILIES = ("elementwise", "gemm")
+
+
+@dataclass
+class _State:
+    variant: str | None = None
+    exports: dict[str, Any] = field(default_factory=dict)
+    tried: bool = False
+    reason: str = ""
+    #: Bumped by every (re)load, so wrappers built on old exports know to rebuild.
+    generation: int = 0
+
+
+_STATE = _State()
+
+
+def _module_bytes(family: str, variant: str) -> bytes | None:
+    try:
+        return (importlib.resources.files("webinfer.wasm") / f"{family}-{variant}.wasm").read_bytes()
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None
+
+
+def _imports() -> Any:
+    """{env: {memory: Pyodide's WebAssembly.Memory}} as a JS object.
+
+    `resolveGlobalSymbol` is Pyodide-internal (pinned to 0.27.7 by build_wasm.py; the browser tests cover it).
+    """
+    import js  # type: ignore[import-not-found]
+    import pyodide_js  # type: ignore[import-not-found]
+    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+
+    memory = pyodide_js._module.resolveGlobalSymbol("memory").sym
+    return to_js({"env": {"memory": memory}}, dict_converter=js.Object.fromEntries)
+
+
+def _candidates(variants: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """(variant, {family: JS bytes}) of the builds this wheel has whole and the engine validates, best first."""
+    import js  # type: ignore[import-not-found]
+    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+
+    found = []
+    for variant in variants:
+        modules = {family: _module_bytes(family, variant) for family in FAMILIES}
+        if any(data is None for data in modules.values()):
+            continue
+        bufs = {family: to_js(data) for family, data in modules.items()}
+        if all(js.WebAssembly.validate(buf) for buf in bufs.values()):
+            found.append((variant, bufs))
+    return found
+
+
+def _no_kernels_reason(variants: tuple[str, ...]) -> str:
+    if not variants:
+        return "wasm kernels switched off"
+    if all(_module_bytes(family, v) is None for v in variants for family in FAMILIES):
+        return "this webinfer build has no wasm kernels (build the wheel with build_wasm.py)"
+    return "the engine validates no complete build of the wasm kernels"
+
+
+def _address(x: np.ndarray) -> int:
+    return x.__array_interface__["data"][0]
+
+
+def _warm_up(exports: dict[str, Any], variant: str) -> None:
+    """Run each family until the engine has optimised it, checking its results against numpy."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((33, 96)).astype(np.float32)
+    b = rng.standard_normal((96, 80)).astype(np.float32)
+    panels = np.empty(96 * 80, np.float32)
+    c = np.empty((33, 80), np.float32)
+    exports["gemm"].pack_b(96, 80, _address(b), 80, 1, _address(panels))
+    for _ in range(24):
+        exports["gemm"].gemm_packed(33, 80, 96, 1.0, _address(a), 96, 1, _address(panels), 0.0, _address(c), 80)
+    x = np.linspace(-6, 6, 4099, dtype=np.float32)
+    y = x.copy()
+    for _ in range(8):
+        np.copyto(y, x)
+        exports["elementwise"].gelu(_address(y), y.size)
+    want = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.tolist()]
+    if not np.allclose(c, a @ b, rtol=1e-4, atol=1e-4) or not np.allclose(y, want, rtol=1e-5, atol=1e-6):
+        raise RuntimeError(f"the {variant} wasm kernels' results differ from numpy's")
+
+
+async def init(variants: tuple[str, ...] = VARIANTS) -> str | None:
+    """Compile, instantiate and warm up the best of `variants` the engine validates (async: allowed on a
+    page's main thread); returns the variant, None where numpy runs (natively: always).  `variants=()`
+    switches the kernels off, e.g. to compare; calling again re-initialises."""
+    if sys.platform != "emscripten":
+        return None
+    import js  # type: ignore[import-not-found]
+
+    _reset(_no_kernels_reason(variants))
+    for variant, bufs in _candidates(variants):
+        exports = {}
+        for family, buf in bufs.items():
+            exports[family] = (await js.WebAssembly.instantiate(buf, _imports())).instance.exports
+        _warm_up(exports, variant)
+        _STATE.variant, _STATE.exports, _STATE.reason = variant, exports, ""
+        break
+    return _STATE.variant
+
+
+def _reset(reason: str) -> None:
+    _STATE.variant, _STATE.exports, _STATE.tried, _STATE.reason = None, {}, True, reason
+    _STATE.generation += 1
+
+
+def _load_sync() -> None:
+    """The first kernel's load when no one awaited `init`: synchronous compile, else numpy."""
+    import js  # type: ignore[import-not-found]
+    from pyodide.ffi import JsException  # type: ignore[import-not-found]
+
+    _reset(_no_kernels_reason(VARIANTS))
+    for variant, bufs in _candidates(VARIANTS):
+        try:
+            exports = {family: js.WebAssembly.Instance.new(js.WebAssembly.Module.new(buf), _imports()).exports
+                       for family, buf in bufs.items()}
+        except JsException as e:  # an engine capping synchronous compiles on the main thread
+            _STATE.reason = f"synchronous compile refused ({e}); await webinfer.init_wasm() first"
+            return
+        _warm_up(exports, variant)
+        _STATE.variant, _STATE.exports, _STATE.reason = variant, exports, ""
+        return
+
+
+def exports(family: str) -> Any | None:
+    """The loaded family's exports (a JS object), None where the kernels do not run (natively, or numpy)."""
+    if sys.platform != "emscripten":
+        return None
+    if not _STATE.tried:
+        _load_sync()
+    return _STATE.exports.get(family)
+
+
+def variant() -> str | None:
+    """'relaxed' or 'simd128' once loaded, else None."""
+    return _STATE.variant if exports(FAMILIES[0]) is not None else None
+
+
+def reason() -> str:
+    """Why the kernels do not run here ('' when they do, or before anything asked for them)."""
+    return _STATE.reason
+
+
+def generation() -> int:
+    """Changes whenever the kernels are (re)loaded or switched off."""
+    return _STATE.generation
