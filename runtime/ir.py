@@ -247,7 +247,7 @@ class Graph:
         nodes = [Node(n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.name, n.domain)
                  for n in self.nodes]
         return Graph(nodes, list(self.inputs), list(self.outputs), dict(self.initializers),
-                     dict(self.value_info), self.name)
+                     dict(self.value_info), self.name, self.doc)
 
 
 def node_subgraphs(node: Node) -> list[Graph]:

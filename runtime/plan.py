@@ -17,7 +17,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from .errors import UnsupportedOpError
-from .ir import Graph, Node, TensorType, Type, node_subgraphs
+from .ir import Graph, Node, Tensor, TensorType, Type, node_subgraphs
 from .ops.registry import Kernel, OpContext, OpDef, Registry, consuming
 from .shapes import GraphTypes, infer_graph
 
@@ -159,6 +159,8 @@ class Planner:
                 new_slot(name, HOST, t.array)
                 location[name] = HOST
         overridable = {v.name for v in graph.inputs}
+        #: What a subgraph may take as its own constants: this graph's initializers that no feed overrides.
+        constants = {n: t for n, t in graph.initializers.items() if n not in overridable}
 
         for node in graph.topological_nodes():
             opset = self.opsets.get(node.domain, 0)
@@ -166,7 +168,8 @@ class Planner:
             ctx = OpContext(node, opset, [types.types.get(n) if n else None for n in node.inputs],
                             [types.types.get(n) if n else None for n in node.outputs],
                             [_const_value(graph, types, n, overridable) for n in node.inputs],
-                            compile_subgraph=lambda g, in_types=None, t=types: self.compile_subgraph(g, t, in_types),
+                            compile_subgraph=lambda g, in_types=None, t=types: self.compile_subgraph(
+                                g, t, in_types, constants),
                             options=self.options)
             kernel, device = None, None
             for dev in self.devices:
@@ -211,9 +214,15 @@ class Planner:
         return Plan(steps, slot_names, initial, list(input_names), input_slots, list(output_names),
                     output_slots, types, placement, cache)
 
-    def compile_subgraph(self, graph: Graph, outer: GraphTypes, in_types: list[Type | None] | None = None) -> "SubPlan":
+    def compile_subgraph(self, graph: Graph, outer: GraphTypes, in_types: list[Type | None] | None = None,
+                         constants: Mapping[str, Tensor] | None = None) -> "SubPlan":
         """A subgraph (If branch, Loop/Scan body) as a callable plan on the host, optimized as the main
-        graph is (for the options' level), on a copy: each set of input types gets its own rewrite."""
+        graph is (for the options' level), on a copy: each set of input types gets its own rewrite.
+
+        Outer `constants` the subgraph reads become its own initializers, so its kernels are built
+        knowing them (weights prepared once, shape arithmetic folded) instead of receiving them as
+        captured values on every call.
+        """
         from .devices.cpu import build_kernel  # here, not at the top: passes -> executor -> plan is a cycle
         from .passes import optimize
 
@@ -223,7 +232,9 @@ class Planner:
             return infer_graph(g, self.opsets, self.registry, inputs, outer, self.strict)
 
         level = getattr(self.options, "graph_optimization_level", 0)
-        graph, types = optimize(graph.copy(), level, self.opsets, self.registry, infer(graph), build_kernel, infer)
+        graph = graph.copy()
+        graph.initializers.update((n, constants[n]) for n in graph.free_names() if constants and n in constants)
+        graph, types = optimize(graph, level, self.opsets, self.registry, infer(graph), build_kernel, infer)
         captured = graph.free_names()
         cpu_only = Planner(self.registry, self.opsets, [d for d in self.devices if d.name == "cpu"],
                            self.options, self.strict)

@@ -163,3 +163,42 @@ def test_if_branches_are_optimized_like_the_main_graph(cond: bool, monkeypatch: 
     then_ops = [s.node.op_type for s in compiled[0].plan.steps]
     assert then_ops == ["Reshape", "Relu"] or then_ops == ["Relu"], then_ops
     assert [n.op_type for n in then_g.node][0] == "Constant"  # the model's own graph is left as it was
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_branches_take_outer_constants_as_their_own(cond: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outer initializer a branch reads (silero VAD's LSTM weights, read inside its `if sr`) becomes
+    the branch's own constant: the kernel is built knowing it (weights prepared once) instead of
+    receiving it on every call, and the Unsqueeze of it folds away.  An initializer the caller may
+    override (listed as a graph input) stays a captured value."""
+    from onnx import numpy_helper
+    from webinfer.plan import Planner
+
+    compiled = []
+    compile_subgraph = Planner.compile_subgraph
+    monkeypatch.setattr(Planner, "compile_subgraph",
+                        lambda self, *a: compiled.append(compile_subgraph(self, *a)) or compiled[-1])
+    i64 = TensorProto.INT64
+    w = RNG.standard_normal((4, 5)).astype(np.float32)
+    b = RNG.standard_normal((5,)).astype(np.float32)
+    then_g = _graph([
+        helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("zv", i64, [1], [0])),
+        helper.make_node("Unsqueeze", ["w", "zero"], ["w3"]),
+        helper.make_node("MatMul", ["x", "w3"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["t"]),
+    ], "then", [], [_vi("t", F, [1, 3, 5])])
+    else_g = _graph([helper.make_node("MatMul", ["x", "w"], ["e"])], "else", [], [_vi("e", F, [3, 5])])
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    ins = {"c": np.array(cond), "x": x}
+    node = helper.make_node("If", ["c"], ["out"], then_branch=then_g, else_branch=else_g)
+    graph = helper.make_graph([node], "g", [_vi("c", TensorProto.BOOL, []), _vi("x", F, [3, 4]), _vi("b", F, [5])],
+                              [_vi("out", F, None)], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    import onnxruntime as ort
+    ours = webinfer.InferenceSession(model.SerializeToString()).run(None, ins)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ins)
+    assert_close(ours, ref)
+    then_plan = compiled[0]
+    assert "w" not in then_plan.captured and "b" in then_plan.captured
+    assert [s.node.op_type for s in then_plan.plan.steps if s.node.op_type != "Identity"] in (
+        ["MatMul", "Add"], ["FusedMatMul"], ["MatMul"]), [s.node.op_type for s in then_plan.plan.steps]
