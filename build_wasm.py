@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import re

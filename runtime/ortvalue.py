@@ -293,8 +293,8 @@ class IOBinding:
             elif target is not None:
                 dest = target.value
                 if not isinstance(value, np.ndarray) or dest.shape != value.shape or dest.dtype != value.dtype:
-                    raise InputError(f"output '{name}' is {dtypes_describe(value)} but the buffer bound to it "
-                                     f"is {dtypes_describe(dest)}")
+                    raise InputError(f"output '{name}' is {_describe(value)} but the buffer bound to it "
+                                     f"is {_describe(dest)}")
                 np.copyto(dest, value)
                 results.append(target)
             else:
@@ -307,7 +307,7 @@ def _storage_elem(session: "InferenceSession", name: str) -> int | None:
     return getattr(t, "elem", None)
 
 
-def dtypes_describe(v: Any) -> str:
+def _describe(v: Any) -> str:
     if isinstance(v, np.ndarray):
         return f"{v.dtype}{list(v.shape)}"
     return type(v).__name__

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ModelLoadError, ShapeInferenceError, UnsupportedOpError, WebinferError
+from .errors import ModelLoadError, ShapeInferenceError, WebinferError
 from .ir import AttrMixin, Dim, Node, OptionalType, SequenceType, Shape, TensorType, Type, check_attr
 from .schemas import ATTR_KINDS, DOMAINS, INPUTS
 from . import dtypes

@@ -12,7 +12,6 @@ tolerances say how close webinfer's output must be to onnxruntime's (text and la
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 
