@@ -2,7 +2,10 @@
 
 Each rule matches a small pattern around one anchor node and only fires when
 the intermediate values have no other reader and are not graph outputs, so
-the rewrite is invisible from outside.  Rules:
+the rewrite is invisible from outside.  A rule visits the nodes of the graph
+as they stood when it started, once, asking a `GraphEditor` (editor.py) who
+produces and reads each value; the editor keeps that index current per
+rewrite, so a pass costs time linear in the graph.  Rules:
 
 - Conv + BatchNormalization (constant statistics) -> Conv with folded weights
 - Conv + Mul/Add by per-channel constants -> Conv with folded weights
@@ -25,91 +28,15 @@ Fused ops live in the "webinfer" domain (ops/fused.py and the op families).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Container
+from typing import Any, Callable
 
 import numpy as np
 
-from .. import dtypes
-from ..ir import Graph, Node, Tensor, TensorType, node_inputs_with_captures
+from ..ir import Graph, Node, TensorType
 from ..shapes import GraphTypes, SymInts
+from .editor import GraphEditor
 
 DOMAIN = "webinfer"
-
-
-@dataclass
-class Index:
-    """Who produces and who reads every value of a graph (rebuilt per rule)."""
-
-    graph: Graph
-    producer: dict[str, Node]
-    readers: dict[str, list[Node]]
-    outputs: set[str]
-
-    @classmethod
-    def of(cls, graph: Graph) -> "Index":
-        producer: dict[str, Node] = {}
-        readers: dict[str, list[Node]] = {}
-        for node in graph.nodes:
-            for o in node.outputs:
-                if o:
-                    producer[o] = node
-            for i in node_inputs_with_captures(node):
-                if i:
-                    readers.setdefault(i, []).append(node)
-        return cls(graph, producer, readers, {v.name for v in graph.outputs})
-
-    def sole_reader(self, name: str) -> Node | None:
-        """The only node reading `name`, if it is private to the pattern."""
-        rs = self.readers.get(name, [])
-        if len(rs) == 1 and name not in self.outputs:
-            return rs[0]
-        return None
-
-    def const(self, name: str) -> np.ndarray | None:
-        t = self.graph.initializers.get(name)
-        if t is None or name in {v.name for v in self.graph.inputs}:
-            return None
-        return t.array
-
-    def scalar(self, name: str) -> float | None:
-        c = self.const(name)
-        if c is None or c.size != 1 or c.dtype.kind not in "fiu":
-            return None
-        return float(c.reshape(-1)[0])
-
-
-def _replace(graph: Graph, remove: list[Node], add: Node, at: Node) -> None:
-    """Swap the matched nodes for the fused one, placed where `at` was."""
-    gone = {id(n) for n in remove}
-    nodes = []
-    for n in graph.nodes:
-        if n is at:
-            nodes.append(add)
-        if id(n) not in gone:
-            nodes.append(n)
-    graph.nodes = nodes
-
-
-def _unique(base: str, taken: Container[str]) -> str:
-    """`base`, or `base_1`, `base_2`, ... : the first not in `taken`."""
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    return name
-
-
-def _add_const(graph: Graph, name: str, value: np.ndarray) -> str:
-    name = _unique(name, graph.initializers)
-    graph.initializers[name] = Tensor(value, dtypes.from_numpy(value.dtype))
-    return name
-
-
-def _fresh_name(idx: Index, base: str) -> str:
-    """A value name not used in the graph, for a tensor a rule introduces."""
-    return _unique(base, set(idx.producer) | set(idx.readers) | set(idx.graph.initializers)
-                   | {v.name for v in idx.graph.inputs})
 
 
 def _is(node: Node | None, op: str, domain: str = "") -> bool:
@@ -118,17 +45,16 @@ def _is(node: Node | None, op: str, domain: str = "") -> bool:
 
 # ------------------------------------------------------------- Conv + BN
 
-def fold_conv_batchnorm(graph: Graph, types: GraphTypes) -> Graph:
-    idx = Index.of(graph)
-    for conv in list(graph.nodes):
-        if not _is(conv, "Conv") or len(conv.outputs) != 1:
+def fold_conv_batchnorm(ed: GraphEditor, types: GraphTypes) -> None:
+    for conv in ed.nodes():
+        if not ed.alive(conv) or not _is(conv, "Conv") or len(conv.outputs) != 1:
             continue
-        bn = idx.sole_reader(conv.outputs[0])
+        bn = ed.sole_reader(conv.outputs[0])
         if not _is(bn, "BatchNormalization") or len(bn.outputs) != 1 or bn.attrs.get("training_mode", 0):
             continue
-        w = idx.const(conv.inputs[1])
-        b = idx.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
-        stats = [idx.const(n) for n in bn.inputs[1:5]]
+        w = ed.const(conv.inputs[1])
+        b = ed.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
+        stats = [ed.const(n) for n in bn.inputs[1:5]]
         if w is None or w.dtype != np.float32 or any(s is None for s in stats) or (len(conv.inputs) > 2
                                                                                    and conv.inputs[2] and b is None):
             continue
@@ -136,12 +62,10 @@ def fold_conv_batchnorm(graph: Graph, types: GraphTypes) -> Graph:
         factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
         new_w = (w.astype(np.float64) * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
         new_b = ((b.astype(np.float64) if b is not None else 0.0) - mean) * factor + bias
-        fused = Node("Conv", [conv.inputs[0], _add_const(graph, conv.inputs[1] + "_bn", new_w),
-                              _add_const(graph, (conv.name or "conv") + "_bn_bias", new_b.astype(np.float32))],
+        fused = Node("Conv", [conv.inputs[0], ed.add_const(conv.inputs[1] + "_bn", new_w),
+                              ed.add_const((conv.name or "conv") + "_bn_bias", new_b.astype(np.float32))],
                      list(bn.outputs), dict(conv.attrs), conv.name, "")
-        _replace(graph, [conv, bn], fused, conv)
-        idx = Index.of(graph)
-    return graph
+        ed.replace([conv, bn], [fused], conv)
 
 
 # --------------------------------------------------- Conv + constant affine
@@ -158,30 +82,32 @@ def _channel_vector(c: np.ndarray, channels: int, rank: int) -> np.ndarray | Non
     return None
 
 
-def fold_conv_affine(graph: Graph, types: GraphTypes) -> Graph:
+def fold_conv_affine(ed: GraphEditor, types: GraphTypes) -> None:
     """Conv followed by Mul and/or Add with per-channel constants: fold into W and B.
 
     Exporters of "learnable affine" blocks (PP-LCNet, PP-OCR) emit these
-    after every convolution.
+    after every convolution.  A chain (Mul, then Add) folds one link per
+    sweep, and each sweep after the first visits only the Convs the previous
+    one made, in graph order: a Conv that did not fold cannot fold later,
+    since no fold changes its reader or its constants.
     """
-    idx = Index.of(graph)
-    changed = True
-    while changed:
-        changed = False
-        for conv in list(graph.nodes):
-            if not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.outputs) != 1:
+    candidates = ed.nodes()
+    while candidates:
+        made: list[Node] = []
+        for conv in candidates:
+            if not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.outputs) != 1:
                 continue
-            nxt = idx.sole_reader(conv.outputs[0])
+            nxt = ed.sole_reader(conv.outputs[0])
             if not (_is(nxt, "Mul") or _is(nxt, "Add")):
                 continue
             other = _other_input(nxt, conv.outputs[0])
-            c = idx.const(other or "")
-            w = idx.const(conv.inputs[1])
+            c = ed.const(other or "")
+            w = ed.const(conv.inputs[1])
             t = types.types.get(conv.outputs[0])
             if c is None or w is None or w.dtype != np.float32 or not isinstance(t, TensorType) or t.rank is None:
                 continue
             vec = _channel_vector(c, w.shape[0], t.rank)
-            b = idx.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
+            b = ed.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
             if vec is None or (len(conv.inputs) > 2 and conv.inputs[2] and b is None):
                 continue
             bias = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
@@ -190,46 +116,42 @@ def fold_conv_affine(graph: Graph, types: GraphTypes) -> Graph:
                 bias = bias * vec
             else:
                 bias = bias + vec
-            inputs = [conv.inputs[0], _add_const(graph, conv.inputs[1] + "_affine", w),
-                      _add_const(graph, (conv.name or "conv") + "_affine_bias", bias.astype(np.float32))]
+            inputs = [conv.inputs[0], ed.add_const(conv.inputs[1] + "_affine", w),
+                      ed.add_const((conv.name or "conv") + "_affine_bias", bias.astype(np.float32))]
             fused = Node("Conv", inputs, list(nxt.outputs), dict(conv.attrs), conv.name, "")
-            _replace(graph, [conv, nxt], fused, conv)
-            idx = Index.of(graph)
-            changed = True
-    return graph
+            ed.replace([conv, nxt], [fused], conv)
+            made.append(fused)
+        candidates = made
 
 
 # ------------------------------------------------------------ HardSwish
 
-def fuse_hardswish(graph: Graph, types: GraphTypes) -> Graph:
+def fuse_hardswish(ed: GraphEditor, types: GraphTypes) -> None:
     """x * Clip(x + 3, 0, 6) / 6 (exporters' hard-swish) -> webinfer.HardSwish."""
-    idx = Index.of(graph)
-    for clip in list(graph.nodes):
-        if not _is(clip, "Clip") or len(clip.inputs) < 3:
+    for clip in ed.nodes():
+        if not ed.alive(clip) or not _is(clip, "Clip") or len(clip.inputs) < 3:
             continue
-        if idx.scalar(clip.inputs[1]) != 0.0 or idx.scalar(clip.inputs[2]) != 6.0:
+        if ed.scalar(clip.inputs[1]) != 0.0 or ed.scalar(clip.inputs[2]) != 6.0:
             continue
-        add = idx.producer.get(clip.inputs[0])
-        if not _is(add, "Add") or idx.sole_reader(add.outputs[0]) is not clip:
+        add = ed.producer(clip.inputs[0])
+        if not _is(add, "Add") or ed.sole_reader(add.outputs[0]) is not clip:
             continue
-        x = next((i for i in add.inputs if idx.scalar(i) is None), None)
-        if x is None or idx.scalar(_other_input(add, x) or "") != 3.0:
+        x = next((i for i in add.inputs if ed.scalar(i) is None), None)
+        if x is None or ed.scalar(_other_input(add, x) or "") != 3.0:
             continue
-        mul = idx.sole_reader(clip.outputs[0])
+        mul = ed.sole_reader(clip.outputs[0])
         if not _is(mul, "Mul") or _other_input(mul, clip.outputs[0]) != x:
             continue
-        last = idx.sole_reader(mul.outputs[0])
-        if _is(last, "Div") and last.inputs[0] == mul.outputs[0] and idx.scalar(last.inputs[1]) == 6.0:
+        last = ed.sole_reader(mul.outputs[0])
+        if _is(last, "Div") and last.inputs[0] == mul.outputs[0] and ed.scalar(last.inputs[1]) == 6.0:
             pass
-        elif _is(last, "Mul") and math.isclose(idx.scalar(_other_input(last, mul.outputs[0]) or "") or 0, 1 / 6,
+        elif _is(last, "Mul") and math.isclose(ed.scalar(_other_input(last, mul.outputs[0]) or "") or 0, 1 / 6,
                                                rel_tol=1e-6):
             pass
         else:
             continue
         fused = Node("HardSwish", [x], list(last.outputs), {}, clip.name or "hardswish", DOMAIN)
-        _replace(graph, [add, clip, mul, last], fused, add)
-        idx = Index.of(graph)
-    return graph
+        ed.replace([add, clip, mul, last], [fused], add)
 
 
 # ---------------------------------------------------- residual into Conv
@@ -239,17 +161,17 @@ def _same_shape(a: object, b: object) -> bool:
             and a.shape == b.shape and all(d is not None for d in a.shape) and a.elem == b.elem)
 
 
-def fuse_conv_residual(graph: Graph, types: GraphTypes) -> Graph:
+def fuse_conv_residual(ed: GraphEditor, types: GraphTypes) -> None:
     """Conv -> Add(Z) with Z of the output's exact shape -> Conv with Z as 4th input.
 
     ResNet's shortcut: the add happens on the conv's fresh output while it
     is in cache, and a following Relu then fuses as the conv's activation.
     """
-    idx = Index.of(graph)
-    for conv in list(graph.nodes):
-        if not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3 or len(conv.outputs) != 1:
+    for conv in ed.nodes():
+        if (not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3
+                or len(conv.outputs) != 1):
             continue
-        add = idx.sole_reader(conv.outputs[0])
+        add = ed.sole_reader(conv.outputs[0])
         if not _is(add, "Add"):
             continue
         z = _other_input(add, conv.outputs[0])
@@ -257,14 +179,12 @@ def fuse_conv_residual(graph: Graph, types: GraphTypes) -> Graph:
             continue
         inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs)) + [z]
         fused = Node("Conv", inputs, list(add.outputs), dict(conv.attrs), conv.name, "")
-        _replace(graph, [conv, add], fused, add)
-        idx = Index.of(graph)
-    return graph
+        ed.replace([conv, add], [fused], add)
 
 
 # -------------------------------------------- activations after MaxPool
 
-def _monotone_activation(act: Node, idx: Index) -> bool:
+def _monotone_activation(act: Node, ed: GraphEditor) -> bool:
     """`act` is elementwise, piecewise linear and non-decreasing, so max(f(a), f(b)) == f(max(a, b))
     exactly in floating point (each piece rounds a monotone linear function)."""
     if act.domain != "" or len(act.outputs) != 1:
@@ -276,7 +196,7 @@ def _monotone_activation(act: Node, idx: Index) -> bool:
     if act.op_type == "HardSigmoid":
         return act.attrs.get("alpha", 0.2) >= 0
     if act.op_type == "Clip":
-        return all(idx.const(n) is not None for n in act.inputs[1:] if n)
+        return all(ed.const(n) is not None for n in act.inputs[1:] if n)
     return False
 
 
@@ -291,35 +211,32 @@ def _pool_keeps_inside(pool: Node) -> bool:
     return all(p <= (k - 1) * d for p, k, d in zip(pads, list(kernel) * 2, list(dil) * 2))
 
 
-def pool_before_activation(graph: Graph, types: GraphTypes) -> Graph:
+def pool_before_activation(ed: GraphEditor, types: GraphTypes) -> None:
     """activation -> MaxPool becomes MaxPool -> activation (see `_monotone_activation`).
 
     Exporters put ReLU before the pool (ResNet's stem: Conv, ReLU, 3x3/2
     MaxPool); after the swap the ReLU runs on a quarter of the cells, and
     the Conv's output is no longer rewritten in place for it.
     """
-    idx = Index.of(graph)
-    for act in list(graph.nodes):
-        if not _monotone_activation(act, idx):
+    for act in ed.nodes():
+        if not ed.alive(act) or not _monotone_activation(act, ed):
             continue
-        pool = idx.sole_reader(act.outputs[0])
+        pool = ed.sole_reader(act.outputs[0])
         if (not _is(pool, "MaxPool") or not pool.outputs[0] or any(pool.outputs[1:])  # no Indices output
                 or pool.inputs[0] != act.outputs[0] or not _pool_keeps_inside(pool)):
             continue
-        pooled = _fresh_name(idx, pool.outputs[0] + "_before_" + act.op_type)
+        pooled = ed.fresh_name(pool.outputs[0] + "_before_" + act.op_type)
         if pool.outputs[0] in types.types:
             types.types[pooled] = types.types[pool.outputs[0]]
         moved = [Node("MaxPool", [act.inputs[0]], [pooled], dict(pool.attrs), pool.name, ""),
                  Node(act.op_type, [pooled] + list(act.inputs[1:]), [pool.outputs[0]], dict(act.attrs), act.name,
                       act.domain)]
-        graph.nodes = [m for n in graph.nodes if n is not act for m in (moved if n is pool else [n])]
-        idx = Index.of(graph)
-    return graph
+        ed.replace([act, pool], moved, pool)
 
 
 # ------------------------------------------------------ activations into Conv
 
-def _activation_attrs(act: Node, idx: Index) -> dict[str, Any] | None:
+def _activation_attrs(act: Node, ed: GraphEditor) -> dict[str, Any] | None:
     """The `activation*` attributes describing `act`, or None if it can't be fused."""
     op = act.op_type if act.domain in ("", DOMAIN) else None
     if op in ("Relu", "Sigmoid", "HardSwish"):
@@ -333,29 +250,26 @@ def _activation_attrs(act: Node, idx: Index) -> dict[str, Any] | None:
         if "min" in act.attrs or "max" in act.attrs:
             return {"activation": op, "activation_min": act.attrs.get("min", -math.inf),
                     "activation_max": act.attrs.get("max", math.inf)}
-        lo = idx.scalar(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else -math.inf
-        hi = idx.scalar(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else math.inf
+        lo = ed.scalar(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else -math.inf
+        hi = ed.scalar(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else math.inf
         if lo is None or hi is None:
             return None
         return {"activation": op, "activation_min": lo, "activation_max": hi}
     return None
 
 
-def fuse_conv_activation(graph: Graph, types: GraphTypes) -> Graph:
-    idx = Index.of(graph)
-    for conv in list(graph.nodes):
-        if not _is(conv, "Conv") or "activation" in conv.attrs:
+def fuse_conv_activation(ed: GraphEditor, types: GraphTypes) -> None:
+    for conv in ed.nodes():
+        if not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs:
             continue
-        act = idx.sole_reader(conv.outputs[0])
+        act = ed.sole_reader(conv.outputs[0])
         if act is None or len(act.outputs) != 1 or act.inputs[0] != conv.outputs[0]:
             continue
-        attrs = _activation_attrs(act, idx)
+        attrs = _activation_attrs(act, ed)
         if attrs is None:
             continue
         fused = Node("Conv", list(conv.inputs), list(act.outputs), {**conv.attrs, **attrs}, conv.name, "")
-        _replace(graph, [conv, act], fused, conv)
-        idx = Index.of(graph)
-    return graph
+        ed.replace([conv, act], [fused], conv)
 
 
 # ------------------------------------------------------------------- GELU
@@ -370,42 +284,39 @@ def _other_input(node: Node, name: str) -> str | None:
     return None
 
 
-def fuse_gelu(graph: Graph, types: GraphTypes) -> Graph:
+def fuse_gelu(ed: GraphEditor, types: GraphTypes) -> None:
     """x/sqrt2 -> Erf -> +1 -> *x -> *0.5 (either multiplication order) -> webinfer.Gelu."""
-    idx = Index.of(graph)
-    for div in list(graph.nodes):
-        if not (_is(div, "Div") or _is(div, "Mul")) or len(div.inputs) != 2:
+    for div in ed.nodes():
+        if not ed.alive(div) or not (_is(div, "Div") or _is(div, "Mul")) or len(div.inputs) != 2:
             continue
         x = div.inputs[0]
-        k = idx.scalar(div.inputs[1])
+        k = ed.scalar(div.inputs[1])
         if k is None or not math.isclose(k, math.sqrt(2) if div.op_type == "Div" else 1 / math.sqrt(2), rel_tol=1e-3):
             continue
-        erf = idx.sole_reader(div.outputs[0])
+        erf = ed.sole_reader(div.outputs[0])
         if not _is(erf, "Erf"):
             continue
-        add = idx.sole_reader(erf.outputs[0])
-        if not _is(add, "Add") or idx.scalar(_other_input(add, erf.outputs[0]) or "") != 1.0:
+        add = ed.sole_reader(erf.outputs[0])
+        if not _is(add, "Add") or ed.scalar(_other_input(add, erf.outputs[0]) or "") != 1.0:
             continue
-        mul1 = idx.sole_reader(add.outputs[0])
+        mul1 = ed.sole_reader(add.outputs[0])
         if not _is(mul1, "Mul"):
             continue
         other = _other_input(mul1, add.outputs[0])
         matched = [div, erf, add, mul1]
         if other == x:  # (x * (1 + erf)) * 0.5
-            half = idx.sole_reader(mul1.outputs[0])
-            if not _is(half, "Mul") or idx.scalar(_other_input(half, mul1.outputs[0]) or "") != 0.5:
+            half = ed.sole_reader(mul1.outputs[0])
+            if not _is(half, "Mul") or ed.scalar(_other_input(half, mul1.outputs[0]) or "") != 0.5:
                 continue
             matched.append(half)
         else:  # (0.5 * x) * (1 + erf)
-            pre = idx.producer.get(other or "")
-            if not _is(pre, "Mul") or idx.scalar(_other_input(pre, x) or "") != 0.5 or idx.sole_reader(other) is None:
+            pre = ed.producer(other or "")
+            if not _is(pre, "Mul") or ed.scalar(_other_input(pre, x) or "") != 0.5 or ed.sole_reader(other) is None:
                 continue
             matched.append(pre)
         out = matched[-1].outputs if other == x else mul1.outputs
         fused = Node("Gelu", [x], list(out), {}, div.name or "gelu", DOMAIN)
-        _replace(graph, matched, fused, div)
-        idx = Index.of(graph)
-    return graph
+        ed.replace(matched, [fused], div)
 
 
 # ------------------------------------------------------- MatMul + bias (+act)
@@ -414,27 +325,26 @@ _MATMUL_ACTS = {("", "Relu"): "Relu", ("", "Sigmoid"): "Sigmoid", ("", "Tanh"): 
                 (DOMAIN, "Gelu"): "Gelu", ("", "Gelu"): "Gelu"}
 
 
-def fuse_matmul_bias(graph: Graph, types: GraphTypes) -> Graph:
-    idx = Index.of(graph)
-    for mm in list(graph.nodes):
-        if not _is(mm, "MatMul"):
+def fuse_matmul_bias(ed: GraphEditor, types: GraphTypes) -> None:
+    for mm in ed.nodes():
+        if not ed.alive(mm) or not _is(mm, "MatMul"):
             continue
-        b = idx.const(mm.inputs[1])
+        b = ed.const(mm.inputs[1])
         t = types.types.get(mm.inputs[0])
         if b is None or b.ndim != 2 or b.dtype != np.float32 or not isinstance(t, TensorType) or t.rank is None \
                 or t.rank < 2:
             continue
         matched, inputs, attrs = [mm], [mm.inputs[0], mm.inputs[1]], {}
         out = mm.outputs
-        add = idx.sole_reader(mm.outputs[0])
+        add = ed.sole_reader(mm.outputs[0])
         if _is(add, "Add"):
             bias_name = _other_input(add, mm.outputs[0])
-            bias = idx.const(bias_name or "")
+            bias = ed.const(bias_name or "")
             if bias is not None and bias.dtype == np.float32 and bias.size == b.shape[1] and bias.ndim <= 1:
                 matched.append(add)
                 inputs.append(bias_name)  # type: ignore[arg-type]
                 out = add.outputs
-        act = idx.sole_reader(out[0])
+        act = ed.sole_reader(out[0])
         if act is not None and (act.domain, act.op_type) in _MATMUL_ACTS and act.inputs[0] == out[0] \
                 and act.attrs.get("approximate", "none") == "none":
             attrs["activation"] = _MATMUL_ACTS[(act.domain, act.op_type)]
@@ -443,20 +353,18 @@ def fuse_matmul_bias(graph: Graph, types: GraphTypes) -> Graph:
         if len(matched) == 1:
             continue
         fused = Node("FusedMatMul", inputs, list(out), attrs, mm.name, DOMAIN)
-        _replace(graph, matched, fused, mm)
-        idx = Index.of(graph)
-    return graph
+        ed.replace(matched, [fused], mm)
 
 
 # -------------------------------------------------------------- attention
 
-def _head_split(idx: Index, types: GraphTypes, name: str, perm: list[int]) -> tuple[str, list[Node], int] | None:
+def _head_split(ed: GraphEditor, types: GraphTypes, name: str, perm: list[int]) -> tuple[str, list[Node], int] | None:
     """`name` = Transpose(perm)(Reshape(x3d, [b, s, heads, dim])): return (x3d, nodes, heads)."""
-    tr = idx.producer.get(name)
-    if not _is(tr, "Transpose") or tr.attrs.get("perm") != perm or idx.sole_reader(tr.outputs[0]) is None:
+    tr = ed.producer(name)
+    if not _is(tr, "Transpose") or tr.attrs.get("perm") != perm or ed.sole_reader(tr.outputs[0]) is None:
         return None
-    rs = idx.producer.get(tr.inputs[0])
-    if not _is(rs, "Reshape") or idx.sole_reader(rs.outputs[0]) is not tr:
+    rs = ed.producer(tr.inputs[0])
+    if not _is(rs, "Reshape") or ed.sole_reader(rs.outputs[0]) is not tr:
         return None
     t_in = types.types.get(rs.inputs[0])
     if not isinstance(t_in, TensorType) or t_in.rank != 3 or not isinstance(t_in.shape[2], int):  # type: ignore[index]
@@ -481,50 +389,49 @@ def _int_dims(types: GraphTypes, name: str) -> tuple | None:
     return None
 
 
-def fuse_attention(graph: Graph, types: GraphTypes) -> Graph:
+def fuse_attention(ed: GraphEditor, types: GraphTypes) -> None:
     """The exporters' attention block -> webinfer.MultiHeadAttention (see module docstring).
 
     Matched from the Softmax outwards: Q split with perm (0,2,1,3), K split
     straight to K^T with perm (0,2,3,1), V split with (0,2,1,3); after the
     second MatMul a (0,2,1,3) Transpose and a Reshape back to 3-D.
     """
-    idx = Index.of(graph)
-    for sm in list(graph.nodes):
-        if not _is(sm, "Softmax") or sm.attrs.get("axis", -1) not in (-1, 3):
+    for sm in ed.nodes():
+        if not ed.alive(sm) or not _is(sm, "Softmax") or sm.attrs.get("axis", -1) not in (-1, 3):
             continue
         matched = [sm]
         x, mask = sm.inputs[0], None
-        add = idx.producer.get(x)
-        if _is(add, "Add") and idx.sole_reader(x) is sm:
+        add = ed.producer(x)
+        if _is(add, "Add") and ed.sole_reader(x) is sm:
             scores_in = add.inputs[0]
             mask = add.inputs[1]
-            if not (_is(idx.producer.get(scores_in), "Mul") or _is(idx.producer.get(scores_in), "Div")
-                    or _is(idx.producer.get(scores_in), "MatMul")):
+            if not (_is(ed.producer(scores_in), "Mul") or _is(ed.producer(scores_in), "Div")
+                    or _is(ed.producer(scores_in), "MatMul")):
                 scores_in, mask = mask, scores_in
             matched.append(add)
             x = scores_in
         scale = 1.0
-        sc = idx.producer.get(x)
-        if (_is(sc, "Mul") or _is(sc, "Div")) and idx.sole_reader(x) is not None:
-            c = idx.scalar(sc.inputs[1])
+        sc = ed.producer(x)
+        if (_is(sc, "Mul") or _is(sc, "Div")) and ed.sole_reader(x) is not None:
+            c = ed.scalar(sc.inputs[1])
             if c is None or c == 0:
                 continue
             scale = c if sc.op_type == "Mul" else 1.0 / c
             matched.append(sc)
             x = sc.inputs[0]
-        qk = idx.producer.get(x)
-        if not _is(qk, "MatMul") or idx.sole_reader(x) is None:
+        qk = ed.producer(x)
+        if not _is(qk, "MatMul") or ed.sole_reader(x) is None:
             continue
-        q = _head_split(idx, types, qk.inputs[0], [0, 2, 1, 3])
-        k = _head_split(idx, types, qk.inputs[1], [0, 2, 3, 1])
-        pv = idx.sole_reader(sm.outputs[0])
+        q = _head_split(ed, types, qk.inputs[0], [0, 2, 1, 3])
+        k = _head_split(ed, types, qk.inputs[1], [0, 2, 3, 1])
+        pv = ed.sole_reader(sm.outputs[0])
         if q is None or k is None or not _is(pv, "MatMul") or pv.inputs[0] != sm.outputs[0]:
             continue
-        v = _head_split(idx, types, pv.inputs[1], [0, 2, 1, 3])
-        merge = idx.sole_reader(pv.outputs[0])
+        v = _head_split(ed, types, pv.inputs[1], [0, 2, 1, 3])
+        merge = ed.sole_reader(pv.outputs[0])
         if v is None or not _is(merge, "Transpose") or merge.attrs.get("perm") != [0, 2, 1, 3]:
             continue
-        out = idx.sole_reader(merge.outputs[0])
+        out = ed.sole_reader(merge.outputs[0])
         t_out = types.types.get(out.outputs[0]) if out is not None else None
         if not _is(out, "Reshape") or not isinstance(t_out, TensorType) or t_out.rank != 3:
             continue
@@ -534,12 +441,9 @@ def fuse_attention(graph: Graph, types: GraphTypes) -> Graph:
         inputs = [q[0], k[0], v[0]] + ([mask] if mask else [])
         fused = Node("MultiHeadAttention", inputs, list(out.outputs), {"num_heads": q[2], "scale": scale},
                      qk.name or "attention", DOMAIN)
-        _replace(graph, matched, fused, out)
-        idx = Index.of(graph)
-    return graph
+        ed.replace(matched, [fused], out)
 
-
-RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
+RULES: list[Callable[[GraphEditor, GraphTypes], None]] = [
     fold_conv_batchnorm, fold_conv_affine, fuse_hardswish, pool_before_activation, fuse_conv_residual,
     fuse_conv_activation, fuse_gelu,
     fuse_matmul_bias,
@@ -548,9 +452,12 @@ RULES: list[Callable[[Graph, GraphTypes], Graph]] = [
 
 
 def fuse(graph: Graph, opsets: dict[str, int], types: GraphTypes) -> Graph:
-    """Apply every rule; registers the webinfer domain in `opsets` when used."""
+    """Apply every rule in turn, all on one editor, so the whole pass costs linear time; registers the
+    webinfer domain in `opsets` when used."""
+    editor = GraphEditor(graph)
     for rule in RULES:
-        graph = rule(graph, types)
+        rule(editor, types)
+    graph.nodes = editor.nodes()
     if any(n.domain == DOMAIN for n in graph.nodes):
         opsets.setdefault(DOMAIN, 1)
     return graph
