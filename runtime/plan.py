@@ -228,15 +228,16 @@ class Planner:
 
         inputs = {v.name: t for v, t in zip(graph.inputs, in_types)} if in_types is not None else None
 
-        def infer(g: Graph) -> GraphTypes:
-            return infer_graph(g, self.opsets, self.registry, inputs, outer, self.strict)
+        def infer(g: Graph, opsets: dict[str, int]) -> GraphTypes:
+            return infer_graph(g, opsets, self.registry, inputs, outer, self.strict)
 
         level = getattr(self.options, "graph_optimization_level", 0)
         graph = graph.copy()
         graph.initializers.update((n, constants[n]) for n in graph.free_names() if constants and n in constants)
-        graph, types = optimize(graph, level, self.opsets, self.registry, infer(graph), build_kernel, infer)
+        graph, types, opsets = optimize(graph, level, self.opsets, self.registry, infer(graph, self.opsets),
+                                        build_kernel, infer)
         captured = graph.free_names()
-        cpu_only = Planner(self.registry, self.opsets, [d for d in self.devices if d.name == "cpu"],
+        cpu_only = Planner(self.registry, opsets, [d for d in self.devices if d.name == "cpu"],
                            self.options, self.strict)
         plan = cpu_only.compile(graph, types, [v.name for v in graph.inputs] + captured)
         return SubPlan(plan, len(graph.inputs), captured)

@@ -237,8 +237,8 @@ class InferenceSession:
         types = infer_graph(graph, opsets, REGISTRY, strict=strict)
         inputs = [ValueInfo(v.name, types.types.get(v.name) or v.type) for v in graph.inputs
                   if v.name not in graph.initializers]
-        graph, types = optimize(graph, self._options.graph_optimization_level, opsets, REGISTRY, types,
-                                cpu.build_kernel, lambda g: infer_graph(g, opsets, REGISTRY, strict=strict))
+        graph, types, opsets = optimize(graph, self._options.graph_optimization_level, opsets, REGISTRY, types,
+                                        cpu.build_kernel, lambda g, o: infer_graph(g, o, REGISTRY, strict=strict))
         plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types,
                                                                                       on_device=on_device)
         return _Compiled(graph, types, plan, inputs)

@@ -17,17 +17,21 @@ BASIC, EXTENDED = 1, 2
 
 def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registry, types: GraphTypes,
              build: Callable[[OpDef, OpContext], Kernel],
-             infer: Callable[[Graph], GraphTypes]) -> tuple[Graph, GraphTypes]:
+             infer: Callable[[Graph, dict[str, int]], GraphTypes]) -> tuple[Graph, GraphTypes, dict[str, int]]:
     """The rewrites of `level` (onnxruntime's numbering) on `graph`, with its types inferred afresh.
 
     One sequence for the main graph and for every subgraph (If branches,
     Loop/Scan bodies), so a body run once per call is as lean as the graph
     holding it.  `build` makes the CPU kernels folding runs; `infer` types
-    the rewritten graph (a subgraph's with its enclosing scope).
+    the rewritten graph under the opsets it is given (a subgraph's with its
+    enclosing scope).  Also returns the opsets the rewritten graph needs:
+    `opsets` plus the domain of any fused op, in a new dict, so the caller's
+    (the model's) stay as the file declared them.
     """
     if level < BASIC:
-        return graph, types
+        return graph, types, opsets
     graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
     if level >= EXTENDED:
-        graph = fuse(graph, opsets, types)
-    return graph, infer(graph)
+        graph, added = fuse(graph, types)
+        opsets = {**added, **opsets}
+    return graph, infer(graph, opsets), opsets

@@ -451,13 +451,15 @@ RULES: list[Callable[[GraphEditor, GraphTypes], None]] = [
 ]
 
 
-def fuse(graph: Graph, opsets: dict[str, int], types: GraphTypes) -> Graph:
-    """Apply every rule in turn, all on one editor, so the whole pass costs linear time; registers the
-    webinfer domain in `opsets` when used."""
+def fuse(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:
+    """Apply every rule in turn, all on one editor, so the whole pass costs linear time.
+
+    Returns the graph and the opset imports its fused nodes need (the webinfer
+    domain, when a rule made one of its ops) for the caller to add to its own:
+    the model's opsets stay as the file declared them.
+    """
     editor = GraphEditor(graph)
     for rule in RULES:
         rule(editor, types)
     graph.nodes = editor.nodes()
-    if any(n.domain == DOMAIN for n in graph.nodes):
-        opsets.setdefault(DOMAIN, 1)
-    return graph
+    return graph, ({DOMAIN: 1} if any(n.domain == DOMAIN for n in graph.nodes) else {})
