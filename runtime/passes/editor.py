@@ -36,9 +36,13 @@ class GraphEditor:
         self.outputs = {v.name for v in graph.outputs}
         self._inputs = {v.name for v in graph.inputs}
         self._producer: dict[str, Node] = {}
+        #: value -> {id(reader): how many of its input slots read the value}
         self._readers: dict[str, dict[int, int]] = {}
+        #: id -> node, for the nodes in the graph (ids stay unique while the node is held here)
         self._live: dict[int, Node] = {}
+        #: id -> the names the node was indexed as reading, so dropping it undoes exactly that
         self._reads: dict[int, list[str]] = {}
+        #: the node order: a doubly linked list of ids around the `_END` sentinel
         self._next: dict[int, int] = {_END: _END}
         self._prev: dict[int, int] = {_END: _END}
         for node in graph.nodes:
@@ -83,20 +87,20 @@ class GraphEditor:
             return None
         return float(c.reshape(-1)[0])
 
-    def taken(self, name: str) -> bool:
+    def _taken(self, name: str) -> bool:
         """Whether `name` is in use: produced, read, an initializer or a graph input."""
         return (name in self._producer or name in self._readers or name in self.graph.initializers
                 or name in self._inputs)
 
     def fresh_name(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ...: the first name not in use, for a value a rule introduces."""
-        return unique(base, self.taken)
+        return _unique(base, self._taken)
 
     # ------------------------------------------------------------ changes
 
     def add_const(self, base: str, value: np.ndarray) -> str:
         """Store `value` as a new initializer named after `base` (suffixed past existing initializers)."""
-        name = unique(base, self.graph.initializers.__contains__)
+        name = _unique(base, self.graph.initializers.__contains__)
         self.graph.initializers[name] = Tensor(value, dtypes.from_numpy(value.dtype))
         return name
 
@@ -138,7 +142,7 @@ class GraphEditor:
                 del self._readers[name]
 
 
-def unique(base: str, taken: Callable[[str], bool]) -> str:
+def _unique(base: str, taken: Callable[[str], bool]) -> str:
     """`base`, or `base_1`, `base_2`, ... : the first for which `taken` is false."""
     name, i = base, 0
     while taken(name):
