@@ -36,7 +36,11 @@ inside long vectorised loops, so the kernels are shaped for those:
   row-shifted copies of the flattened input (`_depthwise_flat`), strided
   ones a per-channel vector-matrix product over small column blocks
   (`_depthwise`); both beat a loop of per-tap multiply-adds, which costs
-  two passes over the output per tap.
+  two passes over the output per tap.  In Pyodide (whose numpy has no BLAS)
+  2-D depthwise convs with dilation 1 and column stride 1 or 2 run on the
+  direct WebAssembly kernel instead (wasm/conv.c, through wasm_ops.py), bias
+  and activation applied in its store; there the other engines' epilogues
+  (bias, activation) are one pass of wasm/elementwise.c's `bias_act`.
 - numpy is fast only on long contiguous runs (2-4x slower per cell on
   rows of a few hundred cells), so transforms, shifted sums and epilogues
   work on flat ranges wherever the layout allows.
@@ -76,7 +80,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import blas, dtypes, gemm as cpu_gemm
+from .. import blas, dtypes, gemm as cpu_gemm, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, static_len, tensor
 from .elementwise import Activation, fused_activation
@@ -307,7 +311,11 @@ class Epilogue:
     act: Activation | None
 
     def __call__(self, y: np.ndarray, channels: slice, axis: int) -> None:
-        """Finish `y`, a block whose axis `axis` holds output channels `channels`."""
+        """Finish `y`, a block whose axis `axis` holds output channels `channels`: in Pyodide one pass of
+        the wasm epilogue kernel (numpy's bias add and activations take 2-5 passes)."""
+        bias = None if self.bias is None else self.bias[channels]
+        if wasm_ops.bias_act(y, bias, axis, self.act):
+            return
         if self.bias is not None:
             y += self.bias[channels].reshape((-1,) + (1,) * (y.ndim - axis - 1))
         if self.act is not None:
@@ -837,7 +845,7 @@ def _winograd_conv(x: np.ndarray, u: np.ndarray, g: Geometry, bias: np.ndarray |
             out = ch.out[:cells]
             np.matmul(prod.T, to_out, out=out)
             if act is not None and residual is None:
-                act(out)
+                Epilogue(None, act)(out, slice(None), 0)
             o0, o1 = 2 * first, min(oh, 2 * (first + r))
             if ow % 2:
                 _winograd_store(out, ch.odd[:, :o1 - o0], r, width)
@@ -1135,6 +1143,16 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     `consume`: the residual dies here and nothing else holds its buffer,
     which may then become the output.
     """
+    if w.depthwise is not None and len(g.kernel) == 2 and g.dilations == (1, 1):
+        y = wasm_ops.depthwise2d(x, w.depthwise, w.bias if w.bias is not None else bias, g.kernel, g.strides,
+                                 g.begin, g.out, act if residual is None else None)
+        if y is not None:
+            if residual is not None:
+                y += residual
+                Epilogue(None, act)(y, slice(None), 1)
+            elif act is not None and wasm_ops.activation_code(act) is None:
+                act(y)
+            return y
     if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS \
             and math.prod(g.kernel) >= _EINSUM_MIN_TAPS and math.prod(g.out) <= _EINSUM_MAX_CELLS:
         y = _depthwise_einsum(x, w, g)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes, gemm as cpu_gemm, threads
+from .. import dtypes, gemm as cpu_gemm, threads, wasm_ops
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
@@ -268,8 +268,12 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
         out = np.asarray(_product(x, w if b_matrix is None else b_matrix))
         if alpha != 1.0:
             out = _scale(out, alpha)
-        if bias is not None:
-            out = _add_into(out, bias_packed if bias_packed is not None else bias)
+        addend = bias_packed if bias_packed is not None else bias
+        if addend is not None and addend.shape[-1:] == (addend.size,) and out.ndim and out.shape[-1] == addend.size \
+                and wasm_ops.bias_act(out, addend, -1, act):
+            return (np.asarray(out, dtype=dtype, order="C"),)  # Pyodide: bias and activation in one pass
+        if addend is not None:
+            out = _add_into(out, addend)
         if act is not None:
             act(out)
         return (np.asarray(out, dtype=dtype, order="C"),)
