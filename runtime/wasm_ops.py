@@ -147,3 +147,20 @@ def layernorm(x: np.ndarray, n: int, scale: np.ndarray, bias: np.ndarray | None,
     kernels.layernorm(_address(x), _address(y), x.size // n, n, _address(scale),
                       0 if bias is None else _address(bias), eps)
     return y
+
+
+def im2col_panels(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], begin: tuple[int, int],
+                  out_w: int, r0: int, nr: int, ones: bool, dst: np.ndarray) -> bool:
+    """The im2col columns of output rows [r0, r0 + nr) of one image x [C, H, W] (float32, contiguous,
+    dilation 1, column stride 1 or 2) into `dst` in the GEMM's panel layout (gemm.Packed's), K = C*kh*kw
+    taps plus a row of ones with `ones`; False where the kernel does not run."""
+    kernels = wasm_kernels.exports("conv")
+    if kernels is None or x.dtype != _F32 or x.ndim != 3 or not x.flags.c_contiguous or strides[1] not in (1, 2):
+        return False
+    c, h, w = x.shape
+    (kh, kw), (sh, sw), (pt, pl) = kernel, strides, begin
+    size = -(-(nr * out_w) // 16) * 16 * (c * kh * kw + int(ones))
+    if dst.dtype != _F32 or not dst.flags.c_contiguous or dst.size < size or not dst.flags.writeable:
+        raise ValueError(f"im2col_panels: dst of {dst.size} floats for {size}")
+    kernels.im2col_panels(_address(x), c, h, w, kh, kw, sh, sw, pt, pl, r0, nr, out_w, int(ones), _address(dst))
+    return True

@@ -99,3 +99,58 @@ void depthwise2d(const float *x, float *y, const float *w, const float *bias, u3
         default: BY_STRIDE(ACT_NONE); break;
     }
 }
+
+// One panel row (16 cells) of im2col for tap (i, j) of one input channel xc [h, w]: cells q0 .. q0 + 15
+// of the output rows starting at output row r, column col; lanes past `wq` cells are 0.  Rows wholly
+// inside the input are vector copies (column stride 1 or 2); the rest, at borders, go lane by lane.
+static inline void panel_row(float *o, const float *xc, u32 h, u32 w, u32 r, u32 col, u32 wq, u32 ow, u32 i,
+                             u32 j, u32 sh, u32 sw, u32 pt, u32 pl) {
+    int iy = (int)(r * sh + i) - (int)pt;
+    int ix = (int)(col * sw + j) - (int)pl;
+    if (wq == 16 && col + 16 <= ow && iy >= 0 && (u32)iy < h && ix >= 0 && (u32)ix + 16 * sw <= w) {
+        const float *src = xc + (u32)iy * w + (u32)ix;
+        if (sw == 1) {
+            for (u32 q = 0; q < 16; q += 4) wasm_v128_store(o + q, wasm_v128_load(src + q));
+        } else {
+            for (u32 q = 0; q < 16; q += 4) wasm_v128_store(o + q, load_s(src + 2 * q, 2));
+        }
+        return;
+    }
+    u32 rr = r, cc = col;
+    for (u32 l = 0; l < 16; l++) {
+        float v = 0.0f;
+        if (l < wq) {
+            int y = (int)(rr * sh + i) - (int)pt, x = (int)(cc * sw + j) - (int)pl;
+            if (y >= 0 && (u32)y < h && x >= 0 && (u32)x < w) v = xc[(u32)y * w + (u32)x];
+            if (++cc == ow) { cc = 0; rr++; }
+        }
+        o[l] = v;
+    }
+}
+
+// The im2col columns of output rows [r0, r0 + nr) of one image x [c, h, w] (dilation 1), written straight
+// into gemm.c's panel layout, so a conv's product needs no pack_b copy of them: ceil(nr * ow / 16) panels
+// of k rows of 16 cells, k = c * kh * kw taps (channel, tap row, tap column: the weight matrix's order)
+// plus, with `ones`, a row of ones that multiplies a bias folded into the weights.  Column stride 1 or 2
+// gets the vector path (runtime/ops/conv.py routes only those).
+__attribute__((export_name("im2col_panels")))
+void im2col_panels(const float *x, u32 c, u32 h, u32 w, u32 kh, u32 kw, u32 sh, u32 sw, u32 pt, u32 pl, u32 r0,
+                   u32 nr, u32 ow, u32 ones, float *dst) {
+    u32 cells = nr * ow, k = c * kh * kw + ones;
+    for (u32 q0 = 0; q0 < cells; q0 += 16) {
+        u32 wq = cells - q0 < 16 ? cells - q0 : 16;
+        u32 r = r0 + q0 / ow, col = q0 % ow;
+        float *o = dst + (q0 / 16) * k * 16;
+        for (u32 ch = 0; ch < c; ch++) {
+            const float *xc = x + ch * h * w;
+            for (u32 i = 0; i < kh; i++) {
+                for (u32 j = 0; j < kw; j++) {
+                    if (sw == 1) panel_row(o, xc, h, w, r, col, wq, ow, i, j, sh, 1, pt, pl);
+                    else panel_row(o, xc, h, w, r, col, wq, ow, i, j, sh, 2, pt, pl);
+                    o += 16;
+                }
+            }
+        }
+        if (ones) for (u32 q = 0; q < 16; q += 4) wasm_v128_store(o + q, SPLAT(1.0f));
+    }
+}

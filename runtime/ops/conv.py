@@ -530,6 +530,49 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
     return y
 
 
+#: Floats of packed columns per product in `_wasm_im2col_conv` (1 MiB: in L2 while the weights' rows
+#: stream past it, as gemm.c's k-blocks are sized for).
+_WASM_PANEL_FLOATS = 1 << 18
+
+
+def takes_wasm_im2col(x: np.ndarray, w: ConvWeights, g: Geometry) -> bool:
+    """Whether `_wasm_im2col_conv` runs this conv: Pyodide with the kernels, float32, 2-D, one group,
+    a window other than 1x1/1 unpadded (those are the matmul of `_pointwise_conv` or the gather's
+    matrix-vector products), dilation 1, column stride 1 or 2."""
+    return (w.mat is not None and w.mat.shape[0] == 1 and not g.trivial and x.dtype == np.float32 and x.ndim == 4
+            and len(g.kernel) == 2 and g.dilations == (1, 1) and g.strides[1] in (1, 2)
+            and wasm_ops.wasm_kernels.exports("conv") is not None and cpu_gemm.wasm() is not None)
+
+
+def _wasm_im2col_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
+                      residual: np.ndarray | None) -> np.ndarray:
+    """im2col + GEMM on the wasm kernels (Pyodide): the columns of a chunk of output rows are gathered
+    by wasm/conv.c straight into the GEMM's panel layout, then multiplied by the weight matrix (bias
+    folded as a ones row) into the output, and the chunk finished (residual, epilogue) in cache.  numpy's
+    strided im2col copy and gemm.c's pack_b of the columns, two passes over K x cells floats, become
+    one vector copy."""
+    assert w.mat is not None
+    kernels = cpu_gemm.wasm()
+    assert kernels is not None
+    mat = w.mat[0]
+    n, c, h, wd = x.shape
+    m, k = mat.shape
+    oh, ow = g.out
+    y = np.empty((n, m, oh * ow), np.float32)
+    rows = max(1, min(oh, _WASM_PANEL_FLOATS // (k * ow)))
+    panels = scratch("conv.panels", (-(-(rows * ow) // cpu_gemm.PANEL) * cpu_gemm.PANEL * k,), np.float32)
+    xc = np.ascontiguousarray(x)
+    for i in range(n):
+        for r0 in range(0, oh, rows):
+            nr = min(rows, oh - r0)
+            cells = nr * ow
+            wasm_ops.im2col_panels(xc[i], g.kernel, g.strides, g.begin, ow, r0, nr, w.folded, panels)
+            block = y[i, :, r0 * ow:r0 * ow + cells]
+            kernels.gemm(mat, cpu_gemm.Packed(panels, k, cells), block)
+            _finish_block(block, None if residual is None else residual[i, :, r0 * ow:r0 * ow + cells], epilogue)
+    return y.reshape((n, m) + g.out)
+
+
 #: Convs whose column buffer holds at most this many cells are im2col'ed by one gather (`_gather_conv`):
 #: at that size a conv's time is numpy's per-call costs, not its arithmetic.
 _GATHER_MAX_CELLS = 1 << 14
@@ -1185,9 +1228,12 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     if g.trivial and math.prod(g.out) > _POINTWISE_GATHER_MAX_CELLS:
         return _pointwise_conv(x, w, Epilogue(bias, act), residual, consume)
     res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+    winograd = w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out)
+    if not winograd and takes_wasm_im2col(x, w, g):  # Winograd's 2.25x fewer multiplies still win there
+        return _wasm_im2col_conv(x, w, g, Epilogue(bias, act), res)
     if takes_gather(x.shape, w, g):
         return _gather_conv(x, w, g, Epilogue(bias, act), res)
-    if w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out):
+    if winograd:
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
 

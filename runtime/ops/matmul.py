@@ -242,8 +242,10 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
     bias_const = _const_operand(ctx, 2)
     bias_packed = bias_const.astype(_compute_dtype(bias_const.dtype), copy=False) if bias_const is not None else None
     label = ctx.node.label()
-    # One row times a constant 2-D B (an LSTM cell's input projection): one np.dot, as in Gemm.
-    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 and act is None
+    # One row times a constant 2-D B (an LSTM cell's input projection): one np.dot, as in Gemm (not in
+    # Pyodide, where numpy has no BLAS and B's wasm panels run it several times faster).
+    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 and act is None \
+        and (b_matrix is None or b_matrix.panels is None)
     k = b_packed.shape[0] if one_row and b_packed is not None else -1
 
     def run(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
@@ -336,8 +338,10 @@ def gemm(ctx: OpContext) -> Kernel:
         c_packed = c_packed if beta == 1.0 else _scale(c_packed.copy(), beta)
     label = ctx.node.label()
     # One row times a constant B (a classifier head, MobileNet's last layers) is one np.dot into a fresh
-    # row: the general path's checks and dispatch cost 4-6 us around a 1-2 us product.
-    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0
+    # row: the general path's checks and dispatch cost 4-6 us around a 1-2 us product.  Not in Pyodide,
+    # whose numpy has no BLAS: there B's wasm panels run it (MobileNetV3's head: 3.3 ms in np.dot).
+    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 \
+        and (b_matrix is None or b_matrix.panels is None)
     k = b_packed.shape[0] if one_row and b_packed is not None else -1
 
     def run(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray]:

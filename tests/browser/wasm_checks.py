@@ -146,11 +146,12 @@ ACTIVATIONS: dict[str, tuple[float, float, Callable[[np.ndarray], np.ndarray]]] 
 
 
 def _act(name: str | None) -> FusedActivation | None:
-    """The runtime's activation object (its numpy function is never called by a kernel that takes it)."""
+    """The runtime's activation object; its numpy function (float64 formula) runs where a kernel leaves
+    the activation to numpy (outputs too small for a kernel call)."""
     if name is None:
         return None
-    p0, p1, _ = ACTIVATIONS[name]
-    return FusedActivation(name, lambda y: None, p0, p1)
+    p0, p1, fn = ACTIVATIONS[name]
+    return FusedActivation(name, lambda y: np.copyto(y, fn(y.astype(np.float64)), casting="unsafe"), p0, p1)
 
 
 def _apply(name: str | None, y: np.ndarray) -> np.ndarray:
@@ -196,6 +197,53 @@ def _check_depthwise(rng: np.random.Generator, fail: Callable[[str], None]) -> i
                 err = None if got is None or got.shape != want.shape else float(np.max(np.abs(got - want) - bound))
                 fail(f"depthwise {list(x.shape)} k={kh}x{kw} s={sh},{sw} pads={pt},{pl},{pb},{pr} act={name}: "
                      f"{'not run' if got is None else f'excess error {err}'}")
+    return count
+
+
+def _check_im2col_conv(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """Dense 2-D convs through ops.conv.conv_compute, which in Pyodide routes them to the wasm im2col
+    (columns gathered straight into GEMM panels) and GEMM: kernels 1x1 padded to 5x5 and 1x7, strides 1
+    and 2 (row stride 3 too), asymmetric pads, a bias folded into the weights, a residual and an
+    activation, chunks of output rows (a 1 MiB panel budget), against float64."""
+    from webinfer.ops import conv as conv_ops
+    count = 0
+    cases = [  # (N, C, H, W), M, (kh, kw), (sh, sw), (pt, pl, pb, pr), bias, residual, act
+        ((1, 3, 31, 45), 16, (3, 3), (2, 2), (1, 1, 1, 1), True, False, "HardSwish"),
+        ((2, 5, 17, 23), 7, (3, 3), (1, 1), (1, 1, 1, 1), False, True, "Relu"),
+        ((1, 4, 20, 37), 9, (5, 5), (1, 2), (2, 2, 1, 2), True, True, None),
+        ((1, 6, 13, 40), 5, (1, 7), (1, 1), (0, 3, 0, 3), True, False, "Sigmoid"),
+        ((1, 3, 11, 9), 4, (1, 1), (1, 1), (1, 0, 0, 1), True, False, None),
+        ((1, 2, 19, 21), 3, (2, 3), (3, 2), (0, 1, 2, 0), False, False, "LeakyRelu"),
+        ((1, 64, 40, 40), 24, (3, 3), (2, 1), (1, 1, 1, 1), True, False, None),
+    ]
+    for (n, c, h, wd), m, (kh, kw), (sh, sw), (pt, pl, pb, pr), with_bias, with_res, name in cases:
+        x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
+        w = rng.standard_normal((m, c, kh, kw)).astype(np.float32)
+        bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+        oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+        res = rng.standard_normal((n, m, oh, ow)).astype(np.float32) if with_res else None
+        g = conv_ops.Geometry((kh, kw), (sh, sw), (1, 1), (pt, pl), (pb, pr), (pb, pr), (oh, ow))
+        packed = conv_ops.pack_weights(w, 1, np.float32, bias)
+        ran = conv_ops.takes_wasm_im2col(x, packed, g)
+        got = conv_ops.conv_compute(x, packed, g, _act(name), None, None if res is None else res.copy())
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        acc = np.zeros((n, m, oh, ow))
+        mag = np.zeros((n, m, oh, ow))
+        for a in range(kh):
+            for b in range(kw):
+                win = xp[:, :, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw]
+                acc += np.einsum("nchw,mc->nmhw", win, w[:, :, a, b].astype(np.float64))
+                mag += np.einsum("nchw,mc->nmhw", np.abs(win), np.abs(w[:, :, a, b]).astype(np.float64))
+        for extra in (bias[:, None, None] if bias is not None else None, res):
+            if extra is not None:
+                acc = acc + extra
+                mag = mag + np.abs(extra)
+        want = _apply(name, acc)
+        bound = 3 * (c * kh * kw + 3) * U32 * mag + 8 * U32 * (1 + np.abs(acc))
+        count += 1
+        if not ran or got.shape != want.shape or not np.all(np.abs(got - want) <= bound):
+            fail(f"im2col conv {list(x.shape)} M={m} k={kh}x{kw} s={sh},{sw} pads={pt},{pl},{pb},{pr} "
+                 f"bias={with_bias} residual={with_res} act={name}: ran={ran}")
     return count
 
 
@@ -283,6 +331,7 @@ async def check(variants: list[str]) -> dict[str, Any]:
         if wasm_kernels.exports(family) is None:
             failures.append(f"the {family} kernels are not loaded")
     count += _check_depthwise(rng, failures.append) + _check_bias_act(rng, failures.append)
+    count += _check_im2col_conv(rng, failures.append)
     count += _check_rows(rng, failures.append)
     return {"backend": backend, "count": count, "failures": failures[:20], "n_failures": len(failures)}
 
