@@ -116,7 +116,7 @@ def _warm_up(exports: dict[str, Any], variant: str) -> None:
     want = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.tolist()]
     ok = np.allclose(c, a @ b, rtol=1e-4, atol=1e-4) and np.allclose(y, want, rtol=1e-5, atol=1e-6)
     # The depthwise conv (3x3, stride 2, pad 1, bias, ReLU), im2col into panels, the epilogue (bias per
-    # row, HardSwish), softmax and LayerNorm, on shapes with vector tails.
+    # row, HardSwish), a per-row Mul, softmax and LayerNorm, on shapes with vector tails.
     img = rng.standard_normal((2, 3, 19, 37)).astype(np.float32)
     taps = rng.standard_normal((3, 9)).astype(np.float32)
     bias = rng.standard_normal(3).astype(np.float32)
@@ -149,6 +149,10 @@ def _warm_up(exports: dict[str, Any], variant: str) -> None:
         np.copyto(out, rows)
         exports["elementwise"].bias_act(_address(out), 33, 35, 35, _address(first), 1, 33, 4, 0.0, 0.0)
     z = rows + first[:, None]
+    prod = np.empty_like(rows)
+    for _ in range(8):
+        exports["elementwise"].binary(_address(rows), _address(first), _address(prod), 33, 35, 1, 33, 2)
+    ok = ok and np.array_equal(prod, rows * first[:, None])
     ok = ok and np.allclose(out, z * np.clip(z / 6 + 0.5, 0, 1), rtol=1e-5, atol=1e-6)
     if not ok:
         raise RuntimeError(f"the {variant} wasm kernels' results differ from numpy's")

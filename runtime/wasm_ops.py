@@ -164,3 +164,47 @@ def im2col_panels(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, in
         raise ValueError(f"im2col_panels: dst of {dst.size} floats for {size}")
     kernels.im2col_panels(_address(x), c, h, w, kh, kw, sh, sw, pt, pl, r0, nr, out_w, int(ones), _address(dst))
     return True
+
+
+#: The `binary` kernel's operators.
+BINARY_OPS = {"Add": 0, "Sub": 1, "Mul": 2}
+
+
+def _broadcast_mode(shape: tuple[int, ...], other: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """How an operand of shape `other` broadcasts onto `shape` as the `binary` kernel reads it:
+    (b_mode, nb, rows, cols), or None for a pattern it lacks."""
+    if other == shape:
+        return 0, 1, 1, math.prod(shape)
+    if len(other) > len(shape):
+        return None
+    o = (1,) * (len(shape) - len(other)) + tuple(other)
+    k = len(o)
+    while k and o[k - 1] == 1:
+        k -= 1  # o[k:] are ones: broadcast across the trailing dims
+    j = 0
+    while j < k and o[j] == 1:
+        j += 1  # o[:j] are ones: repeated across the leading dims
+    if o[j:k] != shape[j:k]:
+        return None
+    if k == len(o):  # a trailing row vector
+        return 2, 1, math.prod(shape[:j]), math.prod(shape[j:])
+    return 1, math.prod(shape[j:k]), math.prod(shape[:k]), math.prod(shape[k:])
+
+
+def binary(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """a op b (Add, Sub, Mul) for float32 operands where one has the result's shape and the other that
+    shape, a scalar, a per-channel [C, 1, 1] or a trailing row vector (a commutative op may have them
+    swapped); a new array, or None where the kernel does not run it (numpy then does)."""
+    kernels = wasm_kernels.exports("elementwise")
+    if kernels is None or a.dtype != _F32 or b.dtype != _F32 or max(a.size, b.size) < _MIN_SIZE \
+            or not a.flags.c_contiguous or not b.flags.c_contiguous:
+        return None
+    if a.shape != b.shape and b.size > a.size and op != "Sub":
+        a, b = b, a
+    mode = _broadcast_mode(a.shape, b.shape)
+    if mode is None:
+        return None
+    b_mode, nb, rows, cols = mode
+    y = np.empty(a.shape, _F32)
+    kernels.binary(_address(a), _address(b), _address(y), rows, cols, b_mode, nb, BINARY_OPS[op])
+    return y

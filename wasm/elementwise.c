@@ -75,3 +75,38 @@ void bias_act(float *y, u32 rows, u32 cols, u32 ld, const float *bias, u32 bias_
         default: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_NONE, v0, v1); break;
     }
 }
+
+static inline v128_t binop4(v128_t a, v128_t b, u32 op) {
+    return op == 0 ? wasm_f32x4_add(a, b) : op == 1 ? wasm_f32x4_sub(a, b) : wasm_f32x4_mul(a, b);
+}
+
+// The rows of `binary` for one operator (a constant once inlined).
+static inline __attribute__((always_inline)) void binary_rows(const float *a, const float *b, float *y, u32 rows,
+                                                              u32 cols, u32 b_mode, u32 nb, u32 op) {
+    for (u32 r = 0; r < rows; r++) {
+        const float *ar = a + r * cols;
+        const float *br = b_mode == 0 ? b + r * cols : b;
+        float *yr = y + r * cols;
+        v128_t bs = SPLAT(b_mode == 1 ? b[r % nb] : 0.0f);
+        u32 c = 0;
+        for (; c + 4 <= cols; c += 4) {
+            v128_t bv = b_mode == 1 ? bs : wasm_v128_load(br + c);
+            wasm_v128_store(yr + c, binop4(wasm_v128_load(ar + c), bv, op));
+        }
+        if (c < cols) {
+            u32 w = cols - c;
+            v128_t bv = b_mode == 1 ? bs : load_lanes(br + c, w, 0.0f);
+            store_lanes(yr + c, binop4(load_lanes(ar + c, w, 0.0f), bv, op), w);
+        }
+    }
+}
+
+// y = a op b (op 0: +, 1: -, 2: *) over `rows` contiguous rows of `cols` floats, b broadcast as numpy does
+// for the shapes NCHW models meet: b_mode 0, b has a's shape; 1, b[r % nb] per row (a per-channel
+// [C, 1, 1] or a scalar); 2, b[c] per column (a trailing row vector).  y may be a or b (in place).
+__attribute__((export_name("binary")))
+void binary(const float *a, const float *b, float *y, u32 rows, u32 cols, u32 b_mode, u32 nb, u32 op) {
+    if (op == 0) binary_rows(a, b, y, rows, cols, b_mode, nb, 0);
+    else if (op == 1) binary_rows(a, b, y, rows, cols, b_mode, nb, 1);
+    else binary_rows(a, b, y, rows, cols, b_mode, nb, 2);
+}

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import dtypes, wasm_kernels
+from .. import dtypes, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim
 from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
                       same_as_input, tensor)
@@ -522,7 +522,19 @@ def _binary_kernel(ctx: OpContext, fn: Callable[[np.ndarray, np.ndarray], np.nda
             return (np.asarray(fn(a, b)),)
 
         return run_legacy
+    name = _WASM_BINARY.get(fn)
+    if name is not None:
+        def run_wasm(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
+            """Pyodide: float32 Add/Sub/Mul in one SIMD pass (numpy there runs scalar loops)."""
+            y = wasm_ops.binary(name, a, b)
+            return (np.asarray(fn(a, b)) if y is None else y,)
+
+        return run_wasm
     return lambda a, b: (np.asarray(fn(a, b)),)
+
+
+#: The binary ops the wasm `binary` kernel runs, by numpy function.
+_WASM_BINARY: dict[Any, str] = {np.add: "Add", np.subtract: "Sub", np.multiply: "Mul"}
 
 
 def _binary_build(spec: Binary) -> Callable[[OpContext], Any]:

@@ -275,6 +275,32 @@ def _check_bias_act(rng: np.random.Generator, fail: Callable[[str], None]) -> in
     return count
 
 
+def _check_binary(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """wasm_ops.binary (Add, Sub, Mul) on the broadcasts it takes, operands swapped for Add and Mul, and
+    the ones it leaves to numpy, against float64 (one rounding: exact to 1 ulp)."""
+    count = 0
+    shape = (2, 5, 13, 33)
+    for other in [shape, (1, 5, 1, 1), (5, 1, 1), (33,), (), (13, 33), (2, 5, 1, 1)]:
+        for op, fn in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)):
+            for swap in (False, True):
+                a = rng.standard_normal(shape).astype(np.float32)
+                b = rng.standard_normal(other).astype(np.float32)
+                a.flat[7] = np.nan
+                x, y = (b, a) if swap else (a, b)
+                got = wasm_ops.binary(op, x, y)
+                want = fn(x.astype(np.float64), y.astype(np.float64))
+                count += 1
+                expect_run = not (swap and op == "Sub" and other != shape)
+                if (got is None) == expect_run or (got is not None and (
+                        got.shape != want.shape or not np.array_equal(np.isnan(got), np.isnan(want))
+                        or not np.all(np.abs(got - want)[~np.isnan(want)] <= U32 * np.abs(want)[~np.isnan(want)]))):
+                    fail(f"binary {op} {list(x.shape)} {list(y.shape)}: {'not run' if got is None else 'wrong'}")
+    count += 1
+    if wasm_ops.binary("Add", np.ones((64, 1), np.float32), np.ones((1, 64), np.float32)) is not None:
+        fail("binary of two broadcast operands should be left to numpy")
+    return count
+
+
 def _check_rows(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
     """Softmax (the op's and attention's masked rows) and LayerNorm over odd row lengths."""
     count = 0
@@ -331,7 +357,7 @@ async def check(variants: list[str]) -> dict[str, Any]:
         if wasm_kernels.exports(family) is None:
             failures.append(f"the {family} kernels are not loaded")
     count += _check_depthwise(rng, failures.append) + _check_bias_act(rng, failures.append)
-    count += _check_im2col_conv(rng, failures.append)
+    count += _check_im2col_conv(rng, failures.append) + _check_binary(rng, failures.append)
     count += _check_rows(rng, failures.append)
     return {"backend": backend, "count": count, "failures": failures[:20], "n_failures": len(failures)}
 
