@@ -208,3 +208,18 @@ def binary(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     y = np.empty(a.shape, _F32)
     kernels.binary(_address(a), _address(b), _address(y), rows, cols, b_mode, nb, BINARY_OPS[op])
     return y
+
+
+def pointwise_panels(x: np.ndarray, q0: int, q1: int, ones: bool, dst: np.ndarray) -> bool:
+    """Columns q0 .. q1 of x [C, P] (float32, contiguous: a 1x1 conv's input, which already is its
+    column matrix) into `dst` in the GEMM's panel layout, plus a row of ones with `ones`: the im2col
+    kernel on x as one row of P cells, started q0 cells in; False where the kernel does not run."""
+    kernels = wasm_kernels.exports("conv")
+    if kernels is None or x.dtype != _F32 or x.ndim != 2 or not x.flags.c_contiguous or not 0 <= q0 < q1 <= x.shape[1]:
+        return False
+    c, p = x.shape
+    size = -(-(q1 - q0) // 16) * 16 * (c + int(ones))
+    if dst.dtype != _F32 or not dst.flags.c_contiguous or dst.size < size or not dst.flags.writeable:
+        raise ValueError(f"pointwise_panels: dst of {dst.size} floats for {size}")
+    kernels.im2col_panels(_address(x) + 4 * q0, c, 1, p, 1, 1, 1, 1, 0, 0, 0, 1, q1 - q0, int(ones), _address(dst))
+    return True

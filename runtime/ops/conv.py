@@ -536,10 +536,10 @@ _WASM_PANEL_FLOATS = 1 << 18
 
 
 def takes_wasm_im2col(x: np.ndarray, w: ConvWeights, g: Geometry) -> bool:
-    """Whether `_wasm_im2col_conv` runs this conv: Pyodide with the kernels, float32, 2-D, one group,
-    a window other than 1x1/1 unpadded (those are the matmul of `_pointwise_conv` or the gather's
-    matrix-vector products), dilation 1, column stride 1 or 2."""
-    return (w.mat is not None and w.mat.shape[0] == 1 and not g.trivial and x.dtype == np.float32 and x.ndim == 4
+    """Whether the wasm im2col engines run this conv (`_wasm_im2col_conv`, and `_wasm_pointwise_conv`
+    for 1x1/1 unpadded windows): Pyodide with the kernels, float32, 2-D, one group, dilation 1, column
+    stride 1 or 2."""
+    return (w.mat is not None and w.mat.shape[0] == 1 and x.dtype == np.float32 and x.ndim == 4
             and len(g.kernel) == 2 and g.dilations == (1, 1) and g.strides[1] in (1, 2)
             and wasm_ops.wasm_kernels.exports("conv") is not None and cpu_gemm.wasm() is not None)
 
@@ -571,6 +571,33 @@ def _wasm_im2col_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epil
             kernels.gemm(mat, cpu_gemm.Packed(panels, k, cells), block)
             _finish_block(block, None if residual is None else residual[i, :, r0 * ow:r0 * ow + cells], epilogue)
     return y.reshape((n, m) + g.out)
+
+
+def _wasm_pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue,
+                         residual: np.ndarray | None) -> np.ndarray:
+    """A 1x1/1 unpadded conv (one group) on the wasm kernels (Pyodide): the input is its own column
+    matrix, so each chunk of cells is copied straight into the GEMM's panels (plus the ones row of a
+    folded bias) by wasm/conv.c, multiplied into the output and finished in cache; numpy's copy into a
+    ones-row buffer and pack_b's copy of it become one."""
+    assert w.mat is not None
+    kernels = cpu_gemm.wasm()
+    assert kernels is not None
+    mat = w.mat[0]
+    n, c = x.shape[:2]
+    m, k = mat.shape
+    p = math.prod(x.shape[2:])
+    y = np.empty((n, m, p), np.float32)
+    cells = max(cpu_gemm.PANEL, _WASM_PANEL_FLOATS // k // cpu_gemm.PANEL * cpu_gemm.PANEL)
+    panels = scratch("conv.panels", (-(-min(cells, p) // cpu_gemm.PANEL) * cpu_gemm.PANEL * k,), np.float32)
+    xm = np.ascontiguousarray(x).reshape(n, c, p)
+    for i in range(n):
+        for q0 in range(0, p, cells):
+            q1 = min(p, q0 + cells)
+            wasm_ops.pointwise_panels(xm[i], q0, q1, w.folded, panels)
+            block = y[i, :, q0:q1]
+            kernels.gemm(mat, cpu_gemm.Packed(panels, k, q1 - q0), block)
+            _finish_block(block, None if residual is None else residual[i, :, q0:q1], epilogue)
+    return y.reshape((n, m) + x.shape[2:])
 
 
 #: Convs whose column buffer holds at most this many cells are im2col'ed by one gather (`_gather_conv`):
@@ -1226,6 +1253,9 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
         return y
     assert w.mat is not None
     if g.trivial and math.prod(g.out) > _POINTWISE_GATHER_MAX_CELLS:
+        if takes_wasm_im2col(x, w, g):
+            res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+            return _wasm_pointwise_conv(x, w, Epilogue(bias, act), res)
         return _pointwise_conv(x, w, Epilogue(bias, act), residual, consume)
     res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
     winograd = w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out)

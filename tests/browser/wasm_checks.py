@@ -202,9 +202,10 @@ def _check_depthwise(rng: np.random.Generator, fail: Callable[[str], None]) -> i
 
 def _check_im2col_conv(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
     """Dense 2-D convs through ops.conv.conv_compute, which in Pyodide routes them to the wasm im2col
-    (columns gathered straight into GEMM panels) and GEMM: kernels 1x1 padded to 5x5 and 1x7, strides 1
-    and 2 (row stride 3 too), asymmetric pads, a bias folded into the weights, a residual and an
-    activation, chunks of output rows (a 1 MiB panel budget), against float64."""
+    (columns gathered straight into GEMM panels) and GEMM: kernels 1x1 (padded, and plain: the
+    pointwise engine) to 5x5 and 1x7, strides 1 and 2 (row stride 3 too), asymmetric pads, a bias
+    folded into the weights, a residual and an activation, chunks of output rows or cells (a 1 MiB
+    panel budget), against float64."""
     from webinfer.ops import conv as conv_ops
     count = 0
     cases = [  # (N, C, H, W), M, (kh, kw), (sh, sw), (pt, pl, pb, pr), bias, residual, act
@@ -215,6 +216,9 @@ def _check_im2col_conv(rng: np.random.Generator, fail: Callable[[str], None]) ->
         ((1, 3, 11, 9), 4, (1, 1), (1, 1), (1, 0, 0, 1), True, False, None),
         ((1, 2, 19, 21), 3, (2, 3), (3, 2), (0, 1, 2, 0), False, False, "LeakyRelu"),
         ((1, 64, 40, 40), 24, (3, 3), (2, 1), (1, 1, 1, 1), True, False, None),
+        ((2, 16, 9, 41), 32, (1, 1), (1, 1), (0, 0, 0, 0), True, True, "HardSwish"),  # 1x1: _wasm_pointwise_conv
+        ((1, 64, 70, 70), 10, (1, 1), (1, 1), (0, 0, 0, 0), True, False, "Relu"),  # ... in two chunks
+        ((1, 40, 1, 1), 10, (1, 1), (1, 1), (0, 0, 0, 0), True, False, "HardSigmoid"),  # squeeze-excitation
     ]
     for (n, c, h, wd), m, (kh, kw), (sh, sw), (pt, pl, pb, pr), with_bias, with_res, name in cases:
         x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
