@@ -36,11 +36,15 @@ inside long vectorised loops, so the kernels are shaped for those:
   row-shifted copies of the flattened input (`_depthwise_flat`), strided
   ones a per-channel vector-matrix product over small column blocks
   (`_depthwise`); both beat a loop of per-tap multiply-adds, which costs
-  two passes over the output per tap.  In Pyodide (whose numpy has no BLAS)
-  2-D depthwise convs with dilation 1 and column stride 1 or 2 run on the
-  direct WebAssembly kernel instead (wasm/conv.c, through wasm_ops.py), bias
-  and activation applied in its store; there the other engines' epilogues
-  (bias, activation) are one pass of wasm/elementwise.c's `bias_act`.
+  two passes over the output per tap.
+- In Pyodide (whose numpy has no BLAS and no SIMD) float32 2-D convs with
+  dilation 1 and column stride 1 or 2 run on the WebAssembly kernels
+  (wasm/conv.c, through wasm_ops.py): depthwise ones directly, bias and
+  activation in the kernel's store; dense ones (one group) as im2col written
+  straight into the GEMM's panel layout, chunk by chunk, then the GEMM
+  (`_wasm_im2col_conv`, `_wasm_pointwise_conv` for 1x1 ones), except where
+  Winograd pays.  The epilogues (bias, activation) there are one pass of
+  wasm/elementwise.c's `bias_act`.
 - numpy is fast only on long contiguous runs (2-4x slower per cell on
   rows of a few hundred cells), so transforms, shifted sums and epilogues
   work on flat ranges wherever the layout allows.
@@ -80,7 +84,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import blas, dtypes, gemm as cpu_gemm, wasm_ops
+from .. import blas, dtypes, gemm as cpu_gemm, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, static_len, tensor
 from .elementwise import Activation, fused_activation
@@ -541,7 +545,7 @@ def takes_wasm_im2col(x: np.ndarray, w: ConvWeights, g: Geometry) -> bool:
     stride 1 or 2."""
     return (w.mat is not None and w.mat.shape[0] == 1 and x.dtype == np.float32 and x.ndim == 4
             and len(g.kernel) == 2 and g.dilations == (1, 1) and g.strides[1] in (1, 2)
-            and wasm_ops.wasm_kernels.exports("conv") is not None and cpu_gemm.wasm() is not None)
+            and wasm_kernels.exports("conv") is not None and cpu_gemm.wasm() is not None)
 
 
 def _wasm_im2col_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
