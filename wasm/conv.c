@@ -18,8 +18,9 @@ static inline v128_t load_s(const float *p, u32 s) {
 
 // One channel: y[oh, ow] = act(b + sum_ij w[i, j] * xp[r * sh + i, c * sw + j]) over the padded plane xp
 // (row stride wp).  The scratch row is wide enough for every 4-column vector, the last partial one too.
-static inline __attribute__((always_inline)) void plane(const float *xp, u32 wp, float *y, u32 oh, u32 ow,
-                                                        const float *w, u32 kh, u32 kw, u32 sh, u32 sw, float b,
+static inline __attribute__((always_inline)) void plane(const float *xp, u32 wp, float *__restrict y, u32 oh,
+                                                        u32 ow, const float *__restrict w, u32 kh, u32 kw, u32 sh,
+                                                        u32 sw, float b,
                                                         u32 act, v128_t p0, v128_t p1) {
     for (u32 r = 0; r < oh; r++) {
         const float *xr = xp + r * sh * wp;
@@ -70,8 +71,13 @@ static inline __attribute__((always_inline)) void planes(const float *x, float *
             for (; c < wd; c++) dst[c] = src[r * wd + c];
         }
         u32 k = n % ch;
-        plane(scratch, wp, y + n * oh * ow, oh, ow, w + k * kh * kw, kh, kw, sh, sw, bias ? bias[k] : 0.0f, act,
-              p0, p1);
+        float *yn = y + n * oh * ow;
+        const float *wk = w + k * kh * kw;
+        float b = bias ? bias[k] : 0.0f;
+        // 3x3 and 5x5 with constant sizes: the taps unroll and their weights stay in registers.
+        if (kh == 3 && kw == 3) plane(scratch, wp, yn, oh, ow, wk, 3, 3, sh, sw, b, act, p0, p1);
+        else if (kh == 5 && kw == 5) plane(scratch, wp, yn, oh, ow, wk, 5, 5, sh, sw, b, act, p0, p1);
+        else plane(scratch, wp, yn, oh, ow, wk, kh, kw, sh, sw, b, act, p0, p1);
     }
 }
 
