@@ -1,6 +1,6 @@
 """webinfer (Pyodide) next to onnxruntime-web in the same Chromium, on the same models and inputs.
 
-    python benchmarks/bench_browser.py [--models ppocr minilm128] [--runs 5] [--warmup 1]
+    python benchmarks/bench_browser.py [--models ppocr minilm128 mobilenetv3] [--runs 5] [--warmup 1]
                                        [--gpu-runs 2] [--gpu-warmup 0]
                                        [--ort-threads 1] [--timeout 300] [--cold 1] [--json]
 
@@ -9,7 +9,8 @@ webinfer's device; onnxruntime-web's module import), session load, first
 run, median and p90 latency, the largest difference of the first output
 from native onnxruntime on the same inputs, and for webinfer the nodes on
 the GPU and the GPU dispatches per run.  Rows: webinfer cpu (numpy in
-Pyodide, matrix products on the WebAssembly SIMD kernels, gemm.py), webinfer
+Pyodide, matrix products, convs, epilogues, softmax and LayerNorm on the
+WebAssembly SIMD kernels: gemm.py, wasm_ops.py), webinfer
 cpu-numpy (the same with the kernels switched off: numpy's BLAS-less matmul,
 what the cpu path was before them), webinfer webgpu (the browser's WebGPU through webinfer's browser
 backend, the same WGSL kernels as native), onnxruntime-web `wasm`, and its
@@ -65,6 +66,8 @@ def _minilm_feed() -> dict[str, np.ndarray]:
 CASES: dict[str, tuple[str, Callable[[], dict[str, np.ndarray]]]] = {
     "ppocr": ("ppocr_det", lambda: {"x": np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)}),
     "minilm128": ("minilm", _minilm_feed),
+    "mobilenetv3": ("mobilenetv3_small",
+                    lambda: {"input": np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)}),
 }
 
 
@@ -234,18 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Chromium, WebGPU adapter: {adapter or 'none'}; onnxruntime-web {ORT_WEB_VERSION} "
           f"({args.ort_threads} thread{'s' if args.ort_threads > 1 else ''}); runs={args.runs} warmup={args.warmup}, "
           f"webgpu rows runs={args.gpu_runs} warmup={args.gpu_warmup}")
-    head = f"{'model':<11}{'runtime:ep':<17}{'init ms':>9}{'load ms':>9}{'first ms':>10}{'median ms':>11}" \
+    head = f"{'model':<13}{'runtime:ep':<17}{'init ms':>9}{'load ms':>9}{'first ms':>10}{'median ms':>11}" \
            f"{'p90 ms':>9}{'max|diff|':>11}{'GPU nodes':>11}{'dispatches':>12}  GEMM"
     print(head)
     print("-" * len(head))
     for r in rows:
         name = f"{r['runtime']}:{r['ep']}"
         if "error" in r:
-            print(f"{r['model']:<11}{name:<17}  {r['error'][:200]}")
+            print(f"{r['model']:<13}{name:<17}  {r['error'][:200]}")
             continue
         nodes = f"{r['nodes_gpu']}/{r['nodes_total']}" if "nodes_gpu" in r else "-"
         dispatches = r.get("dispatches")
-        print(f"{r['model']:<11}{name:<17}{r['init_ms']:>9.0f}{r['load_ms']:>9.0f}{r['first_ms']:>10.0f}"
+        print(f"{r['model']:<13}{name:<17}{r['init_ms']:>9.0f}{r['load_ms']:>9.0f}{r['first_ms']:>10.0f}"
               f"{r['median_ms']:>11.1f}{r['p90_ms']:>9.1f}{r['max_abs_diff']:>11.1e}{nodes:>11}"
               f"{dispatches if dispatches is not None else '-':>12}  {r.get('gemm', '-')}")
     for case in args.models:

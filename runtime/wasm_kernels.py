@@ -34,7 +34,7 @@ import numpy as np
 #: The builds, best first (`{family}-{variant}.wasm`).
 VARIANTS = ("relaxed", "simd128")
 #: The kernel families (wasm/*.c) a build must have all of.
-FAMILIES = ("elementwise", "gemm")
+FAMILIES = ("conv", "elementwise", "gemm", "rows")
 
 
 @dataclass
@@ -114,7 +114,47 @@ def _warm_up(exports: dict[str, Any], variant: str) -> None:
         np.copyto(y, x)
         exports["elementwise"].gelu(_address(y), y.size)
     want = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.tolist()]
-    if not np.allclose(c, a @ b, rtol=1e-4, atol=1e-4) or not np.allclose(y, want, rtol=1e-5, atol=1e-6):
+    ok = np.allclose(c, a @ b, rtol=1e-4, atol=1e-4) and np.allclose(y, want, rtol=1e-5, atol=1e-6)
+    # The depthwise conv (3x3, stride 2, pad 1, bias, ReLU), im2col into panels, the epilogue (bias per
+    # row, HardSwish), a per-row Mul, softmax and LayerNorm, on shapes with vector tails.
+    img = rng.standard_normal((2, 3, 19, 37)).astype(np.float32)
+    taps = rng.standard_normal((3, 9)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    conv = np.empty((2, 3, 10, 19), np.float32)
+    scratch = np.empty(21 * 82, np.float32)
+    rows = a[:, :35].copy()
+    out = np.empty_like(rows)
+    for _ in range(8):
+        exports["conv"].depthwise2d(_address(img), _address(conv), _address(taps), _address(bias), 6, 3, 19, 37,
+                                    10, 19, 3, 3, 2, 2, 1, 1, _address(scratch), 21, 82, 1, 0.0, 0.0)
+        exports["rows"].softmax(_address(rows), _address(out), 33, 35, 0)
+    cols = np.empty(16 * 28, np.float32)  # im2col of the first image's output cells 0..15, a ones row
+    for _ in range(8):
+        exports["conv"].im2col_panels(_address(img), 3, 19, 37, 3, 3, 2, 2, 1, 1, 0, 1, 16, 1, _address(cols))
+    padded = np.pad(img.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    tap_rows = [padded[0, ch, i, j:j + 31:2] for ch in range(3) for i in range(3) for j in range(3)]
+    ok = ok and np.array_equal(cols.reshape(28, 16), np.stack(tap_rows + [np.ones(16)]))
+    want_conv = sum(padded[:, :, i:i + 19:2, j:j + 37:2] * taps[:, 3 * i + j, None, None]
+                    for i in range(3) for j in range(3)) + bias[:, None, None]
+    e = np.exp(rows - rows.max(axis=1, keepdims=True))
+    ok = ok and np.allclose(conv, np.maximum(want_conv, 0), rtol=1e-4, atol=1e-5) \
+        and np.allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    for _ in range(8):
+        exports["rows"].layernorm(_address(rows), _address(out), 33, 35, _address(rows[0]), 0, 1e-5)
+    d = rows - rows.mean(axis=1, keepdims=True)
+    ok = ok and np.allclose(out, d / np.sqrt((d * d).mean(axis=1, keepdims=True) + 1e-5) * rows[0],
+                            rtol=1e-4, atol=1e-5)
+    first = rows[:, 0].copy()
+    for _ in range(8):
+        np.copyto(out, rows)
+        exports["elementwise"].bias_act(_address(out), 33, 35, 35, _address(first), 1, 33, 4, 0.0, 0.0)
+    z = rows + first[:, None]
+    prod = np.empty_like(rows)
+    for _ in range(8):
+        exports["elementwise"].binary(_address(rows), _address(first), _address(prod), 33, 35, 1, 33, 2)
+    ok = ok and np.array_equal(prod, rows * first[:, None])
+    ok = ok and np.allclose(out, z * np.clip(z / 6 + 0.5, 0, 1), rtol=1e-5, atol=1e-6)
+    if not ok:
         raise RuntimeError(f"the {variant} wasm kernels' results differ from numpy's")
 
 

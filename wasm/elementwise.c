@@ -1,38 +1,13 @@
-// f32 elementwise loops for WebAssembly SIMD, in place on the host's memory: exact (erf) GELU.
+// f32 elementwise loops for WebAssembly SIMD, in place on the host's memory: exact (erf) GELU, and the
+// bias + activation epilogue of products and convs.
 //
 // Same rules as gemm.c: no data, no globals, no stack, no libc (constants are v128.const immediates).
 // GELU(x) = x * Phi(x), with Phi(x) = (1 + tanh(x Q(x^2))) / 2 = 1 / (1 + exp(-2 x Q(x^2))) and Q the
 // degree-6 fit to atanh(erf(x / sqrt 2)) / x of ops/elementwise.py (erf within 2.8e-7 relative).  The
 // sigmoid form has no cancellation, so large negative x keep their relative accuracy; exp is Cephes'
-// expf (range reduction by ln 2, degree-6 polynomial, 2^k through the exponent bits).
+// expf (simd_math.h).
 
-#include <wasm_simd128.h>
-
-typedef unsigned int u32;
-
-#ifdef __wasm_relaxed_simd__
-#define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
-#else
-#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
-#endif
-
-#define SPLAT(c) wasm_f32x4_splat(c)
-
-// exp(x) for x in [-87.3, 88.3] (callers clamp): within 2 ulp.
-static inline v128_t exp4(v128_t x) {
-    v128_t k = wasm_f32x4_nearest(wasm_f32x4_mul(x, SPLAT(1.44269504088896341f)));
-    v128_t r = MADD(k, SPLAT(-0.693359375f), x);
-    r = MADD(k, SPLAT(2.12194440e-4f), r);
-    v128_t p = SPLAT(1.9875691500e-4f);
-    p = MADD(p, r, SPLAT(1.3981999507e-3f));
-    p = MADD(p, r, SPLAT(8.3334519073e-3f));
-    p = MADD(p, r, SPLAT(4.1665795894e-2f));
-    p = MADD(p, r, SPLAT(1.6666665459e-1f));
-    p = MADD(p, r, SPLAT(5.0000001201e-1f));
-    p = MADD(p, wasm_f32x4_mul(r, r), wasm_f32x4_add(r, SPLAT(1.0f)));
-    v128_t two_k = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(k), wasm_i32x4_splat(127)), 23);
-    return wasm_f32x4_mul(p, two_k);
-}
+#include "simd_math.h"
 
 static inline v128_t gelu4(v128_t x) {
     v128_t x2 = wasm_f32x4_mul(x, x);
@@ -58,12 +33,80 @@ __attribute__((export_name("gelu")))
 void gelu(float *x, u32 n) {
     u32 i = 0;
     for (; i + 4 <= n; i += 4) wasm_v128_store(x + i, gelu4(wasm_v128_load(x + i)));
-    if (i < n) {
-        u32 w = n - i;
-        v128_t v = wasm_f32x4_make(x[i], w > 1 ? x[i + 1] : 0.0f, w > 2 ? x[i + 2] : 0.0f, 0.0f);
-        v = gelu4(v);
-        x[i] = wasm_f32x4_extract_lane(v, 0);
-        if (w > 1) x[i + 1] = wasm_f32x4_extract_lane(v, 1);
-        if (w > 2) x[i + 2] = wasm_f32x4_extract_lane(v, 2);
+    if (i < n) store_lanes(x + i, gelu4(load_lanes(x + i, n - i, 0.0f)), n - i);
+}
+
+// The rows of bias_act for one activation (a constant once inlined, so each case gets its own loop).
+static inline __attribute__((always_inline)) void bias_act_rows(float *y, u32 rows, u32 cols, u32 ld,
+                                                                const float *bias, u32 bias_mode, u32 nb,
+                                                                u32 act, v128_t v0, v128_t v1) {
+    for (u32 r = 0; r < rows; r++) {
+        float *row = y + r * ld;
+        v128_t b = SPLAT(bias_mode == 1 ? bias[r % nb] : 0.0f);
+        u32 c = 0;
+        for (; c + 4 <= cols; c += 4) {
+            v128_t x = wasm_v128_load(row + c);
+            if (bias_mode == 2) b = wasm_v128_load(bias + c);
+            wasm_v128_store(row + c, act4(wasm_f32x4_add(x, b), act, v0, v1));
+        }
+        if (c < cols) {
+            u32 w = cols - c;
+            if (bias_mode == 2) b = load_lanes(bias + c, w, 0.0f);
+            store_lanes(row + c, act4(wasm_f32x4_add(load_lanes(row + c, w, 0.0f), b), act, v0, v1), w);
+        }
     }
+}
+
+// The epilogue of a product or conv, in place: y[r, c] = act(y[r, c] + bias), for `rows` rows of `cols`
+// floats, `ld` floats apart.  bias_mode 0: no bias; 1: bias[r % nb] per row (a conv's channels, NCHW
+// blocks of several images); 2: bias[c] per column (MatMul + Add).  One pass while the block is in cache,
+// instead of numpy's one per step (its activations take 2-4 passes each).
+__attribute__((export_name("bias_act")))
+void bias_act(float *y, u32 rows, u32 cols, u32 ld, const float *bias, u32 bias_mode, u32 nb, u32 act, float p0,
+              float p1) {
+    v128_t v0 = SPLAT(p0), v1 = SPLAT(p1);
+    switch (act) {
+        case ACT_RELU: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_RELU, v0, v1); break;
+        case ACT_CLIP: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_CLIP, v0, v1); break;
+        case ACT_HARDSIGMOID: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_HARDSIGMOID, v0, v1); break;
+        case ACT_HARDSWISH: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_HARDSWISH, v0, v1); break;
+        case ACT_SIGMOID: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_SIGMOID, v0, v1); break;
+        case ACT_LEAKYRELU: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_LEAKYRELU, v0, v1); break;
+        default: bias_act_rows(y, rows, cols, ld, bias, bias_mode, nb, ACT_NONE, v0, v1); break;
+    }
+}
+
+static inline v128_t binop4(v128_t a, v128_t b, u32 op) {
+    return op == 0 ? wasm_f32x4_add(a, b) : op == 1 ? wasm_f32x4_sub(a, b) : wasm_f32x4_mul(a, b);
+}
+
+// The rows of `binary` for one operator (a constant once inlined).
+static inline __attribute__((always_inline)) void binary_rows(const float *a, const float *b, float *y, u32 rows,
+                                                              u32 cols, u32 b_mode, u32 nb, u32 op) {
+    for (u32 r = 0; r < rows; r++) {
+        const float *ar = a + r * cols;
+        const float *br = b_mode == 0 ? b + r * cols : b;
+        float *yr = y + r * cols;
+        v128_t bs = SPLAT(b_mode == 1 ? b[r % nb] : 0.0f);
+        u32 c = 0;
+        for (; c + 4 <= cols; c += 4) {
+            v128_t bv = b_mode == 1 ? bs : wasm_v128_load(br + c);
+            wasm_v128_store(yr + c, binop4(wasm_v128_load(ar + c), bv, op));
+        }
+        if (c < cols) {
+            u32 w = cols - c;
+            v128_t bv = b_mode == 1 ? bs : load_lanes(br + c, w, 0.0f);
+            store_lanes(yr + c, binop4(load_lanes(ar + c, w, 0.0f), bv, op), w);
+        }
+    }
+}
+
+// y = a op b (op 0: +, 1: -, 2: *) over `rows` contiguous rows of `cols` floats, b broadcast as numpy does
+// for the shapes NCHW models meet: b_mode 0, b has a's shape; 1, b[r % nb] per row (a per-channel
+// [C, 1, 1] or a scalar); 2, b[c] per column (a trailing row vector).  y may be a or b (in place).
+__attribute__((export_name("binary")))
+void binary(const float *a, const float *b, float *y, u32 rows, u32 cols, u32 b_mode, u32 nb, u32 op) {
+    if (op == 0) binary_rows(a, b, y, rows, cols, b_mode, nb, 0);
+    else if (op == 1) binary_rows(a, b, y, rows, cols, b_mode, nb, 1);
+    else binary_rows(a, b, y, rows, cols, b_mode, nb, 2);
 }

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import dtypes, gemm
+from .. import dtypes, gemm, wasm_ops
 from ..ir import Dim, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dim_sub, shape_str, tensor
 from .elementwise import sigmoid
@@ -94,7 +94,7 @@ def _exp_rowwise(x: np.ndarray) -> np.ndarray:
 
 def _softmax_inplace(x: np.ndarray) -> None:
     """Stable softmax over the last axis, in place; an all -inf row becomes all 0 (not NaN)."""
-    if x.size:
+    if x.size and wasm_ops.softmax(x, x, True) is None:
         x /= _exp_rowwise(x)
 
 
@@ -170,17 +170,20 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None
                 out[sel] = rows
             return out
 
-        sums = _exp_shifted(scores, dead, exact_rows)
+        # Pyodide: the wasm kernel normalises each row exactly, in three passes over it (dead rows: 0).
+        sums = _exp_shifted(scores, dead, exact_rows) if wasm_ops.softmax(scores, scores, True) is None else None
     if dead is not None:
         np.copyto(scores, 0, where=dead)
-        sums[dead] = 1
+        if sums is not None:
+            sums[dead] = 1
     if qk_mode == 3:
-        scores /= sums
+        if sums is not None:
+            scores /= sums
         qk_out = probs = scores.astype(cdt, copy=False)
     else:
         probs = scores.astype(cdt, copy=False)
     y = gemm.matmul(probs.reshape(b, hkv, group * sq, skv), v.astype(cdt, copy=False)).reshape(b, hq, sq, dv)
-    if qk_mode != 3:
+    if qk_mode != 3 and sums is not None:
         y /= sums.astype(cdt, copy=False)
     return y, qk_out
 

@@ -37,6 +37,14 @@ inside long vectorised loops, so the kernels are shaped for those:
   ones a per-channel vector-matrix product over small column blocks
   (`_depthwise`); both beat a loop of per-tap multiply-adds, which costs
   two passes over the output per tap.
+- In Pyodide (whose numpy has no BLAS and no SIMD) float32 2-D convs with
+  dilation 1 and column stride 1 or 2 run on the WebAssembly kernels
+  (wasm/conv.c, through wasm_ops.py): depthwise ones directly, bias and
+  activation in the kernel's store; dense ones (one group) as im2col written
+  straight into the GEMM's panel layout, chunk by chunk, then the GEMM
+  (`_wasm_im2col_conv`, `_wasm_pointwise_conv` for 1x1 ones), except where
+  Winograd pays.  The epilogues (bias, activation) there are one pass of
+  wasm/elementwise.c's `bias_act`.
 - numpy is fast only on long contiguous runs (2-4x slower per cell on
   rows of a few hundred cells), so transforms, shifted sums and epilogues
   work on flat ranges wherever the layout allows.
@@ -76,7 +84,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .. import blas, dtypes, gemm as cpu_gemm
+from .. import blas, dtypes, gemm as cpu_gemm, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, static_len, tensor
 from .elementwise import Activation, fused_activation
@@ -307,7 +315,11 @@ class Epilogue:
     act: Activation | None
 
     def __call__(self, y: np.ndarray, channels: slice, axis: int) -> None:
-        """Finish `y`, a block whose axis `axis` holds output channels `channels`."""
+        """Finish `y`, a block whose axis `axis` holds output channels `channels`: in Pyodide one pass of
+        the wasm epilogue kernel (numpy's bias add and activations take 2-5 passes)."""
+        bias = None if self.bias is None else self.bias[channels]
+        if wasm_ops.bias_act(y, bias, axis, self.act):
+            return
         if self.bias is not None:
             y += self.bias[channels].reshape((-1,) + (1,) * (y.ndim - axis - 1))
         if self.act is not None:
@@ -520,6 +532,76 @@ def _gemm_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
         if whole:
             _finish_block(ym[i], None if residual is None else residual[i], epilogue)
     return y
+
+
+#: Floats of packed columns per product in `_wasm_im2col_conv` (1 MiB: in L2 while the weights' rows
+#: stream past it, as gemm.c's k-blocks are sized for).
+_WASM_PANEL_FLOATS = 1 << 18
+
+
+def takes_wasm_im2col(x: np.ndarray, w: ConvWeights, g: Geometry) -> bool:
+    """Whether the wasm im2col engines run this conv (`_wasm_im2col_conv`, and `_wasm_pointwise_conv`
+    for 1x1/1 unpadded windows): Pyodide with the kernels, float32, 2-D, one group, dilation 1, column
+    stride 1 or 2."""
+    return (w.mat is not None and w.mat.shape[0] == 1 and x.dtype == np.float32 and x.ndim == 4
+            and len(g.kernel) == 2 and g.dilations == (1, 1) and g.strides[1] in (1, 2)
+            and wasm_kernels.exports("conv") is not None and cpu_gemm.wasm() is not None)
+
+
+def _wasm_im2col_conv(x: np.ndarray, w: ConvWeights, g: Geometry, epilogue: Epilogue,
+                      residual: np.ndarray | None) -> np.ndarray:
+    """im2col + GEMM on the wasm kernels (Pyodide): the columns of a chunk of output rows are gathered
+    by wasm/conv.c straight into the GEMM's panel layout, then multiplied by the weight matrix (bias
+    folded as a ones row) into the output, and the chunk finished (residual, epilogue) in cache.  numpy's
+    strided im2col copy and gemm.c's pack_b of the columns, two passes over K x cells floats, become
+    one vector copy."""
+    assert w.mat is not None
+    kernels = cpu_gemm.wasm()
+    assert kernels is not None
+    mat = w.mat[0]
+    n, c, h, wd = x.shape
+    m, k = mat.shape
+    oh, ow = g.out
+    y = np.empty((n, m, oh * ow), np.float32)
+    rows = max(1, min(oh, _WASM_PANEL_FLOATS // (k * ow)))
+    panels = scratch("conv.panels", (-(-(rows * ow) // cpu_gemm.PANEL) * cpu_gemm.PANEL * k,), np.float32)
+    xc = np.ascontiguousarray(x)
+    for i in range(n):
+        for r0 in range(0, oh, rows):
+            nr = min(rows, oh - r0)
+            cells = nr * ow
+            wasm_ops.im2col_panels(xc[i], g.kernel, g.strides, g.begin, ow, r0, nr, w.folded, panels)
+            block = y[i, :, r0 * ow:r0 * ow + cells]
+            kernels.gemm(mat, cpu_gemm.Packed(panels, k, cells), block)
+            _finish_block(block, None if residual is None else residual[i, :, r0 * ow:r0 * ow + cells], epilogue)
+    return y.reshape((n, m) + g.out)
+
+
+def _wasm_pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue,
+                         residual: np.ndarray | None) -> np.ndarray:
+    """A 1x1/1 unpadded conv (one group) on the wasm kernels (Pyodide): the input is its own column
+    matrix, so each chunk of cells is copied straight into the GEMM's panels (plus the ones row of a
+    folded bias) by wasm/conv.c, multiplied into the output and finished in cache; numpy's copy into a
+    ones-row buffer and pack_b's copy of it become one."""
+    assert w.mat is not None
+    kernels = cpu_gemm.wasm()
+    assert kernels is not None
+    mat = w.mat[0]
+    n, c = x.shape[:2]
+    m, k = mat.shape
+    p = math.prod(x.shape[2:])
+    y = np.empty((n, m, p), np.float32)
+    cells = max(cpu_gemm.PANEL, _WASM_PANEL_FLOATS // k // cpu_gemm.PANEL * cpu_gemm.PANEL)
+    panels = scratch("conv.panels", (-(-min(cells, p) // cpu_gemm.PANEL) * cpu_gemm.PANEL * k,), np.float32)
+    xm = np.ascontiguousarray(x).reshape(n, c, p)
+    for i in range(n):
+        for q0 in range(0, p, cells):
+            q1 = min(p, q0 + cells)
+            wasm_ops.pointwise_panels(xm[i], q0, q1, w.folded, panels)
+            block = y[i, :, q0:q1]
+            kernels.gemm(mat, cpu_gemm.Packed(panels, k, q1 - q0), block)
+            _finish_block(block, None if residual is None else residual[i, :, q0:q1], epilogue)
+    return y.reshape((n, m) + x.shape[2:])
 
 
 #: Convs whose column buffer holds at most this many cells are im2col'ed by one gather (`_gather_conv`):
@@ -837,7 +919,7 @@ def _winograd_conv(x: np.ndarray, u: np.ndarray, g: Geometry, bias: np.ndarray |
             out = ch.out[:cells]
             np.matmul(prod.T, to_out, out=out)
             if act is not None and residual is None:
-                act(out)
+                Epilogue(None, act)(out, slice(None), 0)
             o0, o1 = 2 * first, min(oh, 2 * (first + r))
             if ow % 2:
                 _winograd_store(out, ch.odd[:, :o1 - o0], r, width)
@@ -1135,6 +1217,16 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     `consume`: the residual dies here and nothing else holds its buffer,
     which may then become the output.
     """
+    if w.depthwise is not None and len(g.kernel) == 2 and g.dilations == (1, 1):
+        y = wasm_ops.depthwise2d(x, w.depthwise, w.bias if w.bias is not None else bias, g.kernel, g.strides,
+                                 g.begin, g.out, act if residual is None else None)
+        if y is not None:
+            if residual is not None:
+                y += residual
+                Epilogue(None, act)(y, slice(None), 1)
+            elif act is not None and wasm_ops.activation_code(act) is None:
+                act(y)
+            return y
     if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS \
             and math.prod(g.kernel) >= _EINSUM_MIN_TAPS and math.prod(g.out) <= _EINSUM_MAX_CELLS:
         y = _depthwise_einsum(x, w, g)
@@ -1165,11 +1257,17 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
         return y
     assert w.mat is not None
     if g.trivial and math.prod(g.out) > _POINTWISE_GATHER_MAX_CELLS:
+        if takes_wasm_im2col(x, w, g):
+            res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+            return _wasm_pointwise_conv(x, w, Epilogue(bias, act), res)
         return _pointwise_conv(x, w, Epilogue(bias, act), residual, consume)
     res = None if residual is None else residual.reshape(residual.shape[:2] + (-1,))
+    winograd = w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out)
+    if not winograd and takes_wasm_im2col(x, w, g):  # Winograd's 2.25x fewer multiplies still win there
+        return _wasm_im2col_conv(x, w, g, Epilogue(bias, act), res)
     if takes_gather(x.shape, w, g):
         return _gather_conv(x, w, g, Epilogue(bias, act), res)
-    if w.winograd is not None and winograd_fits(g) and winograd_pays(x.shape[1], w.shape[0], g.out):
+    if winograd:
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
 

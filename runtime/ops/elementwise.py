@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import dtypes, wasm_kernels
+from .. import dtypes, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim
 from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
                       same_as_input, tensor)
@@ -234,23 +234,43 @@ def _hard_sigmoid_(alpha: float, beta: float) -> Activation:
     return run
 
 
-#: The `activation` names fusion passes attach (passes/fuse.py), each building its in-place function from
-#: the node's `activation_*` parameters (their defaults are those of the ONNX op that was fused).
-_FUSED_ACTIVATIONS: dict[str, Callable[[AttrMixin], Activation]] = {
-    "Relu": lambda ctx: _relu_,
-    "Tanh": lambda ctx: _tanh_,
-    "Sigmoid": lambda ctx: _sigmoid_,
-    "Gelu": lambda ctx: gelu_,
-    "HardSwish": lambda ctx: _hardswish_,
-    "Clip": lambda ctx: _clip_(float(ctx.attr("activation_min", -math.inf)),
-                               float(ctx.attr("activation_max", math.inf))),
-    "HardSigmoid": lambda ctx: _hard_sigmoid_(float(ctx.attr("activation_alpha", 0.2)),
-                                              float(ctx.attr("activation_beta", 0.5))),
-    "LeakyRelu": lambda ctx: _leaky_relu_(float(ctx.attr("activation_alpha", 0.01))),
-}
+@dataclass(frozen=True)
+class FusedActivation:
+    """A fused activation: applied in place by calling it (numpy), and known by name and parameters, so
+    that kernels which take it into their own store (the WebAssembly ones, runtime/wasm_ops.py) can."""
+
+    name: str
+    run: Activation
+    #: The ONNX op's parameters: Clip's min and max, HardSigmoid's alpha and beta, LeakyRelu's alpha.
+    p0: float = 0.0
+    p1: float = 0.0
+
+    def __call__(self, y: np.ndarray) -> None:
+        self.run(y)
 
 
-def fused_activation(ctx: AttrMixin, allowed: Sequence[str]) -> Activation | None:
+def _fused(ctx: AttrMixin, name: str) -> FusedActivation:
+    """The `activation` a fusion pass attached (passes/fuse.py), from the node's `activation_*` parameters,
+    whose defaults are those of the ONNX op that was fused."""
+    if name == "Clip":
+        lo, hi = float(ctx.attr("activation_min", -math.inf)), float(ctx.attr("activation_max", math.inf))
+        return FusedActivation(name, _clip_(lo, hi), lo, hi)
+    if name == "HardSigmoid":
+        alpha, beta = float(ctx.attr("activation_alpha", 0.2)), float(ctx.attr("activation_beta", 0.5))
+        return FusedActivation(name, _hard_sigmoid_(alpha, beta), alpha, beta)
+    if name == "LeakyRelu":
+        alpha = float(ctx.attr("activation_alpha", 0.01))
+        return FusedActivation(name, _leaky_relu_(alpha), alpha)
+    return FusedActivation(name, _PLAIN_ACTIVATIONS[name])
+
+
+#: The parameterless activations fusion passes attach.
+_PLAIN_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": gelu_,
+                                             "HardSwish": _hardswish_}
+_FUSED_NAMES = frozenset(_PLAIN_ACTIVATIONS) | {"Clip", "HardSigmoid", "LeakyRelu"}
+
+
+def fused_activation(ctx: AttrMixin, allowed: Sequence[str]) -> FusedActivation | None:
     """The in-place activation a fusion pass attached to this node (its `activation` attribute), or None.
 
     `allowed` names the activations the op's fusion produces; any other name is an error naming the node.
@@ -258,9 +278,9 @@ def fused_activation(ctx: AttrMixin, allowed: Sequence[str]) -> Activation | Non
     name = ctx.attr("activation", None)
     if name is None:
         return None
-    if name not in allowed:
+    if name not in allowed or name not in _FUSED_NAMES:
         raise ctx.error(f"fused activation {name!r} is not one of {', '.join(allowed)}")
-    return _FUSED_ACTIVATIONS[name](ctx)
+    return _fused(ctx, name)
 
 
 # ------------------------------------------------------------------ unary table
@@ -502,7 +522,19 @@ def _binary_kernel(ctx: OpContext, fn: Callable[[np.ndarray, np.ndarray], np.nda
             return (np.asarray(fn(a, b)),)
 
         return run_legacy
+    name = _WASM_BINARY.get(fn)
+    if name is not None:
+        def run_wasm(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
+            """Pyodide: float32 Add/Sub/Mul in one SIMD pass (numpy there runs scalar loops)."""
+            y = wasm_ops.binary(name, a, b)
+            return (np.asarray(fn(a, b)) if y is None else y,)
+
+        return run_wasm
     return lambda a, b: (np.asarray(fn(a, b)),)
+
+
+#: The binary ops the wasm `binary` kernel runs, by numpy function.
+_WASM_BINARY: dict[Any, str] = {np.add: "Add", np.subtract: "Sub", np.multiply: "Mul"}
 
 
 def _binary_build(spec: Binary) -> Callable[[OpContext], Any]:

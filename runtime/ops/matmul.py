@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes, gemm as cpu_gemm, threads
+from .. import dtypes, gemm as cpu_gemm, threads, wasm_ops
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
@@ -242,8 +242,10 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
     bias_const = _const_operand(ctx, 2)
     bias_packed = bias_const.astype(_compute_dtype(bias_const.dtype), copy=False) if bias_const is not None else None
     label = ctx.node.label()
-    # One row times a constant 2-D B (an LSTM cell's input projection): one np.dot, as in Gemm.
-    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 and act is None
+    # One row times a constant 2-D B (an LSTM cell's input projection): one np.dot, as in Gemm (not in
+    # Pyodide, where numpy has no BLAS and B's wasm panels run it several times faster).
+    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 and act is None \
+        and (b_matrix is None or b_matrix.panels is None)
     k = b_packed.shape[0] if one_row and b_packed is not None else -1
 
     def run(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
@@ -268,8 +270,12 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
         out = np.asarray(_product(x, w if b_matrix is None else b_matrix))
         if alpha != 1.0:
             out = _scale(out, alpha)
-        if bias is not None:
-            out = _add_into(out, bias_packed if bias_packed is not None else bias)
+        addend = bias_packed if bias_packed is not None else bias
+        if addend is not None and addend.shape[-1:] == (addend.size,) and out.ndim and out.shape[-1] == addend.size \
+                and wasm_ops.bias_act(out, addend, -1, act):
+            return (np.asarray(out, dtype=dtype, order="C"),)  # Pyodide: bias and activation in one pass
+        if addend is not None:
+            out = _add_into(out, addend)
         if act is not None:
             act(out)
         return (np.asarray(out, dtype=dtype, order="C"),)
@@ -332,8 +338,10 @@ def gemm(ctx: OpContext) -> Kernel:
         c_packed = c_packed if beta == 1.0 else _scale(c_packed.copy(), beta)
     label = ctx.node.label()
     # One row times a constant B (a classifier head, MobileNet's last layers) is one np.dot into a fresh
-    # row: the general path's checks and dispatch cost 4-6 us around a 1-2 us product.
-    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0
+    # row: the general path's checks and dispatch cost 4-6 us around a 1-2 us product.  Not in Pyodide,
+    # whose numpy has no BLAS: there B's wasm panels run it (MobileNetV3's head: 3.3 ms in np.dot).
+    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 \
+        and (b_matrix is None or b_matrix.panels is None)
     k = b_packed.shape[0] if one_row and b_packed is not None else -1
 
     def run(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray]:

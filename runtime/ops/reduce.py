@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .. import wasm_ops
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import (InferContext, SymInts, static_len, dim_add, dims_compatible, dims_product, normalize_axis,
@@ -304,7 +305,12 @@ def _row_sum(x: np.ndarray, axis: int) -> np.ndarray:
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     """exp(x - max) / sum on one fresh buffer; like onnxruntime, the division
-    is a multiplication by the reciprocal of the sum."""
+    is a multiplication by the reciprocal of the sum.  In Pyodide a last-axis float32 softmax runs on the
+    wasm kernel (numpy takes six passes and a temporary)."""
+    if axis == x.ndim - 1:
+        done = wasm_ops.softmax(x)
+        if done is not None:
+            return done
     out = np.subtract(x, _row_max(x, axis))
     np.exp(out, out=out)
     s = _row_sum(out, axis)

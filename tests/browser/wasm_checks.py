@@ -9,6 +9,12 @@ Tolerance: the worst-case float32 error of the sum, elementwise
 it cannot flake, and an indexing mistake misses it by orders of magnitude.
 GELU: within 1e-6 of |x| plus 1e-7 against math.erf's in float64 (the fit of
 Q is good to 2.8e-7 in erf, exp to 2 ulp); +-inf and NaN as numpy's form gives.
+Depthwise conv: the same dot-product bound over its k*k taps and the bias,
+through each fused activation (slope at most 1.5), plus 8 u (1 + |y|) for the
+activation's own roundings; the epilogue: 8 u (1 + |x + bias|), NaN kept.
+Softmax: (n/2 + 16) u relative (float32 sums in 4 lanes) plus 1e-7, NaN where
+float64's is; LayerNorm: (n + 32) u of the terms' magnitudes (the float32
+mean and variance sums).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import math
 import numpy as np
 
 import webinfer
-from webinfer import gemm, wasm_kernels
-from webinfer.ops.elementwise import gelu_
+from webinfer import gemm, wasm_kernels, wasm_ops
+from webinfer.ops.elementwise import FusedActivation, gelu_
 
 U32 = 2.0 ** -24
 #: (M, K, N): degenerate, odd, tails of both the 2-row and the 16-column tiles, K over one 256-row block.
@@ -128,6 +134,217 @@ def _check_gelu(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
     return count
 
 
+#: The fused activations in float64, by name, with the parameters the checks give them.
+ACTIVATIONS: dict[str, tuple[float, float, Callable[[np.ndarray], np.ndarray]]] = {
+    "Relu": (0.0, 0.0, lambda y: np.maximum(y, 0)),
+    "Clip": (-0.5, 1.25, lambda y: np.clip(y, -0.5, 1.25)),
+    "HardSigmoid": (0.2, 0.5, lambda y: np.clip(0.2 * y + 0.5, 0, 1)),
+    "HardSwish": (0.0, 0.0, lambda y: y * np.clip(y / 6 + 0.5, 0, 1)),
+    "Sigmoid": (0.0, 0.0, lambda y: 1 / (1 + np.exp(-y))),
+    "LeakyRelu": (0.1, 0.0, lambda y: np.where(y < 0, 0.1 * y, y)),
+}
+
+
+def _act(name: str | None) -> FusedActivation | None:
+    """The runtime's activation object; its numpy function (float64 formula) runs where a kernel leaves
+    the activation to numpy (outputs too small for a kernel call)."""
+    if name is None:
+        return None
+    p0, p1, fn = ACTIVATIONS[name]
+    return FusedActivation(name, lambda y: np.copyto(y, fn(y.astype(np.float64)), casting="unsafe"), p0, p1)
+
+
+def _apply(name: str | None, y: np.ndarray) -> np.ndarray:
+    return y if name is None else ACTIVATIONS[name][2](y)
+
+
+def _check_depthwise(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """wasm_ops.depthwise2d on odd shapes, kernels 1x1 to 5x5 and 1x7, strides 1 and 2, asymmetric pads,
+    a strided input view, with and without bias, through every activation, against float64."""
+    count = 0
+    cases = [  # (N, C, H, W), (kh, kw), (sh, sw), (pt, pl, pb, pr)
+        ((1, 3, 7, 9), (3, 3), (1, 1), (1, 1, 1, 1)), ((2, 5, 17, 23), (3, 3), (2, 2), (1, 1, 1, 1)),
+        ((1, 4, 20, 37), (5, 5), (1, 1), (2, 2, 2, 2)), ((1, 3, 19, 33), (5, 5), (2, 2), (2, 2, 2, 2)),
+        ((1, 2, 9, 40), (1, 7), (1, 1), (0, 3, 0, 3)), ((1, 2, 6, 5), (3, 3), (1, 2), (0, 1, 2, 0)),
+        ((2, 3, 8, 8), (2, 2), (2, 1), (0, 0, 1, 1)), ((1, 6, 5, 3), (1, 1), (1, 1), (0, 0, 0, 0)),
+        ((1, 16, 40, 40), (3, 3), (1, 1), (1, 1, 1, 1)), ((1, 3, 4, 4), (5, 5), (1, 1), (2, 2, 2, 2)),
+    ]
+    names: list[str | None] = [None, *ACTIVATIONS]
+    for i, ((n, c, h, wd), (kh, kw), (sh, sw), (pt, pl, pb, pr)) in enumerate(cases):
+        base = rng.standard_normal((n, c, h, 2 * wd)).astype(np.float32)
+        x = base[:, :, :, ::2] if i % 2 else np.ascontiguousarray(base[:, :, :, :wd])  # odd cases: a strided view
+        w = rng.standard_normal((c, kh * kw)).astype(np.float32)
+        bias = rng.standard_normal(c).astype(np.float32) if i % 3 else None
+        oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        acc = np.zeros((n, c, oh, ow))
+        mag = np.zeros((n, c, oh, ow))
+        for a in range(kh):
+            for b in range(kw):
+                win = xp[:, :, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw]
+                acc += win * w[:, a * kw + b, None, None]
+                mag += np.abs(win * w[:, a * kw + b, None, None])
+        if bias is not None:
+            acc += bias[:, None, None]
+            mag += np.abs(bias)[:, None, None]
+        # the sum's bound, through an activation of slope <= 1.5 (HardSwish), plus its own roundings
+        bound = 3 * (kh * kw + 2) * U32 * mag + 8 * U32 * (1 + np.abs(acc))
+        for name in names:
+            got = wasm_ops.depthwise2d(x, w, bias, (kh, kw), (sh, sw), (pt, pl), (oh, ow), _act(name))
+            count += 1
+            want = _apply(name, acc)
+            if got is None or got.shape != want.shape or not np.all(np.abs(got - want) <= bound):
+                err = None if got is None or got.shape != want.shape else float(np.max(np.abs(got - want) - bound))
+                fail(f"depthwise {list(x.shape)} k={kh}x{kw} s={sh},{sw} pads={pt},{pl},{pb},{pr} act={name}: "
+                     f"{'not run' if got is None else f'excess error {err}'}")
+    return count
+
+
+def _check_im2col_conv(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """Dense 2-D convs through ops.conv.conv_compute, which in Pyodide routes them to the wasm im2col
+    (columns gathered straight into GEMM panels) and GEMM: kernels 1x1 (padded, and plain: the
+    pointwise engine) to 5x5 and 1x7, strides 1 and 2 (row stride 3 too), asymmetric pads, a bias
+    folded into the weights, a residual and an activation, chunks of output rows or cells (a 1 MiB
+    panel budget), against float64."""
+    from webinfer.ops import conv as conv_ops
+    count = 0
+    cases = [  # (N, C, H, W), M, (kh, kw), (sh, sw), (pt, pl, pb, pr), bias, residual, act
+        ((1, 3, 31, 45), 16, (3, 3), (2, 2), (1, 1, 1, 1), True, False, "HardSwish"),
+        ((2, 5, 17, 23), 7, (3, 3), (1, 1), (1, 1, 1, 1), False, True, "Relu"),
+        ((1, 4, 20, 37), 9, (5, 5), (1, 2), (2, 2, 1, 2), True, True, None),
+        ((1, 6, 13, 40), 5, (1, 7), (1, 1), (0, 3, 0, 3), True, False, "Sigmoid"),
+        ((1, 3, 11, 9), 4, (1, 1), (1, 1), (1, 0, 0, 1), True, False, None),
+        ((1, 2, 19, 21), 3, (2, 3), (3, 2), (0, 1, 2, 0), False, False, "LeakyRelu"),
+        ((1, 64, 40, 40), 24, (3, 3), (2, 1), (1, 1, 1, 1), True, False, None),
+        ((2, 16, 9, 41), 32, (1, 1), (1, 1), (0, 0, 0, 0), True, True, "HardSwish"),  # 1x1: _wasm_pointwise_conv
+        ((1, 64, 70, 70), 10, (1, 1), (1, 1), (0, 0, 0, 0), True, False, "Relu"),  # ... in two chunks
+        ((1, 40, 1, 1), 10, (1, 1), (1, 1), (0, 0, 0, 0), True, False, "HardSigmoid"),  # squeeze-excitation
+    ]
+    for (n, c, h, wd), m, (kh, kw), (sh, sw), (pt, pl, pb, pr), with_bias, with_res, name in cases:
+        x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
+        w = rng.standard_normal((m, c, kh, kw)).astype(np.float32)
+        bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+        oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+        res = rng.standard_normal((n, m, oh, ow)).astype(np.float32) if with_res else None
+        g = conv_ops.Geometry((kh, kw), (sh, sw), (1, 1), (pt, pl), (pb, pr), (pb, pr), (oh, ow))
+        packed = conv_ops.pack_weights(w, 1, np.float32, bias)
+        ran = conv_ops.takes_wasm_im2col(x, packed, g)
+        got = conv_ops.conv_compute(x, packed, g, _act(name), None, None if res is None else res.copy())
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        acc = np.zeros((n, m, oh, ow))
+        mag = np.zeros((n, m, oh, ow))
+        for a in range(kh):
+            for b in range(kw):
+                win = xp[:, :, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw]
+                acc += np.einsum("nchw,mc->nmhw", win, w[:, :, a, b].astype(np.float64))
+                mag += np.einsum("nchw,mc->nmhw", np.abs(win), np.abs(w[:, :, a, b]).astype(np.float64))
+        for extra in (bias[:, None, None] if bias is not None else None, res):
+            if extra is not None:
+                acc = acc + extra
+                mag = mag + np.abs(extra)
+        want = _apply(name, acc)
+        bound = 3 * (c * kh * kw + 3) * U32 * mag + 8 * U32 * (1 + np.abs(acc))
+        count += 1
+        if not ran or got.shape != want.shape or not np.all(np.abs(got - want) <= bound):
+            fail(f"im2col conv {list(x.shape)} M={m} k={kh}x{kw} s={sh},{sw} pads={pt},{pl},{pb},{pr} "
+                 f"bias={with_bias} residual={with_res} act={name}: ran={ran}")
+    return count
+
+
+def _check_bias_act(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """wasm_ops.bias_act: bias per channel (NCHW, a strided block of channels and cells) and per column
+    (a product), every activation, NaN passed through; a layout it cannot read is left to numpy."""
+    count = 0
+    for name in [None, *ACTIVATIONS]:
+        for shape, axis, view in [((2, 5, 13, 31), 1, False), ((3, 7, 700), 1, True), ((37, 97), 1, False),
+                                  ((4, 9, 131), 2, False), ((2, 16, 40, 40), 1, False)]:
+            full = (rng.standard_normal(shape) * 4).astype(np.float32)
+            y = full[:, :, 50:650] if view else full
+            y.flat[5] = np.nan
+            y0 = y.astype(np.float64)
+            bias = rng.standard_normal(y.shape[axis]).astype(np.float32)
+            ran = wasm_ops.bias_act(y, bias, axis, _act(name))
+            want = _apply(name, y0 + bias.reshape((-1,) + (1,) * (y.ndim - axis - 1)))
+            count += 1
+            z = np.abs(y0 + bias.reshape((-1,) + (1,) * (y.ndim - axis - 1)))
+            tol = 8 * U32 * (1 + z)  # the add's rounding and the activation's few
+            with np.errstate(invalid="ignore"):
+                ok = ran and np.isnan(y.flat[5]) and np.all(np.abs(y - want)[~np.isnan(want)] <= tol[~np.isnan(want)])
+            if not ok:
+                fail(f"bias_act {list(y.shape)} axis={axis} view={view} act={name}: ran={ran}")
+    y = np.ones((64, 64), np.float32)[:, ::2]
+    count += 1
+    if wasm_ops.bias_act(y, np.ones(32, np.float32), 1, None) or not np.all(y == 1):
+        fail("bias_act on a view without unit-stride rows should leave it to numpy")
+    return count
+
+
+def _check_binary(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """wasm_ops.binary (Add, Sub, Mul) on the broadcasts it takes, operands swapped for Add and Mul, and
+    the ones it leaves to numpy, against float64 (one rounding: exact to 1 ulp)."""
+    count = 0
+    shape = (2, 5, 13, 33)
+    for other in [shape, (1, 5, 1, 1), (5, 1, 1), (33,), (), (13, 33), (2, 5, 1, 1)]:
+        for op, fn in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)):
+            for swap in (False, True):
+                a = rng.standard_normal(shape).astype(np.float32)
+                b = rng.standard_normal(other).astype(np.float32)
+                a.flat[7] = np.nan
+                x, y = (b, a) if swap else (a, b)
+                got = wasm_ops.binary(op, x, y)
+                want = fn(x.astype(np.float64), y.astype(np.float64))
+                count += 1
+                expect_run = not (swap and op == "Sub" and other != shape)
+                if (got is None) == expect_run or (got is not None and (
+                        got.shape != want.shape or not np.array_equal(np.isnan(got), np.isnan(want))
+                        or not np.all(np.abs(got - want)[~np.isnan(want)] <= U32 * np.abs(want)[~np.isnan(want)]))):
+                    fail(f"binary {op} {list(x.shape)} {list(y.shape)}: {'not run' if got is None else 'wrong'}")
+    count += 1
+    if wasm_ops.binary("Add", np.ones((64, 1), np.float32), np.ones((1, 64), np.float32)) is not None:
+        fail("binary of two broadcast operands should be left to numpy")
+    return count
+
+
+def _check_rows(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """Softmax (the op's and attention's masked rows) and LayerNorm over odd row lengths."""
+    count = 0
+    for rows, n in [(1, 2049), (7, 333), (65, 35), (12 * 128, 128), (3, 1000)]:
+        x = (rng.standard_normal((rows, n)) * 5).astype(np.float32)
+        x[0, : n // 2] = -np.inf
+        if rows > 2:
+            x[1] = -np.inf  # a fully masked row
+            x[2, 3] = np.nan
+        x64 = x.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+            want = e / e.sum(axis=1, keepdims=True)
+        for masked_zero in (False, True):
+            got = wasm_ops.softmax(x, None, masked_zero)
+            exp = want.copy()
+            if masked_zero and rows > 2:
+                exp[1] = 0
+            count += 1
+            with np.errstate(invalid="ignore"):
+                ok = got is not None and np.array_equal(np.isnan(got), np.isnan(exp)) \
+                    and np.all((np.abs(got - exp) - (n / 2 + 16) * U32 * exp)[~np.isnan(exp)] <= 1e-7)
+            if not ok:
+                fail(f"softmax {rows}x{n} masked_zero={masked_zero}")
+        x = (rng.standard_normal((rows, n)) * 3 + 7).astype(np.float32)
+        scale = rng.standard_normal(n).astype(np.float32)
+        for bias in (None, rng.standard_normal(n).astype(np.float32)):
+            got = wasm_ops.layernorm(x, n, scale, bias, 1e-5)
+            x64 = x.astype(np.float64)
+            d = x64 - x64.mean(axis=1, keepdims=True)
+            want = d / np.sqrt((d * d).mean(axis=1, keepdims=True) + 1e-5) * scale + (0 if bias is None else bias)
+            count += 1
+            inv = 1 / np.sqrt((d * d).mean(axis=1, keepdims=True) + 1e-5)
+            tol = (n + 32) * U32 * (np.abs(scale) * (np.abs(d) + np.abs(x64)) * inv
+                                    + (0 if bias is None else np.abs(bias))) + 1e-7
+            if got is None or not np.all(np.abs(got - want) <= tol):
+                fail(f"layernorm {rows}x{n} bias={bias is not None}")
+    return count
+
+
 async def check(variants: list[str]) -> dict[str, Any]:
     """Initialise the kernels with `variants` (best first) and compare every case; see the module doc."""
     backend = await webinfer.init_wasm(tuple(variants))
@@ -140,6 +357,12 @@ async def check(variants: list[str]) -> dict[str, Any]:
     if wasm_kernels.exports("elementwise") is None:
         failures.append("the elementwise kernels are not loaded")
     count += _check_gelu(rng, failures.append)
+    for family in ("conv", "rows"):
+        if wasm_kernels.exports(family) is None:
+            failures.append(f"the {family} kernels are not loaded")
+    count += _check_depthwise(rng, failures.append) + _check_bias_act(rng, failures.append)
+    count += _check_im2col_conv(rng, failures.append) + _check_binary(rng, failures.append)
+    count += _check_rows(rng, failures.append)
     return {"backend": backend, "count": count, "failures": failures[:20], "n_failures": len(failures)}
 
 
