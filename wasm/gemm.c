@@ -13,18 +13,10 @@
 // 14 of x86-64's 16), which measured best: larger tiles spill.  Loops run k-block, panel, row pair, so
 // a panel's slice of KC rows (16 KiB) stays in L1 while the rows of A stream past it.
 
-#include <wasm_simd128.h>
+#include "simd_math.h"
 
 #define NR 16
 #define KC 256
-
-typedef unsigned int u32;
-
-#ifdef __wasm_relaxed_simd__
-#define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
-#else
-#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
-#endif
 
 // Pack B[K, N] (element strides rsb down, csb across) into panels at dst (ceil(N/16) * 16 * K floats).
 __attribute__((export_name("pack_b")))

@@ -378,6 +378,13 @@ def test_depthwise_band_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict,
     calls = []
     band = conv_ops._depthwise_band
     monkeypatch.setattr(conv_ops, "_depthwise_band", lambda *a: calls.append(1) or band(*a))
+    _check_depthwise_hardswish(x_shape, k, attrs, layout, bias)
+    assert calls
+
+
+def _check_depthwise_hardswish(x_shape: tuple, k: int, attrs: dict, layout: str, bias: str) -> None:
+    """A depthwise Conv + HardSwish on an input of `layout`, its bias a constant, a feed or absent, against
+    onnxruntime (tolerance 1e-4: the engines sum the taps in another order)."""
     c = x_shape[1]
     x, w, b = rand(*x_shape), rand(c, 1, k, k), rand(c)
     feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
@@ -389,7 +396,6 @@ def test_depthwise_band_matches_onnxruntime(x_shape: tuple, k: int, attrs: dict,
     nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
     ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
-    assert calls
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
@@ -429,15 +435,5 @@ def test_depthwise_einsum_matches_onnxruntime(x_shape: tuple, k: int, attrs: dic
     calls = []
     engine = conv_ops._depthwise_einsum
     monkeypatch.setattr(conv_ops, "_depthwise_einsum", lambda *a: calls.append(1) or engine(*a))
-    c = x_shape[1]
-    x, w, b = rand(*x_shape), rand(c, 1, k, k), rand(c)
-    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
-    inits = {"w": w}
-    names = ["x", "w"]
-    if bias != "none":
-        names.append("b")
-        (inits if bias == "constant" else feed)["b"] = b
-    nodes = [helper.make_node("Conv", names, ["c"], group=c, **attrs), helper.make_node("HardSwish", ["c"], ["y"])]
-    ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
-    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    _check_depthwise_hardswish(x_shape, k, attrs, layout, bias)
     assert bool(calls) == einsum
