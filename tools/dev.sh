@@ -14,9 +14,10 @@ setup_system() {
     # Debian packages: software Vulkan (wgpu GPU tests without a GPU), Chromium (browser tests),
     # Node.js + npm (the Pyodide/onnxruntime-web packages come through npm; the edge run uses node),
     # clang 16 + lld (build_wasm.py compiles wasm/*.c; Debian 12's default clang 14 predates the final
-    # relaxed-SIMD opcodes).
+    # relaxed-SIMD opcodes) and llvm 16 (its llvm-objdump checks the kernels touch no global; clang-16
+    # only recommends it, which an apt configured without recommends would skip).
     local need=()
-    for pkg in mesa-vulkan-drivers libvulkan1 chromium clang-16 lld-16; do
+    for pkg in mesa-vulkan-drivers libvulkan1 chromium clang-16 lld-16 llvm-16; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     command -v node >/dev/null || need+=(nodejs)
