@@ -141,7 +141,8 @@ def test_without_an_adapter_the_page_runs_on_cpu_with_a_notice(browser_type: Any
         summary = page.evaluate("window.webinferDemo.state.demo")
         assert summary["providers"] == ["cpu"] and summary["requested_providers"] == ["webgpu", "cpu"]
         assert page.inner_text("#det-gpu") == f"0 of {summary['nodes_total']}"
-        assert page.inner_text("#provider-badge") == "cpu (numpy)"
+        gemm = page.evaluate("window.webinferDemo.state.versions.gemm")
+        assert gemm.startswith("wasm-") and page.inner_text("#provider-badge") == f"cpu ({gemm})"
         assert "WebGPU adapter: none (" in page.inner_text("#footer")
         _check_detection(DemoPage(page, server_url), native_detection)
     finally:

@@ -120,7 +120,8 @@ function updateBadge(summary) {
   if (!summary) return;
   const used = summary.providers.join(", ");
   const gpu = summary.providers.includes("webgpu");
-  badge.textContent = gpu ? `webgpu: ${summary.nodes_gpu}/${summary.nodes_total} nodes on GPU` : `cpu (numpy)`;
+  badge.textContent = gpu ? `webgpu: ${summary.nodes_gpu}/${summary.nodes_total} nodes on GPU`
+    : `cpu (${state.versions?.gemm ?? "numpy"})`;
   badge.className = `badge ${gpu ? "gpu" : "cpu"}`;
   badge.title = `providers used: ${used}${state.adapter?.available ? `; adapter: ${adapterText()}` : ""}`;
 }
