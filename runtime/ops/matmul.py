@@ -230,6 +230,35 @@ def _const_matrix(ctx: OpContext, packed: np.ndarray | None, const: np.ndarray |
     return ConstMatrix(packed, given, blocks)
 
 
+class _OneRow:
+    """One row times a constant 2-D B, plus a constant addend (bias, or Gemm's beta-scaled C): one np.dot
+    into a fresh row.  An LSTM cell's input projection or a classifier head spends 4-6 us in the general
+    path's checks and dispatch around a 1-2 us product.  Not where B has wasm panels (Pyodide: numpy has
+    no BLAS there, and the panels run it several times faster)."""
+
+    def __init__(self, b: np.ndarray, addend: np.ndarray | None):
+        self.b, self.addend, self.k = b, addend, b.shape[0]
+
+    @classmethod
+    def of(cls, b: np.ndarray | None, matrix: "ConstMatrix | None", addend: np.ndarray | None,
+           plain: bool) -> "_OneRow | None":
+        """The path for this node, or None: `plain` says the node has no transA, alpha or activation."""
+        if not plain or b is None or b.ndim != 2 or (matrix is not None and matrix.panels is not None):
+            return None
+        return cls(b, addend)
+
+    def takes(self, a: np.ndarray, given: np.ndarray | None) -> bool:
+        """Whether this run fits: one row of B's dtype and width, with the addend input given iff constant."""
+        return a.ndim == 2 and a.shape[0] == 1 and a.shape[1] == self.k and a.dtype == self.b.dtype \
+            and (given is None) == (self.addend is None)
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        row = np.dot(a, self.b)
+        if self.addend is not None:
+            row += self.addend
+        return row
+
+
 def _matmul_kernel(ctx: OpContext) -> Kernel:
     """MatMul, and MatMul with the fusion attributes (transA, transB, alpha,
     activation, bias as input 2) when built for webinfer.FusedMatMul."""
@@ -242,19 +271,11 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
     bias_const = _const_operand(ctx, 2)
     bias_packed = bias_const.astype(_compute_dtype(bias_const.dtype), copy=False) if bias_const is not None else None
     label = ctx.node.label()
-    # One row times a constant 2-D B (an LSTM cell's input projection): one np.dot, as in Gemm (not in
-    # Pyodide, where numpy has no BLAS and B's wasm panels run it several times faster).
-    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 and act is None \
-        and (b_matrix is None or b_matrix.panels is None)
-    k = b_packed.shape[0] if one_row and b_packed is not None else -1
+    one_row = _OneRow.of(b_packed, b_matrix, bias_packed, not trans_a and alpha == 1.0 and act is None)
 
     def run(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
-        if one_row and a.ndim == 2 and a.shape[0] == 1 and a.shape[1] == k and a.dtype == b_packed.dtype \
-                and (bias is None) == (bias_packed is None):
-            row = np.dot(a, b_packed)
-            if bias_packed is not None:
-                row += bias_packed
-            return (row,)
+        if one_row is not None and one_row.takes(a, bias):
+            return (one_row(a),)
         dtype = a.dtype
         x = a.astype(_compute_dtype(dtype), copy=False)
         if trans_a and x.ndim >= 2:
@@ -337,20 +358,11 @@ def gemm(ctx: OpContext) -> Kernel:
         c_packed = c_const.astype(_compute_dtype(c_const.dtype), copy=False)
         c_packed = c_packed if beta == 1.0 else _scale(c_packed.copy(), beta)
     label = ctx.node.label()
-    # One row times a constant B (a classifier head, MobileNet's last layers) is one np.dot into a fresh
-    # row: the general path's checks and dispatch cost 4-6 us around a 1-2 us product.  Not in Pyodide,
-    # whose numpy has no BLAS: there B's wasm panels run it (MobileNetV3's head: 3.3 ms in np.dot).
-    one_row = b_packed is not None and b_packed.ndim == 2 and not trans_a and alpha == 1.0 \
-        and (b_matrix is None or b_matrix.panels is None)
-    k = b_packed.shape[0] if one_row and b_packed is not None else -1
+    one_row = _OneRow.of(b_packed, b_matrix, c_packed, not trans_a and alpha == 1.0)
 
     def run(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray]:
-        if one_row and a.ndim == 2 and a.shape[0] == 1 and a.shape[1] == k and a.dtype == b_packed.dtype \
-                and (c is None) == (c_packed is None):
-            row = np.dot(a, b_packed)
-            if c_packed is not None:
-                row += c_packed
-            return (row,)
+        if one_row is not None and one_row.takes(a, c):
+            return (one_row(a),)
         dtype = a.dtype
         x = a.astype(_compute_dtype(dtype), copy=False)
         x = x.T if trans_a else x
