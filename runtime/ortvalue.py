@@ -298,13 +298,8 @@ class IOBinding:
                 np.copyto(dest, value)
                 results.append(target)
             else:
-                results.append(OrtValue(value, _storage_elem(self._session, name)))
+                results.append(OrtValue(value, self._session._output_elem(name)))
         self._results = results
-
-
-def _storage_elem(session: "InferenceSession", name: str) -> int | None:
-    t = session._output_types.get(name)
-    return getattr(t, "elem", None)
 
 
 def _describe(v: Any) -> str:

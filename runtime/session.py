@@ -95,6 +95,10 @@ class _Compiled:
         self.fed_infos = [self.feed_infos[n] for n in self.plan.input_names if n in self.feed_infos]
         #: Whether some symbolic dim name appears in two inputs (only then can feeds disagree on it).
         self.shared_symbols = _shares_symbols(self.inputs)
+        #: The checks that let plain numpy feeds skip `check_feed` (None where some input cannot).
+        self.fast_feeds = _fast_feeds(self)
+        #: Whether every output is handed out as the executor returns it (no copy, no export).
+        self.plain_outputs = _plain_outputs(self)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def _fast_feeds(compiled: _Compiled) -> _FastFeeds | None:
     input to be a tensor input with a known shape, and no defaulted
     initializers; dims sharing a symbolic name are compared pairwise.
     """
-    infos = {v.name: v for v in compiled.inputs}
+    infos = compiled.feed_infos
     if set(compiled.plan.input_names) != set(infos) or len(compiled.plan.input_names) != len(infos):
         return None
     specs = []
@@ -151,11 +155,11 @@ def _fast_feeds(compiled: _Compiled) -> _FastFeeds | None:
     return _FastFeeds(tuple(specs), tuple(agree))
 
 
-def _plain_outputs(compiled: _Compiled, output_types: dict[str, Type | None]) -> bool:
+def _plain_outputs(compiled: _Compiled) -> bool:
     """Whether `_select` would hand every output out as the executor returns it (no copy, no export)."""
     plan = compiled.plan
     for name, slot in zip(plan.output_names, plan.output_slots):
-        t = output_types.get(name)
+        t = compiled.types.types.get(name)
         if plan.initial[slot] is not None or not isinstance(t, TensorType) or t.elem is None \
                 or not dtypes.ELEM_TYPES[t.elem].native:
             return False
@@ -195,7 +199,6 @@ class InferenceSession:
         model_ir = inline_functions(self._model)
         self._opsets = model_ir.opsets
         self._source = _with_initializers(model_ir.graph, self._options.initializer_overrides)
-        self._relaxed: _Compiled | None = None
         self._fallback = True
         self._profile_events: list[dict[str, Any]] | None = None
         self._profile_start_ns = 0
@@ -219,12 +222,10 @@ class InferenceSession:
                                  if v.name not in self._source.initializers]
         self._defaults = {v.name: self._source.initializers[v.name].array for v in self._source.inputs
                           if v.name in self._source.initializers}
-        self._relaxed = None
+        self._relaxed: _Compiled | None = None
         self._variants: dict[frozenset[tuple[str, str]], _Compiled] = {}
         self._main = self._compile(relaxed=False)
         self._output_types = {v.name: self._main.types.types.get(v.name) for v in self._source.outputs}
-        self._fast_feeds = _fast_feeds(self._main)
-        self._fast_outputs = _plain_outputs(self._main, self._output_types)
         self._hooked = [d for d in self._devices if hasattr(d, "run_started")]
 
     def _compile(self, relaxed: bool, on_device: dict[str, str] | None = None) -> _Compiled:
@@ -386,7 +387,7 @@ class InferenceSession:
     # ------------------------------------------------------------------ run
     def _feeds(self, input_feed: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
         """The plan to run (the relaxed one when feeds give a shared dim name two sizes) and its feeds."""
-        plain = self._fast_feeds
+        plain = self._main.fast_feeds
         if plain is not None and type(input_feed) is dict and len(input_feed) == len(plain.specs):
             fast = []
             for spec in plain.specs:
@@ -438,7 +439,7 @@ class InferenceSession:
                 export: bool = True) -> list[Any]:
         plan = compiled.plan
         if output_names is None:
-            if export and self._fast_outputs and plan is self._main.plan:
+            if export and compiled.plain_outputs:
                 return outs
             idx = list(range(len(outs)))
         else:
@@ -537,7 +538,11 @@ class InferenceSession:
         """`run` with OrtValues in and out."""
         names = list(output_names) if output_names else list(self._plan.output_names)
         outs = self._run_values(names, input_dict_ort_values, run_options)
-        return [OrtValue(v, getattr(self._output_types.get(n), "elem", None)) for n, v in zip(names, outs)]
+        return [OrtValue(v, self._output_elem(n)) for n, v in zip(names, outs)]
+
+    def _output_elem(self, name: str) -> int | None:
+        """Output `name`'s ONNX element type, which an OrtValue of its storage needs (bfloat16 & co.)."""
+        return getattr(self._output_types.get(name), "elem", None)
 
     def io_binding(self) -> IOBinding:
         return IOBinding(self)

@@ -221,7 +221,7 @@ def test_shared_dim_names_are_compared_on_the_fast_path(monkeypatch) -> None:
     real = session_module.check_feed
     monkeypatch.setattr(session_module, "check_feed", lambda *a: calls.append(a) or real(*a))
     sess = webinfer.InferenceSession(_two_inputs(["n", 4], ["n", 4]))
-    assert sess._fast_feeds is not None and sess._fast_feeds.agree == ((1, 0, 0, 0),)
+    assert sess._main.fast_feeds is not None and sess._main.fast_feeds.agree == ((1, 0, 0, 0),)
     a, b = np.ones((3, 4), np.float32), np.full((3, 4), 2, np.float32)
     np.testing.assert_allclose(sess.run(None, {"a": a, "b": b})[0], a + b)
     assert not calls and sess._relaxed is None
