@@ -89,17 +89,23 @@ def check_feed(info: ValueInfo, value: Any) -> Any:
                 f"input '{info.name}' has element type {value.dtype} but the model expects "
                 f"{dtypes.type_name(t.elem)} ({str(t)})")
         value = dtypes.import_array(value, t.elem)
-    if t.shape is not None:
-        if value.ndim != len(t.shape):
-            raise InputError(
-                f"input '{info.name}' has shape {list(value.shape)} (rank {value.ndim}) but the model "
-                f"expects rank {len(t.shape)}: {t.describe()}")
-        for axis, (d, v) in enumerate(zip(t.shape, value.shape)):
-            if isinstance(d, int) and d != v:
-                raise InputError(
-                    f"input '{info.name}' has shape {list(value.shape)} but the model expects "
-                    f"{t.describe()} (dimension {axis} must be {d})")
+    _check_dims(info, t, value.shape, "has")
     return value
+
+
+def _check_dims(info: ValueInfo, t: TensorType, shape: tuple[int, ...], held: str) -> None:
+    """A feed's rank and fixed dims against its declared type (`held`: how the message says what it is)."""
+    if t.shape is None:
+        return
+    if len(shape) != len(t.shape):
+        raise InputError(
+            f"input '{info.name}' {held} shape {list(shape)} (rank {len(shape)}) but the model "
+            f"expects rank {len(t.shape)}: {t.describe()}")
+    for axis, (d, v) in enumerate(zip(t.shape, shape)):
+        if isinstance(d, int) and d != v:
+            raise InputError(
+                f"input '{info.name}' {held} shape {list(shape)} but the model expects "
+                f"{t.describe()} (dimension {axis} must be {d})")
 
 
 def _check_device_feed(info: ValueInfo, t: TensorType, value: GpuTensor) -> GpuTensor:
@@ -107,10 +113,7 @@ def _check_device_feed(info: ValueInfo, t: TensorType, value: GpuTensor) -> GpuT
     if t.elem is not None and value.dtype != dtypes.storage_dtype(t.elem):
         raise InputTypeError(f"input '{info.name}' is a GPU tensor of {value.dtype} but the model expects "
                              f"{dtypes.type_name(t.elem)}")
-    if t.shape is not None and (len(t.shape) != len(value.shape) or any(
-            isinstance(d, int) and d != v for d, v in zip(t.shape, value.shape))):
-        raise InputError(f"input '{info.name}' is a GPU tensor of shape {list(value.shape)} but the model "
-                         f"expects {t.describe()}")
+    _check_dims(info, t, value.shape, "is a GPU tensor of")
     return value
 
 
