@@ -99,8 +99,6 @@ class Choice:
 
     provider: Provider
     options: dict[str, Any]
-    #: False for the CPU added as the implicit fallback (onnxruntime's behaviour), True when asked for.
-    requested: bool = True
 
 
 def resolve(providers: Sequence[Any] | None, provider_options: Sequence[dict[str, Any]] | None = None,
@@ -136,7 +134,7 @@ def resolve(providers: Sequence[Any] | None, provider_options: Sequence[dict[str
         merged.update(opts)
         out.append(Choice(provider, merged))
     if cpu_fallback and not any(c.provider.name == CPU for c in out):
-        out.append(Choice(PROVIDERS[CPU], _defaults_for(PROVIDERS[CPU], defaults), requested=False))
+        out.append(Choice(PROVIDERS[CPU], _defaults_for(PROVIDERS[CPU], defaults)))  # onnxruntime's implicit CPU
     if not out:
         raise ValueError("no usable provider: the CPU fallback is disabled (session.disable_cpu_ep_fallback) "
                          "and none of the requested providers exists here")

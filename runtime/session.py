@@ -351,7 +351,7 @@ class InferenceSession:
     # ------------------------------------------------------------ profiling
     def _start_profiling(self) -> None:
         self._profile_events = []
-        self._profile_start_ns = _now_ns()
+        self._profile_start_ns = time.perf_counter_ns()
 
     def get_profiling_start_time_ns(self) -> int:
         return self._profile_start_ns
@@ -376,13 +376,13 @@ class InferenceSession:
             return
         origin = self._profile_start_ns
         pid, tid = os.getpid(), threading.get_ident() % (1 << 31)
+        names = {c.provider.short: c.provider.name for c in self._choices}
         events.append({"cat": "Session", "pid": pid, "tid": tid, "dur": (end_ns - start_ns) // 1000,
                        "ts": (start_ns - origin) // 1000, "ph": "X", "name": "model_run", "args": {}})
         for name, op_type, device, t0, dur in profile.events:
             events.append({"cat": "Node", "pid": pid, "tid": tid, "dur": dur // 1000, "ts": (t0 - origin) // 1000,
                            "ph": "X", "name": f"{name}_kernel_time",
-                           "args": {"op_name": op_type, "provider": provider_registry.lookup(device).name
-                                    if provider_registry.lookup(device) else device}})
+                           "args": {"op_name": op_type, "provider": names.get(device, device)}})
 
     # ------------------------------------------------------------------ run
     def _feeds(self, input_feed: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
@@ -471,7 +471,7 @@ class InferenceSession:
                 outs = await run_async(compiled.plan, feeds, None, run_options)
             return self._select(compiled, output_names, outs, export)
         profile = Profile(events=[] if self._profile_events is not None else None) if profiling else None
-        start_ns = _now_ns() if profile is not None else 0
+        start_ns = time.perf_counter_ns() if profile is not None else 0
         async with _device_run_lock(bool(hooked)):
             for d in hooked:
                 d.run_started()
@@ -483,7 +483,7 @@ class InferenceSession:
                     d.run_finished()
         if profile is not None:
             self.last_profile = profile
-            self._record_profile(profile, start_ns, _now_ns())
+            self._record_profile(profile, start_ns, time.perf_counter_ns())
         return self._select(compiled, output_names, outs, export)
 
     def run_async(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
@@ -557,10 +557,6 @@ def _fits(shape: tuple[int, ...], spec: _FeedSpec) -> bool:
     if spec.exact is not None:
         return shape == spec.exact
     return len(shape) == spec.rank and all(shape[a] == d for a, d in spec.fixed)
-
-
-def _now_ns() -> int:
-    return time.perf_counter_ns()
 
 
 def _shares_symbols(inputs: Sequence[ValueInfo]) -> bool:
