@@ -19,7 +19,7 @@ import numpy as np
 from .. import dtypes, wasm_ops
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, dims_compatible, normalize_axis, same_as_input, shape_str, tensor
-from .registry import OpContext, op
+from .registry import OpContext, PerShape, op
 
 
 def _work_dtype(x: np.ndarray) -> type[np.floating]:
@@ -288,9 +288,6 @@ def _spans(p: np.ndarray, x: np.ndarray, n: int) -> bool:
     """Whether parameter `p` has exactly X's trailing dims (n values): it then lines up with X's flat row."""
     return p.size == n and p.shape == x.shape[x.ndim - p.ndim:]
 
-
-#: One-row LayerNormalization plans kept per node, for this many input shapes.
-_ONE_ROW_SHAPES_KEPT = 64
 #: The dtypes X may have on the one-row path (the others compute through float32 conversions).
 _ONE_ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -348,15 +345,11 @@ def layer_normalization(ctx: OpContext) -> Any:
     with_stats = any(o for o in ctx.node.outputs[1:])
     #: Per (X shape and dtype, scale and bias shapes and dtype): how a one-row X is normalized
     #: (`_OneRow`), or None where X is not one row.
-    one_rows: dict[tuple[Any, ...], _OneRow | None] = {}
+    one_row_for = PerShape(lambda x, scale, bias: None if with_stats else _OneRow.make(x, axis, scale, bias))
 
     def run(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         key = (x.shape, x.dtype, scale.shape, scale.dtype, None if bias is None else bias.shape)
-        plan = one_rows.get(key, False)
-        if plan is False:
-            if len(one_rows) >= _ONE_ROW_SHAPES_KEPT:
-                one_rows.clear()
-            plan = one_rows[key] = None if with_stats else _OneRow.make(x, axis, scale, bias)
+        plan = one_row_for(key, x, scale, bias)
         if plan is not None:
             return (plan(ctx, x, scale, bias, eps),)
         if not with_stats and -x.ndim <= axis < x.ndim:

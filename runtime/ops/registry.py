@@ -34,6 +34,30 @@ from ..ir import AttrMixin, Node, TensorType, Type
 Kernel = Callable[..., Sequence[Any]]
 
 
+class PerShape:
+    """What a kernel works out from its inputs' shapes, made once per key and kept for a bounded number of keys.
+
+    Kernels prepare indexes and plans per input shape so that a call is one
+    dict lookup (Slice's index, Pad's plan, a one-row LayerNorm); a stream of
+    ever-new lengths must not grow the table, so it starts over past `kept` keys.
+    """
+
+    def __init__(self, make: Callable[..., Any], kept: int = 64):
+        self._make = make
+        self._kept = kept
+        self._values: dict[Any, Any] = {}
+
+    def __call__(self, key: Any, *args: Any) -> Any:
+        """The value for `key`, made as `make(*args)` the first time."""
+        values = self._values
+        if key in values:
+            return values[key]
+        if len(values) >= self._kept:
+            values.clear()
+        value = values[key] = self._make(*args)
+        return value
+
+
 def offer_consuming(kernel: Kernel, index: int, variant: Kernel) -> Kernel:
     """Attach to `kernel` a `variant` that may overwrite input `index` (see `consuming`)."""
     kernel.consumes = (index, variant)  # type: ignore[attr-defined]

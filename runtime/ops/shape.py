@@ -25,7 +25,7 @@ from .. import dtypes
 from ..ir import Dim, Shape, Tensor, TensorType, Type
 from ..shapes import (is_size_symbol, static_len, InferContext, SymInts, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub, dims_product,
                       is_static, normalize_axis, shape_str, tensor)
-from .registry import Kernel, OpContext, op
+from .registry import Kernel, OpContext, PerShape, op
 
 #: Slice bounds at or beyond this magnitude mean "to the end" (exporters write INT64_MAX or INT32_MAX).
 _OPEN_BOUND = 1 << 30
@@ -723,11 +723,6 @@ def slice_index(dims: Sequence[int], starts: Sequence[int], ends: Sequence[int],
     return tuple(index)
 
 
-#: Per-shape preparations (Slice indexes, Pad plans) kept per node for this many input shapes (a stream
-#: of ever-new lengths must not grow them).
-_INDEXES_KEPT = 64
-
-
 @op("Slice", since=1, infer=_slice_rule, exotic=True)
 def slice_op(ctx: OpContext) -> Kernel:
     """Slice as a numpy view; bounds are attributes before opset 10, inputs since."""
@@ -748,15 +743,10 @@ def slice_op(ctx: OpContext) -> Kernel:
     axes, steps = int_list(params[2]), int_list(params[3])
     # Constant bounds (an LSTM cell's gate slices): the index depends on X's shape alone, so it is
     # worked out once per shape; a call is then one dict lookup and the view (4-5 us -> ~1 us).
-    indexes: dict[tuple[int, ...], tuple[slice, ...]] = {}
+    index_for = PerShape(lambda shape: slice_index(shape, starts, ends, axes, steps))
 
     def run_constant(x: np.ndarray, *_: Any) -> tuple[np.ndarray]:
-        index = indexes.get(x.shape)
-        if index is None:
-            if len(indexes) >= _INDEXES_KEPT:
-                indexes.clear()
-            index = indexes[x.shape] = slice_index(x.shape, starts, ends, axes, steps)
-        return (x[index],)
+        return (x[index_for(x.shape, x.shape)],)
 
     return run_constant
 
@@ -983,16 +973,11 @@ def pad(ctx: OpContext) -> Kernel:
     const_fill = default if value_c is None or value_c.size == 0 else value_c.reshape(-1)[0]
     const_pads, const_axes = consts[1].tolist(), int_list(consts[3])
     # Constant pads (an STFT's reflection pad): the padding is worked out once per input shape.
-    prepared: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
+    pad_for = PerShape(lambda shape: _prepared_pad(shape, _pad_widths(const_pads, const_axes, len(shape), ValueError),
+                                                   mode, const_fill))
 
     def run_constant(x: np.ndarray, *_: Any) -> tuple[np.ndarray]:
-        fn = prepared.get(x.shape)
-        if fn is None:
-            if len(prepared) >= _INDEXES_KEPT:
-                prepared.clear()
-            widths = _pad_widths(const_pads, const_axes, x.ndim, ValueError)
-            fn = prepared[x.shape] = _prepared_pad(x.shape, widths, mode, const_fill)
-        return (fn(x),)
+        return (pad_for(x.shape, x.shape)(x),)
 
     return run_constant
 
