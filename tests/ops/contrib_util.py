@@ -51,3 +51,14 @@ def assert_quantized_close(ours: np.ndarray, ref: np.ndarray, max_off: int = 1, 
     diff = np.abs(ours.astype(np.int64) - ref.astype(np.int64))
     assert diff.max(initial=0) <= max_off, f"off by up to {diff.max()} quanta"
     assert (diff > 0).mean() <= share if diff.size else True, f"{(diff > 0).mean():.3%} of values differ"
+
+
+def run_ours(op_type: str, feed: dict[str, np.ndarray], initializers: dict[str, np.ndarray] | None = None,
+             inputs: Sequence[str] | None = None, n_out: int = 1, **attrs: Any) -> list[Any]:
+    """Load and run one com.microsoft node in webinfer alone: for the errors it must raise."""
+    names = list(inputs) if inputs is not None else list(feed) + list(initializers or {})
+    outs = [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op_type, names, outs, domain=MS, name="n", **attrs)
+    model = contrib_model([node], feed, outs, initializers)
+    options = webinfer.SessionOptions(strict_shape_checks=True)
+    return webinfer.InferenceSession(model.SerializeToString(), options).run(None, feed)
