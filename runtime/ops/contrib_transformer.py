@@ -22,6 +22,7 @@ from .. import dtypes, gemm
 from ..errors import UnsupportedOpError
 from ..ir import Dim, Type
 from ..shapes import InferContext, dim_div, dims_compatible, shape_str, tensor
+from .attention import _attend as attend_core
 from .attention import _causal_allowed, rotary_embedding, scaled_dot_product_attention
 from .elementwise import gelu, gelu_, sigmoid
 from .registry import Kernel, OpContext, op
@@ -560,5 +561,107 @@ def ms_rotary_embedding(ctx: OpContext) -> Kernel:
         if x.ndim == 3:
             y = y.transpose(0, 2, 1, 3).reshape(x.shape)
         return (y,)
+
+    return run
+
+
+def _gqa_rule(ctx: InferContext) -> list[Type | None]:
+    q = ctx.shape(0)
+    heads, kv_heads = int(ctx.attr("num_heads")), int(ctx.attr("kv_num_heads"))
+    if heads < 1 or kv_heads < 1 or heads % kv_heads:
+        raise ctx.error(f"num_heads {heads} must be a positive multiple of kv_num_heads {kv_heads}")
+    if q is not None and len(q) != 3:
+        raise ctx.error(f"query must be 3-D (batch, sequence, hidden), got {shape_str(q)}")
+    out = None
+    if q is not None:
+        hidden = q[2]
+        if not ctx.has(1) and isinstance(hidden, int):
+            hidden = hidden // (heads + 2 * kv_heads) * heads  # packed QKV
+        out = (q[0], q[1], hidden)
+    return [tensor(ctx.elem(0), out), tensor(ctx.elem(0)), tensor(ctx.elem(0))]
+
+
+@op("GroupQueryAttention", since=1, domain=MS, infer=_gqa_rule)
+def group_query_attention(ctx: OpContext) -> Kernel:
+    """Decoder attention with a KV cache and grouped KV heads, as onnxruntime's CPU kernel for
+    batches whose sequences end together: query/key/value (B, S, H*d) (or packed QKV), past
+    caches (B, Hkv, P, d), seqlens_k = total length - 1 per sequence; sequence b's new tokens sit
+    at positions seqlens_k[b] + 1 - S .., are rotated there (do_rotary) and appended to its cache;
+    causal, with an optional local window and softcap.  The present caches are
+    max(P, total_sequence_length) long."""
+    heads, kv_heads = int(ctx.attr("num_heads")), int(ctx.attr("kv_num_heads"))
+    scale = ctx.attr("scale", None)
+    softcap = float(ctx.attr("softcap", 0.0))
+    window = int(ctx.attr("local_window_size", -1))
+    rotary = bool(ctx.attr("do_rotary", 0))
+    interleaved = bool(ctx.attr("rotary_interleaved", 0))
+    if not int(ctx.attr("causal", 1)) or int(ctx.attr("smooth_softmax", 0)) or int(ctx.attr("qk_output", 0)) \
+            or int(ctx.attr("kv_cache_bit_width", 0)) or int(ctx.attr("sliding_window_cache", 0)):
+        raise ctx.error("only causal attention with a float KV cache is supported (causal=1, no smooth_softmax, "
+                        "qk_output, quantized or sliding-window cache)", UnsupportedOpError)
+
+    def rotate(x: np.ndarray, pos: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        """RoPE of (B, H, S, d) at positions (B, S) over the first 2 * cos.shape[1] channels."""
+        half = cos.shape[1]
+        c, s_ = cos[pos][:, None], sin[pos][:, None]
+        out = x.copy()
+        i1, i2 = (slice(0, 2 * half, 2), slice(1, 2 * half, 2)) if interleaved else \
+            (slice(0, half), slice(half, 2 * half))
+        x1, x2 = x[..., i1], x[..., i2]
+        out[..., i1] = c * x1 - s_ * x2
+        out[..., i2] = s_ * x1 + c * x2
+        return out
+
+    def run(query: np.ndarray, key: np.ndarray | None, value: np.ndarray | None, past_key: np.ndarray | None,
+            past_value: np.ndarray | None, seqlens_k: np.ndarray, total_len: np.ndarray,
+            cos: np.ndarray | None = None, sin: np.ndarray | None = None, position_ids: np.ndarray | None = None,
+            attention_bias: np.ndarray | None = None, *unused: Any) -> tuple[np.ndarray, ...]:
+        if any(u is not None for u in unused):
+            raise ctx.error("head_sink, KV-cache scales, Q/K norms and query_seqlens are not supported",
+                            UnsupportedOpError)
+        b, s, _ = query.shape
+        qf = _f32(query)
+        if key is None:
+            d = query.shape[2] // (heads + 2 * kv_heads)
+            q, k, v = np.split(qf, [heads * d, (heads + kv_heads) * d], axis=2)
+        else:
+            if value is None:
+                raise ctx.error("key and value come together")
+            q, k, v = qf, _f32(key), _f32(value)
+            d = query.shape[2] // heads
+        q, k, v = q.reshape(b, s, heads, d).transpose(0, 2, 1, 3), \
+            k.reshape(b, s, kv_heads, d).transpose(0, 2, 1, 3), v.reshape(b, s, kv_heads, d).transpose(0, 2, 1, 3)
+        if seqlens_k.shape != (b,):
+            raise ctx.error(f"seqlens_k {list(seqlens_k.shape)} must be [{b}]")
+        totals = seqlens_k.astype(np.int64) + 1
+        starts = np.maximum(totals - s, 0)
+        cap = past_key.shape[2] if past_key is not None else 0
+        present_len = max(cap, int(np.asarray(total_len).reshape(-1)[0]))
+        if totals.max(initial=0) > present_len:
+            raise ctx.error(f"seqlens_k {seqlens_k.tolist()} reach past total_sequence_length {present_len}")
+        if rotary:
+            if cos is None or sin is None:
+                raise ctx.error("do_rotary=1 needs cos_cache and sin_cache")
+            pos = starts[:, None] + np.arange(s) if position_ids is None else position_ids.astype(np.int64)
+            if pos.max(initial=0) >= cos.shape[0]:
+                raise ctx.error(f"position {pos.max()} is outside the cos/sin caches of {cos.shape[0]} rows")
+            q, k = rotate(q, pos, _f32(cos), _f32(sin)), rotate(k, pos, _f32(cos), _f32(sin))
+        pk = np.zeros((b, kv_heads, present_len, d), np.float32)
+        pv = np.zeros((b, kv_heads, present_len, d), np.float32)
+        if past_key is not None and past_value is not None:
+            pk[:, :, :cap], pv[:, :, :cap] = past_key, past_value
+        for i in range(b):
+            pk[i, :, starts[i]:starts[i] + s], pv[i, :, starts[i]:starts[i] + s] = k[i], v[i]
+        cols = np.arange(present_len)
+        rows = starts[:, None] + np.arange(s)  # (B, S) absolute positions
+        allowed = (cols[None, None, :] <= rows[:, :, None]) & (cols[None, None, :] < totals[:, None, None])
+        if window > 0:
+            allowed &= cols[None, None, :] > rows[:, :, None] - window
+        bias = np.where(allowed, np.float32(0), np.float32(-np.inf))[:, None]
+        if attention_bias is not None:
+            bias = bias + _f32(attention_bias)[..., :present_len]
+        y, _ = attend_core(q, pk, pv, bias, scale if scale is not None else 1.0 / math.sqrt(d), softcap)
+        dt = query.dtype
+        return _merge(y).astype(dt, copy=False), pk.astype(dt, copy=False), pv.astype(dt, copy=False)
 
     return run

@@ -226,3 +226,48 @@ def test_errors_name_the_node() -> None:
     with pytest.raises(WebinferError, match=r"Attention node 'n'.*mask \[3\] fits none"):
         run_ours("Attention", {"x": _r(2, 2, 8), "m": np.ones(3, np.int32)}, {"w": _r(8, 24)},
                  ["x", "w", "", "m"], num_heads=2)
+
+
+def _gqa_case(b: int, s: int, past: int, heads: int, kv_heads: int, d: int, rotary: bool,
+              packed: bool = False) -> tuple[dict, list[str], dict]:
+    total = past + s
+    feed: dict[str, np.ndarray] = {}
+    if packed:
+        feed["qkv"] = _r(b, s, (heads + 2 * kv_heads) * d)
+        names = ["qkv", "", ""]
+    else:
+        feed.update(q=_r(b, s, heads * d), k=_r(b, s, kv_heads * d), v=_r(b, s, kv_heads * d))
+        names = ["q", "k", "v"]
+    feed.update(pk=_r(b, kv_heads, past, d), pv=_r(b, kv_heads, past, d),
+                seqlens=np.full(b, total - 1, np.int32), total=np.array(total, np.int32))
+    names += ["pk", "pv", "seqlens", "total"]
+    init = {}
+    if rotary:
+        angles = np.arange(32)[:, None] * (1e-2 ** (np.arange(d // 2) / (d // 2)))[None]
+        init = {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}
+        names += ["cos", "sin"]
+    return feed, names, init
+
+
+@pytest.mark.parametrize("s,past", [(6, 0), (1, 5), (3, 4)], ids=["prompt", "decode", "chunk"])
+@pytest.mark.parametrize("rotary", [False, True])
+def test_group_query_attention(s: int, past: int, rotary: bool) -> None:
+    """(onnxruntime: a chunk after a past needs batch 1; rotary needs head size % 16 == 0.)"""
+    feed, names, init = _gqa_case(1 if s > 1 and past else 2, s, past, 4, 2, 16 if rotary else 8, rotary)
+    ours, ref = one_node("GroupQueryAttention", feed, init, names, n_out=3, num_heads=4, kv_num_heads=2,
+                         do_rotary=int(rotary))
+    _close(ours, ref)
+
+
+@pytest.mark.parametrize("attrs", [dict(local_window_size=3), dict(softcap=2.0), dict(scale=0.3),
+                                   dict(do_rotary=1, rotary_interleaved=1)])
+def test_group_query_attention_options(attrs: dict) -> None:
+    feed, names, init = _gqa_case(1, 5, 2, 6, 2, 16, rotary=bool(attrs.get("do_rotary")))
+    ours, ref = one_node("GroupQueryAttention", feed, init, names, n_out=3, num_heads=6, kv_num_heads=2, **attrs)
+    _close(ours, ref)
+
+
+def test_group_query_attention_packed() -> None:
+    feed, names, init = _gqa_case(2, 1, 4, 4, 1, 8, rotary=False, packed=True)
+    ours, ref = one_node("GroupQueryAttention", feed, init, names, n_out=3, num_heads=4, kv_num_heads=1)
+    _close(ours, ref)
