@@ -13,7 +13,7 @@ once at load.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ..ir import Dim, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
 from .conv import read_window
 from .pool import average_pool, window_divisors
-from .quant import INT_RANGES, dynamic_quantize, dynamic_range, exact_matmul, matmul_shape, quantize
+from .quant import INT_RANGES, dynamic_quantize, dynamic_range, exact_matmul, matmul_shape
 from .registry import Kernel, OpContext, op
 
 MS = "com.microsoft"

@@ -103,6 +103,9 @@ def test_minilm_optimized_by_onnxruntime_matches(tmp_path: Path, opt_level: int)
 
 
 @pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="exporting MobileNetV3-small needs torch (installed by tools/dev.sh)")
 def test_mobilenet_qoperator_matches_onnxruntime(tmp_path: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
