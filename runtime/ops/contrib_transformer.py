@@ -1,5 +1,5 @@
 """The fused transformer ops onnxruntime's optimizer writes into saved files (com.microsoft):
-Attention, MultiHeadAttention, GroupQueryAttention, RotaryEmbedding, EmbedLayerNormalization,
+Attention (and QAttention, its form after quantize_dynamic), MultiHeadAttention, GroupQueryAttention, RotaryEmbedding, EmbedLayerNormalization,
 SkipLayerNormalization, SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization (ai.onnx
 domain, onnxruntime's own), Gelu, BiasGelu, FastGelu, QuickGelu, BiasAdd.
 
@@ -25,6 +25,7 @@ from ..shapes import InferContext, dim_div, dims_compatible, shape_str, tensor
 from .attention import _attend as attend_core
 from .attention import _causal_allowed, rotary_embedding, scaled_dot_product_attention
 from .elementwise import gelu, gelu_, sigmoid
+from .quant import INT_RANGES, exact_matmul
 from .registry import Kernel, OpContext, op
 
 MS = "com.microsoft"
@@ -312,6 +313,43 @@ def embed_layer_normalization(ctx: OpContext) -> Kernel:
     return run
 
 
+def _qembed_rule(ctx: InferContext) -> list[Type | None]:
+    ids, word = ctx.shape(0), ctx.shape(2)
+    hidden = word[1] if word is not None and len(word) == 2 else None
+    out = None if ids is None or len(ids) != 2 else (ids[0], ids[1], hidden)
+    return [tensor(ctx.elem(8), out), tensor(dtypes.INT32, None if out is None else (ids[0],))]  # type: ignore[index]
+
+
+@op("QEmbedLayerNormalization", since=1, domain=MS, infer=_qembed_rule)
+def qembed_layer_normalization(ctx: OpContext) -> Kernel:
+    """EmbedLayerNormalization over 8-bit tables (what quantize_dynamic makes of it): each table,
+    gamma and beta dequantized as (q - zero_point) * scale (once, when constant), then the float op."""
+    embed = embed_layer_normalization(ctx)
+    kept: dict[int, np.ndarray] = {}
+
+    def table(i: int, q: np.ndarray | None, scale: np.ndarray | None, zp: np.ndarray | None) -> np.ndarray | None:
+        if q is None:
+            return None
+        if i in kept:
+            return kept[i]
+        if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+            raise ctx.error(f"input {i} needs a scalar scale and zero point (per-tensor quantization)")
+        t = (q.astype(np.float32) - np.float32(zp.reshape(-1)[0])) * scale.reshape(-1)[0]
+        if ctx.const(i) is not None:
+            kept[i] = t
+        return t
+
+    def run(ids: np.ndarray, seg_ids: np.ndarray | None, word: np.ndarray, pos: np.ndarray,
+            seg: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray, mask: np.ndarray | None,
+            *params: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        scales, zps = (list(params[:5]) + [None] * 5)[:5], (list(params[5:10]) + [None] * 5)[:5]
+        tables = [table(i, q, sc, z) for i, q, sc, z in zip((2, 3, 4, 5, 6), (word, pos, seg, gamma, beta), scales, zps)]
+        y, index, _ = embed(ids, seg_ids, tables[0], tables[1], tables[2], tables[3], tables[4], mask)
+        return y, index
+
+    return run
+
+
 # ------------------------------------------------------------ attention
 
 def _heads(x: np.ndarray, heads: int) -> np.ndarray:
@@ -384,49 +422,127 @@ def _attention_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(ctx.elem(0), out), tensor(ctx.elem(0))]
 
 
+class _SelfAttention:
+    """Attention's and QAttention's work after the input projection: split QKV (B, S, q+k+v) by
+    qkv_hidden_sizes (else in three), prepend `past`, mask, attend; returns (output, present)."""
+
+    def __init__(self, ctx: OpContext):
+        self.ctx = ctx
+        self.heads = int(ctx.attr("num_heads"))
+        self.sizes = [int(v) for v in ctx.attr("qkv_hidden_sizes", [])]
+        self.causal = bool(ctx.attr("unidirectional", 0))
+        self.scale = ctx.attr("scale", None)
+        self.fill = float(ctx.attr("mask_filter_value", -10000.0))
+        self.want_present = len(ctx.node.outputs) > 1 and bool(ctx.node.outputs[1])
+        for name in ("do_rotary", "past_present_share_buffer"):
+            if int(ctx.attr(name, 0)):
+                raise ctx.error(f"{name}=1 is not supported", UnsupportedOpError)
+
+    def split(self, width: int) -> tuple[int, int, int]:
+        heads = self.heads
+        qh, kh, vh = self.sizes or [width // 3] * 3
+        if qh + kh + vh != width or qh % heads or vh % heads:
+            raise self.ctx.error(f"weights of width {width} do not split into Q/K/V of {[qh, kh, vh]} "
+                                 f"for {heads} heads")
+        return qh, kh, vh
+
+    def __call__(self, qkv: np.ndarray, dtype: np.dtype, mask: np.ndarray | None, past: np.ndarray | None,
+                 attention_bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        b, s, width = qkv.shape
+        qh, kh, vh = self.split(width)
+        q, k, v = (_heads(qkv[..., lo:hi], self.heads) for lo, hi in ((0, qh), (qh, qh + kh), (qh + kh, width)))
+        p = 0
+        if past is not None:
+            if past.ndim != 5 or past.shape[:3] != (2, b, self.heads):
+                raise self.ctx.error(f"past {list(past.shape)} must be (2, {b}, {self.heads}, past_length, head_size)")
+            p = past.shape[3]
+            k = np.concatenate([_f32(past[0]), k], axis=2)
+            v = np.concatenate([_f32(past[1]), v], axis=2)
+        bias4 = _key_mask_bias(self.ctx, mask, b, s, p + s, p, self.causal, self.fill)
+        y = _attend(q, k, v, bias4, attention_bias, self.scale)
+        present = np.stack([k, v]).astype(dtype) if self.want_present else None
+        return _merge(y).astype(dtype, copy=False), present
+
+
+def _check_projection(ctx: OpContext, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> None:
+    if x.ndim != 3 or w.ndim != 2 or w.shape[0] != x.shape[2]:
+        raise ctx.error(f"input {list(x.shape)} and weights {list(w.shape)} do not fit: "
+                        "input (B, S, D), weights (D, hidden_q + hidden_k + hidden_v)")
+    if bias is not None and bias.shape != (w.shape[1],):
+        raise ctx.error(f"bias {list(bias.shape)} must be [{w.shape[1]}]")
+
+
 @op("Attention", since=1, domain=MS, infer=_attention_rule)
 def ms_attention(ctx: OpContext) -> Kernel:
     """BERT/GPT-2 self-attention with its input projection: QKV = input @ weights + bias, split
     by qkv_hidden_sizes (else in three), softmax(Q K^T scale + mask + attention_bias) V per head;
     `past` (2, B, H, P, D) is prepended to K/V and `present` returned."""
-    heads = int(ctx.attr("num_heads"))
-    sizes = [int(s) for s in ctx.attr("qkv_hidden_sizes", [])]
-    causal = bool(ctx.attr("unidirectional", 0))
-    scale = ctx.attr("scale", None)
-    fill = float(ctx.attr("mask_filter_value", -10000.0))
-    for name in ("do_rotary", "past_present_share_buffer"):
-        if int(ctx.attr(name, 0)):
-            raise ctx.error(f"{name}=1 is not supported", UnsupportedOpError)
+    attend = _SelfAttention(ctx)
 
     def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, mask: np.ndarray | None = None,
             past: np.ndarray | None = None, attention_bias: np.ndarray | None = None,
             past_len: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        if x.ndim != 3 or w.ndim != 2 or w.shape[0] != x.shape[2]:
-            raise ctx.error(f"input {list(x.shape)} and weights {list(w.shape)} do not fit: "
-                            "input (B, S, D), weights (D, hidden_q + hidden_k + hidden_v)")
-        qh, kh, vh = sizes or [w.shape[1] // 3] * 3
-        if qh + kh + vh != w.shape[1] or qh % heads or vh % heads:
-            raise ctx.error(f"weights {list(w.shape)} do not split into Q/K/V of {[qh, kh, vh]} for {heads} heads")
+        _check_projection(ctx, x, w, bias)
         b, s, _ = x.shape
         qkv = gemm.matmul(_f32(x).reshape(b * s, -1), _f32(w))
         if bias is not None:
-            if bias.shape != (w.shape[1],):
-                raise ctx.error(f"bias {list(bias.shape)} must be [{w.shape[1]}]")
             qkv += bias
-        qkv = qkv.reshape(b, s, -1)
-        q, k, v = (_heads(qkv[..., lo:hi], heads) for lo, hi in ((0, qh), (qh, qh + kh), (qh + kh, qh + kh + vh)))
-        p = 0
-        if past is not None:
-            if past.ndim != 5 or past.shape[:3] != (2, b, heads):
-                raise ctx.error(f"past {list(past.shape)} must be (2, {b}, {heads}, past_length, head_size)")
-            p = past.shape[3]
-            k = np.concatenate([_f32(past[0]), k], axis=2)
-            v = np.concatenate([_f32(past[1]), v], axis=2)
-        total = p + s
-        bias4 = _key_mask_bias(ctx, mask, b, s, total, p, causal, fill)
-        y = _attend(q, k, v, bias4, attention_bias, scale)
-        present = np.stack([k, v]).astype(x.dtype) if len(ctx.node.outputs) > 1 and ctx.node.outputs[1] else None
-        return _merge(y).astype(x.dtype, copy=False), present
+        return attend(qkv.reshape(b, s, -1), x.dtype, mask, past, attention_bias)
+
+    return run
+
+
+def _qattention_rule(ctx: InferContext) -> list[Type | None]:
+    for i, name in ((0, "input"), (1, "weight")):
+        if ctx.elem(i) not in (None, dtypes.UINT8, dtypes.INT8):
+            raise ctx.error(f"{name} must be uint8 or int8, got {dtypes.type_name(ctx.elem(i))}")
+    x, w = ctx.shape(0), ctx.shape(1)
+    if x is not None and len(x) != 3:
+        raise ctx.error(f"input must be 3-D (batch, sequence, hidden), got {shape_str(x)}")
+    out = None if x is None or w is None or len(w) != 2 else (x[0], x[1], dim_div(w[1], 3))
+    return [tensor(ctx.elem(2), out), tensor(ctx.elem(2))]
+
+
+@op("QAttention", since=1, domain=MS, infer=_qattention_rule)
+def qattention(ctx: OpContext) -> Kernel:
+    """Attention over a quantized input and weight (what quantize_dynamic makes of a fused
+    Attention): QKV = (input - input_zp)(weight - weight_zp) input_scale weight_scale + bias,
+    the integer product exact (quant.py's `exact_matmul`), weight scale and zero point per
+    tensor or per column; then Attention's core."""
+    attend = _SelfAttention(ctx)
+    spans = [INT_RANGES.get(ctx.in_elem(i) or dtypes.UINT8, (0, 255)) for i in (0, 1)]
+    bound = (spans[0][1] - spans[0][0]) * (spans[1][1] - spans[1][0])
+    #: weight - weight_zp as floats, made once when both are constants
+    kept: list[np.ndarray] = []
+    const_w = ctx.const(1) is not None and (len(ctx.node.inputs) < 8 or not ctx.node.inputs[7]
+                                            or ctx.const(7) is not None)
+
+    def column(p: np.ndarray, n: int, name: str) -> np.ndarray:
+        if p.size not in (1, n):
+            raise ctx.error(f"{name} {list(p.shape)} must be a scalar or hold {n} values (one per column)")
+        return p.reshape(-1).astype(np.float32) if p.size > 1 else np.float32(p.reshape(-1)[0])
+
+    def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray, x_scale: np.ndarray, w_scale: np.ndarray,
+            mask: np.ndarray | None = None, xzp: np.ndarray | None = None, wzp: np.ndarray | None = None,
+            past: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        _check_projection(ctx, x, w, bias)
+        b, s, _ = x.shape
+        n = w.shape[1]
+        if kept:
+            wd = kept[0]
+        else:
+            wd = w.astype(np.float32) - (column(wzp, n, "weight_zero_point") if wzp is not None else np.float32(0))
+            if const_w:
+                kept.append(wd)
+        if x_scale.size != 1 or (xzp is not None and xzp.size != 1):
+            raise ctx.error("input_scale and input_zero_point must be scalars (per-tensor quantization)")
+        xd = x.reshape(b * s, -1).astype(np.float32)
+        if xzp is not None:
+            xd -= np.float32(xzp.reshape(-1)[0])
+        acc = exact_matmul(xd, wd, bound).astype(np.float32)
+        qkv = acc * (np.float32(x_scale.reshape(-1)[0]) * column(w_scale, n, "weight_scale"))
+        qkv += bias
+        return attend(qkv.reshape(b, s, -1), bias.dtype, mask, past, None)
 
     return run
 

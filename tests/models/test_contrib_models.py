@@ -7,6 +7,12 @@
 - MiniLM fused by `onnxruntime.transformers.optimizer.optimize_model(model_type="bert")` at
   opt_level 0 (the Python fusions alone: EmbedLayerNormalization, Attention,
   SkipLayerNormalization, BiasGelu) and 1: float32 throughout, atol 1e-4 of the largest magnitude.
+- That fused MiniLM quantized by `quantize_dynamic` (QEmbedLayerNormalization, QAttention,
+  DynamicQuantizeLinear, MatMulInteger): dynamic quantization magnifies ulp-level differences
+  (one activation rounding the other way at a uint8 boundary), so the sentence embeddings are
+  compared by cosine >= 0.99 (the issue's tolerance for such files) and every token's hidden
+  state by >= 0.98.  For scale: each runtime's output is at cosine ~0.89 per token (0.92 per
+  sentence) from the float32 fused model's, ten times farther than from each other.
 - MobileNetV3-small quantized statically in QOperator format (QLinearConv, QLinearAdd,
   QLinearMul, QLinearGlobalAveragePool, QGemm): integer kernels, top-1 equal and outputs within
   one output quantum.
@@ -100,6 +106,26 @@ def test_minilm_optimized_by_onnxruntime_matches(tmp_path: Path, opt_level: int)
     for seq in (16, 64):
         ours, ref = _both(path, _minilm_feed(seq))
         _assert_near(ours, ref, 1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@needs_torch
+def test_minilm_fused_then_dynamic_int8_matches_onnxruntime(tmp_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = tmp_path / "minilm_fused.onnx"
+    optimize_model(str(model_builder.model_path("minilm")), model_type="bert", num_heads=12, hidden_size=384,
+                   opt_level=1, use_gpu=False).save_model_to_file(str(fused))
+    quantized = tmp_path / "minilm_fused_int8.onnx"
+    quantize_dynamic(str(fused), str(quantized), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    assert "QAttention" in {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    for seq in (16, 64):
+        ours, ref = _both(quantized, _minilm_feed(seq))
+        hidden, sentence = (_cosines(a, b).min() for a, b in zip(ours, ref))
+        assert sentence >= 0.99 and hidden >= 0.98, (sentence, hidden)
 
 
 @pytest.mark.slow

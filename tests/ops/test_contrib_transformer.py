@@ -271,3 +271,42 @@ def test_group_query_attention_packed() -> None:
     feed, names, init = _gqa_case(2, 1, 4, 4, 1, 8, rotary=False, packed=True)
     ours, ref = one_node("GroupQueryAttention", feed, init, names, n_out=3, num_heads=4, kv_num_heads=1)
     _close(ours, ref)
+
+
+@pytest.mark.parametrize("w_dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_qattention(w_dtype: type, per_column: bool, with_mask: bool) -> None:
+    """Integer product exact in both runtimes, then float attention: TOL."""
+    b, s, d, heads = 2, 5, 16, 2
+    n = 3 * d
+    lo, hi = (-128, 128) if w_dtype is np.int8 else (0, 256)
+    feed = {"x": RNG.integers(0, 256, (b, s, d)).astype(np.uint8)}
+    init = {"w": RNG.integers(lo, hi, (d, n)).astype(w_dtype), "bias": _r(n, scale=0.1),
+            "xs": np.array(0.02, np.float32),
+            "ws": RNG.uniform(0.001, 0.004, (n,) if per_column else ()).astype(np.float32),
+            "xz": np.array(128, np.uint8),
+            "wz": (np.zeros((n,) if per_column else (), w_dtype) if w_dtype is np.int8
+                   else RNG.integers(120, 136, (n,) if per_column else ()).astype(np.uint8))}
+    names = ["x", "w", "bias", "xs", "ws", "", "xz", "wz"]
+    if with_mask:
+        feed["mask"] = np.array([s, s - 2], np.int32)
+        names[5] = "mask"
+    ours, ref = one_node("QAttention", feed, init, names, num_heads=heads)
+    _close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_qembed_layer_normalization() -> None:
+    b, s, hidden, vocab = 2, 7, 16, 40
+    q8 = lambda *shape: RNG.integers(0, 256, shape).astype(np.uint8)  # noqa: E731
+    scalar = lambda v, t=np.float32: np.array(v, t)  # noqa: E731
+    feed = {"ids": RNG.integers(0, vocab, (b, s)).astype(np.int32), "seg_ids": RNG.integers(0, 2, (b, s)).astype(np.int32),
+            "mask": np.array([[1] * s, [1] * 4 + [0] * (s - 4)], np.int32)}
+    init = {"word": q8(vocab, hidden), "pos": q8(12, hidden), "seg": q8(2, hidden), "gamma": q8(hidden),
+            "beta": q8(hidden), "ws": scalar(0.01), "ps": scalar(0.02), "ss": scalar(0.015), "gs": scalar(0.008),
+            "bs": scalar(0.004), "wz": scalar(128, np.uint8), "pz": scalar(120, np.uint8),
+            "sz": scalar(130, np.uint8), "gz": scalar(0, np.uint8), "bz": scalar(128, np.uint8)}
+    names = ["ids", "seg_ids", "word", "pos", "seg", "gamma", "beta", "mask", "ws", "ps", "ss", "gs", "bs",
+             "wz", "pz", "sz", "gz", "bz"]
+    ours, ref = one_node("QEmbedLayerNormalization", feed, init, names, n_out=2, epsilon=1e-12)
+    _close(ours, ref)
