@@ -51,7 +51,8 @@ def _case(k: int, n: int, bits: int, block: int, zp: str, dtype: type = np.float
     return feed, init, names
 
 
-@pytest.mark.parametrize("bits,zp", [(4, "none"), (4, "packed"), (4, "float"), (8, "none"), (8, "packed")])
+@pytest.mark.parametrize("bits,zp", [(4, "none"), (4, "packed"), (4, "float"), (8, "none"), (8, "packed"), (2, "none"),
+                                     (2, "packed")])
 @pytest.mark.parametrize("k,n,block", [(64, 24, 32), (100, 17, 16), (96, 5, 64)])
 def test_matmul_nbits(bits: int, k: int, n: int, block: int, zp: str) -> None:
     """(onnxruntime's CPU kernel refuses 8-bit weights with float zero points.)"""
