@@ -4,6 +4,9 @@
   q4 files): webinfer's dequantized float32 product agrees with onnxruntime's blocked kernels to
   float rounding, so the test asks for near-exact outputs (atol 1e-4 of the largest magnitude)
   and, as the issue states for embeddings, cosine >= 0.99.
+- The same file turned float16 by onnxruntime's converter (keep_io_types: float32 interface), as
+  transformers.js q4f16 files: float16 activations round differently in each runtime (~1e-3
+  relative), so cosine >= 0.999.
 - MiniLM fused by `onnxruntime.transformers.optimizer.optimize_model(model_type="bert")` at
   opt_level 0 (the Python fusions alone: EmbedLayerNormalization, Attention,
   SkipLayerNormalization, BiasGelu) and 1: float32 throughout, atol 1e-4 of the largest magnitude.
@@ -88,6 +91,22 @@ def test_minilm_matmul_nbits_matches_onnxruntime(minilm_q4: Path, seq: int) -> N
     for a, b in zip(ours, ref):
         assert _cosines(a, b).min() >= 0.99
     _assert_near(ours, ref, 1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@needs_torch
+def test_minilm_q4f16_matches_onnxruntime(minilm_q4: Path, tmp_path: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    path = tmp_path / "minilm_q4f16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(minilm_q4)), keep_io_types=True), str(path))
+    nbits = [n for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == 36
+    ours, ref = _both(path, _minilm_feed(32))
+    for a, b in zip(ours, ref):
+        assert a.dtype == b.dtype == np.float32
+        assert _cosines(a, b).min() >= 0.999
 
 
 @pytest.mark.slow
