@@ -246,8 +246,7 @@ def simplified_layer_normalization(ctx: OpContext) -> Kernel:
             raise ctx.error(f"scale {list(scale.shape)} does not broadcast to {list(x.shape[a:])}") from None
         y, _, inv = _normalize(rows, flat_scale, None, eps, center=False)
         stat = x.shape[:a] + (1,) * (x.ndim - a)
-        return y.reshape(x.shape).astype(scale.dtype if scale.dtype != x.dtype else x.dtype, copy=False), \
-            inv.reshape(stat).astype(np.float32)
+        return y.reshape(x.shape).astype(scale.dtype, copy=False), inv.reshape(stat).astype(np.float32)
 
     return run
 
@@ -603,17 +602,16 @@ def ms_multi_head_attention(ctx: OpContext) -> Kernel:
                 k, v = kf[:, :, :, 0].transpose(0, 2, 1, 3), kf[:, :, :, 1].transpose(0, 2, 1, 3)
             elif value is None:
                 raise ctx.error("value is required with a 3-D or 4-D key")
-            elif key.ndim == 4:
-                k, v = _f32(key), _f32(value)
             else:
                 k, v = _f32(key), _f32(value)
             if bias is not None:
-                dv = v.shape[-1] if v.ndim == 3 else 0
-                if bias.shape != (2 * d + dv,) and not (key.ndim != 3 and bias.shape[0] >= d):
-                    raise ctx.error(f"bias {list(bias.shape)} must be [{2 * d + dv}]")
+                if key.ndim != 3:
+                    raise ctx.error("bias with packed or per-head (4-D) key/value is not supported",
+                                    UnsupportedOpError)
+                if bias.shape != (2 * d + v.shape[-1],):
+                    raise ctx.error(f"bias {list(bias.shape)} must be [{2 * d + v.shape[-1]}] (query, key, value)")
                 qf = qf + bias[:d]
-                if key.ndim == 3:
-                    k, v = k + bias[d:2 * d], v + bias[2 * d:]
+                k, v = k + bias[d:2 * d], v + bias[2 * d:]
             q = _heads(qf, heads)
             if key.ndim == 3:
                 if d % heads or v.shape[-1] % heads:

@@ -63,7 +63,7 @@ def _scalar(ctx: OpContext, p: np.ndarray | None, name: str, default: float = 0.
     return float(p.reshape(-1)[0])
 
 
-def _requant(ctx: OpContext, y: np.ndarray, code: int) -> np.ndarray:
+def _requant(y: np.ndarray, code: int) -> np.ndarray:
     """Float32 values already on the output's scale (zero point added): round half to even, saturate."""
     lo, hi = INT_RANGES[code]
     np.rint(y, out=y)
@@ -108,7 +108,7 @@ def qlinear_add(ctx: OpContext) -> Kernel:
         y = a.astype(np.float32) * ra
         y = y + b.astype(np.float32) * rb  # broadcasts: a new array of the output's shape
         y += const
-        return (_requant(ctx, y, code),)
+        return (_requant(y, code),)
 
     return run
 
@@ -125,7 +125,7 @@ def qlinear_mul(ctx: OpContext) -> Kernel:
         y = (a.astype(np.float32) - np.float32(za)) * (b.astype(np.float32) - np.float32(zb))
         y *= ratio
         y += np.float32(zc)
-        return (_requant(ctx, y, code),)
+        return (_requant(y, code),)
 
     return run
 
@@ -154,7 +154,7 @@ def _lookup_kernel(ctx: OpContext, fn: Callable[[np.ndarray], np.ndarray]) -> Ke
             sx, zx, sy, zy = (np.float32(v) for v in params)
             y = fn(sx * (codes - zx)) / sy
             y += zy
-            t = _requant(ctx, y.astype(np.float32), code)
+            t = _requant(y.astype(np.float32), code)
             if len(tables) < 16:
                 tables[params] = t
         return t
@@ -227,7 +227,7 @@ def qlinear_global_average_pool(ctx: OpContext) -> Kernel:
         y = sums.astype(np.float32) * np.float32(scale)
         np.rint(y, out=y)
         y += np.float32(_scalar(ctx, yzp, "y_zero_point"))
-        return (_requant(ctx, y, code),)
+        return (_requant(y, code),)
 
     return run
 
@@ -274,7 +274,7 @@ def qlinear_average_pool(ctx: OpContext) -> Kernel:
             y = np.moveaxis(y, 1, -1)
         y = y / np.float32(_scalar(ctx, y_scale, "y_scale"))
         y += np.float32(_scalar(ctx, yzp, "y_zero_point"))
-        return (_requant(ctx, y, code),)
+        return (_requant(y, code),)
 
     return run
 
@@ -325,7 +325,7 @@ def qlinear_concat(ctx: OpContext) -> Kernel:
                 continue
             t = (np.float32(sx) * (codes - np.float32(zx))) / np.float32(sy)
             t += np.float32(zy)
-            parts.append(_requant(ctx, t, code)[x.view(np.uint8)])
+            parts.append(_requant(t, code)[x.view(np.uint8)])
         if len({p.ndim for p in parts}) != 1 or not -parts[0].ndim <= axis < parts[0].ndim:
             raise ctx.error(f"cannot concatenate shapes {[list(p.shape) for p in parts]} along axis {axis}")
         try:
@@ -440,7 +440,7 @@ def qgemm(ctx: OpContext) -> Kernel:
             return (acc.astype(np.float32) * scale,)
         y = acc.astype(np.float32) * (scale / np.float32(_scalar(ctx, y_scale, "y_scale")))
         y += np.float32(_scalar(ctx, yzp, "y_zero_point"))
-        return (_requant(ctx, y, y_code if y_code is not None else dtypes.UINT8),)
+        return (_requant(y, y_code if y_code is not None else dtypes.UINT8),)
 
     return run
 

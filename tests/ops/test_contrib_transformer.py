@@ -310,3 +310,18 @@ def test_qembed_layer_normalization() -> None:
              "wz", "pz", "sz", "gz", "bz"]
     ours, ref = one_node("QEmbedLayerNormalization", feed, init, names, n_out=2, epsilon=1e-12)
     _close(ours, ref)
+
+
+def test_multi_head_attention_per_head_and_packed_kv() -> None:
+    b, s, length, heads, hd = 2, 4, 6, 2, 8
+    q = _r(b, s, heads * hd)
+    k, v = _r(b, heads, length, hd), _r(b, heads, length, hd)
+    ours, ref = one_node("MultiHeadAttention", {"q": q, "k": k, "v": v}, None, ["q", "k", "v"], num_heads=heads)
+    _close(ours[:1], ref[:1])
+    # packed KV: the reference is the same values fed as 3-D key/value
+    kv = _r(b, length, heads, 2, hd)
+    ours = run_ours("MultiHeadAttention", {"q": q, "kv": kv}, None, ["q", "kv"], num_heads=heads)
+    apart = {"q": q, "k": np.ascontiguousarray(kv[:, :, :, 0]).reshape(b, length, heads * hd),
+             "v": np.ascontiguousarray(kv[:, :, :, 1]).reshape(b, length, heads * hd)}
+    _, ref = one_node("MultiHeadAttention", apart, None, ["q", "k", "v"], num_heads=heads)
+    _close(ours[:1], ref[:1])
