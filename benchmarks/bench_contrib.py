@@ -1,7 +1,7 @@
 """Size, accuracy and latency of small-model variants: `webinfer quantize` outputs and the files
 onnxruntime's own tools write with com.microsoft ops, for webinfer and onnxruntime.
 
-    python benchmarks/bench_contrib.py [--runs 15] [--threads 1] [--models minilm mobilenetv3_small] [--json]
+    python benchmarks/bench_contrib.py [--runs 15] [--threads 1] [--models minilm mobilenetv3_small resnet50] [--json]
 
 Variants (built into a temp dir from tools/models.py's float32 files):
   fp32            the float32 file
@@ -11,8 +11,9 @@ Variants (built into a temp dir from tools/models.py's float32 files):
   ort-qop         MobileNetV3 through quantize_static in QOperator format (QLinearConv, QLinearAdd, ...)
 Accuracy is each runtime's output against its own float32 output on the benchmark input
 (cosine, worst row of the first output; top-1 for the classifier).  Latency: medians over
-`--runs` alternating runs of both runtimes in this one process; `vs fp32` is webinfer's
-median over webinfer's float32 median.
+`--runs` rounds that run every variant in both runtimes in turn, in this one process (load
+drift on a shared machine hits all alike); `vs fp32` is webinfer's median over webinfer's
+float32 median.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def _ort_qop(src: Path, out: Path) -> None:
 MODELS: dict[str, tuple[Callable[[], dict[str, np.ndarray]], dict[str, Callable[[Path, Path], None]]]] = {
     "minilm": (_minilm_feed, {"ort-q4": _ort_q4, "ort-fused": _ort_fused}),
     "mobilenetv3_small": (_image_feed, {"ort-qop": _ort_qop}),
+    "resnet50": (_image_feed, {}),
 }
 
 
@@ -112,7 +114,7 @@ def bench_model(name: str, threads: int, runs: int, tmp: Path) -> list[dict[str,
         path = tmp / f"{name}_{label}.onnx"
         build(src, path)
         files[label] = path
-    rows, base = [], {}
+    sessions, rows, base = {}, [], {}
     for label, path in files.items():
         data = path.read_bytes()
         ours = webinfer.InferenceSession(data, session_options(threads), providers=["cpu"])
@@ -120,16 +122,20 @@ def bench_model(name: str, threads: int, runs: int, tmp: Path) -> list[dict[str,
         out_o, out_r = ours.run(None, feed)[0], ref.run(None, feed)[0]
         if label == "fp32":
             base = {"webinfer": out_o, "onnxruntime": out_r}
-        t_o, t_r = [], []
-        for _ in range(2):
-            ours.run(None, feed), ref.run(None, feed)
-        for _ in range(runs):
-            t_o.append(_time(lambda: ours.run(None, feed)))
-            t_r.append(_time(lambda: ref.run(None, feed)))
+        sessions[label] = (ours, ref)
         rows.append({"model": name, "variant": label, "mb": len(data) / 1e6,
                      "acc_webinfer": _accuracy(out_o, base["webinfer"]),
-                     "acc_onnxruntime": _accuracy(out_r, base["onnxruntime"]),
-                     "webinfer_ms": statistics.median(t_o), "onnxruntime_ms": statistics.median(t_r)})
+                     "acc_onnxruntime": _accuracy(out_r, base["onnxruntime"])})
+    times: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in sessions}
+    for i in range(runs + 1):  # round-robin over variants and runtimes: load drift hits all alike
+        for label, (ours, ref) in sessions.items():
+            t_o, t_r = _time(lambda: ours.run(None, feed)), _time(lambda: ref.run(None, feed))
+            if i:  # the first round warms up
+                times[label][0].append(t_o)
+                times[label][1].append(t_r)
+    for r in rows:
+        t_o, t_r = times[r["variant"]]
+        r["webinfer_ms"], r["onnxruntime_ms"] = statistics.median(t_o), statistics.median(t_r)
     fp32_ms = rows[0]["webinfer_ms"]
     for r in rows:
         r["ratio"] = r["webinfer_ms"] / r["onnxruntime_ms"]
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=["minilm", "mobilenetv3_small"], choices=list(MODELS))
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
