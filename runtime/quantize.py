@@ -88,6 +88,19 @@ def _consumers(graph: Graph) -> dict[str, list[tuple[int, int]]]:
     return uses
 
 
+def _nested_reads(graph: Graph) -> set[str]:
+    """Names read inside the subgraphs (If branches, Loop/Scan bodies) of `graph`'s nodes, at any depth:
+    an outer initializer they read must keep its name."""
+    names: set[str] = set()
+    for n in graph.nodes:
+        for value in n.attrs.values():
+            for g in value if isinstance(value, list) else [value]:
+                if isinstance(g, Graph):
+                    names.update(i for m in g.nodes for i in m.inputs)
+                    names |= _nested_reads(g)
+    return names
+
+
 def _candidates(graph: Graph) -> list[str]:
     """Large float32 matrices (rank >= 2: weights and tables, not biases) that are not also
     (overridable) graph inputs."""
@@ -160,10 +173,11 @@ def _int4(graph: Graph, block: int, rw: _Rewrite, names: _Names) -> None:
     if block < 16 or block & (block - 1):
         raise ValueError(f"block_size must be a power of two >= 16, got {block}")
     uses = _consumers(graph)
+    nested = _nested_reads(graph)
     for name in _candidates(graph):
         w = graph.initializers[name].array
         readers = uses.get(name, [])
-        if w.ndim != 2 or not readers or any(graph.nodes[i].op_type != "MatMul" or graph.nodes[i].domain or j != 1
+        if w.ndim != 2 or not readers or name in nested or any(graph.nodes[i].op_type != "MatMul" or graph.nodes[i].domain or j != 1
                                              for i, j in readers):
             continue
         k, n = w.shape

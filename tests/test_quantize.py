@@ -151,3 +151,23 @@ def test_minilm(mode: str) -> None:
         assert cos.min() >= 0.99
     floor = 0.9 if mode == "int4" else 0.99
     assert min(a.cosine_min for a in compare(data, out, seeds=1)) >= floor
+
+
+def test_int4_keeps_weights_read_inside_subgraphs() -> None:
+    """A MatMul weight that an If branch also reads stays float32 (the branch needs its name)."""
+    w = np.random.default_rng(1).normal(0, 0.2, (64, 32)).astype(np.float32)
+    branch = helper.make_graph([helper.make_node("Identity", ["w"], ["b_out"])], "branch", [],
+                               [helper.make_tensor_value_info("b_out", TensorProto.FLOAT, [64, 32])])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64]),
+                                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [64, 32])],
+                              [numpy_helper.from_array(w, "w")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    out = onnx.load_from_string(quantize_model(data, "int4"))
+    assert [n.op_type for n in out.graph.node] == ["MatMul", "If"]
+    feed = {"x": np.ones((2, 64), np.float32), "cond": np.array(True)}
+    ours, ref = _both(out.SerializeToString(), feed)
+    _assert_same(ours, ref)
