@@ -15,6 +15,13 @@ from webinfer.errors import WebinferError
 from .contrib_util import one_node, run_ours
 
 RNG = np.random.default_rng(21)
+
+
+@pytest.fixture(autouse=True)
+def _same_data_in_any_order() -> None:
+    """Each test draws the same data however the tests are ordered or split between workers."""
+    global RNG
+    RNG = np.random.default_rng(21)
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 

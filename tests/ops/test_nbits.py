@@ -17,6 +17,13 @@ from .contrib_util import one_node, run_ours
 RNG = np.random.default_rng(4)
 
 
+@pytest.fixture(autouse=True)
+def _same_data_in_any_order() -> None:
+    """Each test draws the same data however the tests are ordered or split between workers."""
+    global RNG
+    RNG = np.random.default_rng(4)
+
+
 def _pack(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack values (< 2**bits) along the last axis, low bits first, as onnxruntime stores them."""
     per = 8 // bits

@@ -9,7 +9,6 @@ rtol 1e-6.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from onnx import helper
