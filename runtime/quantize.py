@@ -257,7 +257,13 @@ def quantize_model(data: bytes, mode: str, block_size: int = 32) -> bytes:
     """The bytes of `data`'s model with its weights in `mode` (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    model = read_model(data)
+    try:
+        model = read_model(data)
+    except ModelLoadError as e:
+        if "external" not in str(e):
+            raise
+        raise ModelLoadError(f"webinfer quantize rewrites single-file models; this one keeps weights in external "
+                             f"data files ({e})") from None
     names = _Names(model.graph)
     rw = _Rewrite()
     if mode == "int8":
@@ -329,4 +335,5 @@ def compare(reference: bytes, quantized: bytes, seeds: int = 3) -> list[Agreemen
 
 
 def describe_size(before: int, after: int) -> str:
+    """`90.4 MB -> 23.0 MB (25% of the original)`."""
     return f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB ({after / before:.0%} of the original)"

@@ -171,3 +171,13 @@ def test_int4_keeps_weights_read_inside_subgraphs() -> None:
     feed = {"x": np.ones((2, 64), np.float32), "cond": np.array(True)}
     ours, ref = _both(out.SerializeToString(), feed)
     _assert_same(ours, ref)
+
+
+def test_external_data_is_refused_clearly(tmp_path: Path) -> None:
+    from webinfer.errors import ModelLoadError
+
+    model = onnx.load_from_string(_small_model())
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    with pytest.raises(ModelLoadError, match="single-file models; this one keeps weights in external data"):
+        quantize_model((tmp_path / "m.onnx").read_bytes(), "int8")
