@@ -190,17 +190,23 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import compare, describe_size, quantize_model
 
     data = Path(args.model).read_bytes()
+    changed: list[str] = []
     try:
-        out = quantize_model(data, args.mode, args.block_size)
+        out = quantize_model(data, args.mode, args.block_size, changed)
     except ValueError as e:
         raise SystemExit(f"webinfer quantize: {e}") from e
     Path(args.out).write_bytes(out)
     agreement = [] if args.no_check else compare(data, out)
     if args.json:
         print(json.dumps({"mode": args.mode, "bytes_before": len(data), "bytes_after": len(out),
-                          "outputs": [vars(a) for a in agreement]}, indent=2))
+                          "weights_changed": changed, "outputs": [vars(a) for a in agreement]}, indent=2))
         return 0
     print(f"{args.mode}: {describe_size(len(data), len(out))} -> {args.out}")
+    if changed:
+        print(f"  {len(changed)} weight tensors rewritten")
+    else:
+        print("  no weights to rewrite in this mode (int4 takes MatMul weights only; every mode skips 1-D tensors "
+              "and those under 1,024 values)")
     for a in agreement:
         top1 = "" if a.top1 is None else f", top-1 agreement {a.top1:.1%}"
         print(f"  output '{a.name}' vs float32 (random inputs): cosine min {a.cosine_min:.5f} "

@@ -253,8 +253,9 @@ def _model_bytes(data: bytes, rw: _Rewrite) -> bytes:
     return bytes(out)
 
 
-def quantize_model(data: bytes, mode: str, block_size: int = 32) -> bytes:
-    """The bytes of `data`'s model with its weights in `mode` (see the module docstring)."""
+def quantize_model(data: bytes, mode: str, block_size: int = 32, changed: list[str] | None = None) -> bytes:
+    """The bytes of `data`'s model with its weights in `mode` (see the module docstring); the
+    names of the weights it rewrote are appended to `changed` when given."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     try:
@@ -272,6 +273,8 @@ def quantize_model(data: bytes, mode: str, block_size: int = 32) -> bytes:
         _int4(model.graph, block_size, rw, names)
     else:
         _fp16(model.graph, rw, names)
+    if changed is not None:
+        changed.extend(sorted(rw.drop))
     return _model_bytes(bytes(data), rw)
 
 

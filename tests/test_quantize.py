@@ -122,6 +122,7 @@ def test_cli_reports_size_and_accuracy(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["quantize", str(src), str(dst), "--mode", "int8"]) == 0
     text = capsys.readouterr().out
     assert "int8: " in text and "MB ->" in text and "of the original" in text
+    assert "3 weight tensors rewritten" in text
     assert "output 'logits' vs float32 (random inputs): cosine min 0.99" in text
     assert "top-1 agreement" in text
     onnx.checker.check_model(onnx.load(str(dst)))
@@ -181,3 +182,20 @@ def test_external_data_is_refused_clearly(tmp_path: Path) -> None:
               location="m.data", size_threshold=0)
     with pytest.raises(ModelLoadError, match="single-file models; this one keeps weights in external data"):
         quantize_model((tmp_path / "m.onnx").read_bytes(), "int8")
+
+
+def test_cli_says_when_nothing_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """int4 rewrites MatMul weights only: a model whose products are Gemm and Conv stays as it was."""
+    model = onnx.load_from_string(_small_model())
+    matmul_chain = {"MatMul", "Add", "Relu"}
+    kept = [n for n in model.graph.node if n.op_type not in matmul_chain]
+    del model.graph.node[:]
+    model.graph.node.extend([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["h2"])] + kept)
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n)
+                                    for n, v in (("starts", 0), ("ends", 48), ("axes", 1))])
+    onnx.checker.check_model(model)
+    src = tmp_path / "no_matmul.onnx"
+    src.write_bytes(model.SerializeToString())
+    assert main(["quantize", str(src), str(tmp_path / "out.onnx"), "--mode", "int4"]) == 0
+    text = capsys.readouterr().out
+    assert "no weights to rewrite in this mode" in text and "cosine min 1.00000" in text
