@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -319,7 +319,7 @@ def same_as_input(ctx: InferContext) -> list[Type | None]:
     return [ctx.type(0)] * ctx.n_out
 
 
-def broadcast_rule(elem: int | None = None):
+def broadcast_rule(elem: int | None = None) -> Callable[[InferContext], list[Type | None]]:
     """Rule for n-ary broadcasting ops; output elem `elem` or input 0's."""
 
     def rule(ctx: InferContext) -> list[Type | None]:
