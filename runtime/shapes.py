@@ -133,12 +133,13 @@ def dims_compatible(a: Dim, b: Dim) -> bool:
 
 def broadcast_shapes(shapes: Sequence[Shape | None], node: Node | None = None) -> Shape | None:
     """numpy broadcasting of possibly symbolic shapes; mismatches are errors."""
-    if any(s is None for s in shapes):
+    known_shapes = [s for s in shapes if s is not None]
+    if len(known_shapes) < len(shapes):
         return None
-    rank = max((len(s) for s in shapes), default=0)  # type: ignore[arg-type]
+    rank = max((len(s) for s in known_shapes), default=0)
     out: list[Dim] = []
     for i in range(rank):
-        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]  # type: ignore[arg-type]
+        dims = [s[len(s) - rank + i] for s in known_shapes if len(s) - rank + i >= 0]
         known = {d for d in dims if isinstance(d, int) and d != 1}
         if len(known) > 1:
             where = f"{node.label()}: " if node is not None else ""

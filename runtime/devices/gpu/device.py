@@ -449,12 +449,14 @@ class GpuDevice:
         node = ctx.node
         spec = KERNELS.get((node.domain, node.op_type))
         if spec is None:
-            return self._reject(ctx, "no WGSL kernel for this op")
+            self._reject(ctx, "no WGSL kernel for this op")
+            return None
         try:
             self._check_types(ctx, spec.host_outputs)
             kernel = spec.build(ctx, self)
         except Unsupported as e:
-            return self._reject(ctx, str(e))
+            self._reject(ctx, str(e))
+            return None
         if not spec.host_outputs:
             self.resident.update(o for o in node.outputs if o)
         return kernel
@@ -562,7 +564,6 @@ class GpuDevice:
     def _reject(self, ctx: OpContext, reason: str) -> None:
         node = ctx.node
         self.fallbacks.append(Fallback(node.name or node.outputs[0], node.op_type, reason))
-        return None
 
     # ------------------------------------------------------------ tensors
     def empty(self, shape: Sequence[int], dtype: np.dtype) -> GpuTensor:
