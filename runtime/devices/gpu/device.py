@@ -609,7 +609,7 @@ class GpuDevice:
         return buf
 
     # ------------------------------------------------------------ programs and dispatch
-    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), **values: Any) -> Program:
+    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), /, **values: Any) -> Program:
         """The pipeline for `entry` of wgsl/`file` (after `includes`) with template `values`, cached by all of them."""
         key = (file, entry, workgroup, includes) + tuple(sorted(values.items()))
         prog = self.programs.get(key)
