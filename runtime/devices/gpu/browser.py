@@ -165,7 +165,7 @@ class BrowserBackend(Backend):
 
     def write_buffer(self, handle: Any, offset: int, data: np.ndarray) -> None:
         from pyodide.ffi import to_js
-        self.queue.writeBuffer(handle, int(offset), to_js(memoryview(np.ascontiguousarray(data)).cast("B")))
+        self.queue.writeBuffer(handle, int(offset), to_js(np.ascontiguousarray(data).data.cast("B")))
 
     def compile(self, source: str, entry: str, label: str) -> Any:
         """Shader module + pipeline.  WebGPU does not throw on a bad shader: its error arrives as an

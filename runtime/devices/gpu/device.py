@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ...errors import DeviceError
 from ...ir import TensorType
@@ -155,7 +156,7 @@ class Backend(ABC):
         """Submit the open encoder (a no-op when nothing is recorded)."""
 
     @abstractmethod
-    async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> list[bytes | memoryview]:
+    async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> Sequence[bytes | memoryview]:
         """Copy each (buffer, byte offset, size) range into one mappable buffer, submit everything pending
         with it, map it once and return the bytes of each range (sizes and offsets are multiples of 4)."""
 
@@ -566,7 +567,7 @@ class GpuDevice:
         self.fallbacks.append(Fallback(node.name or node.outputs[0], node.op_type, reason))
 
     # ------------------------------------------------------------ tensors
-    def empty(self, shape: Sequence[int], dtype: np.dtype) -> GpuTensor:
+    def empty(self, shape: Sequence[int], dtype: DTypeLike) -> GpuTensor:
         """A fresh pooled tensor (contents undefined) for a kernel's output; empty ones get a
         small buffer too, so kernels can bind them."""
         dtype = np.dtype(dtype)
