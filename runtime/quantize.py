@@ -141,7 +141,7 @@ def _int8(graph: Graph, opset: int, rw: _Rewrite, names: _Names) -> None:
         rw.initializers += [writer.tensor(q_name, q, dtypes.INT8), writer.tensor(s_name, scale, dtypes.FLOAT)]
         attrs = {} if axis is None else {"axis": axis}
         rw.nodes.append(writer.node("DequantizeLinear", [q_name, s_name], [name], names(f"{name}_dequantize"),
-                                    **attrs))
+                                    attrs=attrs))
     rw.opsets[""] = 10
 
 
@@ -189,7 +189,8 @@ def _int4(graph: Graph, block: int, rw: _Rewrite, names: _Names) -> None:
         for i, _ in readers:
             mm = graph.nodes[i]
             rw.replace[i] = writer.node("MatMulNBits", [mm.inputs[0], b_name, s_name, z_name], mm.outputs,
-                                        mm.name or names("MatMulNBits"), MS, K=k, N=n, bits=4, block_size=block)
+                                        mm.name or names("MatMulNBits"), MS,
+                                        {"K": k, "N": n, "bits": 4, "block_size": block})
         rw.opsets[MS] = 1
 
 
@@ -200,14 +201,14 @@ def _fp16(graph: Graph, rw: _Rewrite, names: _Names) -> None:
         h_name = names(f"{name}_fp16")
         rw.drop.add(name)
         rw.initializers.append(writer.tensor(h_name, half, dtypes.FLOAT16))
-        rw.nodes.append(writer.node("Cast", [h_name], [name], names(f"{name}_cast"), to=dtypes.FLOAT))
+        rw.nodes.append(writer.node("Cast", [h_name], [name], names(f"{name}_cast"), attrs={"to": dtypes.FLOAT}))
     rw.opsets[""] = 6
 
 
 def _name_of(msg: memoryview, name_field: int) -> str:
     for f, wire, value in protobuf.iter_fields(msg):
         if f == name_field and wire == protobuf.LEN:
-            return bytes(value).decode()  # type: ignore[arg-type]
+            return bytes(value).decode()
     return ""
 
 
@@ -221,7 +222,7 @@ def _graph_bytes(buf: memoryview, rw: _Rewrite) -> bytes:
                 out += b"".join(writer.len_field(1, n) for n in rw.nodes)
             out += writer.len_field(1, rw.replace[index]) if index in rw.replace else writer.raw_field(f, wire, value)
             index += 1
-        elif f in (5, 11) and wire == protobuf.LEN and _name_of(value, 8 if f == 5 else 1) in rw.drop:  # type: ignore[arg-type]
+        elif f in (5, 11) and wire == protobuf.LEN and _name_of(value, 8 if f == 5 else 1) in rw.drop:
             continue
         else:
             out += writer.raw_field(f, wire, value)
@@ -236,13 +237,13 @@ def _model_bytes(data: bytes, rw: _Rewrite) -> bytes:
     needed = dict(rw.opsets)
     for f, wire, value in protobuf.iter_fields(memoryview(data)):
         if f == 7 and wire == protobuf.LEN:
-            out += writer.len_field(7, _graph_bytes(value, rw))  # type: ignore[arg-type]
+            out += writer.len_field(7, _graph_bytes(value, rw))
             continue
         if f == 8 and wire == protobuf.LEN:
-            fields = {g: v for g, _, v in protobuf.iter_fields(value)}  # type: ignore[arg-type]
-            domain = bytes(fields.get(1, b"")).decode()  # type: ignore[arg-type]
+            fields = {g: v for g, _, v in protobuf.iter_fields(value)}
+            domain = bytes(fields.get(1, b"")).decode()
             domain = "" if domain == "ai.onnx" else domain
-            version = int(fields.get(2, 0))  # type: ignore[arg-type]
+            version = int(fields.get(2, 0))
             if domain in needed:
                 if version < needed.pop(domain):
                     raise ModelLoadError(f"opset {version} of '{domain or 'ai.onnx'}' is too old for the nodes "

@@ -9,7 +9,7 @@ attributes, opset ids) are encoded here.  Field numbers are onnx.proto's.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -44,13 +44,13 @@ def str_field(field: int, text: str) -> bytes:
     return len_field(field, text.encode())
 
 
-def raw_field(field: int, wire: int, value: int | memoryview) -> bytes:
-    """Re-encode one field exactly as `protobuf.iter_fields` yielded it."""
+def raw_field(field: int, wire: int, value: Any) -> bytes:
+    """Re-encode one field exactly as `protobuf.iter_fields` yielded it (an int for varints, else bytes)."""
     if wire == protobuf.VARINT:
-        return int_field(field, int(value))  # type: ignore[arg-type]
+        return int_field(field, int(value))
     if wire == protobuf.LEN:
-        return len_field(field, value)  # type: ignore[arg-type]
-    return key(field, wire) + bytes(value)  # type: ignore[arg-type]
+        return len_field(field, value)
+    return key(field, wire) + bytes(value)
 
 
 def tensor(name: str, array: np.ndarray, elem: int) -> bytes:
@@ -70,11 +70,11 @@ def attribute(name: str, value: int | float | Sequence[int]) -> bytes:
 
 
 def node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str = "", domain: str = "",
-         **attrs: int | float | Sequence[int]) -> bytes:
+         attrs: Mapping[str, int | float | Sequence[int]] | None = None) -> bytes:
     """NodeProto: input (1), output (2), name (3), op_type (4), attribute (5), domain (7)."""
     out = b"".join(str_field(1, i) for i in inputs) + b"".join(str_field(2, o) for o in outputs)
     out += (str_field(3, name) if name else b"") + str_field(4, op_type)
-    out += b"".join(len_field(5, attribute(k, v)) for k, v in attrs.items())
+    out += b"".join(len_field(5, attribute(k, v)) for k, v in (attrs or {}).items())
     return out + (str_field(7, domain) if domain else b"")
 
 

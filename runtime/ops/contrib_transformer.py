@@ -14,14 +14,14 @@ get `mask_filter_value` (-10000) added, not -inf, so a fully masked row is unifo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import dtypes, gemm
 from ..errors import UnsupportedOpError
 from ..ir import Dim, Type
-from ..shapes import InferContext, dim_div, dims_compatible, shape_str, tensor
+from ..shapes import InferContext, dim_div, dim_mul, dims_compatible, shape_str, tensor
 from .attention import _attend as attend_core
 from .attention import _causal_allowed, rotary_embedding, scaled_dot_product_attention
 from .elementwise import gelu, gelu_, sigmoid
@@ -161,7 +161,7 @@ def _check_hidden(ctx: Any, x: tuple[Dim, ...] | None, params: dict[str, tuple[D
             raise ctx.error(f"{name} {shape_str(p)} must be 1-D over the hidden axis of {shape_str(x)}")
 
 
-def _skip_rule(simplified: bool):
+def _skip_rule(simplified: bool) -> Callable[[InferContext], list[Type | None]]:
     """SkipLayerNormalization's rule (beta at input 3, bias at 4) or the simplified one's (bias at 3)."""
 
     def rule(ctx: InferContext) -> list[Type | None]:
@@ -182,7 +182,8 @@ def _skip_rule(simplified: bool):
 def _skip_kernel(ctx: OpContext, simplified: bool) -> Kernel:
     eps = float(ctx.attr("epsilon", _LN_EPS))
 
-    def run(x: np.ndarray, skip: np.ndarray, gamma: np.ndarray, *rest: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    def run(x: np.ndarray, skip: np.ndarray, gamma: np.ndarray,
+            *rest: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
         beta, bias = (None, rest[0] if rest else None) if simplified else \
             (rest[0] if rest else None, rest[1] if len(rest) > 1 else None)
         try:
@@ -285,7 +286,7 @@ def embed_layer_normalization(ctx: OpContext) -> Kernel:
 
     def run(ids: np.ndarray, seg_ids: np.ndarray | None, word: np.ndarray, pos: np.ndarray,
             seg: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray, mask: np.ndarray | None = None,
-            pos_ids: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+            pos_ids: np.ndarray | None = None) -> tuple[np.ndarray | None, ...]:
         if ids.ndim != 2:
             raise ctx.error(f"input_ids must be 2-D (batch, sequence), got {list(ids.shape)}")
         b, s = ids.shape
@@ -519,7 +520,7 @@ def qattention(ctx: OpContext) -> Kernel:
     def column(p: np.ndarray, n: int, name: str) -> np.ndarray:
         if p.size not in (1, n):
             raise ctx.error(f"{name} {list(p.shape)} must be a scalar or hold {n} values (one per column)")
-        return p.reshape(-1).astype(np.float32) if p.size > 1 else np.float32(p.reshape(-1)[0])
+        return p.reshape(-1).astype(np.float32) if p.size > 1 else p.reshape(()).astype(np.float32)
 
     def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray, x_scale: np.ndarray, w_scale: np.ndarray,
             mask: np.ndarray | None = None, xzp: np.ndarray | None = None, wzp: np.ndarray | None = None,
@@ -557,11 +558,11 @@ def _mha_rule(ctx: InferContext) -> list[Type | None]:
     if q is None:
         return [tensor(ctx.elem(0)), tensor(ctx.elem(0)), tensor(ctx.elem(0))]
     if len(q) == 5:
-        out: tuple[Dim, ...] | None = (q[0], q[1], q[2] * q[4] if all(isinstance(d, int) for d in q[2::2]) else None)
+        out: tuple[Dim, ...] | None = (q[0], q[1], dim_mul(q[2], q[4]))
     elif v is not None and len(v) == 3:
         out = (q[0], q[1], v[2])
     elif v is not None and len(v) == 4:
-        out = (q[0], q[1], v[1] * v[3] if isinstance(v[1], int) and isinstance(v[3], int) else None)
+        out = (q[0], q[1], dim_mul(v[1], v[3]))
     else:
         out = (q[0], q[1], q[2])
     return [tensor(ctx.elem(0), out), tensor(ctx.elem(0)), tensor(ctx.elem(0))]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Dim, Type
-from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
+from ..shapes import InferContext, broadcast_shapes, dim_add, dims_compatible, normalize_axis, shape_str, tensor
 from .conv import read_window
 from .pool import average_pool, window_divisors
 from .quant import INT_RANGES, dynamic_quantize, dynamic_range, exact_matmul, matmul_shape
@@ -303,7 +303,7 @@ def _concat_rule(ctx: InferContext) -> list[Type | None]:
     for s in known:
         if len(s) != rank or not all(dims_compatible(a, b) for j, (a, b) in enumerate(zip(s, known[0])) if j != ax):
             raise ctx.error(f"inputs {[shape_str(t) for t in known]} differ outside axis {axis}")
-        total = total + s[ax] if isinstance(total, int) and isinstance(s[ax], int) else None
+        total = dim_add(total, s[ax])
     return [tensor(ctx.elem(1), tuple(total if j == ax else d for j, d in enumerate(known[0])))]
 
 
@@ -383,7 +383,7 @@ def _qgemm_rule(ctx: InferContext) -> list[Type | None]:
 def _bound(a_code: int | None, b_code: int | None) -> int:
     """The largest |(a - a_zp)(b - b_zp)| of 8-bit operands."""
     span = {code: hi - lo for code, (lo, hi) in INT_RANGES.items()}
-    return span.get(a_code, 255) * span.get(b_code, 255)
+    return (255 if a_code is None else span.get(a_code, 255)) * (255 if b_code is None else span.get(b_code, 255))
 
 
 class _ConstWeights:
@@ -409,7 +409,7 @@ class _ConstWeights:
 def _column_param(ctx: OpContext, p: np.ndarray, n: int, name: str) -> np.ndarray:
     if p.size != 1 and (p.ndim != 1 or p.shape[0] != n):
         raise ctx.error(f"{name} has shape {list(p.shape)}: it must be a scalar or hold one value per column ({n})")
-    return p.reshape(-1).astype(np.float32) if p.size > 1 else np.float32(p.reshape(-1)[0])
+    return p.reshape(-1).astype(np.float32) if p.size > 1 else p.reshape(()).astype(np.float32)
 
 
 @op("QGemm", since=1, domain=MS, infer=_qgemm_rule)
@@ -425,9 +425,8 @@ def qgemm(ctx: OpContext) -> Kernel:
     def run(a: np.ndarray, a_scale: np.ndarray, azp: np.ndarray, b: np.ndarray, b_scale: np.ndarray,
             bzp: np.ndarray | None, c: np.ndarray | None = None, y_scale: np.ndarray | None = None,
             yzp: np.ndarray | None = None) -> tuple[np.ndarray]:
-        dims = _gemm_dims(a.shape, b.shape, ta, tb, ctx)
-        assert dims is not None
-        n = int(dims[1])
+        _gemm_dims(a.shape, b.shape, ta, tb, ctx)
+        n = b.shape[0] if tb else b.shape[1]
         ak = (a.T if ta else a).astype(np.float32) - np.float32(_scalar(ctx, azp, "a_zero_point"))
         acc = exact_matmul(ak, weights(b, bzp, tb), bound)
         if c is not None:
