@@ -345,9 +345,9 @@ _CHUNK_MIN_CELLS = 512
 #: output cells: the epilogue then finds its block in cache, and its rows are long enough for
 #: numpy (which is 2-4x slower per element on rows of a few hundred cells than on one long run).
 _POINTWISE_MIN_CELLS = 4096
-#: 1x1 convs without a residual accumulate into an output holding their bias (`_pointwise_accumulated`)
-#: only above this many output bytes: below, the output stays in cache and the ctypes call's fixed cost
-#: is more than numpy's bias pass.
+#: 1x1 convs accumulate into an output holding their bias or residual (`_pointwise_accumulated`) only
+#: above this many output bytes: below, the output stays in cache and the ctypes call's fixed cost is
+#: more than numpy's bias and residual passes.
 _ACCUMULATE_MIN_BYTES = 256 << 10
 
 
@@ -365,13 +365,14 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
 
     Big outputs (large images, few channels) are computed in blocks of
     output cells, each finished (bias, residual, activation) while in cache.
-    `consume`: the residual's buffer may become the output.  Without a
-    residual, `_pointwise_accumulated`'s pass filling the output with the
-    bias pays only on outputs out of cache (a ResNet's early stages): an
-    expansion with a folded bias takes it through a ones row on its
-    (smaller) input instead, and small outputs (a MobileNet's, up to
-    _ACCUMULATE_MIN_BYTES) go through numpy's matmul, which costs less per
-    call than the ctypes one (MobileNetV3-small: ~10% faster in all).
+    `consume`: the residual's buffer may become the output.
+    `_pointwise_accumulated` (BLAS accumulating into an output holding the
+    bias or the residual) saves passes that matter only on outputs out of
+    cache (a ResNet's): outputs up to _ACCUMULATE_MIN_BYTES (a MobileNet's)
+    go through numpy's matmul, whose call costs 5-10 us less than the
+    ctypes one, then the bias and residual passes in cache; without a
+    residual, an expansion with a folded bias takes it through a ones row
+    on its (smaller) input.  MobileNetV3-small runs ~15% faster so.
     """
     mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     every = slice(None)
@@ -380,9 +381,9 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     out_bytes = groups * mg * p * mat.dtype.itemsize
     chunked = out_bytes > _CHUNK_ABOVE_BYTES and p >= 2 * cells
     bias = w.bias if w.folded else epilogue.bias
-    if blas.available() and (consume and residual is not None and residual.flags.c_contiguous
-                             or residual is None and bias is not None and not chunked and not ones_row
-                             and n * out_bytes > _ACCUMULATE_MIN_BYTES):
+    if blas.available() and n * out_bytes > _ACCUMULATE_MIN_BYTES and (
+            consume and residual is not None and residual.flags.c_contiguous
+            or residual is None and bias is not None and not chunked and not ones_row):
         return _pointwise_accumulated(x, w, bias, epilogue.act, residual)
     y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
     ym = y.reshape(n, groups * mg, p)
