@@ -71,9 +71,10 @@ def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypat
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_relu_and_hardswish_in_place_match_onnxruntime(layout: str, dtype: type) -> None:
-    """The in-place Relu (a clip) and HardSwish (block by block through a work buffer: several blocks
-    here) that Conv and MatMul epilogues apply give onnxruntime's Relu and HardSwish on any layout
-    (rtol 1e-6: one float32 rounding of x / 6), and keep NaN and the infinities."""
+    """The in-place Relu (a clip on big arrays, as here) and HardSwish (block by block through a work
+    buffer: several blocks here) that Conv and MatMul epilogues apply give onnxruntime's Relu and
+    HardSwish on any layout (rtol 1e-6: one float32 rounding of x / 6), and keep NaN and the infinities
+    (also on a small array, where Relu is numpy's maximum)."""
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((3, 5, 2 * elementwise_ops._BLOCK // 15 + 7)) * 5).astype(np.float32)
     for op, fn in (("Relu", elementwise_ops._relu_), ("HardSwish", elementwise_ops._hardswish_)):
