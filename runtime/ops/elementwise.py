@@ -221,9 +221,10 @@ def _logistic_of_negated_(y: np.ndarray) -> None:
 def _hardswish_(y: np.ndarray) -> None:
     """y * clip(y / 6 + 0.5, 0, 1) in place, block by block through the thread's float32 work buffer.
 
-    A temporary the size of y (a MobileNet's stem output: 800 KB) is a
-    fresh allocation per call, which glibc hands back to the OS between
-    runs: its page faults cost several times the arithmetic.
+    No temporary the size of y (a MobileNet stem's 800 KB): the block
+    stays in cache, and no allocation can fault its pages in again when
+    glibc has handed them back to the OS (which made a stem conv called in
+    a loop 2.5x slower; within a model run the gain is ~1%).
     """
     if y.dtype != np.float32 or not y.flags.c_contiguous:
         t = y * (1.0 / 6.0)
