@@ -5,21 +5,26 @@ Quantized tensors of every width (int16 down to int2, float8, float4) are
 taken as storage (`exotic=True`): sub-byte ints are held as their values,
 small floats as bit patterns decoded with dtypes.py.
 
-Integer products are exact: zero points are subtracted in int32, then the
-products run through BLAS in float32 when every partial sum stays below
-2**24 (exactly representable), else float64 (exact below 2**53), which is
-far faster than numpy's integer matmul.  Requantization rounds half to
+Integer products are exact and run through the float32 GEMM (gemm.py):
+operands less their zero points are integers held exactly in float32, and
+K is split into blocks short enough that every partial sum of a block stays
+within 2**24 (`k_block`, from the zero-point-shifted ranges), so each block's
+float32 product is exact; blocks are summed in float64 (exact below 2**53).
+Constant weights are shifted, converted and laid out once when the kernel is
+built.  Wider types (int16, int32) whose single products pass 2**24 go
+through float64 or int64 products instead.  Requantization rounds half to
 even, as ONNX specifies.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, gemm as cpu_gemm
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
@@ -248,12 +253,6 @@ def dynamic_quantize_linear(ctx: OpContext) -> Any:
 
 # ------------------------------------------------------------ integer products
 
-def _span(code: int | None) -> int:
-    """Largest |value - zero point| of an integer quantized type (2**32 when unknown)."""
-    lo, hi = INT_RANGES[code] if code in INT_RANGES else (0, 1 << 32)
-    return hi - lo
-
-
 def exact_dtype(bound: int, k: int) -> np.dtype | None:
     """The float type in which a product of k terms, each at most `bound` in magnitude, sums
     exactly through BLAS (every partial sum below 2**24 for float32, 2**53 for float64);
@@ -271,12 +270,103 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
 
     BLAS in float32 while every partial sum is below 2**24, float64 below
     2**53, numpy's int64 matmul beyond; the result is int64.  Operands already
-    in the chosen float type are used as they are (no copy).
+    in the chosen float type are used as they are (no copy).  The wide-type
+    fallback of `IntegerOperand.matmul`.
     """
     dt = exact_dtype(bound, a.shape[-1])
     if dt is None:
         return np.matmul(a.astype(np.int64), b.astype(np.int64))
     return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False)).astype(np.int64)
+
+
+#: float32 holds every integer of magnitude up to 2**24 exactly.
+F32_EXACT = 1 << 24
+#: float64 holds every integer of magnitude up to 2**53 exactly.
+F64_EXACT = 1 << 53
+
+
+def shifted_max(code: int | None, zp: np.ndarray | None) -> int | None:
+    """The largest |q - zp| over every q of the integer type `code` and every zero point in `zp`
+    (None: no zero point); None for types without an integer range."""
+    if code not in INT_RANGES:
+        return None
+    lo, hi = INT_RANGES[code]
+    zmin, zmax = (0, 0) if zp is None or zp.size == 0 else (int(zp.min()), int(zp.max()))
+    return max(hi - zmin, zmax - lo, 0)
+
+
+def k_block(bound: int) -> int:
+    """Terms per block such that a sum of that many products, each at most `bound` in magnitude,
+    never leaves float32's exact integers (0 when a single product may already)."""
+    return F32_EXACT // bound if bound else F32_EXACT
+
+
+def blocked_matmul(a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
+    """a @ b for integer-valued float32 operands, exactly, with K split into equal blocks of at most
+    `block` terms (`k_block`): each block's float32 product is exact, and blocks add in float64.
+
+    Returns float32 when K fits one block, else float64.  Strided
+    operands are sliced in place (the GEMM reads them through their strides).
+    """
+    k = a.shape[-1]
+    if k <= block:
+        return cpu_gemm.matmul(a, b)
+    parts = -(-k // block)
+    step = -(-k // parts)
+    acc: np.ndarray | None = None
+    for k0 in range(0, k, step):
+        part = cpu_gemm.matmul(a[..., k0:k0 + step], b[k0:k0 + step] if b.ndim == 1 else b[..., k0:k0 + step, :])
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            acc += part
+    assert acc is not None
+    return acc
+
+
+@dataclass(frozen=True)
+class IntegerOperand:
+    """An integer operand less its zero point, held as float32 (exact), with a bound on its magnitude.
+
+    Made once at build time for constant weights (the conversion and the
+    zero-point subtraction then cost nothing per call), per call for data.
+    `values` is None when the type is too wide for float32 (`int_values`).
+    """
+
+    values: np.ndarray | None
+    int_values: np.ndarray | None
+    max_abs: int
+
+    @staticmethod
+    def of(x: np.ndarray, zp: np.ndarray | None, code: int | None, exact_max: bool = False) -> IntegerOperand:
+        """x - zp; `exact_max`: measure the magnitude bound on the data (constants), else take it from
+        the type's range and the zero points (no pass over the data)."""
+        bound = shifted_max(code, zp)
+        if bound is None or bound > F32_EXACT:
+            wide = x.astype(np.int64) if zp is None else x.astype(np.int64) - zp.astype(np.int64)
+            return IntegerOperand(None, wide, 1 << 32 if bound is None else bound)
+        v = x.astype(np.float32) if zp is None else np.subtract(x, zp, dtype=np.float32)
+        if exact_max:
+            bound = int(np.abs(v).max()) if v.size else 0
+        return IntegerOperand(v, None, bound)
+
+    def matmul(self, other: IntegerOperand) -> np.ndarray:
+        """self @ other, exact, as float32 or float64 integer values (`blocked_matmul`) when that is
+        exact, else as int64."""
+        bound = self.max_abs * other.max_abs
+        k = self.values.shape[-1] if self.values is not None else self.int_values.shape[-1]  # type: ignore[union-attr]
+        if self.values is None or other.values is None or bound > F32_EXACT or bound * k >= F64_EXACT:
+            a = self.int_values if self.values is None else self.values
+            b = other.int_values if other.values is None else other.values
+            return exact_matmul(a, b, bound)  # type: ignore[arg-type]
+        return blocked_matmul(self.values, other.values, k_block(bound))
+
+
+def to_int32(acc: np.ndarray) -> np.ndarray:
+    """An exact integer product as int32, wrapping as 32-bit accumulation does."""
+    if acc.dtype.kind == "f" and acc.size and float(np.abs(acc).max()) >= (1 << 31):
+        acc = acc.astype(np.int64)
+    return acc.astype(np.int32)
 
 
 def matmul_shape(a: Shape | None, b: Shape | None, node: Node) -> Shape | None:
@@ -311,16 +401,28 @@ def _matmul_integer_rule(ctx: InferContext) -> list[Type | None]:
 @op("MatMulInteger", since=10, infer=_matmul_integer_rule)
 def matmul_integer(ctx: OpContext) -> Any:
     """(A - a_zero_point) @ (B - b_zero_point) in int32; zero points per tensor, per row of A
-    or per column of B."""
-    bound = _span(ctx.in_elem(0)) * _span(ctx.in_elem(1))
+    or per column of B.  A constant B (and its zero point) is shifted and converted once."""
+    a_elem, b_elem = ctx.in_elem(0), ctx.in_elem(1)
+    weights = constant_operand(ctx, 1, 3, b_elem)
 
     def run(a: np.ndarray, b: np.ndarray, azp: np.ndarray | None = None,
             bzp: np.ndarray | None = None) -> tuple[np.ndarray]:
-        a32 = a.astype(np.int32) if azp is None else a.astype(np.int32) - _row_param(azp, a).astype(np.int32)
-        b32 = b.astype(np.int32) if bzp is None else b.astype(np.int32) - bzp.astype(np.int32)
-        return (exact_matmul(a32, b32, bound).astype(np.int32),)  # wraps as 32-bit accumulation does
+        lhs = IntegerOperand.of(a, None if azp is None else _row_param(azp, a), a_elem)
+        rhs = weights if weights is not None else IntegerOperand.of(b, bzp, b_elem)
+        return (to_int32(lhs.matmul(rhs)),)
 
     return run
+
+
+def constant_operand(ctx: OpContext, data: int, zero_point: int, code: int | None) -> IntegerOperand | None:
+    """Input `data` less input `zero_point`, prepared once, when both are constants (or the zero
+    point is absent); None otherwise."""
+    w = ctx.const(data)
+    has_zp = len(ctx.node.inputs) > zero_point and bool(ctx.node.inputs[zero_point])
+    zp = ctx.const(zero_point) if has_zp else None
+    if w is None or (has_zp and zp is None):
+        return None
+    return IntegerOperand.of(np.asarray(w), None if zp is None else np.asarray(zp), code, exact_max=True)
 
 
 def _qlinear_matmul_rule(ctx: InferContext) -> list[Type | None]:
@@ -345,16 +447,16 @@ def qlinear_matmul(ctx: OpContext) -> Any:
     a_elem, b_elem, s_elem, y_elem = ctx.in_elem(0), ctx.in_elem(3), ctx.in_elem(1), ctx.in_elem(7)
     y_code = y_elem if y_elem is not None else dtypes.UINT8
     integer = a_elem in INT_RANGES and b_elem in INT_RANGES
-    bound = _span(a_elem) * _span(b_elem)
+    weights = constant_operand(ctx, 3, 5, b_elem) if integer else None
 
     def run(a: np.ndarray, a_scale: np.ndarray, azp: np.ndarray, b: np.ndarray, b_scale: np.ndarray,
             bzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray) -> tuple[np.ndarray]:
         av = values(a, a_elem)
         bv = values(b, b_elem)
         if integer:
-            a_d = av.astype(np.int32) - _row_param(azp, a).astype(np.int32)
-            b_d = bv.astype(np.int32) - bzp.astype(np.int32)
-            acc = exact_matmul(a_d, b_d, bound).astype(np.float64)
+            lhs = IntegerOperand.of(av, _row_param(azp, a), a_elem)
+            rhs = weights if weights is not None else IntegerOperand.of(bv, bzp, b_elem)
+            acc = lhs.matmul(rhs).astype(np.float64)
         else:
             a_d = av - _row_param(values(azp, a_elem), a)
             b_d = bv - values(bzp, b_elem)
@@ -393,27 +495,61 @@ def _qlinear_conv_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(ctx.elem(7), shape)]
 
 
+def conv_blocks(wd: np.ndarray, group: int, x_max: int) -> list[tuple[slice, ConvWeights]]:
+    """W less its zero point (float32 integers), packed in blocks of input channels whose products
+    with inputs of magnitude <= `x_max` sum exactly in float32 (`k_block`); summed in float64 by the
+    caller.  One block when all channels fit; [] when even one channel's window does not fit, or a
+    grouped conv would need splitting (the caller then computes in float64)."""
+    w_max = int(np.abs(wd).max()) if wd.size else 0
+    taps = math.prod(wd.shape[2:])
+    block, cg = k_block(x_max * w_max), wd.shape[1]
+    if cg * taps <= block:
+        return [(slice(None), pack_weights(wd, group, np.dtype(np.float32)))]
+    if group != 1 or taps > block:
+        return []
+    parts = -(-cg // (block // taps))
+    step = -(-cg // parts)
+    return [(slice(c0, c0 + step), pack_weights(wd[:, c0:c0 + step], 1, np.dtype(np.float32)))
+            for c0 in range(0, cg, step)]
+
+
+def exact_conv(xs: np.ndarray, blocks: list[tuple[slice, ConvWeights]], g: Any) -> np.ndarray:
+    """The conv of `xs` (x less its zero point, float32 integers) with W given as `conv_blocks`:
+    float32 when one block, else the blocks' exact products summed in float64."""
+    if len(blocks) == 1:
+        return conv_compute(xs, blocks[0][1], g)
+    acc: np.ndarray | None = None
+    for channels, pw in blocks:
+        part = conv_compute(xs[:, channels], pw, g)
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            acc += part
+    assert acc is not None
+    return acc
+
+
 @op("QLinearConv", since=10, infer=_qlinear_conv_rule)
 def qlinear_conv(ctx: OpContext) -> Any:
     """Quantized convolution: exact accumulation of (x - x_zp) * (w - w_zp) plus the int32
     bias, requantized to y's type; w's scale and zero point may be per output channel.
 
-    Runs on conv.py's engine with integer-valued floats (exact, see
-    `exact_matmul`); constant weights are zero-point-adjusted and packed once.
+    Runs on conv.py's engine with integer-valued float32 in exact blocks of
+    input channels (`conv_blocks`), float64 where blocks cannot be exact;
+    constant weights are zero-point-adjusted and packed once per bound of the
+    input's magnitude (which the input's zero point sets).
     """
     win, group = read_window(ctx, pool=False), _group(ctx)
+    x_elem, w_elem = ctx.in_elem(0), ctx.in_elem(3)
     y_code = ctx.in_elem(7) if ctx.in_elem(7) is not None else dtypes.UINT8
-    bound = _span(ctx.in_elem(0)) * _span(ctx.in_elem(3))
-    packed: dict[np.dtype, ConvWeights] = {}
+    packed: dict[int, list[tuple[slice, ConvWeights]]] = {}
+    const_w = ctx.const(3) is not None and ctx.const(5) is not None
 
-    def weights(w: np.ndarray, wzp: np.ndarray, dtype: np.dtype) -> ConvWeights:
+    def shifted(w: np.ndarray, wzp: np.ndarray, dtype: Any) -> np.ndarray:
         if wzp.size not in (1, w.shape[0]):
             raise ctx.error(f"w_zero_point {list(wzp.shape)} must be a scalar or have one value per output "
                             f"channel ({w.shape[0]})")
-        wd = w.astype(dtype) - wzp.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1) if wzp.size > 1 else ())
-        return pack_weights(wd, group, dtype)
-
-    const_w = ctx.const(3) is not None and ctx.const(5) is not None
+        return w.astype(dtype) - wzp.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1) if wzp.size > 1 else ())
 
     def run(x: np.ndarray, x_scale: np.ndarray, xzp: np.ndarray, w: np.ndarray, w_scale: np.ndarray,
             wzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
@@ -423,13 +559,18 @@ def qlinear_conv(ctx: OpContext) -> Any:
         kernel = kernel_of(ctx, win, w.shape)
         assert kernel is not None
         g = win.geometry(ctx, x.shape[2:], kernel)
-        dt = np.dtype(np.float32 if bound * w.shape[1] * math.prod(kernel) < (1 << 24) else np.float64)
-        pw = packed.get(dt)
-        if pw is None:
-            pw = weights(w, wzp, dt)
-            if const_w:
-                packed[dt] = pw
-        acc = conv_compute(x.astype(dt) - xzp.astype(dt), pw, g).astype(np.float64, copy=False)
+        x_max = shifted_max(x_elem, xzp)
+        blocks = packed.get(x_max) if x_max is not None else None
+        if blocks is None:
+            blocks = [] if x_max is None or shifted_max(w_elem, wzp) is None else \
+                conv_blocks(shifted(w, wzp, np.float32), group, x_max)
+            if const_w and x_max is not None:
+                packed[x_max] = blocks
+        if blocks:
+            acc = exact_conv(np.subtract(x, xzp, dtype=np.float32), blocks, g).astype(np.float64, copy=False)
+        else:
+            f64 = np.dtype(np.float64)
+            acc = conv_compute(x.astype(f64) - xzp.astype(f64), pack_weights(shifted(w, wzp, f64), group, f64), g)
         channel = (1, -1) + (1,) * (x.ndim - 2)
         if bias is not None:
             acc += bias.astype(np.float64).reshape(channel)
