@@ -219,6 +219,16 @@ def _clip_(lo: float, hi: float) -> Activation:
     return lambda y: np.clip(y, lo, hi, out=y)
 
 
+def _quantize_grid_(lo: float, hi: float) -> Activation:
+    """Saturate to [lo, hi] and round half to even: a requantisation landing on the integer grid
+    (passes/quant_fusion.py), done on the output block while it is in cache."""
+    def run(y: np.ndarray) -> None:
+        np.clip(y, lo, hi, out=y)
+        np.rint(y, out=y)
+
+    return run
+
+
 def _leaky_relu_(alpha: float) -> Activation:
     if 0.0 <= alpha <= 1.0:
         return lambda y: np.maximum(y, y * alpha, out=y)
@@ -255,6 +265,9 @@ def _fused(ctx: AttrMixin, name: str) -> FusedActivation:
     if name == "Clip":
         lo, hi = float(ctx.attr("activation_min", -math.inf)), float(ctx.attr("activation_max", math.inf))
         return FusedActivation(name, _clip_(lo, hi), lo, hi)
+    if name == "QuantizeGrid":
+        lo, hi = float(ctx.attr("activation_min")), float(ctx.attr("activation_max"))
+        return FusedActivation(name, _quantize_grid_(lo, hi), lo, hi)
     if name == "HardSigmoid":
         alpha, beta = float(ctx.attr("activation_alpha", 0.2)), float(ctx.attr("activation_beta", 0.5))
         return FusedActivation(name, _hard_sigmoid_(alpha, beta), alpha, beta)
@@ -267,7 +280,7 @@ def _fused(ctx: AttrMixin, name: str) -> FusedActivation:
 #: The parameterless activations fusion passes attach.
 _PLAIN_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": gelu_,
                                              "HardSwish": _hardswish_}
-_FUSED_NAMES = frozenset(_PLAIN_ACTIVATIONS) | {"Clip", "HardSigmoid", "LeakyRelu"}
+_FUSED_NAMES = frozenset(_PLAIN_ACTIVATIONS) | {"Clip", "HardSigmoid", "LeakyRelu", "QuantizeGrid"}
 
 
 def fused_activation(ctx: AttrMixin, allowed: Sequence[str]) -> FusedActivation | None:

@@ -138,7 +138,7 @@ def quantize(q: np.ndarray, zp: np.ndarray | None, dst: int, saturate: bool = Tr
         return dtypes.float_to_small_float(q, dst, saturate)
     np.rint(q, out=q)
     q = q.astype(np.float64 if dst == dtypes.INT32 else np.float32, copy=False)
-    if zp is not None:
+    if zp is not None and np.any(zp):
         q += zp
     lo, hi = INT_RANGES[dst]
     np.clip(q, lo, hi, out=q)
@@ -202,13 +202,19 @@ def dequantize_linear(ctx: OpContext) -> Any:
     x_elem, s_elem = ctx.in_elem(0), ctx.in_elem(1)
     out = _dequant_out_elem(ctx, ctx.attr("output_dtype", 0), s_elem) or dtypes.FLOAT
     wide = np.float64 if x_elem == dtypes.INT32 else np.float32
+    #: A constant scale of exactly 1 (the QDQ fusion's integer-grid inputs) multiplies by nothing.
+    const_scale = ctx.const(1)
+    unit = None if const_scale is None else bool(np.all(values(np.asarray(const_scale), s_elem) == 1))
 
     def run(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None = None) -> tuple[np.ndarray]:
         s = broadcast_param(values(scale, s_elem), x.shape, axis, block, "x_scale").astype(np.float32, copy=False)
-        y = np.array(values(x, x_elem), dtype=wide)
-        if zp is not None:
-            y -= broadcast_param(values(zp, x_elem), x.shape, axis, block, "x_zero_point")
-        y *= s
+        if zp is None:
+            y = np.array(values(x, x_elem), dtype=wide)
+        else:  # one pass: the difference of integers (or small floats' values) is exact in `wide`
+            y = np.subtract(values(x, x_elem), broadcast_param(values(zp, x_elem), x.shape, axis, block,
+                                                               "x_zero_point"), dtype=wide)
+        if unit is None or not unit:
+            y *= s
         return (dtypes.convert(y.astype(np.float32, copy=False), dtypes.FLOAT, out),)
 
     return run
@@ -423,6 +429,34 @@ def constant_operand(ctx: OpContext, data: int, zero_point: int, code: int | Non
     if w is None or (has_zp and zp is None):
         return None
     return IntegerOperand.of(np.asarray(w), None if zp is None else np.asarray(zp), code, exact_max=True)
+
+
+def _matmul_integer_scaled_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.FLOAT, matmul_shape(ctx.shape(0), ctx.shape(1), ctx.node))]
+
+
+@op("MatMulIntegerScaled", domain="webinfer", infer=_matmul_integer_scaled_rule)
+def matmul_integer_scaled(ctx: OpContext) -> Any:
+    """float(MatMulInteger(A, B, a_zero_point, b_zero_point)) * scale [+ bias], as fused from
+    onnxruntime's dynamic quantisation chain (passes/quant_fusion.py), bit for bit what the chain
+    gives: the exact product rounded once to float32, as the int32 -> float Cast rounds it, then one
+    float32 multiply and add.  B is constant and prepared once; `scale` has rank <= 1."""
+    a_elem = ctx.in_elem(0)
+    weights = constant_operand(ctx, 1, 3, ctx.in_elem(1))
+    if weights is None:
+        raise ctx.error("B and b_zero_point must be constants (the fusion only makes this op for them)")
+
+    def run(a: np.ndarray, b: np.ndarray, azp: np.ndarray | None, bzp: np.ndarray | None, scale: np.ndarray,
+            bias: np.ndarray | None = None) -> tuple[np.ndarray]:
+        acc = IntegerOperand.of(a, None if azp is None else _row_param(azp, a), a_elem).matmul(weights)
+        y = acc if acc.dtype == np.float32 else to_int32(acc).astype(np.float32) if acc.dtype.kind == "i" \
+            else acc.astype(np.float32)
+        np.multiply(y, scale, out=y)
+        if bias is not None:
+            y += bias
+        return (y,)
+
+    return run
 
 
 def _qlinear_matmul_rule(ctx: InferContext) -> list[Type | None]:

@@ -10,6 +10,7 @@ from ..shapes import GraphTypes
 from .cleanup import remove_dead, remove_identities
 from .fold import fold_constants
 from .fuse import fuse
+from .quant_fusion import fuse_quantized
 
 #: onnxruntime's optimization levels where webinfer's rewrites start: folding and cleanup, then fusion.
 BASIC, EXTENDED = 1, 2
@@ -32,6 +33,6 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
         return graph, types, opsets
     graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
     if level >= EXTENDED:
-        graph, added = fuse(graph, types)
+        graph, added = fuse(fuse_quantized(graph, types), types)
         opsets = {**added, **opsets}
     return graph, infer(graph, opsets), opsets

@@ -1,0 +1,189 @@
+"""Fusion of the quantisation patterns onnxruntime's quantizer writes (issue 12).
+
+Runs after constant folding (so the weights' DequantizeLinear nodes are
+already float32 initializers) and before the float fusions of fuse.py, on
+one `GraphEditor`, so it costs time linear in the graph.  Rules:
+
+- dynamic quantisation (`quantize_dynamic`, transformers.js' int8 files):
+  MatMulInteger(A, constant B) -> Cast(float) -> Mul(scale) [-> Add(constant
+  bias)] -> webinfer.MatMulIntegerScaled, which computes the exact integer
+  product (ops/quant.py's blocked float32 GEMM) and scales it in place.  It
+  gives bit for bit what the chain gives.  The DynamicQuantizeLinear feeding
+  A stays a node of its own: onnxruntime shares one between the Q, K and V
+  products.
+- static QDQ (`quantize_static`, QDQ format): DequantizeLinear(x) ->
+  Conv(float32 constant W, B) -> QuantizeLinear(y) -> DequantizeLinear(x,
+  scale 1) -> Conv with W * x_scale / y_scale, B / y_scale + y_zero_point
+  and a Clip to the quantised range fused -> QuantizeLinear(scale 1), i.e.
+  the convolution runs on the integer input less its zero point and lands
+  directly on the quantised grid: two dequantisation and requantisation
+  multiplies per element, and the float tensors between them, disappear.
+  It is faithful to the float graph up to float32 rounding order, so an
+  output may differ from the unfused graph's by one quantisation step where
+  the float value lies within rounding of a half step (tests bound that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import dtypes
+from ..ir import Graph, Node, TensorType
+from ..ops.quant import INT_RANGES, shifted_max
+from ..shapes import GraphTypes
+from .editor import GraphEditor
+from .fuse import DOMAIN
+
+#: int32 accumulators wrap past this; the fused product's float scaling would not, so fusion
+#: requires the bound on |A @ B| below it.
+_INT32_LIMIT = 1 << 31
+
+
+def _is(node: Node | None, op: str) -> bool:
+    return node is not None and node.op_type == op and node.domain == ""
+
+
+def _other(node: Node, name: str) -> str | None:
+    if len(node.inputs) != 2:
+        return None
+    return node.inputs[1] if node.inputs[0] == name else node.inputs[0] if node.inputs[1] == name else None
+
+
+def _rank(types: GraphTypes, name: str) -> int | None:
+    t = types.types.get(name)
+    return t.rank if isinstance(t, TensorType) else None
+
+
+def _elem(types: GraphTypes, name: str) -> int | None:
+    t = types.types.get(name)
+    return t.elem if isinstance(t, TensorType) else None
+
+
+# ------------------------------------------------------------ dynamic quantisation
+
+def fuse_dynamic_matmul(ed: GraphEditor, types: GraphTypes) -> None:
+    """MatMulInteger -> Cast(float) -> Mul(scale of rank <= 1) [-> Add(constant bias)] -> one
+    webinfer.MatMulIntegerScaled(A, B, a_zero_point, b_zero_point, scale[, bias])."""
+    for mm in ed.nodes():
+        if not ed.alive(mm) or not _is(mm, "MatMulInteger") or len(mm.inputs) < 2:
+            continue
+        b = ed.const(mm.inputs[1])
+        a_zp = mm.inputs[2] if len(mm.inputs) > 2 else ""
+        b_zp = mm.inputs[3] if len(mm.inputs) > 3 else ""
+        bz = ed.const(b_zp) if b_zp else None
+        if b is None or b.ndim != 2 or (b_zp and bz is None):
+            continue
+        a_max = shifted_max(_elem(types, mm.inputs[0]), None)
+        b_max = int(np.abs(b.astype(np.int64) - (0 if bz is None else bz.astype(np.int64))).max()) if b.size else 0
+        if a_max is None or a_max * b_max * b.shape[0] >= _INT32_LIMIT:
+            continue
+        cast = ed.sole_reader(mm.outputs[0])
+        if not _is(cast, "Cast") or cast.attrs.get("to") != dtypes.FLOAT:
+            continue
+        mul = ed.sole_reader(cast.outputs[0])
+        if not _is(mul, "Mul"):
+            continue
+        scale = _other(mul, cast.outputs[0])
+        rank = _rank(types, scale or "")
+        if not scale or _elem(types, scale) != dtypes.FLOAT or rank is None or rank > 1:
+            continue
+        matched, inputs, out = [mm, cast, mul], [mm.inputs[0], mm.inputs[1], a_zp, b_zp, scale], mul.outputs
+        add = ed.sole_reader(mul.outputs[0])
+        if _is(add, "Add"):
+            bias = _other(add, mul.outputs[0])
+            c = ed.const(bias or "")
+            if c is not None and c.dtype == np.float32 and c.ndim == 1 and c.shape[0] == b.shape[1]:
+                matched.append(add)
+                inputs.append(bias)  # type: ignore[arg-type]
+                out = add.outputs
+        fused = Node("MatMulIntegerScaled", inputs, list(out), {}, mm.name, DOMAIN)
+        ed.replace(matched, [fused], mm)
+
+
+# ------------------------------------------------------------ static QDQ
+
+def _scalar_param(ed: GraphEditor, node: Node, i: int) -> float | None:
+    """The constant per-tensor scale or zero point at input i of a Q/DQ node (0 for an absent zero point)."""
+    if i >= len(node.inputs) or not node.inputs[i]:
+        return 0.0 if i == 2 else None
+    c = ed.const(node.inputs[i])
+    return None if c is None or c.size != 1 else float(c.reshape(-1)[0])
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A fused conv's output on the integer grid: `name` holds q - zero_point as float32 integers."""
+
+    name: str
+    scale: float
+    zero_point: float
+    #: The QuantizeLinear(grid, 1, zero_point) giving the quantised tensor to readers the fusion did not take.
+    requant: Node
+
+
+def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
+    """DequantizeLinear(x) -> Conv(constant float W[, B]) -> QuantizeLinear(y), per-tensor x and y
+    parameters, 8-bit types -> a Conv computing y's grid values (q - y_zero_point, float32 integers)
+    from x's (module docstring).  A conv whose input is another fused conv's quantised output, read
+    with that output's own scale and zero point, takes the other's grid values directly; any other
+    input is shifted by DequantizeLinear(x, 1, x_zero_point).  The quantised output is still made,
+    by QuantizeLinear(grid, 1, y_zero_point), where something else reads it."""
+    grids: dict[str, _Grid] = {}
+    for conv in ed.nodes():
+        if not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3:
+            continue
+        dq = ed.producer(conv.inputs[0])
+        q = ed.sole_reader(conv.outputs[0])
+        w = ed.const(conv.inputs[1])
+        bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
+        bias = ed.const(bias_name) if bias_name else None
+        if not _is(dq, "DequantizeLinear") or not _is(q, "QuantizeLinear") or w is None or w.dtype != np.float32 \
+                or (bias_name and (bias is None or bias.dtype != np.float32)):
+            continue
+        x_code, y_code = _elem(types, dq.inputs[0]), _elem(types, q.outputs[0])
+        sx, zx, sy, zy = (_scalar_param(ed, dq, 1), _scalar_param(ed, dq, 2), _scalar_param(ed, q, 1),
+                          _scalar_param(ed, q, 2))
+        if x_code not in (dtypes.UINT8, dtypes.INT8) or y_code not in (dtypes.UINT8, dtypes.INT8) \
+                or sx is None or zx is None or sy is None or zy is None or not sy or q.attrs.get("saturate", 1) != 1:
+            continue
+        base = conv.name or conv.outputs[0]
+        one = ed.add_const(base + "_unit_scale", np.array(1.0, np.float32))
+        added: list[Node] = []
+        source = grids.get(dq.inputs[0])
+        if source is not None and (source.scale, source.zero_point) == (sx, zx):
+            x_grid = source.name
+        else:
+            shift = Node("DequantizeLinear", [dq.inputs[0], one] + ([dq.inputs[2]] if len(dq.inputs) > 2 else []),
+                         [ed.fresh_name(conv.inputs[0] + "_grid")], {}, (dq.name or "dq") + "_grid", "")
+            added.append(shift)
+            x_grid = shift.outputs[0]
+        b = bias if bias is not None else np.zeros(w.shape[0], np.float32)
+        lo, hi = INT_RANGES[y_code]
+        fused = Node("Conv", [x_grid, ed.add_const(conv.inputs[1] + "_grid", w * (np.float32(sx) / np.float32(sy))),
+                              ed.add_const(base + "_grid_bias", (b / np.float32(sy)).astype(np.float32))],
+                     [ed.fresh_name(conv.outputs[0] + "_grid")],
+                     {**conv.attrs, "activation": "QuantizeGrid", "activation_min": lo - zy,
+                      "activation_max": hi - zy}, conv.name, "")
+        requant = Node("QuantizeLinear", [fused.outputs[0], one] + q.inputs[2:3], list(q.outputs), {},
+                       (q.name or "q") + "_grid", "")
+        added += [fused, requant]
+        remove = [conv, q] + ([dq] if ed.sole_reader(dq.outputs[0]) is conv else [])
+        ed.replace(remove, added, conv)
+        grids[q.outputs[0]] = _Grid(fused.outputs[0], sy, zy, requant)
+    for grid in grids.values():
+        if not ed.is_read(grid.requant.outputs[0]):
+            ed.replace([grid.requant], [], grid.requant)
+
+
+RULES = [fuse_dynamic_matmul, fuse_qdq_conv]
+
+
+def fuse_quantized(graph: Graph, types: GraphTypes) -> Graph:
+    """Apply every rule in turn, on one editor (linear time)."""
+    editor = GraphEditor(graph)
+    for rule in RULES:
+        rule(editor, types)
+    graph.nodes = editor.nodes()
+    return graph
