@@ -8,6 +8,7 @@ from ..ir import Graph
 from ..ops.registry import Kernel, OpContext, OpDef, Registry
 from ..shapes import GraphTypes
 from .cleanup import remove_dead, remove_identities
+from .float16 import compute_in_float32, has_float16
 from .fold import fold_constants
 from .fuse import fuse
 from .quant_fusion import fuse_quantized
@@ -31,6 +32,9 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
     """
     if level < BASIC:
         return graph, types, opsets
+    if has_float16(graph):
+        graph = compute_in_float32(graph)
+        types = infer(graph, opsets)
     graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
     if level >= EXTENDED:
         graph, added = fuse(fuse_quantized(graph, types), types)

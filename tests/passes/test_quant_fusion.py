@@ -143,3 +143,43 @@ def test_qdq_conv_fused_within_one_step(tmp_path: Path) -> None:
             assert diff.max() <= 1 and np.mean(diff != 0) <= 0.02
         assert np.argmax(got[0]) == np.argmax(theirs[0])
         np.testing.assert_allclose(got[0], want[0], atol=0.05 * float(np.abs(want[0]).max()))
+
+
+# ------------------------------------------------------------ float16 graphs computed in float32
+
+def _half_mlp(keep_io_types: bool) -> onnx.ModelProto:
+    """MatMul + bias + Gelu-like Erf chain + LayerNormalization in float16, converted by onnxruntime's
+    own float16 tool (as transformers.js makes model_fp16.onnx)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    inits = [numpy_helper.from_array((RNG.standard_normal((24, 40)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(RNG.standard_normal(40).astype(np.float32), "b"),
+             numpy_helper.from_array(np.ones(40, np.float32), "g"), numpy_helper.from_array(np.zeros(40, np.float32), "z"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Mul", ["e", "half"], ["h"]),
+             helper.make_node("Add", ["h", "a"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g", "z"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 40])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return convert_float_to_float16(model, keep_io_types=keep_io_types)
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+def test_float16_graph_runs_in_float32(keep_io_types: bool) -> None:
+    """No float16 value is left inside the optimized graph (outside the casts at its edges); outputs
+    have the declared type and match onnxruntime within float16's tolerance."""
+    model = _half_mlp(keep_io_types)
+    sess = webinfer.InferenceSession(model.SerializeToString())
+    io = np.float32 if keep_io_types else np.float16
+    inner = [v for n in sess._main.graph.nodes if n.op_type != "Cast" for v in n.inputs + n.outputs
+             if v and isinstance(sess._main.types.types.get(v), webinfer.ir.TensorType)
+             and sess._main.types.types[v].elem == TensorProto.FLOAT16]
+    assert inner == [], inner
+    assert all(t.array.dtype != np.float16 for t in sess._main.graph.initializers.values())
+    x = RNG.standard_normal((3, 24)).astype(io)
+    got = sess.run(None, {"x": x})[0]
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == ref.dtype == io
+    np.testing.assert_allclose(got.astype(np.float32), ref.astype(np.float32), rtol=1e-2, atol=1e-2)
