@@ -28,6 +28,7 @@ from .. import dtypes, gemm as cpu_gemm
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
+from .elementwise import fused_activation
 from .conv import ConvWeights, check_channels, conv_compute, kernel_of, pack_weights, read_window
 from .registry import OpContext, op
 
@@ -138,11 +139,17 @@ def quantize(q: np.ndarray, zp: np.ndarray | None, dst: int, saturate: bool = Tr
         return dtypes.float_to_small_float(q, dst, saturate)
     np.rint(q, out=q)
     q = q.astype(np.float64 if dst == dtypes.INT32 else np.float32, copy=False)
-    if zp is not None and np.any(zp):
-        q += zp
     lo, hi = INT_RANGES[dst]
-    np.clip(q, lo, hi, out=q)
-    return q.astype(dtypes.storage_dtype(dst))
+    if zp is None or not np.any(zp):
+        np.clip(q, lo, hi, out=q)
+        return q.astype(dtypes.storage_dtype(dst))
+    # saturating before adding the zero point gives the same integers (the sum is exact in range, and
+    # saturates either way outside it), and lets the add write the storage type in the same pass
+    z = np.asarray(zp, dtype=q.dtype)
+    np.clip(q, lo - z, hi - z, out=q)
+    out = np.empty(q.shape, dtypes.storage_dtype(dst))
+    np.add(q, z, out=out, casting="unsafe")
+    return out
 
 
 def _quantize_rule(ctx: InferContext) -> list[Type | None]:
@@ -440,9 +447,11 @@ def matmul_integer_scaled(ctx: OpContext) -> Any:
     """float(MatMulInteger(A, B, a_zero_point, b_zero_point)) * scale [+ bias], as fused from
     onnxruntime's dynamic quantisation chain (passes/quant_fusion.py), bit for bit what the chain
     gives: the exact product rounded once to float32, as the int32 -> float Cast rounds it, then one
-    float32 multiply and add.  B is constant and prepared once; `scale` has rank <= 1."""
+    float32 multiply and add, then the fused `activation` (GELU) in place.  B is constant and
+    prepared once; `scale` has rank <= 1."""
     a_elem = ctx.in_elem(0)
     weights = constant_operand(ctx, 1, 3, ctx.in_elem(1))
+    act = fused_activation(ctx, ("Gelu",))
     if weights is None:
         raise ctx.error("B and b_zero_point must be constants (the fusion only makes this op for them)")
 
@@ -454,6 +463,8 @@ def matmul_integer_scaled(ctx: OpContext) -> Any:
         np.multiply(y, scale, out=y)
         if bias is not None:
             y += bias
+        if act is not None:
+            act(y)
         return (y,)
 
     return run

@@ -37,6 +37,7 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
         types = infer(graph, opsets)
     graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
     if level >= EXTENDED:
-        graph, added = fuse(fuse_quantized(graph, types), types)
-        opsets = {**added, **opsets}
+        graph, added = fuse(graph, types)
+        graph, added_quantized = fuse_quantized(graph, types)
+        opsets = {**added, **added_quantized, **opsets}
     return graph, infer(graph, opsets), opsets

@@ -28,9 +28,10 @@ _TYPE_ATTRS = ("to", "dtype", "output_dtype")
 
 
 def has_float16(graph: Graph) -> bool:
-    """Whether the graph holds float16 weights (initializers): a float16 model.  Graphs that merely
-    take or make float16 tensors (a Cast, an op's float16 test) keep their float16 steps."""
-    return any(t.elem == dtypes.FLOAT16 for t in graph.initializers.values())
+    """Whether the graph holds float16 weights (initializers of rank >= 2: matrices, filters): a
+    float16 model.  Graphs that merely take or make float16 tensors, or hold a float16 scalar or
+    vector (a Cast, a quantisation scale, an op's float16 test), keep their float16 steps."""
+    return any(t.elem == dtypes.FLOAT16 and t.array.ndim >= 2 for t in graph.initializers.values())
 
 
 def _is_half(v: ValueInfo) -> bool:

@@ -1,8 +1,9 @@
 """Fusion of the quantisation patterns onnxruntime's quantizer writes (issue 12).
 
 Runs after constant folding (so the weights' DequantizeLinear nodes are
-already float32 initializers) and before the float fusions of fuse.py, on
-one `GraphEditor`, so it costs time linear in the graph.  Rules:
+already float32 initializers) and after the float fusions of fuse.py (whose
+GELU it takes into the fused product), on one `GraphEditor`, so it costs
+time linear in the graph.  Rules:
 
 - dynamic quantisation (`quantize_dynamic`, transformers.js' int8 files):
   MatMulInteger(A, constant B) -> Cast(float) -> Mul(scale) [-> Add(constant
@@ -64,8 +65,9 @@ def _elem(types: GraphTypes, name: str) -> int | None:
 # ------------------------------------------------------------ dynamic quantisation
 
 def fuse_dynamic_matmul(ed: GraphEditor, types: GraphTypes) -> None:
-    """MatMulInteger -> Cast(float) -> Mul(scale of rank <= 1) [-> Add(constant bias)] -> one
-    webinfer.MatMulIntegerScaled(A, B, a_zero_point, b_zero_point, scale[, bias])."""
+    """MatMulInteger -> Cast(float) -> Mul(scale of rank <= 1) [-> Add(constant bias)] [-> webinfer.Gelu,
+    which fuse.py made before] -> one webinfer.MatMulIntegerScaled(A, B, a_zero_point, b_zero_point,
+    scale[, bias]), with the GELU as its `activation`, applied in place as FusedMatMul applies it."""
     for mm in ed.nodes():
         if not ed.alive(mm) or not _is(mm, "MatMulInteger") or len(mm.inputs) < 2:
             continue
@@ -98,7 +100,14 @@ def fuse_dynamic_matmul(ed: GraphEditor, types: GraphTypes) -> None:
                 matched.append(add)
                 inputs.append(bias)  # type: ignore[arg-type]
                 out = add.outputs
-        fused = Node("MatMulIntegerScaled", inputs, list(out), {}, mm.name, DOMAIN)
+        attrs = {}
+        act = ed.sole_reader(out[0])
+        if act is not None and act.domain == DOMAIN and act.op_type == "Gelu" and act.inputs[0] == out[0] \
+                and act.attrs.get("approximate", "none") == "none":
+            attrs["activation"] = "Gelu"
+            matched.append(act)
+            out = act.outputs
+        fused = Node("MatMulIntegerScaled", inputs, list(out), attrs, mm.name, DOMAIN)
         ed.replace(matched, [fused], mm)
 
 
@@ -128,8 +137,9 @@ def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
     parameters, 8-bit types -> a Conv computing y's grid values (q - y_zero_point, float32 integers)
     from x's (module docstring).  A conv whose input is another fused conv's quantised output, read
     with that output's own scale and zero point, takes the other's grid values directly; any other
-    input is shifted by DequantizeLinear(x, 1, x_zero_point).  The quantised output is still made,
-    by QuantizeLinear(grid, 1, y_zero_point), where something else reads it."""
+    input is shifted by DequantizeLinear(x, 1, x_zero_point).  Other DequantizeLinear readers of a fused
+    conv's output (a residual Add's) become grid * scale; the quantised output is still made, by
+    QuantizeLinear(grid, 1, y_zero_point), where something else reads it."""
     grids: dict[str, _Grid] = {}
     for conv in ed.nodes():
         if not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3:
@@ -173,6 +183,12 @@ def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
         ed.replace(remove, added, conv)
         grids[q.outputs[0]] = _Grid(fused.outputs[0], sy, zy, requant)
     for grid in grids.values():
+        for dq in ed.readers(grid.requant.outputs[0]):
+            if _is(dq, "DequantizeLinear") and dq.inputs[0] == grid.requant.outputs[0] \
+                    and (_scalar_param(ed, dq, 1), _scalar_param(ed, dq, 2)) == (grid.scale, grid.zero_point):
+                # (q - zero_point) * scale is grid * scale: the same float32 product, one pass instead of two
+                mul = Node("Mul", [grid.name, dq.inputs[1]], list(dq.outputs), {}, (dq.name or "dq") + "_grid", "")
+                ed.replace([dq], [mul], dq)
         if not ed.is_read(grid.requant.outputs[0]):
             ed.replace([grid.requant], [], grid.requant)
 
@@ -180,10 +196,11 @@ def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
 RULES = [fuse_dynamic_matmul, fuse_qdq_conv]
 
 
-def fuse_quantized(graph: Graph, types: GraphTypes) -> Graph:
-    """Apply every rule in turn, on one editor (linear time)."""
+def fuse_quantized(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:
+    """Apply every rule in turn, on one editor (linear time); also returns the opset imports the
+    fused nodes need (the webinfer domain, when a rule made one of its ops)."""
     editor = GraphEditor(graph)
     for rule in RULES:
         rule(editor, types)
     graph.nodes = editor.nodes()
-    return graph
+    return graph, ({DOMAIN: 1} if any(n.domain == DOMAIN for n in graph.nodes) else {})
