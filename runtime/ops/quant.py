@@ -1,5 +1,5 @@
 """Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul,
-QLinearConv, MatMulInteger.
+QLinearConv, MatMulInteger, ConvInteger, and the fused webinfer.MatMulIntegerScaled.
 
 Quantized tensors of every width (int16 down to int2, float8, float4) are
 taken as storage (`exotic=True`): sub-byte ints are held as their values,
@@ -29,7 +29,8 @@ from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
 from .elementwise import fused_activation
-from .conv import ConvWeights, check_channels, conv_compute, kernel_of, pack_weights, read_window
+from .conv import (ConvWeights, check_channels, conv_compute, conv_geometry, conv_shape, kernel_of, pack_weights,
+                   read_window)
 from .registry import OpContext, op
 
 #: Saturation range of each integer quantized type.
@@ -574,27 +575,76 @@ def exact_conv(xs: np.ndarray, blocks: list[tuple[slice, ConvWeights]], g: Any) 
     return acc
 
 
-@op("QLinearConv", since=10, infer=_qlinear_conv_rule)
-def qlinear_conv(ctx: OpContext) -> Any:
-    """Quantized convolution: exact accumulation of (x - x_zp) * (w - w_zp) plus the int32
-    bias, requantized to y's type; w's scale and zero point may be per output channel.
+class IntegerConv:
+    """(x - x_zero_point) convolved with (w - w_zero_point), exactly: ConvInteger's and QLinearConv's
+    accumulator, as float32 (one exact block) or float64 integer values.
 
     Runs on conv.py's engine with integer-valued float32 in exact blocks of
     input channels (`conv_blocks`), float64 where blocks cannot be exact;
-    constant weights are zero-point-adjusted and packed once per bound of the
-    input's magnitude (which the input's zero point sets).
+    constant weights are zero-point-adjusted and packed once per bound of
+    the input's magnitude (which the input's zero point sets).
     """
-    win, group = read_window(ctx, pool=False), _group(ctx)
-    x_elem, w_elem = ctx.in_elem(0), ctx.in_elem(3)
-    y_code = ctx.in_elem(7) if ctx.in_elem(7) is not None else dtypes.UINT8
-    packed: dict[int, list[tuple[slice, ConvWeights]]] = {}
-    const_w = ctx.const(3) is not None and ctx.const(5) is not None
 
-    def shifted(w: np.ndarray, wzp: np.ndarray, dtype: Any) -> np.ndarray:
+    def __init__(self, ctx: OpContext, group: int, x_elem: int | None, w_elem: int | None, const_w: bool) -> None:
+        self.ctx, self.group, self.x_elem, self.w_elem, self.const_w = ctx, group, x_elem, w_elem, const_w
+        self.packed: dict[int, list[tuple[slice, ConvWeights]]] = {}
+
+    def _shifted(self, w: np.ndarray, wzp: np.ndarray | None, dtype: Any) -> np.ndarray:
+        if wzp is None:
+            return w.astype(dtype)
         if wzp.size not in (1, w.shape[0]):
-            raise ctx.error(f"w_zero_point {list(wzp.shape)} must be a scalar or have one value per output "
-                            f"channel ({w.shape[0]})")
+            raise self.ctx.error(f"w_zero_point {list(wzp.shape)} must be a scalar or have one value per output "
+                                 f"channel ({w.shape[0]})")
         return w.astype(dtype) - wzp.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1) if wzp.size > 1 else ())
+
+    def __call__(self, x: np.ndarray, xzp: np.ndarray | None, w: np.ndarray, wzp: np.ndarray | None,
+                 g: Any) -> np.ndarray:
+        if xzp is not None and xzp.size != 1:
+            raise self.ctx.error(f"x_zero_point {list(xzp.shape)} must be a scalar")
+        x_max = shifted_max(self.x_elem, xzp)
+        blocks = self.packed.get(x_max) if x_max is not None else None
+        if blocks is None:
+            blocks = [] if x_max is None or shifted_max(self.w_elem, wzp) is None else \
+                conv_blocks(self._shifted(w, wzp, np.float32), self.group, x_max)
+            if self.const_w and x_max is not None:
+                self.packed[x_max] = blocks
+        if blocks:
+            xs = x.astype(np.float32) if xzp is None else np.subtract(x, xzp.reshape(()), dtype=np.float32)
+            return exact_conv(xs, blocks, g)
+        f64 = np.dtype(np.float64)
+        xs = x.astype(f64) if xzp is None else x.astype(f64) - float(xzp.reshape(-1)[0])
+        return conv_compute(xs, pack_weights(self._shifted(w, wzp, f64), self.group, f64), g)
+
+
+def _conv_integer_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.INT32, conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx)))]
+
+
+@op("ConvInteger", since=10, infer=_conv_integer_rule)
+def conv_integer(ctx: OpContext) -> Any:
+    """Integer conv: (x - x_zero_point) * (w - w_zero_point) summed exactly into int32 (`IntegerConv`)."""
+    win, group = read_window(ctx, pool=False), _group(ctx)
+    has_wzp = len(ctx.node.inputs) > 3 and bool(ctx.node.inputs[3])
+    engine = IntegerConv(ctx, group, ctx.in_elem(0), ctx.in_elem(1),
+                         ctx.const(1) is not None and (not has_wzp or ctx.const(3) is not None))
+
+    def run(x: np.ndarray, w: np.ndarray, x_zp: np.ndarray | None = None,
+            w_zp: np.ndarray | None = None) -> tuple[np.ndarray]:
+        g = conv_geometry(ctx, win, x, w.shape, group)
+        return (to_int32(engine(x, x_zp, w, w_zp, g)),)
+
+    return run
+
+
+@op("QLinearConv", since=10, infer=_qlinear_conv_rule)
+def qlinear_conv(ctx: OpContext) -> Any:
+    """Quantized convolution: exact accumulation of (x - x_zp) * (w - w_zp) plus the int32
+    bias (`IntegerConv`), requantized to y's type; w's scale and zero point may be per output
+    channel."""
+    win, group = read_window(ctx, pool=False), _group(ctx)
+    y_code = ctx.in_elem(7) if ctx.in_elem(7) is not None else dtypes.UINT8
+    engine = IntegerConv(ctx, group, ctx.in_elem(0), ctx.in_elem(3), ctx.const(3) is not None and
+                         ctx.const(5) is not None)
 
     def run(x: np.ndarray, x_scale: np.ndarray, xzp: np.ndarray, w: np.ndarray, w_scale: np.ndarray,
             wzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
@@ -603,19 +653,7 @@ def qlinear_conv(ctx: OpContext) -> Any:
                             f"[M, C/group, kernel...] with M divisible by group")
         kernel = kernel_of(ctx, win, w.shape)
         assert kernel is not None
-        g = win.geometry(ctx, x.shape[2:], kernel)
-        x_max = shifted_max(x_elem, xzp)
-        blocks = packed.get(x_max) if x_max is not None else None
-        if blocks is None:
-            blocks = [] if x_max is None or shifted_max(w_elem, wzp) is None else \
-                conv_blocks(shifted(w, wzp, np.float32), group, x_max)
-            if const_w and x_max is not None:
-                packed[x_max] = blocks
-        if blocks:
-            acc = exact_conv(np.subtract(x, xzp, dtype=np.float32), blocks, g).astype(np.float64, copy=False)
-        else:
-            f64 = np.dtype(np.float64)
-            acc = conv_compute(x.astype(f64) - xzp.astype(f64), pack_weights(shifted(w, wzp, f64), group, f64), g)
+        acc = engine(x, xzp, w, wzp, win.geometry(ctx, x.shape[2:], kernel)).astype(np.float64, copy=False)
         channel = (1, -1) + (1,) * (x.ndim - 2)
         if bias is not None:
             acc += bias.astype(np.float64).reshape(channel)
