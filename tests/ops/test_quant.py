@@ -241,3 +241,20 @@ def test_qlinear_conv_blocked_is_exact(channels: int, kernel: int) -> None:
     scale = (np.float32(0.03) * ws / np.float32(2.5)).reshape(1, -1, 1, 1)
     np.testing.assert_array_equal(ours[0], _requantize(acc, scale, yz, np.uint8))
     np.testing.assert_array_equal(ours[0], ref[0])
+
+
+@pytest.mark.parametrize("const_w", [True, False])
+def test_conv_integer_blocked_is_exact(const_w: bool) -> None:
+    """ConvInteger over enough input channels for several exact float32 blocks, weights constant (packed
+    at load) or fed: equal to int64 accumulation and to onnxruntime (which takes per-tensor zero points)."""
+    x = RNG.integers(0, 256, (1, 70, 10, 7)).astype(np.uint8)
+    w = RNG.integers(0, 256, (5, 70, 3, 3)).astype(np.uint8)
+    xz, wz = np.uint8(3), np.uint8(250)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 1, 1, 1])
+    inputs = {"x": x} if const_w else {"x": x, "w": w}
+    inits = {"xz": xz, "wz": wz, **({"w": w} if const_w else {})}
+    ours, ref = run_both(make_model([node], inputs, ["y"], opset=10, initializers=inits), inputs)
+    want = _int_conv2d(x.astype(np.int64) - 3, w.astype(np.int64) - 250, [1, 1, 1, 1], [1, 1])
+    assert ours[0].dtype == np.int32
+    np.testing.assert_array_equal(ours[0], want.astype(np.int32))
+    np.testing.assert_array_equal(ours[0], ref[0])
