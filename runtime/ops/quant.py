@@ -250,7 +250,21 @@ def dynamic_range(x: np.ndarray) -> tuple[np.float32, np.float32]:
 
 def dynamic_quantize(x: np.ndarray, scale: np.float32, zp: np.float32) -> np.ndarray:
     """round(x / scale) + zp saturated to 0..255, as float32 integer values (exact)."""
-    return np.clip(np.rint(x / scale) + zp, 0, 255)
+    q = np.divide(x, scale, dtype=np.float32)
+    np.rint(q, out=q)
+    q += zp
+    return np.clip(q, 0, 255, out=q)
+
+
+def dynamic_quantize_uint8(x: np.ndarray, scale: np.float32, zp: np.float32) -> np.ndarray:
+    """`dynamic_quantize` as uint8 storage, saturating before the zero point is added so the add
+    writes the storage in the same pass (the same integers: see `quantize`)."""
+    q = np.divide(x, scale, dtype=np.float32)
+    np.rint(q, out=q)
+    np.clip(q, -zp, 255 - zp, out=q)
+    out = np.empty(q.shape, np.uint8)
+    np.add(q, zp, out=out, casting="unsafe")
+    return out
 
 
 @op("DynamicQuantizeLinear", since=11, infer=_dynamic_rule)
@@ -259,7 +273,7 @@ def dynamic_quantize_linear(ctx: OpContext) -> Any:
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         scale, zp = dynamic_range(x)
-        y = dynamic_quantize(x, scale, zp).astype(np.uint8)
+        y = dynamic_quantize_uint8(x, scale, zp)
         return y, np.asarray(scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
 
     return run
