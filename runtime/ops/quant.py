@@ -182,6 +182,30 @@ def quantize_linear(ctx: OpContext) -> Any:
     return run
 
 
+def _quantize_to_grid_rule(ctx: InferContext) -> list[Type | None]:
+    if ctx.elem(2) not in (dtypes.UINT8, dtypes.INT8):
+        raise ctx.error(f"zero point must be uint8 or int8, got {dtypes.type_name(ctx.elem(2))}")
+    return [tensor(dtypes.FLOAT, ctx.shape(0))]
+
+
+@op("QuantizeToGrid", domain="webinfer", infer=_quantize_to_grid_rule)
+def quantize_to_grid(ctx: OpContext) -> Any:
+    """clip(round(x / scale), lo - zero_point, hi - zero_point) as float32 (per-tensor scale and zero
+    point, lo..hi the zero point's type range): QuantizeLinear followed by DequantizeLinear(., 1,
+    zero_point), which passes/quant_fusion.py fuses; the same integers without the storage between
+    (saturating before or after the zero point's add gives the same, see `quantize`)."""
+    lo, hi = INT_RANGES[ctx.in_elem(2) or dtypes.UINT8]
+
+    def run(x: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> tuple[np.ndarray]:
+        q = np.divide(x, scale.reshape(()), dtype=np.float32)
+        np.rint(q, out=q)
+        z = np.float32(zp.reshape(-1)[0])
+        np.clip(q, np.float32(lo) - z, np.float32(hi) - z, out=q)
+        return (q,)
+
+    return run
+
+
 # ------------------------------------------------------------ DequantizeLinear
 
 def _dequant_out_elem(ctx: Any, output_dtype: int, scale_elem: int | None) -> int | None:

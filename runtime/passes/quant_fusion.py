@@ -193,7 +193,57 @@ def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
             ed.replace([grid.requant], [], grid.requant)
 
 
-RULES = [fuse_dynamic_matmul, fuse_qdq_conv]
+def quantize_to_grid(ed: GraphEditor, types: GraphTypes) -> None:
+    """QuantizeLinear(x, s, z) whose quantised output only DequantizeLinear nodes read, each either with
+    scale 1 and zero point z (the shifts fuse_qdq_conv made: they want q - z) or with s and z (they
+    want (q - z) * s) -> one webinfer.QuantizeToGrid(x, s, z) giving q - z as float32, which the
+    shifts' readers take directly and the others as grid * s.  The same numbers, without the integer
+    storage and its conversions between."""
+    for q in ed.nodes():
+        if not ed.alive(q) or not _is(q, "QuantizeLinear") or len(q.inputs) < 3 or q.attrs.get("axis", 1) != 1 \
+                or q.attrs.get("saturate", 1) != 1 or q.attrs.get("output_dtype", 0) or "block_size" in q.attrs:
+            continue
+        t = q.outputs[0]
+        s, z = _scalar_param(ed, q, 1), _scalar_param(ed, q, 2)
+        if s is None or z is None or _elem(types, q.inputs[0]) != dtypes.FLOAT \
+                or _elem(types, q.inputs[1]) != dtypes.FLOAT or _elem(types, t) not in (dtypes.UINT8, dtypes.INT8) \
+                or t in ed.outputs:
+            continue
+        readers = ed.readers(t)
+        kinds = [_dq_kind(ed, dq, t, s, z) for dq in readers]
+        if not readers or None in kinds:
+            continue
+        grid = Node("QuantizeToGrid", list(q.inputs[:3]), [ed.fresh_name(t + "_grid")], {}, q.name, DOMAIN)
+        ed.replace([q], [grid], q)
+        for dq, kind in zip(readers, kinds):
+            if kind == "shift":
+                _rename_readers(ed, dq.outputs[0], grid.outputs[0])
+                ed.replace([dq], [], dq)
+            else:
+                ed.replace([dq], [Node("Mul", [grid.outputs[0], dq.inputs[1]], list(dq.outputs), {},
+                                       (dq.name or "dq") + "_grid", "")], dq)
+
+
+def _dq_kind(ed: GraphEditor, dq: Node, t: str, s: float, z: float) -> str | None:
+    """'shift' for DequantizeLinear(t, 1, z) whose output is no graph output, 'scale' for
+    DequantizeLinear(t, s, z), None for any other reader of t."""
+    if not _is(dq, "DequantizeLinear") or dq.inputs[0] != t or dq.attrs.get("axis", 1) != 1:
+        return None
+    params = (_scalar_param(ed, dq, 1), _scalar_param(ed, dq, 2))
+    if params == (1.0, z) and dq.outputs[0] not in ed.outputs:
+        return "shift"
+    return "scale" if params == (s, z) else None
+
+
+def _rename_readers(ed: GraphEditor, old: str, new: str) -> None:
+    """Every node reading `old` reads `new` instead (replaced by a copy, so the editor's index follows)."""
+    for node in ed.readers(old):
+        copy = Node(node.op_type, [new if i == old else i for i in node.inputs], list(node.outputs),
+                    dict(node.attrs), node.name, node.domain)
+        ed.replace([node], [copy], node)
+
+
+RULES = [fuse_dynamic_matmul, fuse_qdq_conv, quantize_to_grid]
 
 
 def fuse_quantized(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:

@@ -183,3 +183,21 @@ def test_float16_graph_runs_in_float32(keep_io_types: bool) -> None:
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert got.dtype == ref.dtype == io
     np.testing.assert_allclose(got.astype(np.float32), ref.astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_quantize_dequantize_pair_becomes_grid_bit_exact(dtype: type) -> None:
+    """QuantizeLinear read only by DequantizeLinear with its own parameters -> webinfer.QuantizeToGrid and
+    grid * scale: the same numbers, saturation included (inputs beyond the range)."""
+    zp = np.array(17 if dtype == np.uint8 else -9, dtype)
+    inits = [numpy_helper.from_array(np.array(0.037, np.float32), "s"), numpy_helper.from_array(zp, "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Relu", ["d"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 50])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 50])], inits)
+    fused, plain = _sessions(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert "webinfer.QuantizeToGrid" in _ops(fused) and "QuantizeLinear" not in _ops(fused)
+    x = (RNG.standard_normal((4, 50)) * 8).astype(np.float32)
+    x[0, :4] = [0.037 * 0.5, -0.037 * 1.5, 1e6, -1e6]  # ties and saturation
+    np.testing.assert_array_equal(fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
