@@ -33,7 +33,7 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
     if level < BASIC:
         return graph, types, opsets
     if has_float16(graph):
-        graph = compute_in_float32(graph)
+        graph = compute_in_float32(graph, types)
         types = infer(graph, opsets)
     graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
     if level >= EXTENDED:

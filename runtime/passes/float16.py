@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Graph, Node, Tensor, TensorType, ValueInfo, node_subgraphs
+from ..shapes import GraphTypes
 
 #: Attributes that name an element type.
 _TYPE_ATTRS = ("to", "dtype", "output_dtype")
@@ -50,11 +51,17 @@ def _widen_attr(value: Any, name: str) -> Any:
     return value
 
 
-def compute_in_float32(graph: Graph) -> Graph:
+def compute_in_float32(graph: Graph, types: GraphTypes) -> Graph:
     """`graph` computing in float32 where it computed in float16 (module docstring); a new Graph,
-    the given one untouched.  Unchanged when it holds subgraphs."""
+    the given one untouched.  `types`: the graph's inferred types, which tell the type of outputs the
+    file leaves undeclared.  Unchanged when it holds subgraphs."""
     if any(node_subgraphs(n) for n in graph.nodes):
         return graph
+
+    def half(v: ValueInfo) -> bool:
+        t = v.type if isinstance(v.type, TensorType) and v.type.elem is not None else types.types.get(v.name)
+        return isinstance(t, TensorType) and t.elem == dtypes.FLOAT16
+
     taken = graph.defined_names()
 
     def fresh(base: str) -> str:
@@ -66,11 +73,11 @@ def compute_in_float32(graph: Graph) -> Graph:
         return name
 
     # float16 inputs are read as float32 copies, float16 outputs written as float32 then cast back
-    renamed = {v.name: fresh(v.name) for v in graph.inputs + graph.outputs if _is_half(v)}
+    renamed = {v.name: fresh(v.name) for v in graph.inputs + graph.outputs if half(v)}
     entry = [Node("Cast", [v.name], [renamed[v.name]], {"to": dtypes.FLOAT}, v.name + "_to_float32", "")
-             for v in graph.inputs if _is_half(v)]
+             for v in graph.inputs if half(v)]
     exits = [Node("Cast", [renamed[v.name]], [v.name], {"to": dtypes.FLOAT16}, v.name + "_to_float16", "")
-             for v in graph.outputs if _is_half(v) and v.name not in {i.name for i in graph.inputs}]
+             for v in graph.outputs if half(v) and v.name not in {i.name for i in graph.inputs}]
     nodes = [Node(n.op_type, [renamed.get(i, i) for i in n.inputs], [renamed.get(o, o) for o in n.outputs],
                   {k: _widen_attr(v, k) for k, v in n.attrs.items()}, n.name, n.domain) for n in graph.nodes]
     value_info = {k: replace(v, type=TensorType(dtypes.FLOAT, v.type.shape)) if _is_half(v) else v
