@@ -13,12 +13,15 @@ time linear in the graph.  Rules:
   A stays a node of its own: onnxruntime shares one between the Q, K and V
   products.
 - static QDQ (`quantize_static`, QDQ format): DequantizeLinear(x) ->
-  Conv(float32 constant W, B) -> QuantizeLinear(y) -> DequantizeLinear(x,
-  scale 1) -> Conv with W * x_scale / y_scale, B / y_scale + y_zero_point
-  and a Clip to the quantised range fused -> QuantizeLinear(scale 1), i.e.
-  the convolution runs on the integer input less its zero point and lands
-  directly on the quantised grid: two dequantisation and requantisation
-  multiplies per element, and the float tensors between them, disappear.
+  Conv / MatMul / Gemm (float32 constant W, B) -> QuantizeLinear(y) ->
+  the same product (a FusedMatMul for MatMul and Gemm) of x's grid values
+  (q - x_zero_point, float32 integers) with W * x_scale / y_scale, plus
+  B / y_scale, then the QuantizeGrid activation (saturate to the range
+  less y_zero_point, round half to even) on the output block in cache:
+  y's grid values.  Products pass grid values to each other directly;
+  the remaining QuantizeLinear -> DequantizeLinear pairs become
+  webinfer.QuantizeToGrid and multiplies, so no integer storage is left
+  between the ops of a QDQ graph.
   It is faithful to the float graph up to float32 rounding order, so an
   output may differ from the unfused graph's by one quantisation step where
   the float value lies within rounding of a half step (tests bound that).
@@ -132,25 +135,56 @@ class _Grid:
     requant: Node
 
 
-def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
-    """DequantizeLinear(x) -> Conv(constant float W[, B]) -> QuantizeLinear(y), per-tensor x and y
-    parameters, 8-bit types -> a Conv computing y's grid values (q - y_zero_point, float32 integers)
-    from x's (module docstring).  A conv whose input is another fused conv's quantised output, read
-    with that output's own scale and zero point, takes the other's grid values directly; any other
-    input is shifted by DequantizeLinear(x, 1, x_zero_point).  Other DequantizeLinear readers of a fused
-    conv's output (a residual Add's) become grid * scale; the quantised output is still made, by
+def _product_operands(ed: GraphEditor, node: Node) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The constant float32 weight and bias (None: no bias) of a Conv, MatMul or Gemm the QDQ fusion
+    can rewrite, else None: Conv without fused extras, MatMul by a constant matrix, Gemm with
+    alpha = beta = 1, A untransposed and a constant vector bias."""
+    if not (_is(node, "Conv") or _is(node, "MatMul") or _is(node, "Gemm")) or len(node.outputs) != 1:
+        return None
+    w = ed.const(node.inputs[1]) if len(node.inputs) > 1 else None
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = ed.const(bias_name) if bias_name else None
+    if w is None or w.dtype != np.float32 or (bias_name and (bias is None or bias.dtype != np.float32)):
+        return None
+    if node.op_type == "Conv" and ("activation" in node.attrs or len(node.inputs) > 3):
+        return None
+    if node.op_type == "MatMul" and w.ndim != 2:
+        return None
+    if node.op_type == "Gemm":
+        n = w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
+        if node.attrs.get("transA", 0) or node.attrs.get("alpha", 1.0) != 1.0 or node.attrs.get("beta", 1.0) != 1.0 \
+                or (bias is not None and bias.shape != (n,)):
+            return None
+    return w, bias
+
+
+def _grid_product(node: Node, x_grid: str, w_name: str, b_name: str, out: str, lo: float, hi: float) -> Node:
+    """The rewritten product: the same Conv, or a webinfer.FusedMatMul, with the QuantizeGrid activation."""
+    act = {"activation": "QuantizeGrid", "activation_min": lo, "activation_max": hi}
+    if node.op_type == "Conv":
+        return Node("Conv", [x_grid, w_name, b_name], [out], {**node.attrs, **act}, node.name, "")
+    trans = {"transB": node.attrs["transB"]} if node.attrs.get("transB", 0) else {}
+    return Node("FusedMatMul", [x_grid, w_name, b_name], [out], {**trans, **act}, node.name, DOMAIN)
+
+
+def fuse_qdq_products(ed: GraphEditor, types: GraphTypes) -> None:
+    """DequantizeLinear(x) -> Conv / MatMul / Gemm (constant float W[, B]) -> QuantizeLinear(y), per-tensor
+    x and y parameters, 8-bit types -> the product computing y's grid values (q - y_zero_point, float32
+    integers) from x's (module docstring); a MatMul or Gemm becomes a webinfer.FusedMatMul.  A product
+    whose input is another fused product's quantised output, read with that output's own scale and
+    zero point, takes the other's grid values directly; any other input is shifted by
+    DequantizeLinear(x, 1, x_zero_point).  Other DequantizeLinear readers of a fused product's output
+    (a residual Add's) become grid * scale; the quantised output is still made, by
     QuantizeLinear(grid, 1, y_zero_point), where something else reads it."""
     grids: dict[str, _Grid] = {}
     for conv in ed.nodes():
-        if not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3:
+        operands = _product_operands(ed, conv) if ed.alive(conv) else None
+        if operands is None:
             continue
+        w, bias = operands
         dq = ed.producer(conv.inputs[0])
         q = ed.sole_reader(conv.outputs[0])
-        w = ed.const(conv.inputs[1])
-        bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
-        bias = ed.const(bias_name) if bias_name else None
-        if not _is(dq, "DequantizeLinear") or not _is(q, "QuantizeLinear") or w is None or w.dtype != np.float32 \
-                or (bias_name and (bias is None or bias.dtype != np.float32)):
+        if not _is(dq, "DequantizeLinear") or not _is(q, "QuantizeLinear"):
             continue
         x_code, y_code = _elem(types, dq.inputs[0]), _elem(types, q.outputs[0])
         sx, zx, sy, zy = (_scalar_param(ed, dq, 1), _scalar_param(ed, dq, 2), _scalar_param(ed, q, 1),
@@ -169,13 +203,12 @@ def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
                          [ed.fresh_name(conv.inputs[0] + "_grid")], {}, (dq.name or "dq") + "_grid", "")
             added.append(shift)
             x_grid = shift.outputs[0]
-        b = bias if bias is not None else np.zeros(w.shape[0], np.float32)
+        n = w.shape[0] if conv.op_type == "Conv" or conv.attrs.get("transB", 0) else w.shape[1]
+        b = bias if bias is not None else np.zeros(n, np.float32)
         lo, hi = INT_RANGES[y_code]
-        fused = Node("Conv", [x_grid, ed.add_const(conv.inputs[1] + "_grid", w * (np.float32(sx) / np.float32(sy))),
-                              ed.add_const(base + "_grid_bias", (b / np.float32(sy)).astype(np.float32))],
-                     [ed.fresh_name(conv.outputs[0] + "_grid")],
-                     {**conv.attrs, "activation": "QuantizeGrid", "activation_min": lo - zy,
-                      "activation_max": hi - zy}, conv.name, "")
+        fused = _grid_product(conv, x_grid, ed.add_const(conv.inputs[1] + "_grid", w * (np.float32(sx) / np.float32(sy))),
+                              ed.add_const(base + "_grid_bias", (b / np.float32(sy)).astype(np.float32)),
+                              ed.fresh_name(conv.outputs[0] + "_grid"), lo - zy, hi - zy)
         requant = Node("QuantizeLinear", [fused.outputs[0], one] + q.inputs[2:3], list(q.outputs), {},
                        (q.name or "q") + "_grid", "")
         added += [fused, requant]
@@ -195,7 +228,7 @@ def fuse_qdq_conv(ed: GraphEditor, types: GraphTypes) -> None:
 
 def quantize_to_grid(ed: GraphEditor, types: GraphTypes) -> None:
     """QuantizeLinear(x, s, z) whose quantised output only DequantizeLinear nodes read, each either with
-    scale 1 and zero point z (the shifts fuse_qdq_conv made: they want q - z) or with s and z (they
+    scale 1 and zero point z (the shifts fuse_qdq_products made: they want q - z) or with s and z (they
     want (q - z) * s) -> one webinfer.QuantizeToGrid(x, s, z) giving q - z as float32, which the
     shifts' readers take directly and the others as grid * s.  The same numbers, without the integer
     storage and its conversions between."""
@@ -243,7 +276,7 @@ def _rename_readers(ed: GraphEditor, old: str, new: str) -> None:
         ed.replace([node], [copy], node)
 
 
-RULES = [fuse_dynamic_matmul, fuse_qdq_conv, quantize_to_grid]
+RULES = [fuse_dynamic_matmul, fuse_qdq_products, quantize_to_grid]
 
 
 def fuse_quantized(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:

@@ -102,15 +102,28 @@ def _float_cnn(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def _qdq_model(tmp_path: Path) -> onnx.ModelProto:
+def _float_mlp(path: Path) -> None:
+    """MatMul -> Add -> Relu -> MatMul on [2, 5, 24]: the QDQ MatMul path."""
+    inits = [numpy_helper.from_array((RNG.standard_normal((24, 32)) * 0.3).astype(np.float32), "w1"),
+             numpy_helper.from_array((RNG.standard_normal(32) * 0.1).astype(np.float32), "b1"),
+             numpy_helper.from_array((RNG.standard_normal((32, 7)) * 0.3).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m"]), helper.make_node("Add", ["m", "b1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 7])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _qdq_model(tmp_path: Path, mlp: bool = False) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    src, out = tmp_path / "cnn.onnx", tmp_path / "cnn_qdq.onnx"
-    _float_cnn(src)
+    src, out = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    (_float_mlp if mlp else _float_cnn)(src)
+    shape = (2, 5, 24) if mlp else (1, 3, 13, 11)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([{"x": RNG.standard_normal((1, 3, 13, 11)).astype(np.float32)} for _ in range(3)])
+            self.feeds = iter([{"x": RNG.standard_normal(shape).astype(np.float32)} for _ in range(3)])
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.feeds, None)
@@ -143,6 +156,21 @@ def test_qdq_conv_fused_within_one_step(tmp_path: Path) -> None:
             assert diff.max() <= 1 and np.mean(diff != 0) <= 0.02
         assert np.argmax(got[0]) == np.argmax(theirs[0])
         np.testing.assert_allclose(got[0], want[0], atol=0.05 * float(np.abs(want[0]).max()))
+
+
+def test_qdq_matmul_fused_within_one_step(tmp_path: Path) -> None:
+    """QDQ MatMuls become FusedMatMuls on the grid; the float output stays within two steps of its
+    quantisation of the unfused graph's, and within a few of onnxruntime's."""
+    model = _qdq_model(tmp_path, mlp=True)
+    fused, plain = _sessions(model)
+    ops = _ops(fused)
+    assert "MatMul" not in ops and ops.count("webinfer.FusedMatMul") == 2 and "QuantizeLinear" not in ops
+    step = float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "y_scale")))
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = RNG.standard_normal((2, 5, 24)).astype(np.float32)
+    got, want = fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0]
+    assert np.max(np.abs(got - want)) <= 2 * step * 1.0001
+    assert np.max(np.abs(got - ref.run(None, {"x": x})[0])) <= 3 * step * 1.0001
 
 
 # ------------------------------------------------------------ float16 graphs computed in float32
