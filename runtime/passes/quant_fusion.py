@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import dtypes
 from ..ir import Graph, Node, TensorType
-from ..ops.quant import INT_RANGES, shifted_max
+from ..ops.quant import INT_RANGES
 from ..shapes import GraphTypes
 from .editor import GraphEditor
 from .fuse import DOMAIN
@@ -80,7 +80,8 @@ def fuse_dynamic_matmul(ed: GraphEditor, types: GraphTypes) -> None:
         bz = ed.const(b_zp) if b_zp else None
         if b is None or b.ndim != 2 or (b_zp and bz is None):
             continue
-        a_max = shifted_max(_elem(types, mm.inputs[0]), None)
+        a_code = _elem(types, mm.inputs[0])
+        a_max = INT_RANGES[a_code][1] - INT_RANGES[a_code][0] if a_code in INT_RANGES else None  # any zero point
         b_max = int(np.abs(b.astype(np.int64) - (0 if bz is None else bz.astype(np.int64))).max()) if b.size else 0
         if a_max is None or a_max * b_max * b.shape[0] >= _INT32_LIMIT:
             continue
@@ -190,7 +191,8 @@ def fuse_qdq_products(ed: GraphEditor, types: GraphTypes) -> None:
         sx, zx, sy, zy = (_scalar_param(ed, dq, 1), _scalar_param(ed, dq, 2), _scalar_param(ed, q, 1),
                           _scalar_param(ed, q, 2))
         if x_code not in (dtypes.UINT8, dtypes.INT8) or y_code not in (dtypes.UINT8, dtypes.INT8) \
-                or sx is None or zx is None or sy is None or zy is None or not sy or q.attrs.get("saturate", 1) != 1:
+                or sx is None or zx is None or sy is None or zy is None or not sy or q.attrs.get("saturate", 1) != 1 \
+                or q.attrs.get("output_dtype", 0) or dq.attrs.get("output_dtype", 0):
             continue
         base = conv.name or conv.outputs[0]
         one = ed.add_const(base + "_unit_scale", np.array(1.0, np.float32))
