@@ -304,7 +304,8 @@ def windows(xp: np.ndarray, g: Geometry) -> np.ndarray:
 # ---------------------------------------------------------- fused activation
 
 #: The activations the fusion pass attaches to Conv and ConvTranspose (see the module docstring).
-_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "LeakyRelu", "QuantizeGrid")
+_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "LeakyRelu", "QuantizeGrid",
+                "QuantizeGridThen")
 
 
 @dataclass(frozen=True)

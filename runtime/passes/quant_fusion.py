@@ -278,7 +278,45 @@ def _rename_readers(ed: GraphEditor, old: str, new: str) -> None:
         ed.replace([node], [copy], node)
 
 
-RULES = [fuse_dynamic_matmul, fuse_qdq_products, quantize_to_grid]
+_THEN = {"HardSwish": {}, "Relu": {}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5}}
+
+
+def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
+    """A product with the QuantizeGrid activation -> Mul(constant scale) -> HardSwish / HardSigmoid / Relu
+    -> webinfer.QuantizeToGrid (the rewritten Q -> DQ -> activation -> Q of a QDQ graph) -> the product
+    with the QuantizeGridThen activation doing the whole chain on its output block, in cache, with the
+    same roundings (ops/elementwise.py)."""
+    for prod in ed.nodes():
+        if not ed.alive(prod) or prod.attrs.get("activation") != "QuantizeGrid" or len(prod.outputs) != 1:
+            continue
+        mul = ed.sole_reader(prod.outputs[0])
+        if not _is(mul, "Mul"):
+            continue
+        scale_name = _other(mul, prod.outputs[0])
+        scale = ed.const(scale_name or "")
+        if scale is None or scale.size != 1 or scale.dtype != np.float32:
+            continue
+        act = ed.sole_reader(mul.outputs[0])
+        if act is None or act.domain not in ("", DOMAIN) or act.op_type not in _THEN or act.inputs[0] != mul.outputs[0]:
+            continue
+        grid = ed.sole_reader(act.outputs[0])
+        if grid is None or grid.domain != DOMAIN or grid.op_type != "QuantizeToGrid" or grid.inputs[0] != act.outputs[0]:
+            continue
+        out_scale, z = ed.const(grid.inputs[1]), _scalar_param(ed, grid, 2)
+        code = _elem(types, grid.inputs[2])
+        if out_scale is None or out_scale.size != 1 or z is None or code not in INT_RANGES:
+            continue
+        lo, hi = INT_RANGES[code]
+        params = {f"activation_{k}": float(act.attrs.get(k, v)) for k, v in _THEN[act.op_type].items()}
+        attrs = {**prod.attrs, "activation": "QuantizeGridThen", "activation_scale": float(scale.reshape(-1)[0]),
+                 "activation_then": act.op_type, **params,
+                 "activation_out_scale": float(out_scale.reshape(-1)[0]), "activation_out_min": lo - z,
+                 "activation_out_max": hi - z}
+        fused = Node(prod.op_type, list(prod.inputs), list(grid.outputs), attrs, prod.name, prod.domain)
+        ed.replace([prod, mul, act, grid], [fused], prod)
+
+
+RULES = [fuse_dynamic_matmul, fuse_qdq_products, quantize_to_grid, fuse_grid_activation]
 
 
 def fuse_quantized(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:
