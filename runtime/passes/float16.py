@@ -35,8 +35,11 @@ def has_float16(graph: Graph) -> bool:
     return any(t.elem == dtypes.FLOAT16 and t.array.ndim >= 2 for t in graph.initializers.values())
 
 
-def _is_half(v: ValueInfo) -> bool:
-    return isinstance(v.type, TensorType) and v.type.elem == dtypes.FLOAT16
+def _widened_info(v: ValueInfo) -> ValueInfo:
+    """A declared float16 tensor type as float32, same shape; any other declaration as it is."""
+    if isinstance(v.type, TensorType) and v.type.elem == dtypes.FLOAT16:
+        return replace(v, type=TensorType(dtypes.FLOAT, v.type.shape))
+    return v
 
 
 def _widen(t: Tensor) -> Tensor:
@@ -80,8 +83,7 @@ def compute_in_float32(graph: Graph, types: GraphTypes) -> Graph:
              for v in graph.outputs if half(v) and v.name not in {i.name for i in graph.inputs}]
     nodes = [Node(n.op_type, [renamed.get(i, i) for i in n.inputs], [renamed.get(o, o) for o in n.outputs],
                   {k: _widen_attr(v, k) for k, v in n.attrs.items()}, n.name, n.domain) for n in graph.nodes]
-    value_info = {k: replace(v, type=TensorType(dtypes.FLOAT, v.type.shape)) if _is_half(v) else v
-                  for k, v in graph.value_info.items()}
+    value_info = {k: _widened_info(v) for k, v in graph.value_info.items()}
     fed = {v.name for v in graph.inputs}  # an initializer a feed may override keeps its declared type
     inits = {k if k in fed else renamed.get(k, k): t if k in fed else _widen(t) for k, t in graph.initializers.items()}
     return Graph(entry + nodes + exits, list(graph.inputs), list(graph.outputs), inits, value_info, graph.name,

@@ -30,6 +30,7 @@ time linear in the graph.  Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -45,7 +46,7 @@ from .fuse import DOMAIN
 _INT32_LIMIT = 1 << 31
 
 
-def _is(node: Node | None, op: str) -> bool:
+def _is(node: Node | None, op: str) -> TypeGuard[Node]:
     return node is not None and node.op_type == op and node.domain == ""
 
 
