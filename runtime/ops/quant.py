@@ -303,6 +303,28 @@ def dynamic_quantize_linear(ctx: OpContext) -> Any:
     return run
 
 
+def _dynamic_grid_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.FLOAT, ctx.shape(0)), tensor(dtypes.FLOAT, ()), tensor(dtypes.UINT8, ())]
+
+
+@op("DynamicQuantizeToGrid", domain="webinfer", infer=_dynamic_grid_rule)
+def dynamic_quantize_to_grid(ctx: OpContext) -> Any:
+    """DynamicQuantizeLinear whose quantised output is given less its zero point, as float32 integers
+    (|value| <= 255), for webinfer.MatMulIntegerScaled (`a_grid`) to multiply as it is: the same
+    integers (saturating before or after the zero point's add gives the same, see `quantize`)
+    without the uint8 storage and the subtraction each product would do.  Scale and zero point as
+    DynamicQuantizeLinear gives them."""
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale, zp = dynamic_range(x)
+        q = np.divide(x, scale, dtype=np.float32)
+        np.rint(q, out=q)
+        np.clip(q, -zp, 255 - zp, out=q)
+        return q, np.asarray(scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
+
+    return run
+
+
 # ------------------------------------------------------------ integer products
 
 def exact_dtype(bound: int, k: int) -> np.dtype | None:
@@ -487,16 +509,21 @@ def matmul_integer_scaled(ctx: OpContext) -> Any:
     onnxruntime's dynamic quantisation chain (passes/quant_fusion.py), bit for bit what the chain
     gives: the exact product rounded once to float32, as the int32 -> float Cast rounds it, then one
     float32 multiply and add, then the fused `activation` (GELU) in place.  B is constant and
-    prepared once; `scale` has rank <= 1."""
+    prepared once; `scale` has rank <= 1.  With `a_grid`, A is DynamicQuantizeToGrid's output (uint8
+    values less their zero point, as float32) and a_zero_point is absent."""
     a_elem = ctx.in_elem(0)
     weights = constant_operand(ctx, 1, 3, ctx.in_elem(1))
     act = fused_activation(ctx, ("Gelu",))
+    #: A holds uint8 values less their zero point already, as float32 (webinfer.DynamicQuantizeToGrid).
+    a_grid = bool(ctx.attr("a_grid", 0))
     if weights is None:
         raise ctx.error("B and b_zero_point must be constants (the fusion only makes this op for them)")
 
     def run(a: np.ndarray, b: np.ndarray, azp: np.ndarray | None, bzp: np.ndarray | None, scale: np.ndarray,
             bias: np.ndarray | None = None) -> tuple[np.ndarray]:
-        acc = IntegerOperand.of(a, None if azp is None else _row_param(azp, a), a_elem).matmul(weights)
+        lhs = IntegerOperand(a, None, 255) if a_grid else \
+            IntegerOperand.of(a, None if azp is None else _row_param(azp, a), a_elem)
+        acc = lhs.matmul(weights)
         y = acc if acc.dtype == np.float32 else to_int32(acc).astype(np.float32) if acc.dtype.kind == "i" \
             else acc.astype(np.float32)
         np.multiply(y, scale, out=y)

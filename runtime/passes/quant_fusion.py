@@ -10,8 +10,9 @@ time linear in the graph.  Rules:
   bias)] -> webinfer.MatMulIntegerScaled, which computes the exact integer
   product (ops/quant.py's blocked float32 GEMM) and scales it in place.  It
   gives bit for bit what the chain gives.  The DynamicQuantizeLinear feeding
-  A stays a node of its own: onnxruntime shares one between the Q, K and V
-  products.
+  A stays a node of its own (onnxruntime shares one between the Q, K and V
+  products), as webinfer.DynamicQuantizeToGrid when only such products read
+  it: it then hands them the integers less the zero point, in float32.
 - static QDQ (`quantize_static`, QDQ format): DequantizeLinear(x) ->
   Conv / MatMul / Gemm (float32 constant W, B) -> QuantizeLinear(y) ->
   the same product (a FusedMatMul for MatMul and Gemm) of x's grid values
@@ -114,6 +115,28 @@ def fuse_dynamic_matmul(ed: GraphEditor, types: GraphTypes) -> None:
             out = act.outputs
         fused = Node("MatMulIntegerScaled", inputs, list(out), attrs, mm.name, DOMAIN)
         ed.replace(matched, [fused], mm)
+
+
+def dynamic_quantize_to_grid(ed: GraphEditor, types: GraphTypes) -> None:
+    """DynamicQuantizeLinear whose quantised output only MatMulIntegerScaled nodes read as A, each with
+    the node's own zero point -> webinfer.DynamicQuantizeToGrid, whose A the products take as it is
+    (`a_grid`): the same integers, without the uint8 storage and a subtraction per product."""
+    for dql in ed.nodes():
+        if not ed.alive(dql) or not _is(dql, "DynamicQuantizeLinear") or len(dql.outputs) != 3 \
+                or dql.outputs[0] in ed.outputs:
+            continue
+        y, _, zp = dql.outputs
+        readers = ed.readers(y)
+        if not readers or not zp or not all(
+                r.domain == DOMAIN and r.op_type == "MatMulIntegerScaled" and r.inputs[0] == y and r.inputs[1] != y
+                and len(r.inputs) > 2 and r.inputs[2] == zp for r in readers):
+            continue
+        grid = Node("DynamicQuantizeToGrid", list(dql.inputs), [ed.fresh_name(y + "_grid"), *dql.outputs[1:]], {},
+                    dql.name, DOMAIN)
+        ed.replace([dql], [grid], dql)
+        for r in readers:
+            ed.replace([r], [Node(r.op_type, [grid.outputs[0], r.inputs[1], "", *r.inputs[3:]], list(r.outputs),
+                                  {**r.attrs, "a_grid": 1}, r.name, r.domain)], r)
 
 
 # ------------------------------------------------------------ static QDQ
@@ -317,7 +340,7 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
         ed.replace([prod, mul, act, grid], [fused], prod)
 
 
-RULES = [fuse_dynamic_matmul, fuse_qdq_products, quantize_to_grid, fuse_grid_activation]
+RULES = [fuse_dynamic_matmul, dynamic_quantize_to_grid, fuse_qdq_products, quantize_to_grid, fuse_grid_activation]
 
 
 def fuse_quantized(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:
