@@ -306,7 +306,7 @@ def windows(xp: np.ndarray, g: Geometry) -> np.ndarray:
 
 #: The activations the fusion pass attaches to Conv and ConvTranspose (see the module docstring).
 _ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "LeakyRelu", "QuantizeGrid",
-                "QuantizeGridThen")
+                "QuantizeGridScaled", "QuantizeGridThen")
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,18 @@ def _quantize_grid_(lo: float, hi: float) -> Activation:
     return run
 
 
+def _quantize_grid_scaled_(lo: float, hi: float, scale: float) -> Activation:
+    """QuantizeGrid, then back to real values (* scale): a QDQ graph's Q -> DQ after a product whose
+    real values something else (a residual Add) reads (passes/quant_fusion.py)."""
+    grid, s = _quantize_grid_(lo, hi), np.float32(scale)
+
+    def run(y: np.ndarray) -> None:
+        grid(y)
+        y *= s
+
+    return run
+
+
 def _quantize_grid_then_(ctx: AttrMixin) -> Activation:
     """QuantizeGrid, then back to real values (* scale), an activation (HardSwish, HardSigmoid or Relu,
     computed as those ops compute), and requantisation onto the next grid (/ out_scale, round half to
@@ -302,6 +314,9 @@ def _fused(ctx: AttrMixin, name: str) -> FusedActivation:
     if name == "QuantizeGrid":
         lo, hi = float(ctx.attr("activation_min")), float(ctx.attr("activation_max"))
         return FusedActivation(name, _quantize_grid_(lo, hi), lo, hi)
+    if name == "QuantizeGridScaled":
+        lo, hi = float(ctx.attr("activation_min")), float(ctx.attr("activation_max"))
+        return FusedActivation(name, _quantize_grid_scaled_(lo, hi, float(ctx.attr("activation_scale"))), lo, hi)
     if name == "QuantizeGridThen":
         return FusedActivation(name, _quantize_grid_then_(ctx))
     if name == "HardSigmoid":
@@ -317,7 +332,7 @@ def _fused(ctx: AttrMixin, name: str) -> FusedActivation:
 _PLAIN_ACTIVATIONS: dict[str, Activation] = {"Relu": _relu_, "Tanh": _tanh_, "Sigmoid": _sigmoid_, "Gelu": gelu_,
                                              "HardSwish": _hardswish_}
 _FUSED_NAMES = frozenset(_PLAIN_ACTIVATIONS) | {"Clip", "HardSigmoid", "LeakyRelu", "QuantizeGrid",
-                                                "QuantizeGridThen"}
+                                                "QuantizeGridScaled", "QuantizeGridThen"}
 
 
 def fused_activation(ctx: AttrMixin, allowed: Sequence[str]) -> FusedActivation | None:

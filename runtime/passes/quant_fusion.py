@@ -309,7 +309,8 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
     """A product with the QuantizeGrid activation -> Mul(constant scale) -> HardSwish / HardSigmoid / Relu
     -> webinfer.QuantizeToGrid (the rewritten Q -> DQ -> activation -> Q of a QDQ graph) -> the product
     with the QuantizeGridThen activation doing the whole chain on its output block, in cache, with the
-    same roundings (ops/elementwise.py)."""
+    same roundings (ops/elementwise.py); with anything else after the Mul, the product's
+    QuantizeGridScaled activation does the multiply."""
     for prod in ed.nodes():
         if not ed.alive(prod) or prod.attrs.get("activation") != "QuantizeGrid" or len(prod.outputs) != 1:
             continue
@@ -322,6 +323,10 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
             continue
         act = ed.sole_reader(mul.outputs[0])
         if act is None or act.domain not in ("", DOMAIN) or act.op_type not in _THEN or act.inputs[0] != mul.outputs[0]:
+            # the real values themselves are read (a residual Add): scale them in the product's epilogue
+            attrs = {**prod.attrs, "activation": "QuantizeGridScaled", "activation_scale": float(scale.reshape(-1)[0])}
+            ed.replace([prod, mul], [Node(prod.op_type, list(prod.inputs), list(mul.outputs), attrs, prod.name,
+                                          prod.domain)], prod)
             continue
         grid = ed.sole_reader(act.outputs[0])
         if grid is None or grid.domain != DOMAIN or grid.op_type != "QuantizeToGrid" or grid.inputs[0] != act.outputs[0]:

@@ -165,6 +165,9 @@ def test_qdq_matmul_fused_within_one_step(tmp_path: Path) -> None:
     fused, plain = _sessions(model)
     ops = _ops(fused)
     assert "MatMul" not in ops and ops.count("webinfer.FusedMatMul") == 2 and "QuantizeLinear" not in ops
+    # the first product's real values feed the bias Add: its epilogue scales them (QuantizeGridScaled)
+    assert {n.attrs.get("activation") for n in fused._main.graph.nodes if n.op_type == "FusedMatMul"} \
+        >= {"QuantizeGridScaled"}
     step = float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "y_scale")))
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = RNG.standard_normal((2, 5, 24)).astype(np.float32)
