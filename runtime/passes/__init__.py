@@ -8,8 +8,10 @@ from ..ir import Graph
 from ..ops.registry import Kernel, OpContext, OpDef, Registry
 from ..shapes import GraphTypes
 from .cleanup import remove_dead, remove_identities
+from .float16 import compute_in_float32, has_float16
 from .fold import fold_constants
 from .fuse import fuse
+from .quant_fusion import fuse_quantized
 
 #: onnxruntime's optimization levels where webinfer's rewrites start: folding and cleanup, then fusion.
 BASIC, EXTENDED = 1, 2
@@ -30,8 +32,12 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
     """
     if level < BASIC:
         return graph, types, opsets
+    if has_float16(graph):
+        graph = compute_in_float32(graph, types)
+        types = infer(graph, opsets)
     graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
     if level >= EXTENDED:
         graph, added = fuse(graph, types)
-        opsets = {**added, **opsets}
+        graph, added_quantized = fuse_quantized(graph, types)
+        opsets = {**added, **added_quantized, **opsets}
     return graph, infer(graph, opsets), opsets
