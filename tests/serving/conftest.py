@@ -62,7 +62,8 @@ def lookup_model() -> Any:
 
 
 def build_repository(root: Path) -> Path:
-    """pair (no config: max_batch_size 0), pair_batched (dynamic batching), mixed, lookup, and two broken."""
+    """pair (no config: max_batch_size 0), pair_batched (dynamic batching), pair2 (two instances), mixed,
+    lookup, and two that fail to load (a corrupt file, a bad config)."""
     _save(pair_model(), root / "pair.onnx")
     _save(pair_model(), root / "pair_batched" / "model.onnx")
     (root / "pair_batched" / "config.json").write_text(json.dumps({
@@ -72,6 +73,8 @@ def build_repository(root: Path) -> Path:
     _save(lookup_model(), root / "lookup" / "1" / "model.onnx")
     (root / "lookup" / "config.json").write_text(json.dumps({
         "max_batch_size": 16, "dynamic_batching": {"max_queue_delay_microseconds": 20000}, "max_queue_size": 4}))
+    _save(pair_model(), root / "pair_two" / "model.onnx")
+    (root / "pair_two" / "config.json").write_text(json.dumps({"instances": 2, "name": "pair2"}))
     (root / "broken.onnx").write_bytes(b"not an onnx model")
     (root / "badconfig").mkdir()
     _save(pair_model(), root / "badconfig" / "model.onnx")
