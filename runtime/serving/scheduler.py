@@ -178,27 +178,42 @@ class Scheduler:
             queue_s = [started - j.enqueued for j in jobs]
             try:
                 results = await loop.run_in_executor(self.pool, self._run, session, [j.request for j in jobs])
-            except Exception as e:  # noqa: BLE001 - every job of the batch gets the failure, the worker goes on
-                err = e if isinstance(e, ServingError) else ModelFailed(
-                    f"model '{self.model.name}' failed: {type(e).__name__}: {e}")
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(err)
-                continue
+            except Exception as e:  # noqa: BLE001 - the executor itself failed: every job is told, the worker goes on
+                results = [e] * len(jobs)
             finally:
                 self.observer.executed(self.model, len(jobs), sum(j.request.batch for j in jobs), queue_s,
                                        time.perf_counter() - started)
             for j, r in zip(jobs, results):
-                if not j.future.done():
+                if j.future.done():
+                    continue
+                if isinstance(r, Exception):
+                    j.future.set_exception(r if isinstance(r, ServingError) else ModelFailed(
+                        f"model '{self.model.name}' failed: {type(r).__name__}: {r}"))
+                else:
                     j.future.set_result(r)
 
-    def _run(self, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray]]:
-        """Runs in the executor's thread: one request as it is, several concatenated on the batch dim."""
-        names = [s.name for s in self.model.outputs]
-        if len(requests) == 1:
-            r = requests[0]
+    def _run(self, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray] | Exception]:
+        """Runs in the executor's thread: one request as it is, several concatenated on the batch dim.
+
+        When a batch raises, its requests run again one by one, so only those
+        that fail alone get the error (a bad request costs its batch mates a
+        second run, never their answer)."""
+        if len(requests) > 1:
+            try:
+                return self._run_batch(session, requests)
+            except Exception:  # noqa: BLE001 - isolated below: each request gets its own outcome
+                pass
+        out: list[dict[str, np.ndarray] | Exception] = []
+        for r in requests:
             wanted = [n for n, _ in r.outputs]
-            return [dict(zip(wanted, session.run(wanted, r.feeds)))]
+            try:
+                out.append(dict(zip(wanted, session.run(wanted, r.feeds))))
+            except Exception as e:  # noqa: BLE001 - the request's own failure, reported to it alone
+                out.append(e)
+        return out
+
+    def _run_batch(self, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray] | Exception]:
+        names = [s.name for s in self.model.outputs]
         feeds = {k: np.concatenate([r.feeds[k] for r in requests]) for k in requests[0].feeds}
         outs = session.run(names, feeds)
         rows = [r.batch for r in requests]

@@ -68,3 +68,22 @@ def test_scheduler_prefers_preferred_sizes() -> None:
     assert Scheduler._prefer(jobs, (4,)) == jobs[:3]
     assert Scheduler._prefer(jobs, (3, 7)) == jobs
     assert Scheduler._prefer(jobs, (5,)) == jobs
+
+
+def test_a_failing_request_does_not_fail_its_batch_mates(server: Any, reference: Any) -> None:
+    """lookup batches for up to 20 ms: bad indices in the same batch fail alone."""
+    import concurrent.futures
+
+    def call(i: int) -> httpx.Response:
+        idx = [99] if i % 3 == 0 else [i % 10]
+        return httpx.post(f"http://{server.url}/v2/models/lookup/infer", timeout=30,
+                          json={"inputs": [{"name": "idx", "shape": [1], "datatype": "INT64", "data": idx}]})
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # lookup's queue holds 4
+        rs = list(pool.map(call, range(12)))
+    for i, r in enumerate(rs):
+        if i % 3 == 0:
+            assert r.status_code == 500 and "failed" in r.json()["error"]
+        else:
+            want = reference["lookup"].run(None, {"idx": np.array([i % 10], np.int64)})[0]
+            assert r.status_code == 200 and r.json()["outputs"][0]["data"] == want.reshape(-1).tolist()
