@@ -180,7 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"webinfer serve needs the serve extra: pip install 'webinfer[serve]' ({e})") from e
     config = ServerConfig(models=Path(args.models).expanduser() if args.models else None, grpc_port=args.grpc_port,
                           host=args.host, max_body_bytes=args.max_body_bytes,
-                          dist=Path(args.dist) if args.dist else None)
+                          dist=Path(args.dist) if args.dist else None, model_name=args.model_name)
     try:
         serve(config, args.port)
     except FileNotFoundError as e:
@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, help="also serve the v2 gRPC API on this port (e.g. 8001)")
     serve.add_argument("--models", help="a model file, or a directory of models (.onnx files, or folders with "
                                         "model.onnx and an optional config.json); also served at /models/")
+    serve.add_argument("--model-name", help="serve --models (a file or one model's folder) as this single model, "
+                                            "as KServe starts a runtime")
     serve.add_argument("--max-body-bytes", type=int, default=64 << 20,
                        help="largest HTTP request body and gRPC message (default 64 MiB)")
     serve.add_argument("--dist", help="the bundle built by build_wasm.py (default: web/dist of this checkout)")

@@ -40,6 +40,8 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     #: The browser bundle to mount at `/` (None: web/dist of this checkout when it is built).
     dist: Path | None = None
+    #: Serve `models` as this one model (a file or a model folder), as KServe's runtimes are started.
+    model_name: str | None = None
 
 
 class Server:
@@ -109,7 +111,8 @@ class Server:
             grpc_server, self.grpc_port = await start_grpc(self, self.config.host, self.config.grpc_port)
         loading = None
         if self.config.models is not None:
-            loading = asyncio.get_running_loop().run_in_executor(None, self.repository.load_all, self.config.models)
+            loading = asyncio.get_running_loop().run_in_executor(None, self.repository.load_all, self.config.models,
+                                                                  self.config.model_name)
         else:
             self.repository.loaded = True
         try:

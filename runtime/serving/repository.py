@@ -130,9 +130,30 @@ def _model_file(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def discover(root: Path) -> tuple[list[ModelConfig], dict[str, str]]:
-    """The models under `root` (a folder, or one .onnx file) and, by name, the entries that could not
-    be read as one."""
+def _folder_config(folder: Path, model: Path, name: str | None = None) -> ModelConfig:
+    cfg_file = folder / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text("utf-8")) if cfg_file.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{cfg_file}: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{cfg_file} must hold a JSON object")
+    if name is not None:
+        cfg["name"] = name
+    return read_config(folder.name, model, cfg)
+
+
+def discover(root: Path, name: str | None = None) -> tuple[list[ModelConfig], dict[str, str]]:
+    """The models under `root` (a folder of models, or one .onnx file) and, by name, the entries that
+    could not be read as one.  With `name`, `root` is one model (a file, or a model folder) served
+    under that name: KServe mounts an InferenceService's files at /mnt/models and routes by its name."""
+    if name is not None:
+        if root.is_file():
+            return [read_config(name, root, {"name": name})], {}
+        model = _model_file(root)
+        if model is None:
+            raise ConfigError(f"{root} holds no model.onnx (or single .onnx file) to serve as '{name}'")
+        return [_folder_config(root, model, name)], {}
     if root.is_file():
         return [read_config(root.stem, root, {})], {}
     configs: list[ModelConfig] = []
@@ -143,18 +164,11 @@ def discover(root: Path) -> tuple[list[ModelConfig], dict[str, str]]:
                 configs.append(read_config(entry.stem, entry, {}))
             elif entry.is_dir():
                 model = _model_file(entry)
-                cfg_file = entry / "config.json"
                 if model is None:
-                    if cfg_file.is_file():
+                    if (entry / "config.json").is_file():
                         failed[entry.name] = "no model.onnx (or single .onnx file) beside config.json"
                     continue
-                try:
-                    cfg = json.loads(cfg_file.read_text("utf-8")) if cfg_file.is_file() else {}
-                except (OSError, ValueError) as e:
-                    raise ConfigError(f"{cfg_file}: {e}") from e
-                if not isinstance(cfg, dict):
-                    raise ConfigError(f"{cfg_file} must hold a JSON object")
-                configs.append(read_config(entry.name, model, cfg))
+                configs.append(_folder_config(entry, model))
         except ConfigError as e:
             failed[entry.stem] = str(e)
     return configs, failed
@@ -195,9 +209,13 @@ class Repository:
         self.expected: int = 0
         self.loaded = False
 
-    def load_all(self, root: Path) -> None:
-        """Load every model under `root`; one that fails is logged and left out."""
-        configs, failed = discover(root)
+    def load_all(self, root: Path, name: str | None = None) -> None:
+        """Load every model under `root` (or `root` as the model `name`); one that fails is logged and left
+        out."""
+        try:
+            configs, failed = discover(root, name)
+        except ConfigError as e:
+            configs, failed = [], {name or root.name: str(e)}
         self.expected = len(configs)
         self.failed.update(failed)
         for name, reason in failed.items():

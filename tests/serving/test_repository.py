@@ -77,3 +77,13 @@ def test_model_with_two_instances_serves_concurrent_requests(server: Any, refere
         np.testing.assert_array_equal(np.array(r.json()["outputs"][0]["data"], np.float32).reshape(2, 4), want)
     cfg = httpx.get(f"http://{server.url}/v2/models/pair2/config").json()
     assert cfg["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+
+
+def test_one_model_served_under_a_given_name(repository: Path) -> None:
+    configs, _ = discover(repository / "pair_batched", name="isvc")
+    assert [(c.name, c.max_batch_size) for c in configs] == [("isvc", 8)]  # its config.json still applies
+    configs, _ = discover(repository / "pair.onnx", name="isvc")
+    assert [c.name for c in configs] == ["isvc"]
+    repo = Repository()
+    repo.load_all(repository, name="isvc")  # a folder of models is not one model
+    assert not repo.models and "no model.onnx" in repo.failed["isvc"]
