@@ -177,7 +177,8 @@ class Scheduler:
             started = time.perf_counter()
             queue_s = [started - j.enqueued for j in jobs]
             try:
-                results = await loop.run_in_executor(self.pool, self._run, session, [j.request for j in jobs])
+                results = await loop.run_in_executor(self.pool, run_requests, self.model, session,
+                                                     [j.request for j in jobs])
             except Exception as e:  # noqa: BLE001 - the executor itself failed: every job is told, the worker goes on
                 results = [e] * len(jobs)
             finally:
@@ -191,40 +192,6 @@ class Scheduler:
                         f"model '{self.model.name}' failed: {type(r).__name__}: {r}"))
                 else:
                     j.future.set_result(r)
-
-    def _run(self, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray] | Exception]:
-        """Runs in the executor's thread: one request as it is, several concatenated on the batch dim.
-
-        When a batch raises, its requests run again one by one, so only those
-        that fail alone get the error (a bad request costs its batch mates a
-        second run, never their answer)."""
-        if len(requests) > 1:
-            try:
-                return self._run_batch(session, requests)
-            except Exception:  # noqa: BLE001 - isolated below: each request gets its own outcome
-                pass
-        out: list[dict[str, np.ndarray] | Exception] = []
-        for r in requests:
-            wanted = [n for n, _ in r.outputs]
-            try:
-                out.append(dict(zip(wanted, session.run(wanted, r.feeds))))
-            except Exception as e:  # noqa: BLE001 - the request's own failure, reported to it alone
-                out.append(e)
-        return out
-
-    def _run_batch(self, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray] | Exception]:
-        names = [s.name for s in self.model.outputs]
-        feeds = {k: np.concatenate([r.feeds[k] for r in requests]) for k in requests[0].feeds}
-        outs = session.run(names, feeds)
-        rows = [r.batch for r in requests]
-        total = sum(rows)
-        for n, o in zip(names, outs):
-            if np.ndim(o) == 0 or np.shape(o)[0] != total:
-                raise ModelFailed(f"model '{self.model.name}': output '{n}' has shape {list(np.shape(o))}, not a "
-                                  f"leading batch dim of {total}; it cannot be batched (set max_batch_size 0)")
-        bounds = np.cumsum(rows)[:-1]
-        parts = [np.split(o, bounds) for o in outs]
-        return [{n: parts[k][i] for k, n in enumerate(names)} for i in range(len(requests))]
 
     async def close(self) -> None:
         """Stop the workers; requests still queued get 503."""
@@ -241,3 +208,40 @@ class Scheduler:
             if not j.future.done():
                 j.future.set_exception(Unavailable("server shutting down"))
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_requests(model: Model, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray] | Exception]:
+    """Run requests of `model` on `session` (in a worker thread): one as it is, several concatenated on
+    the batch dim, split back per request.  Each request gets its outputs or its own exception.
+
+    When a batch raises (a bad request in it, or shapes that do not concatenate), its requests run
+    again one by one, so only those that fail alone get the error: a bad request costs its batch mates
+    a second run, never their answer.  Shared by the scheduler and the Ray Serve deployment."""
+    if len(requests) > 1:
+        try:
+            return _run_batch(model, session, requests)
+        except Exception:  # noqa: BLE001 - isolated below: each request gets its own outcome
+            pass
+    out: list[dict[str, np.ndarray] | Exception] = []
+    for r in requests:
+        wanted = [n for n, _ in r.outputs]
+        try:
+            out.append(dict(zip(wanted, session.run(wanted, r.feeds))))
+        except Exception as e:  # noqa: BLE001 - the request's own failure, reported to it alone
+            out.append(e)
+    return out
+
+
+def _run_batch(model: Model, session: Any, requests: list[InferRequest]) -> list[dict[str, np.ndarray] | Exception]:
+    names = [s.name for s in model.outputs]
+    feeds = {k: np.concatenate([r.feeds[k] for r in requests]) for k in requests[0].feeds}
+    outs = session.run(names, feeds)
+    rows = [r.batch for r in requests]
+    total = sum(rows)
+    for n, o in zip(names, outs):
+        if np.ndim(o) == 0 or np.shape(o)[0] != total:
+            raise ModelFailed(f"model '{model.name}': output '{n}' has shape {list(np.shape(o))}, not a "
+                              f"leading batch dim of {total}; it cannot be batched (set max_batch_size 0)")
+    bounds = np.cumsum(rows)[:-1]
+    parts = [np.split(o, bounds) for o in outs]
+    return [{n: parts[k][i] for k, n in enumerate(names)} for i in range(len(requests))]
