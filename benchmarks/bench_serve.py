@@ -100,7 +100,8 @@ def build_repository(root: Path, models: list[str]) -> dict[str, Path]:
             d = repo / (name + suffix)
             d.mkdir(parents=True)
             (d / "model.onnx").symlink_to(path.resolve())
-            (d / "config.json").write_text(json.dumps({"max_queue_size": 256, **cfg}))
+            # A deadline far past any point's length: a slow model queues, it is not timed out mid-benchmark.
+            (d / "config.json").write_text(json.dumps({"max_queue_size": 256, "timeout_seconds": 600, **cfg}))
     d = repo / "lookup"
     d.mkdir()
     _lookup(d / "model.onnx")
