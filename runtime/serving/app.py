@@ -38,6 +38,8 @@ class ServerConfig:
     grpc_port: int | None = None
     host: str = "127.0.0.1"
     max_body_bytes: int = DEFAULT_MAX_BODY
+    #: How long a request body may take to arrive (its queue slot is held meanwhile).
+    body_timeout_s: float = 30.0
     #: The browser bundle to mount at `/` (None: web/dist of this checkout when it is built).
     dist: Path | None = None
     #: Serve `models` as this one model (a file or a model folder), as KServe's runtimes are started.

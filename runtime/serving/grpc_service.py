@@ -154,7 +154,7 @@ def _param(p: Any) -> Any:
     return getattr(p, which) if which else None
 
 
-def decode(server: "Server", model: Any, req: Any) -> InferRequest:
+def decode(model: Any, req: Any) -> InferRequest:
     """A ModelInferRequest as an InferRequest: tensors from raw_input_contents (parallel to inputs) or
     from typed contents, each checked against shape x datatype before use."""
     raw = req.raw_input_contents
@@ -261,7 +261,7 @@ class Service:
             try:
                 slot = scheduler.reserve()
                 try:
-                    req = decode(self.server, model, request)
+                    req = decode(model, request)
                     results = await scheduler.infer(slot, req)
                 finally:
                     slot.release()
@@ -269,6 +269,9 @@ class Service:
             except ServingError as e:
                 reason = e.reason
                 await self._abort(context, e)
+            except Exception as e:  # noqa: BLE001 - an answer that cannot be encoded is still a status
+                reason = "OTHER"
+                await self._abort(context, ServingError(f"model '{model.name}': {type(e).__name__}: {e}"))
             finally:
                 self.server.metrics.finished(model, time.perf_counter() - started, reason)
 

@@ -8,6 +8,7 @@ over the limit is 413 without buffering the rest.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,13 @@ class Cancelled(ServingError):
 
     status = 400
     reason = "CANCELED"
+
+
+class SlowBody(ServingError):
+    """The body trickled in for longer than the server waits (it holds a queue slot meanwhile)."""
+
+    status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
 
 
 def error(e: ServingError) -> JSONResponse:
@@ -130,7 +138,12 @@ def routes(server: "Server") -> list[Route]:
             try:
                 slot = scheduler.reserve()
                 try:
-                    body = await read_body(request, server.config.max_body_bytes)
+                    try:
+                        body = await asyncio.wait_for(read_body(request, server.config.max_body_bytes),
+                                                      server.config.body_timeout_s)
+                    except asyncio.TimeoutError:
+                        raise SlowBody(f"the request body did not arrive within {server.config.body_timeout_s:g} s") \
+                            from None
                     header, blobs = _split(request, body)
                     req = decode_http(model, parse_json_body(header), blobs)
                     results = await scheduler.infer(slot, req)
@@ -140,6 +153,9 @@ def routes(server: "Server") -> list[Route]:
             except ServingError as e:
                 reason = e.reason
                 return error(e)
+            except Exception as e:  # noqa: BLE001 - an answer that cannot be encoded is still an {"error"}
+                reason = "OTHER"
+                return error(ServingError(f"model '{model.name}': {type(e).__name__}: {e}"))
             finally:
                 server.metrics.finished(model, time.perf_counter() - started, reason)
         if header_length is None:

@@ -85,14 +85,12 @@ def build_repository(root: Path) -> Path:
 class ServerThread:
     """`webinfer serve` (the same app) in a thread on a socket bound here, on 127.0.0.1:<free port>."""
 
-    def __init__(self, models: Path, grpc: bool = False, max_body_bytes: int | None = None):
+    def __init__(self, models: Path, grpc: bool = False, **settings: Any):
         import uvicorn
 
         from webinfer.serving import ServerConfig, create_app
 
-        config = ServerConfig(models=models, grpc_port=0 if grpc else None)
-        if max_body_bytes is not None:
-            config.max_body_bytes = max_body_bytes
+        config = ServerConfig(models=models, grpc_port=0 if grpc else None, **settings)
         self.app = create_app(config)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))

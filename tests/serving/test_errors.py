@@ -7,6 +7,7 @@ import gzip
 import json
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,15 +173,15 @@ def test_disconnect_mid_body_leaks_nothing(server: Any) -> None:
         _raw(server, b"POST /v2/models/pair/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inp",
              read=False)
     _still_serving(server)
-    deadline = __import__("time").monotonic() + 10
-    while scheduler.admitted and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.05)
+    deadline = time.monotonic() + 10
+    while scheduler.admitted and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert scheduler.admitted == 0 and not scheduler.pending
 
 
 @pytest.fixture(scope="module")
 def small_server(repository: Path) -> Any:
-    with ServerThread(repository, max_body_bytes=4096) as s:
+    with ServerThread(repository, max_body_bytes=4096, body_timeout_s=1.0) as s:
         yield s
 
 
@@ -198,4 +199,14 @@ def test_body_limit_is_413_declared_chunked_and_gzip(small_server: Any) -> None:
     assert len(bomb) < 4096
     r = _post(small_server, "pair", bomb, {"Content-Encoding": "gzip"})
     assert r.status_code == 413 and "decompressed" in r.json()["error"]
+    _still_serving(small_server)
+
+
+def test_a_body_that_trickles_in_is_408_and_frees_its_slot(small_server: Any) -> None:
+    srv = small_server.app.state.server
+    scheduler = srv.scheduler(srv.model("pair"))
+    t0 = time.monotonic()
+    reply = _raw(small_server, b"POST /v2/models/pair/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"in")
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert time.monotonic() - t0 < 20 and scheduler.admitted == 0
     _still_serving(small_server)
