@@ -5,7 +5,7 @@
 
 Localhost only, bounded (about `duration` seconds per point).  Both servers
 run as subprocesses; one closed-loop driver (asyncio + httpx, v2 JSON
-requests, fixed seeded inputs, 5 warm-up requests per point) measures
+requests, fixed seeded inputs, 5 warm-up requests before each point) measures
 throughput and client-side P50/P90/P99 latency at each concurrency for
 
 - `small`: a generated MLP (256 -> 256 -> 64, float32, batch 1 per request);
@@ -150,18 +150,28 @@ def counter(samples: dict, name: str, model: str) -> float:
     return sum(v for (n, labels), v in samples.items() if n == name and dict(labels).get("model") == model)
 
 
-async def closed_loop(url: str, model: str, body: bytes, concurrency: int, duration: float,
-                      warmup: int = 5) -> dict[str, Any]:
+HEADERS = {"Content-Type": "application/json"}
+
+
+async def warm_up(url: str, model: str, body: bytes, n: int = 5) -> None:
+    """A few requests before a point is measured (and before its counters are read)."""
     import httpx
 
-    headers = {"Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-        path = f"/v2/models/{model}/infer"
-        for _ in range(warmup):
-            r = await client.post(path, content=body, headers=headers)
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        for _ in range(n):
+            r = await client.post(f"/v2/models/{model}/infer", content=body, headers=HEADERS)
             if r.status_code != 200:
-                raise SystemExit(f"{url}{path}: warm-up got {r.status_code}: {r.text[:300]}")
+                raise SystemExit(f"{url}/v2/models/{model}/infer: warm-up got {r.status_code}: {r.text[:300]}")
+
+
+async def closed_loop(url: str, model: str, body: bytes, concurrency: int, duration: float) -> dict[str, Any]:
+    """`concurrency` clients, each sending its next request when the last is answered, for `duration` s."""
+    import httpx
+
+    headers = HEADERS
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
+        path = f"/v2/models/{model}/infer"
         latencies: list[float] = []
         errors = 0
         stop = time.perf_counter() + duration
@@ -194,6 +204,7 @@ def load_table(args: argparse.Namespace, ours: str, peer: str | None) -> list[di
             if peer:
                 targets.append(("kserve+onnxruntime", peer, model))
             for label, url, name in targets:
+                asyncio.run(warm_up(url, name, body))
                 before = scrape(url) if url == ours else None
                 res = asyncio.run(closed_loop(url, name, body, c, args.duration))
                 if before is not None:

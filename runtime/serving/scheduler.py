@@ -61,7 +61,8 @@ class _Job:
     future: asyncio.Future
     enqueued: float
     deadline: float
-    #: Per input: (shape without the batch dim, dtype): requests batch together only when these agree.
+    #: Per input, by name: (name, shape without the batch dim, dtype); requests batch together only when
+    #: these agree.
     key: tuple[Any, ...] = field(default=())
 
 
@@ -93,7 +94,8 @@ class Scheduler:
             self._workers = [loop.create_task(self._work(s)) for s in self.model.sessions]
         now = time.perf_counter()
         timeout = request.timeout_s or self.model.config.timeout_s
-        key = tuple((a.shape[1:], a.dtype) for a in request.feeds.values()) if self.model.config.batching else ()
+        key = tuple((k, a.shape[1:], a.dtype) for k, a in sorted(request.feeds.items())) if self.model.config.batching \
+            else ()
         job = _Job(request, slot, loop.create_future(), now, now + timeout, key)
         self.pending.append(job)
         self.observer.queued(self.model, len(self.pending))
