@@ -111,3 +111,17 @@ def test_gzip_of_a_plain_json_body(server: Any) -> None:
     r = httpx.post(f"http://{server.url}/v2/models/pair/infer", content=gzip.compress(body),
                    headers={"Content-Encoding": "gzip"}, timeout=30)
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [2, 3, 4, 5]
+
+
+def test_the_demo_stays_one_mount_of_the_same_app(tmp_path: Any, repository: Any) -> None:
+    from .conftest import ServerThread
+
+    dist = tmp_path / "dist"
+    (dist / "models").mkdir(parents=True)
+    (dist / "index.html").write_text("<title>demo</title>")
+    with ServerThread(repository, dist=dist) as s:
+        page = httpx.get(f"http://{s.url}/")
+        assert page.status_code == 200 and "demo" in page.text
+        assert page.headers["cross-origin-opener-policy"] == "same-origin"  # the demo's own headers
+        assert httpx.get(f"http://{s.url}/models/pair.onnx").status_code == 200  # --models, served as files
+        assert httpx.get(f"http://{s.url}/v2/models/pair").json()["name"] == "pair"
