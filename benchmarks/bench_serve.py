@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -218,7 +217,7 @@ def load_table(args: argparse.Namespace, ours: str, peer: str | None) -> list[di
                 print(f"  {model:<7} c={c:<3} {label:<20} {res['throughput']:8.1f}/s  p50 {res['p50_ms']:8.1f}  "
                       f"p90 {res['p90_ms']:8.1f}  p99 {res['p99_ms']:8.1f} ms  errors {res['errors']}", flush=True)
             peer_tp = point.get("kserve+onnxruntime", {}).get("throughput")
-            for label, r in point.items():
+            for r in point.values():
                 r["ratio_vs_peer"] = r["throughput"] / peer_tp if peer_tp else None
                 rows.append(r)
     return rows

@@ -134,7 +134,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     return fd
 
 
-def _classes() -> dict[str, type]:
+def _classes() -> dict[str, Any]:
     pool = descriptor_pool.DescriptorPool()
     pool.Add(_file())
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"inference.{name}"))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..version import __version__
 from .codec import decode_http, encode_http, parse_json_body
@@ -91,7 +91,7 @@ def _split(request: Request, body: bytes) -> tuple[memoryview, memoryview]:
     return view[:n], view[n:]
 
 
-def routes(server: "Server") -> list[Route]:
+def routes(server: "Server") -> list[BaseRoute]:
     """The v2 routes of `server` (a model path with or without /versions/{version})."""
 
     async def live(request: Request) -> Response:
@@ -166,7 +166,7 @@ def routes(server: "Server") -> list[Route]:
     async def metrics(request: Request) -> Response:
         return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    out = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", metadata),
+    out: list[BaseRoute] = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", metadata),
            Route("/metrics", metrics)]
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         out += [Route(prefix, model_metadata), Route(prefix + "/ready", model_ready),
