@@ -1,6 +1,6 @@
 """`webinfer serve` under load, next to KServe's ModelServer wrapping onnxruntime on the same models.
 
-    python benchmarks/bench_serve.py [--peer-python /tmp/kserve-venv/bin/python] [--models small minilm]
+    python benchmarks/bench_serve.py [--peer-python PYTHON | --no-peer] [--models small minilm]
                                      [--concurrency 1 4 16] [--duration 6] [--soak 5000] [--no-faults] [--json]
 
 Localhost only, bounded (about `duration` seconds per point).  Both servers
@@ -13,8 +13,10 @@ throughput and client-side P50/P90/P99 latency at each concurrency for
   made by tools/models.py), asking for `sentence_embedding` only;
 
 with webinfer's dynamic batching off and on (max_batch_size 16, max queue
-delay 2 ms / 5 ms), and KServe + onnxruntime (`--peer-python`: a venv with
-`kserve` and `onnxruntime`; KServe's ModelServer has no in-process batcher).
+delay 2 ms / 5 ms), and KServe + onnxruntime (`--peer-python`: a python with
+`kserve` and `onnxruntime`, by default this one when it has them; KServe's
+ModelServer has no in-process batcher, and binds 0.0.0.0: it has no host
+option).
 The ratio column is webinfer's throughput over the peer's at the same
 concurrency.  The avg batch column comes from webinfer's own counters
 (Δinferences / Δexecutions on /metrics).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -328,7 +331,9 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=["small", "minilm"], choices=["small", "minilm"])
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     p.add_argument("--duration", type=float, default=6.0, help="seconds per point")
-    p.add_argument("--peer-python", help="python of a venv with kserve + onnxruntime (omit: no peer rows)")
+    p.add_argument("--peer-python", help="python of a venv with kserve + onnxruntime (default: this python when "
+                                         "it has kserve, as the test extra installs it)")
+    p.add_argument("--no-peer", action="store_true", help="no KServe rows")
     p.add_argument("--soak", type=int, default=5000, help="soak requests (0: no soak)")
     p.add_argument("--no-faults", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -345,7 +350,9 @@ def main() -> int:
                                        "--port", str(port), "--max-body-bytes", str(MAX_BODY)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         peer = None
-        if args.peer_python:
+        if args.peer_python is None and not args.no_peer and importlib.util.find_spec("kserve") is not None:
+            args.peer_python = sys.executable
+        if args.peer_python and not args.no_peer:
             peer_port = _free_port()
             peer = f"http://127.0.0.1:{peer_port}"
             procs.append(subprocess.Popen([args.peer_python, str(Path(__file__).with_name("kserve_peer.py")),

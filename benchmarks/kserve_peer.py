@@ -1,9 +1,9 @@
 """The peer of bench_serve.py: KServe's Python ModelServer wrapping onnxruntime, one model per file.
 
-    <kserve venv>/bin/python benchmarks/kserve_peer.py --port 8090 NAME=model.onnx [NAME=model.onnx ...]
+    python benchmarks/kserve_peer.py --port 8090 NAME=model.onnx [NAME=model.onnx ...]
 
-Runs in its own virtual environment (kserve pins fastapi, protobuf, ...
-that the project does not need); bench_serve.py starts it.  `predict` is a
+A separate process (any python with kserve and onnxruntime: the test extra
+installs both, or a venv of its own); bench_serve.py starts it.  `predict` is a
 plain function, so KServe runs it in its thread pool, as a stock
 onnxruntime-backed custom model does; onnxruntime uses its default
 intra-op threads.  KServe's ModelServer has no in-process batcher (KServe
