@@ -83,3 +83,17 @@ def test_grpc_errors_map_to_status_codes(server: Any) -> None:
     assert e.value.status() == "StatusCode.UNIMPLEMENTED"
     np.testing.assert_array_equal(c.infer("pair", _inputs({"x": x, "y": x}, {"x": "FP32", "y": "FP32"})).as_numpy(
         "sum"), 2 * x)
+
+
+def test_grpc_message_limit_is_the_body_limit(repository: Any) -> None:
+    from .conftest import ServerThread
+
+    with ServerThread(repository, grpc=True, max_body_bytes=4096) as s:
+        c = tg.InferenceServerClient(s.grpc_url)
+        big = np.ones((2000, 4), np.float32)  # 32 kB of tensor
+        with pytest.raises(tg.InferenceServerException) as e:
+            c.infer("pair", _inputs({"x": big, "y": big}, {"x": "FP32", "y": "FP32"}))
+        assert e.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        small = np.ones((1, 4), np.float32)
+        r = c.infer("pair", _inputs({"x": small, "y": small}, {"x": "FP32", "y": "FP32"}))
+        np.testing.assert_array_equal(r.as_numpy("sum"), 2 * small)

@@ -64,3 +64,36 @@ def test_latency_window_forgets_old_samples() -> None:
         w.add(float(i), now=float(i))
     values = w.values(now=100.0)
     assert values.tolist() == [float(i) for i in range(90, 100)]
+
+
+@pytest.mark.gpu
+def test_webgpu_figures_on_metrics(tmp_path: Any) -> None:
+    """A model on the webgpu provider: adapter, buffer-pool bytes and dispatches per run on /metrics."""
+    import json
+
+    import numpy as np
+
+    from webinfer.devices.gpu import open_device
+    from webinfer.errors import DeviceError
+
+    from .conftest import ServerThread, _save, pair_model
+
+    try:
+        open_device({})
+    except DeviceError as e:
+        pytest.skip(f"no WebGPU adapter: {e}")
+    _save(pair_model(), tmp_path / "gpu_pair" / "model.onnx")
+    (tmp_path / "gpu_pair" / "config.json").write_text(json.dumps({"provider": "webgpu,cpu"}))
+    with ServerThread(tmp_path) as server:
+        x = np.random.default_rng(10).standard_normal((2, 4)).astype(np.float32)
+        body = {"inputs": [{"name": n, "shape": [2, 4], "datatype": "FP32", "data": x.reshape(-1).tolist()}
+                           for n in ("x", "y")]}
+        r = httpx.post(f"http://{server.url}/v2/models/gpu_pair/infer", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(np.array(r.json()["outputs"][0]["data"], np.float32).reshape(2, 4), x + x,
+                                   rtol=1e-6)
+        samples = _scrape(server)
+    info = [dict(labels) for (name, labels) in samples if name == "webinfer_gpu_info"]
+    assert info and info[0]["model"] == "gpu_pair" and info[0]["adapter"] not in ("", "None")
+    assert _get(samples, "webinfer_gpu_dispatches_per_run", model="gpu_pair", instance="0") >= 1
+    assert _get(samples, "webinfer_gpu_buffer_pool_bytes", model="gpu_pair", instance="0", state="allocated") > 0
