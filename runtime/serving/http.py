@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import numpy as np
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -91,6 +93,20 @@ def _split(request: Request, body: bytes) -> tuple[memoryview, memoryview]:
     return view[:n], view[n:]
 
 
+#: Bytes of tensors above which decoding or encoding moves off the event loop (JSON of a large
+#: tensor takes tens of ms; below this, a thread hop costs more than it saves).
+OFF_LOOP_BYTES = 256 << 10
+
+T = TypeVar("T")
+
+
+async def _off_loop(nbytes: int, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, in a thread when it handles more than OFF_LOOP_BYTES, so other requests keep moving."""
+    if nbytes > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 def routes(server: "Server") -> list[BaseRoute]:
     """The v2 routes of `server` (a model path with or without /versions/{version})."""
 
@@ -145,11 +161,12 @@ def routes(server: "Server") -> list[BaseRoute]:
                         raise SlowBody(f"the request body did not arrive within {server.config.body_timeout_s:g} s") \
                             from None
                     header, blobs = _split(request, body)
-                    req = decode_http(model, parse_json_body(header), blobs)
+                    req = await _off_loop(len(body), decode_http, model, parse_json_body(header), blobs)
                     results = await scheduler.infer(slot, req)
                 finally:
                     slot.release()
-                content, header_length = encode_http(model, req, results)
+                size = sum(np.asarray(v).nbytes for v in results.values())
+                content, header_length = await _off_loop(size, encode_http, model, req, results)
             except ServingError as e:
                 reason = e.reason
                 return error(e)

@@ -125,3 +125,18 @@ def test_the_demo_stays_one_mount_of_the_same_app(tmp_path: Any, repository: Any
         assert page.headers["cross-origin-opener-policy"] == "same-origin"  # the demo's own headers
         assert httpx.get(f"http://{s.url}/models/pair.onnx").status_code == 200  # --models, served as files
         assert httpx.get(f"http://{s.url}/v2/models/pair").json()["name"] == "pair"
+
+
+def test_large_tensors_are_coded_off_the_event_loop(server: Any, reference: Any) -> None:
+    """Over OFF_LOOP_BYTES, decoding and encoding run in a thread: the answer is the same."""
+    from webinfer.serving.http import OFF_LOOP_BYTES
+
+    rng = np.random.default_rng(12)
+    n = OFF_LOOP_BYTES // 16 + 100  # each input alone is over a quarter of the threshold; together over it
+    ins, feed = _pair_inputs(rng, n=n)
+    for binary in (True, False):
+        outs = [th.InferRequestedOutput(k, binary_data=binary) for k in ("sum", "prod")]
+        r = th.InferenceServerClient(server.url, network_timeout=120).infer("pair", ins, outputs=outs)
+        want = reference["pair"].run(None, feed)
+        np.testing.assert_array_equal(r.as_numpy("sum"), want[0])
+        np.testing.assert_array_equal(r.as_numpy("prod"), want[1])
