@@ -132,7 +132,7 @@ def test_large_tensors_are_coded_off_the_event_loop(server: Any, reference: Any)
     from webinfer.serving.http import OFF_LOOP_BYTES
 
     rng = np.random.default_rng(12)
-    n = OFF_LOOP_BYTES // 16 + 100  # each input alone is over a quarter of the threshold; together over it
+    n = OFF_LOOP_BYTES // 16 + 100  # rows of 16 bytes: each input, and each output, is over the threshold
     ins, feed = _pair_inputs(rng, n=n)
     for binary in (True, False):
         outs = [th.InferRequestedOutput(k, binary_data=binary) for k in ("sum", "prod")]
