@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -31,7 +31,6 @@ class InferRequest:
     timeout_s: float | None = None
     #: Rows on the leading dim (1 when the model has no batch dim): what dynamic batching adds up.
     batch: int = 1
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
@@ -197,7 +196,7 @@ def decode_http(model: Model, body: dict[str, Any], blobs: memoryview) -> InferR
             raise BadRequest("'outputs' must be a list of objects")
         requested = _requested(model, ((o.get("name"), _params(o, f"output {o.get('name')!r}").get(
             "binary_data", default_binary) is True) for o in outs))
-    return InferRequest(rid, feeds, requested, _timeout(params), _finish(model, feeds), params)
+    return InferRequest(rid, feeds, requested, _timeout(params), _finish(model, feeds))
 
 
 def encode_http(model: Model, request: InferRequest, results: dict[str, np.ndarray]) -> tuple[bytes, int | None]:

@@ -206,7 +206,6 @@ class Repository:
     def __init__(self) -> None:
         self.models: dict[str, Model] = {}
         self.failed: dict[str, str] = {}
-        self.expected: int = 0
         self.loaded = False
 
     def load_all(self, root: Path, name: str | None = None) -> None:
@@ -216,7 +215,6 @@ class Repository:
             configs, failed = discover(root, name)
         except ConfigError as e:
             configs, failed = [], {name or root.name: str(e)}
-        self.expected = len(configs)
         self.failed.update(failed)
         for name, reason in failed.items():
             log.warning("model '%s' left out: %s", name, reason)
