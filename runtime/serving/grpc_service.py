@@ -174,9 +174,11 @@ def decode(model: Any, req: Any) -> InferRequest:
         if len(values) != math.prod(dims):
             raise BadRequest(f"input '{spec.name}': shape {list(dims)} needs {math.prod(dims)} elements, "
                              f"contents hold {len(values)}")
-        dtype = NUMPY[spec.datatype]
-        feeds[spec.name] = (np.array(list(values), dtype=dtype) if spec.datatype != "BYTES"
-                            else np.array(list(values) or [], dtype=object)).reshape(dims)
+        try:
+            arr = np.array(list(values), dtype=NUMPY[spec.datatype])
+        except (OverflowError, ValueError) as e:  # e.g. 300 in uint_contents of a UINT8 input
+            raise BadRequest(f"input '{spec.name}': contents do not fit {spec.datatype}: {e}") from None
+        feeds[spec.name] = arr.reshape(dims)
     missing = [s.name for s in model.inputs if s.name not in feeds]
     if missing:
         raise BadRequest(f"model '{model.name}' needs input(s) {missing}")

@@ -97,3 +97,28 @@ def test_grpc_message_limit_is_the_body_limit(repository: Any) -> None:
         small = np.ones((1, 4), np.float32)
         r = c.infer("pair", _inputs({"x": small, "y": small}, {"x": "FP32", "y": "FP32"}))
         np.testing.assert_array_equal(r.as_numpy("sum"), 2 * small)
+
+
+def test_grpc_typed_contents(server: Any, reference: Any) -> None:
+    """Inputs in InferTensorContents (what clients other than tritonclient send) instead of raw bytes."""
+    from webinfer.serving.grpc_service import PB
+
+    x = np.random.default_rng(13).standard_normal((2, 4)).astype(np.float32)
+    req = PB["ModelInferRequest"](model_name="pair")
+    for name in ("x", "y"):
+        t = req.inputs.add(name=name, datatype="FP32", shape=[2, 4])
+        t.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    channel = grpc.insecure_channel(server.grpc_url)
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                request_serializer=PB["ModelInferRequest"].SerializeToString,
+                                response_deserializer=PB["ModelInferResponse"].FromString)
+    resp = infer(req, timeout=30)
+    assert [o.name for o in resp.outputs] == ["sum", "prod"] and len(resp.raw_output_contents) == 2
+    got = np.frombuffer(resp.raw_output_contents[0], np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(got, reference["pair"].run(["sum"], {"x": x, "y": x})[0])
+    bad = PB["ModelInferRequest"](model_name="lookup")
+    bad.inputs.add(name="idx", datatype="INT64", shape=[2]).contents.int64_contents.extend([1])
+    with pytest.raises(grpc.RpcError) as e:
+        infer(bad, timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs 2 elements" in e.value.details()
+    channel.close()
