@@ -346,6 +346,10 @@ _CHUNK_MIN_CELLS = 512
 #: output cells: the epilogue then finds its block in cache, and its rows are long enough for
 #: numpy (which is 2-4x slower per element on rows of a few hundred cells than on one long run).
 _POINTWISE_MIN_CELLS = 4096
+#: 1x1 convs accumulate into an output holding their bias or residual (`_pointwise_accumulated`) only
+#: above this many output bytes: below, the output stays in cache and the ctypes call's fixed cost is
+#: more than numpy's bias and residual passes.
+_ACCUMULATE_MIN_BYTES = 256 << 10
 
 
 def _pointwise_dims(x: np.ndarray, w: ConvWeights) -> tuple[np.ndarray, int, int, int, int, int, int]:
@@ -363,15 +367,24 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     Big outputs (large images, few channels) are computed in blocks of
     output cells, each finished (bias, residual, activation) while in cache.
     `consume`: the residual's buffer may become the output.
+    `_pointwise_accumulated` (BLAS accumulating into an output holding the
+    bias or the residual) saves passes that matter only on outputs out of
+    cache (a ResNet's): outputs up to _ACCUMULATE_MIN_BYTES (a MobileNet's)
+    go through numpy's matmul, whose call costs 5-10 us less than the
+    ctypes one, then the bias and residual passes in cache; without a
+    residual, an expansion with a folded bias takes it through a ones row
+    on its (smaller) input.  MobileNetV3-small takes ~3% less CPU time so.
     """
     mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     every = slice(None)
     ones_row = w.folded and groups * mg > c  # a ones row on the input costs less than a bias pass on the output
     cells = max(_POINTWISE_MIN_CELLS, _CHUNK_BYTES // (groups * mg * mat.dtype.itemsize))
-    chunked = groups * mg * p * mat.dtype.itemsize > _CHUNK_ABOVE_BYTES and p >= 2 * cells
+    out_bytes = groups * mg * p * mat.dtype.itemsize
+    chunked = out_bytes > _CHUNK_ABOVE_BYTES and p >= 2 * cells
     bias = w.bias if w.folded else epilogue.bias
-    if blas.available() and (consume and residual is not None and residual.flags.c_contiguous
-                             or residual is None and bias is not None and not chunked):
+    if blas.available() and n * out_bytes > _ACCUMULATE_MIN_BYTES and (
+            consume and residual is not None and residual.flags.c_contiguous
+            or residual is None and bias is not None and not chunked and not ones_row):
         return _pointwise_accumulated(x, w, bias, epilogue.act, residual)
     y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
     ym = y.reshape(n, groups * mg, p)
@@ -1019,6 +1032,10 @@ _BAND_MAX_WIDTH = 128
 #: ...over blocks of at most this many output columns: a band does (block's input columns) / kw
 #: multiplies per useful one, so wide maps are cut into blocks (stride 2, 3x3: 29 / 3, not 112 / 3).
 _BAND_BLOCK = 16
+#: Padded inputs at most this wide are zeroed whole before the band engine copies X in: their side
+#: margins, one short strided run per channel and row, cost 2-4x more to zero alone (MobileNetV3's
+#: 14x14 maps: 23 vs 6 us); wider rows zero just the margins.
+_BAND_FILL_MAX_WIDTH = 40
 
 
 def _band(w: np.ndarray, bias: np.ndarray | None, g: Geometry, block: int, span: int) -> np.ndarray:
@@ -1064,10 +1081,13 @@ def _depthwise_band(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
         band = w.bands[g] = _band(w.depthwise, w.bias, g, block, span)
     padded_w = max((blocks * block - 1) * sw + (kw - 1) * dw + 1, left + width)
     rows = scratch("conv.input", (n, c, h + top + g.end[0], padded_w), band.dtype)
-    rows[:, :, :top] = 0
-    rows[:, :, top + h:] = 0
-    rows[:, :, top:top + h, :left] = 0
-    rows[:, :, top:top + h, left + width:] = 0
+    if padded_w <= _BAND_FILL_MAX_WIDTH:
+        rows.fill(0)
+    else:
+        rows[:, :, :top] = 0
+        rows[:, :, top + h:] = 0
+        rows[:, :, top:top + h, :left] = 0
+        rows[:, :, top:top + h, left + width:] = 0
     rows[:, :, top:top + h, left:left + width] = x
     st = rows.strides
     win = as_strided(rows, (n, c, ho, blocks, kh, span),

@@ -167,8 +167,18 @@ def softplus(x: np.ndarray) -> np.ndarray:
 Activation = Callable[[np.ndarray], object]
 
 
+#: Float arrays from this size up are rectified by a clip (see `_relu_`).
+_RELU_CLIP_MIN_SIZE = 8192
+
+
 def _relu_(y: np.ndarray) -> None:
-    np.maximum(y, 0, out=y)
+    """max(y, 0) in place; on big float arrays as a clip, which numpy vectorises where its maximum is not
+    (3x faster on a CNN's feature maps), with the same values (NaN stays NaN).  np.clip's Python wrapper
+    costs ~1.5 us more per call, which small arrays (per-chunk audio models) do not win back."""
+    if y.dtype.kind == "f" and y.size >= _RELU_CLIP_MIN_SIZE:
+        np.clip(y, 0, np.inf, out=y)
+    else:
+        np.maximum(y, 0, out=y)
 
 
 def _tanh_(y: np.ndarray) -> None:
@@ -209,10 +219,27 @@ def _logistic_of_negated_(y: np.ndarray) -> None:
 
 
 def _hardswish_(y: np.ndarray) -> None:
-    t = y * (1.0 / 6.0)
-    t += 0.5
-    np.clip(t, 0, 1, out=t)
-    y *= t
+    """y * clip(y / 6 + 0.5, 0, 1) in place, block by block through the thread's float32 work buffer.
+
+    No temporary the size of y (a MobileNet stem's 800 KB): the block
+    stays in cache, and no allocation can fault its pages in again when
+    glibc has handed them back to the OS (which made a stem conv called in
+    a loop 2.5x slower; within a model run the gain is ~1%).
+    """
+    if y.dtype != np.float32 or not y.flags.c_contiguous:
+        t = y * (1.0 / 6.0)
+        t += 0.5
+        np.clip(t, 0, 1, out=t)
+        y *= t
+        return
+    flat = y.reshape(-1)
+    for start in range(0, flat.size, _BLOCK):
+        part = flat[start:start + _BLOCK]
+        t = _blocks(part.size)[0]
+        np.multiply(part, np.float32(1.0 / 6.0), out=t)
+        t += np.float32(0.5)
+        np.clip(t, 0, 1, out=t)
+        part *= t
 
 
 def _clip_(lo: float, hi: float) -> Activation:
