@@ -176,11 +176,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .server import serve
+        from .serving import ServerConfig, serve
     except ImportError as e:
         raise SystemExit(f"webinfer serve needs the serve extra: pip install 'webinfer[serve]' ({e})") from e
+    config = ServerConfig(models=Path(args.models).expanduser() if args.models else None, grpc_port=args.grpc_port,
+                          host=args.host, max_body_bytes=args.max_body_bytes,
+                          dist=Path(args.dist) if args.dist else None, model_name=args.model_name)
     try:
-        serve(args.host, args.port, args.dist, args.models)
+        serve(config, args.port)
     except FileNotFoundError as e:
         raise SystemExit(f"webinfer serve: {e}") from e
     return 0
@@ -246,10 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
-    serve = sub.add_parser("serve", help="serve the browser demo (web/dist) and a models directory")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--models", help="directory served at /models/ (default: the bundle's models/)")
+    serve = sub.add_parser("serve", help="serve the models of a directory over the v2 inference protocol "
+                                         "(HTTP, optionally gRPC) and the browser demo (web/dist)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (v2 API, /metrics, demo)")
+    serve.add_argument("--grpc-port", type=int, help="also serve the v2 gRPC API on this port (e.g. 8001)")
+    serve.add_argument("--models", help="a model file, or a directory of models (.onnx files, or folders with "
+                                        "model.onnx and an optional config.json); also served at /models/")
+    serve.add_argument("--model-name", help="serve --models (a file or one model's folder) as this single model, "
+                                            "as KServe starts a runtime")
+    serve.add_argument("--max-body-bytes", type=int, default=64 << 20,
+                       help="largest HTTP request body and gRPC message (default 64 MiB)")
     serve.add_argument("--dist", help="the bundle built by build_wasm.py (default: web/dist of this checkout)")
     serve.set_defaults(func=cmd_serve)
 
