@@ -10,8 +10,9 @@ GEMM's own stores.
 So this module calls `cblas_sgemm`/`cblas_dgemm` of the OpenBLAS numpy has
 already loaded, through ctypes.  It never loads a second BLAS (the
 library must already be in the process), so thread limits set on numpy's
-BLAS (threads.py) hold here too.  Where no such library is found (Pyodide,
-whose numpy has no BLAS; numpy built on MKL or Accelerate; Windows)
+BLAS (threads.py) hold here too; like matmul's, a product here gets
+several threads only when big enough (`threads.split`).  Where no such
+library is found (Pyodide, whose numpy has no BLAS; numpy built on MKL or Accelerate; Windows)
 `available()` is False and callers keep their numpy path.  The integer
 width (OpenBLAS's ILP64 builds, numpy's wheels among them, take 64-bit
 sizes) is read from the library's own build configuration, and the
@@ -29,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .threads import blas_libraries
+from .threads import blas_libraries, split
 
 #: CBLAS enum values (cblas.h): row-major storage, no transposition, transposition.
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -172,4 +173,5 @@ def accumulate(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
     if not c.flags.writeable or np.may_share_memory(c, a) or np.may_share_memory(c, b):
         raise ValueError("C must be writeable and must not overlap A or B")
     if c.size and a.shape[1]:
-        _call(gemm, a, b, c)
+        with split(a.shape[0] * a.shape[1] * b.shape[1]):
+            _call(gemm, a, b, c)

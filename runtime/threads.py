@@ -8,8 +8,21 @@ runtime still imports with numpy alone).  Kernels also choose algorithms by
 the count: ops/matmul.py's few-rows products beat one GEMM only when BLAS
 would not spread that GEMM over several threads.
 
-The limit is process-wide (it is BLAS's), so sessions running at the same
-time in several threads should ask for the same count.
+During a run, BLAS is held to one thread, and only a product of at least
+`SPLIT_WORK` multiply-adds gets the session's count (`split`).  OpenBLAS
+splits every product above 262,144 multiply-adds statically over its
+threads and the caller then waits for each worker's share.  When the cores
+are busy with other processes (a shared server, a container with a CPU
+limit) a worker waits for a timeslice, so every split product costs
+milliseconds however small it is: MiniLM at 128 tokens (36 such products)
+took 1,037 ms on 2 threads against 89 ms on one, with the load average at
+10 on 2 cores.  A product worth several milliseconds on one thread loses at
+most about that much; smaller ones never gain enough to risk it (numbers in
+tests/test_threads.py's module docstring).
+
+The count is process-wide (it is BLAS's): the first run to start holds it
+and the last to end restores it, and sessions running at the same time in
+several threads should ask for the same count.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import warnings
 from typing import Any, Callable, ContextManager
 
@@ -82,13 +96,17 @@ def _accessors(lib: Any) -> tuple[Callable[[], int], Callable[[int], Any]]:
     return lib.get_num_threads, lib.set_num_threads
 
 
+#: Multiply-adds (M * K * N of one BLAS call) from which a product in a run may use more than one
+#: BLAS thread: about 2.7 ms on one core here, enough to pay for a worker that waits for a timeslice.
+SPLIT_WORK = 1 << 27
+
+
 class _Limit:
-    """BLAS held to n threads for the duration, through each library's own get/set calls.
+    """BLAS held to n threads for the duration of one product, through each library's own get/set calls.
 
     threadpoolctl's `limit()` rebuilds controller objects and queries every
-    library on entry: 10-20 microseconds, which a model called once per
-    audio chunk (a 0.1 ms run) pays on every call.  Here entry reads each
-    count and sets only those that differ; exit restores only those.
+    library on entry: 10-20 microseconds.  Here entry reads each count and
+    sets only those that differ; exit restores only those.
     """
 
     __slots__ = ("libs", "n", "changed")
@@ -112,6 +130,84 @@ class _Limit:
         self.changed = []
 
 
+class _Runs:
+    """The runs in progress in the process: the first holds BLAS to one thread, the last restores it.
+
+    A count per run would let one session's end restore BLAS's default in
+    the middle of another's run (a server runs several instances at once).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.saved: list[tuple[Callable[[int], Any], int]] = []
+        #: BLAS's own count when the first run started: what a session asking for 0 may split over.
+        self.default = 1
+        #: Per thread, `allowed`: the threads its current run may give one product (unset outside runs).
+        self.local = threading.local()
+
+    def start(self, libs: list[tuple[Callable[[], int], Callable[[int], Any]]]) -> None:
+        with self.lock:
+            if self.active == 0:
+                counts = [(get(), put) for get, put in libs]
+                self.default = max((n for n, _ in counts), default=1)
+                self.saved = [(put, n) for n, put in counts if n != 1]
+                for put, _ in self.saved:
+                    put(1)
+            self.active += 1
+
+    def end(self) -> None:
+        with self.lock:
+            self.active -= 1
+            if self.active == 0:
+                for put, n in self.saved:
+                    put(n)
+                self.saved = []
+
+
+_RUNS = _Runs()
+
+
+class _Run:
+    """One session run: BLAS on one thread, and `allowed` threads (0: BLAS's default) for `split` products."""
+
+    __slots__ = ("libs", "requested", "outer")
+
+    def __init__(self, libs: list[tuple[Callable[[], int], Callable[[int], Any]]], requested: int):
+        self.libs, self.requested = libs, requested
+        self.outer: int | None = None
+
+    def __enter__(self) -> None:
+        _RUNS.start(self.libs)
+        local = _RUNS.local
+        self.outer = getattr(local, "allowed", None)  # a run inside a run (a custom op running a session)
+        local.allowed = self.requested if self.requested > 0 else _RUNS.default
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.outer is None:
+            del _RUNS.local.allowed
+        else:
+            _RUNS.local.allowed = self.outer
+        _RUNS.end()
+
+
+_ONE_THREAD = contextlib.nullcontext()
+
+
+def split_threads(work: int) -> int:
+    """The BLAS threads one product of `work` multiply-adds gets in the calling thread's run (0: not in a
+    run, BLAS's own count holds)."""
+    allowed = getattr(_RUNS.local, "allowed", 0)
+    return allowed if allowed <= 1 or work >= SPLIT_WORK else 1
+
+
+def split(work: int) -> ContextManager[Any]:
+    """A context in which one BLAS call of `work` multiply-adds (M * K * N) runs: on the run's threads
+    when the product is big enough to pay for them, else on the one thread the run holds BLAS to."""
+    n = split_threads(work)
+    return _Limit(_library_accessors(), n) if n > 1 else _ONE_THREAD
+
+
 @functools.lru_cache(maxsize=1)
 def _library_accessors() -> list[tuple[Callable[[], int], Callable[[int], Any]]]:
     ctrl = _controller()
@@ -119,14 +215,16 @@ def _library_accessors() -> list[tuple[Callable[[], int], Callable[[int], Any]]]
 
 
 def limit_runs(requested: int) -> ContextManager[Any]:
-    """A context that holds BLAS to `requested` threads (nothing to do for 0, or without BLAS threads)."""
-    if requested <= 0 or sys.platform == "emscripten":
+    """A context for one run: BLAS on one thread, products of `SPLIT_WORK` or more on `requested` threads
+    (0: BLAS's default count).  Nothing to do in Pyodide (no BLAS threads) or without threadpoolctl."""
+    if sys.platform == "emscripten":
         return contextlib.nullcontext()
     ctrl = _controller()
     if ctrl is None:
-        _warn_unenforced(requested)
+        if requested > 0:
+            _warn_unenforced(requested)
         return contextlib.nullcontext()
-    return _Limit(_library_accessors(), requested)
+    return _Run(_library_accessors(), requested)
 
 
 @functools.lru_cache(maxsize=None)

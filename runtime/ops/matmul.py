@@ -140,7 +140,8 @@ class ConstMatrix:
     transformer's short sequences, small batches) are bound by reading B
     from memory, and OpenBLAS first copies B into its packing buffer, which
     doubles that traffic; it multiplies small blocks straight from memory
-    instead.  So with BLAS on one thread (`blocks`), those run as one
+    instead.  So where the product runs on one BLAS thread (below
+    threads.SPLIT_WORK, or a session on one thread), those run as one
     batched product over contiguous [_BLOCK_COLS, K] slabs of B^T: 1.3-2.5x
     faster than one GEMM with B cold in cache (MiniLM at 16 tokens: 11.6 ->
     9.8 ms).  On more threads one GEMM wins: BLAS splits it, and does not
@@ -159,7 +160,8 @@ class ConstMatrix:
     def takes(self, rows: np.ndarray) -> bool:
         """Whether `few_rows` is the faster product for rows [r, K] (see _BLOCK_ROWS)."""
         return (self.blocks and rows.dtype == self.mat.dtype == np.float32 and rows.shape[0] in _BLOCK_ROWS
-                and rows.size * _BLOCK_COLS <= _SMALL_GEMM_WORK)
+                and rows.size * _BLOCK_COLS <= _SMALL_GEMM_WORK
+                and threads.split_threads(rows.shape[0] * self.mat.size) <= 1)
 
     def few_rows(self, rows: np.ndarray) -> np.ndarray:
         """rows [r, K] @ B as an F-ordered [r, N] array (its transpose is the contiguous result)."""
@@ -192,10 +194,14 @@ def _product(a: np.ndarray, b: np.ndarray | ConstMatrix) -> np.ndarray:
         shape = a.shape[:-1] + (mat.shape[-1],)
         if isinstance(b, ConstMatrix) and b.takes(rows):
             return b.few_rows(rows).reshape(shape)
-        if rows.shape[0] in _FEW_ROWS and max(mat.shape) >= _WIDE:
-            return np.matmul(mat.T, rows.T).T.reshape(shape)
-        return np.matmul(rows, mat).reshape(shape)
-    return np.matmul(a, mat)
+        with threads.split(rows.shape[0] * mat.size):
+            if rows.shape[0] in _FEW_ROWS and max(mat.shape) >= _WIDE:
+                return np.matmul(mat.T, rows.T).T.reshape(shape)
+            return np.matmul(rows, mat).reshape(shape)
+    if a.ndim < 2 or mat.ndim < 2:
+        return np.matmul(a, mat)
+    with threads.split(a.shape[-2] * mat.shape[-2] * mat.shape[-1]):  # numpy makes one BLAS call per matrix
+        return np.matmul(a, mat)
 
 
 def _const_operand(ctx: OpContext, i: int) -> np.ndarray | None:
@@ -218,7 +224,7 @@ def _prepack(w: np.ndarray, transpose: bool) -> np.ndarray:
     return np.ascontiguousarray(w)
 
 
-def _const_matrix(ctx: OpContext, packed: np.ndarray | None, const: np.ndarray | None,
+def _const_matrix(packed: np.ndarray | None, const: np.ndarray | None,
                   transposed: bool) -> ConstMatrix | None:
     """A 2-D constant B as a `ConstMatrix`; with transB, the model's own B is already its contiguous B^T."""
     if packed is None or packed.ndim != 2:
@@ -226,9 +232,7 @@ def _const_matrix(ctx: OpContext, packed: np.ndarray | None, const: np.ndarray |
     given = const if transposed and const is not None and const.dtype == packed.dtype and \
         const.flags.c_contiguous else None
     # Pyodide's numpy has no BLAS, so nothing is packed there and the blocks would gain nothing.
-    requested = getattr(ctx.options, "intra_op_num_threads", 0)
-    blocks = sys.platform != "emscripten" and threads.blas_threads(requested) == 1
-    return ConstMatrix(packed, given, blocks)
+    return ConstMatrix(packed, given, sys.platform != "emscripten")
 
 
 class _OneRow:
@@ -268,7 +272,7 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
     act = fused_activation(ctx, _ACTIVATIONS)
     b_const = _const_operand(ctx, 1)
     b_packed = _prepack(b_const, trans_b) if b_const is not None else None
-    b_matrix = _const_matrix(ctx, b_packed, b_const, trans_b)
+    b_matrix = _const_matrix(b_packed, b_const, trans_b)
     bias_const = _const_operand(ctx, 2)
     bias_packed = bias_const.astype(_compute_dtype(bias_const.dtype), copy=False) if bias_const is not None else None
     label = ctx.node.label()
@@ -352,7 +356,7 @@ def gemm(ctx: OpContext) -> Kernel:
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     b_const = _const_operand(ctx, 1)
     b_packed = _prepack(b_const, trans_b) if b_const is not None else None
-    b_matrix = _const_matrix(ctx, b_packed, b_const, trans_b)
+    b_matrix = _const_matrix(b_packed, b_const, trans_b)
     c_const = _const_operand(ctx, 2)
     c_packed = None
     if c_const is not None and beta != 0.0:
