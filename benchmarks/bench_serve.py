@@ -2,6 +2,7 @@
 
     python benchmarks/bench_serve.py [--peer-python PYTHON | --no-peer] [--models small minilm]
                                      [--concurrency 1 4 16] [--duration 6] [--soak 5000] [--no-faults] [--json]
+                                     [--instances N] [--intra-op-threads T]
 
 Localhost only, bounded (about `duration` seconds per point).  Both servers
 run as subprocesses; one closed-loop driver (asyncio + httpx, v2 JSON
@@ -17,6 +18,9 @@ delay 2 ms / 5 ms), and KServe + onnxruntime (`--peer-python`: a python with
 `kserve` and `onnxruntime`, by default this one when it has them; KServe's
 ModelServer has no in-process batcher, and binds 0.0.0.0: it has no host
 option).
+webinfer's models take the server's default instances and threads (one
+instance on all usable cores) unless `--instances` / `--intra-op-threads`
+set them; the peer keeps onnxruntime's default intra-op threads.
 The ratio column is webinfer's throughput over the peer's at the same
 concurrency.  The avg batch column comes from webinfer's own counters
 (Δinferences / Δexecutions on /metrics).
@@ -84,8 +88,9 @@ def _lookup(path: Path) -> None:
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def build_repository(root: Path, models: list[str]) -> dict[str, Path]:
-    """webinfer's repository (each model plain and `<name>_batched`) and the files the peer loads."""
+def build_repository(root: Path, models: list[str], serving: dict[str, int] | None = None) -> dict[str, Path]:
+    """webinfer's repository (each model plain and `<name>_batched`, with the `serving` config keys) and the
+    files the peer loads."""
     files: dict[str, Path] = {}
     if "small" in models:
         files["small"] = root / "small.onnx"
@@ -103,7 +108,8 @@ def build_repository(root: Path, models: list[str]) -> dict[str, Path]:
             d.mkdir(parents=True)
             (d / "model.onnx").symlink_to(path.resolve())
             # A deadline far past any point's length: a slow model queues, it is not timed out mid-benchmark.
-            (d / "config.json").write_text(json.dumps({"max_queue_size": 256, "timeout_seconds": 600, **cfg}))
+            (d / "config.json").write_text(json.dumps({"max_queue_size": 256, "timeout_seconds": 600, **cfg,
+                                                       **(serving or {})}))
     d = repo / "lookup"
     d.mkdir()
     _lookup(d / "model.onnx")
@@ -337,13 +343,17 @@ def main() -> int:
     p.add_argument("--soak", type=int, default=5000, help="soak requests (0: no soak)")
     p.add_argument("--no-faults", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--instances", type=int, help="instances of each webinfer model (default: the server's)")
+    p.add_argument("--intra-op-threads", type=int, help="BLAS threads per instance (default: the server's)")
     args = p.parse_args()
+    serving = {k: v for k, v in (("instances", args.instances), ("intra_op_threads", args.intra_op_threads))
+               if v is not None}
     if any(c < 1 or c > 64 for c in args.concurrency):
         raise SystemExit("--concurrency values must be in 1..64")
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     procs: list[subprocess.Popen] = []
     try:
-        files = build_repository(tmp, args.models if args.soak == 0 else sorted(set(args.models) | {"small"}))
+        files = build_repository(tmp, args.models if args.soak == 0 else sorted(set(args.models) | {"small"}), serving)
         port = _free_port()
         ours = f"http://127.0.0.1:{port}"
         procs.append(subprocess.Popen([sys.executable, "-m", "webinfer.cli", "serve", "--models", str(tmp / "repo"),
@@ -361,7 +371,7 @@ def main() -> int:
             wait_ready(peer, procs[-1])
         wait_ready(ours, procs[0])
         print(f"load: {args.duration:g} s per point, closed loop, JSON requests; machine load "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+              f"{os.getloadavg()[0]:.1f}; webinfer config {serving or 'default'}", flush=True)
         result: dict[str, Any] = {"load": load_table(args, ours, peer)}
         if args.soak:
             result["soak"] = asyncio.run(soak(ours, args.soak))

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 import threading
 import warnings
+from pathlib import Path
 from typing import Any, Callable, ContextManager
 
 
@@ -63,6 +65,46 @@ def _default_threads() -> int:
     if sys.platform == "emscripten":  # Pyodide: one thread, and numpy without BLAS
         return 1
     return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (a container's
+    CPU limit, rounded up).
+
+    OpenBLAS sizes its pool by the cores it sees, which in a Kubernetes pod
+    limited to 2 CPUs on a 64-core node is 64: every split product then
+    waits on workers the quota keeps off the cores.  Read once: limits are
+    set when a container starts.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs allowed by the cgroup's CFS quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), None if unlimited."""
+    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),
+                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
+        try:
+            fields = Path(quota_file).read_text().split()
+            if period_file is not None:
+                fields.append(Path(period_file).read_text().strip())
+        except OSError:
+            continue
+        return parse_quota(fields)
+    return None
+
+
+def parse_quota(fields: list[str]) -> float | None:
+    """CPUs from a cgroup quota and period ("max 100000" or "-1 100000": unlimited; "150000 100000": 1.5)."""
+    if len(fields) != 2 or fields[0] in ("max", "-1"):
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def blas_threads(requested: int) -> int:
@@ -141,7 +183,8 @@ class _Runs:
         self.lock = threading.Lock()
         self.active = 0
         self.saved: list[tuple[Callable[[int], Any], int]] = []
-        #: BLAS's own count when the first run started: what a session asking for 0 may split over.
+        #: BLAS's own count when the first run started, at most the usable cores: what a session asking
+        #: for 0 may split a product over.
         self.default = 1
         #: Per thread, `allowed`: the threads its current run may give one product (unset outside runs).
         self.local = threading.local()
@@ -150,7 +193,7 @@ class _Runs:
         with self.lock:
             if self.active == 0:
                 counts = [(get(), put) for get, put in libs]
-                self.default = max((n for n, _ in counts), default=1)
+                self.default = min(max((n for n, _ in counts), default=1), usable_cores())
                 self.saved = [(put, n) for n, put in counts if n != 1]
                 for put, _ in self.saved:
                     put(1)

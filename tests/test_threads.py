@@ -39,7 +39,7 @@ def test_outside_runs_blas_keeps_its_own_count() -> None:
 @pytest.mark.parametrize("requested", [0, 2, 3])
 def test_a_run_splits_only_big_products(requested: int) -> None:
     before = blas_counts()
-    allowed = requested or max(before)
+    allowed = requested or min(max(before), threads.usable_cores())
     with threads.limit_runs(requested):
         assert blas_counts() == [1] * len(before)
         assert threads.split_threads(threads.SPLIT_WORK - 1) == 1
@@ -85,7 +85,7 @@ def test_overlapping_runs_keep_blas_held_until_the_last_ends() -> None:
     assert blas_counts() == [1] * len(before)  # the other run is still going
     finish.set()
     worker.join(10)
-    assert seen == [max(before)]  # each thread's run keeps its own allowance
+    assert seen == [min(max(before), threads.usable_cores())]  # each thread's run keeps its own allowance
     assert blas_counts() == before
 
 
@@ -108,3 +108,15 @@ def test_products_on_both_sides_of_the_threshold_match_onnxruntime(requested: in
     got = sess.run(None, feed)[0]
     assert (m * 512 * 512 >= threads.SPLIT_WORK) == (m == 600)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("fields, cpus", [(["max", "100000"], None), (["-1", "100000"], None),
+                                          (["150000", "100000"], 1.5), (["200000", "100000"], 2.0),
+                                          (["bogus"], None), (["0", "100000"], None)])
+def test_cgroup_quota(fields: list[str], cpus: float | None) -> None:
+    assert threads.parse_quota(fields) == cpus
+
+
+def test_usable_cores_at_most_the_affinity() -> None:
+    import os
+    assert 1 <= threads.usable_cores() <= len(os.sched_getaffinity(0))

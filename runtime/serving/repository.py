@@ -4,12 +4,17 @@ A model is either a file `DIR/<name>.onnx`, or a folder `DIR/<name>/` with
 `model.onnx` (or `1/model.onnx`, Triton's layout, or its one `.onnx` file)
 and an optional `config.json`:
 
-    {"name": "resnet", "max_batch_size": 8, "instances": 2, "provider": "cpu",
+    {"name": "resnet", "max_batch_size": 8, "instances": 2, "intra_op_threads": 1, "provider": "cpu",
      "dynamic_batching": {"max_queue_delay_microseconds": 2000, "preferred_batch_size": [4, 8]},
      "max_queue_size": 64, "timeout_seconds": 30}
 
 Requests resolve model names against the `Repository` loaded here, an
 in-memory dict: nothing a request sends is ever joined into a path.
+
+Instances run at the same time, each on `intra_op_threads` BLAS threads;
+by default the usable cores are shared out among them (instances x threads
+<= cores, as Triton's and onnxruntime's guides advise), so concurrent
+instances never make more threads than cores.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..options import SessionOptions
 from ..session import InferenceSession
+from ..threads import usable_cores
 from .datatypes import from_onnx_type
 
 log = logging.getLogger("webinfer.serving")
 
 #: Names a model may have (Triton's rule, and safe in URLs and metric labels).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-CONFIG_KEYS = {"name", "max_batch_size", "instances", "provider", "dynamic_batching", "max_queue_size",
-               "timeout_seconds"}
+CONFIG_KEYS = {"name", "max_batch_size", "instances", "intra_op_threads", "provider", "dynamic_batching",
+               "max_queue_size", "timeout_seconds"}
 BATCHING_KEYS = {"max_queue_delay_microseconds", "preferred_batch_size"}
 
 
@@ -44,16 +51,23 @@ class Batching:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model's serving settings (defaults: no batching, one instance, the cpu, a queue of 64, 30 s)."""
+    """A model's serving settings (defaults: no batching, one instance on all usable cores, the cpu, a queue
+    of 64, 30 s)."""
 
     name: str
     path: Path
     max_batch_size: int = 0
     batching: Batching | None = None
     instances: int = 1
+    #: BLAS threads per instance; 0: the usable cores shared out among the instances (`threads_per_instance`).
+    intra_op_threads: int = 0
     provider: str = "cpu"
     max_queue_size: int = 64
     timeout_s: float = 30.0
+
+    def threads_per_instance(self) -> int:
+        """`intra_op_threads`, else the usable cores divided among the instances (at least one each)."""
+        return self.intra_op_threads or max(1, usable_cores() // self.instances)
 
 
 @dataclass(frozen=True)
@@ -118,8 +132,9 @@ def read_config(name: str, path: Path, cfg: dict[str, Any]) -> ModelConfig:
     timeout = cfg.get("timeout_seconds", 30.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise ConfigError(f"'timeout_seconds' must be a positive number, got {timeout!r}")
-    return ModelConfig(name, path, max_batch, batching, _int(cfg, "instances", 1, 1), provider,
-                       _int(cfg, "max_queue_size", 64, 1), float(timeout))
+    return ModelConfig(name, path, max_batch, batching, _int(cfg, "instances", 1, 1),
+                       _int(cfg, "intra_op_threads", 0, 0), provider, _int(cfg, "max_queue_size", 64, 1),
+                       float(timeout))
 
 
 def _model_file(folder: Path) -> Path | None:
@@ -193,7 +208,8 @@ def _specs(args: list[Any], batched: bool, model: str, kind: str) -> list[Tensor
 def load(config: ModelConfig) -> Model:
     """Open `instances` sessions of the model and read its tensors (raises on any failure)."""
     providers = [p.strip() for p in config.provider.split(",") if p.strip()]
-    sessions = [InferenceSession(str(config.path), providers=providers) for _ in range(config.instances)]
+    options = SessionOptions(intra_op_num_threads=config.threads_per_instance())
+    sessions = [InferenceSession(str(config.path), options, providers=providers) for _ in range(config.instances)]
     batched = config.max_batch_size > 0
     first = sessions[0]
     return Model(config, sessions, _specs(first.get_inputs(), batched, config.name, "input"),

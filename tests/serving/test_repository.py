@@ -33,11 +33,31 @@ def test_discover_reports_failures_and_keeps_the_rest(repository: Path) -> None:
     ({"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [8]}}, "sizes in 1..4"),
     ({"max_batch_size": 4, "dynamic_batching": {"delay": 3}}, "keys among"),
     ({"instances": 0}, "'instances' must be an integer >= 1"),
+    ({"intra_op_threads": -1}, "'intra_op_threads' must be an integer >= 0"),
+    ({"intra_op_threads": 1.5}, "'intra_op_threads' must be an integer >= 0"),
     ({"timeout_seconds": -1}, "positive number"),
 ])
 def test_bad_configs_are_named(cfg: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         read_config("m", Path("m.onnx"), cfg)
+
+
+@pytest.mark.parametrize("cfg, cores, threads", [
+    ({}, 2, 2), ({"instances": 2}, 2, 1), ({"instances": 3}, 2, 1), ({"instances": 2}, 8, 4),
+    ({"instances": 2, "intra_op_threads": 3}, 2, 3),
+])
+def test_instances_share_the_cores_unless_told(monkeypatch, cfg: dict[str, Any], cores: int, threads: int) -> None:
+    """Default threads per instance: usable cores // instances (at least 1), so instances x threads <= cores."""
+    from webinfer.serving import repository
+    monkeypatch.setattr(repository, "usable_cores", lambda: cores)
+    assert read_config("m", Path("m.onnx"), cfg).threads_per_instance() == threads
+
+
+def test_sessions_get_the_threads_per_instance(repository: Path) -> None:
+    repo = Repository()
+    repo.load_all(repository)
+    pair2 = repo.models["pair2"]
+    assert [s.get_session_options().intra_op_num_threads for s in pair2.sessions] == [pair2.config.threads_per_instance()] * 2
 
 
 def test_batching_needs_a_dynamic_leading_dim(tmp_path: Path) -> None:
