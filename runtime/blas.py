@@ -10,10 +10,11 @@ GEMM's own stores.
 So this module calls `cblas_sgemm`/`cblas_dgemm` of the OpenBLAS numpy has
 already loaded, through ctypes.  It never loads a second BLAS (the
 library must already be in the process), so thread limits set on numpy's
-BLAS (threads.py) hold here too; like matmul's, a product here gets
-several threads only when big enough (`threads.split`).  Where no such
-library is found (Pyodide, whose numpy has no BLAS; numpy built on MKL or Accelerate; Windows)
-`available()` is False and callers keep their numpy path.  The integer
+BLAS (threads.py) hold here too, and a big product is shared over a run's
+threads in bands of C's columns (`threads.share`).  Where no such library
+is found (Pyodide, whose numpy has no BLAS; numpy built on MKL or
+Accelerate; Windows) `available()` is False and callers keep their numpy
+path.  The integer
 width (OpenBLAS's ILP64 builds, numpy's wheels among them, take 64-bit
 sizes) is read from the library's own build configuration, and the
 binding is checked on a small product before first use.
@@ -30,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .threads import blas_libraries, split
+from .threads import blas_libraries, share, share_parts
 
 #: CBLAS enum values (cblas.h): row-major storage, no transposition, transposition.
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -172,6 +173,12 @@ def accumulate(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
         raise ValueError(f"accumulate takes one float dtype, got {a.dtype}, {b.dtype}, {c.dtype}")
     if not c.flags.writeable or np.may_share_memory(c, a) or np.may_share_memory(c, b):
         raise ValueError("C must be writeable and must not overlap A or B")
-    if c.size and a.shape[1]:
-        with split(a.shape[0] * a.shape[1] * b.shape[1]):
-            _call(gemm, a, b, c)
+    if not c.size or not a.shape[1]:
+        return
+    cols = c.shape[1]
+    parts = share_parts(a.shape[0] * a.shape[1] * cols, cols)
+    if parts == 1:
+        _call(gemm, a, b, c)
+        return
+    bounds = np.linspace(0, cols, parts + 1).astype(int)
+    share(parts, lambda i: _call(gemm, a, b[:, bounds[i]:bounds[i + 1]], c[:, bounds[i]:bounds[i + 1]]))

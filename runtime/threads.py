@@ -1,24 +1,26 @@
-"""What `intra_op_num_threads` means on the CPU: the threads numpy's BLAS may use during a run.
+"""What `intra_op_num_threads` means on the CPU: the threads a run may compute on.
 
-webinfer's own code runs in the caller's thread; numpy's BLAS (OpenBLAS,
-MKL) is the only multithreaded part of a CPU run.  A session asking for n
-threads has BLAS limited to n while it runs, through threadpoolctl (the
+webinfer's own code runs in the caller's thread; big products (matmul.py,
+blas.py) are shared with helper threads.  A session asking for n threads
+has at most n threads on one product; 0 asks for BLAS's default count, at
+most the usable cores.  BLAS's own count is set through threadpoolctl (the
 portable way to reach a BLAS's thread pool; an optional dependency, so the
-runtime still imports with numpy alone).  Kernels also choose algorithms by
-the count: ops/matmul.py's few-rows products beat one GEMM only when BLAS
-would not spread that GEMM over several threads.
+runtime still imports with numpy alone).
 
-During a run, BLAS is held to one thread, and only a product of at least
-`SPLIT_WORK` multiply-adds gets the session's count (`split`).  OpenBLAS
-splits every product above 262,144 multiply-adds statically over its
-threads and the caller then waits for each worker's share.  When the cores
-are busy with other processes (a shared server, a container with a CPU
-limit) a worker waits for a timeslice, so every split product costs
-milliseconds however small it is: MiniLM at 128 tokens (36 such products)
-took 1,037 ms on 2 threads against 89 ms on one, with the load average at
-10 on 2 cores.  A product worth several milliseconds on one thread loses at
-most about that much; smaller ones never gain enough to risk it (numbers in
-tests/test_threads.py's module docstring).
+During a run, BLAS is held to one thread, and webinfer spreads big
+products itself (`share`): cut into bands of rows or columns, taken one at
+a time by the calling thread and by helper threads as they get a core.
+OpenBLAS would split every product above 262,144 multiply-adds statically
+over its threads and the caller would then wait for each worker's share.
+When the cores are busy with other processes (a shared server, a container
+with a CPU limit) a worker waits for the scheduler's next tick (4 ms at
+HZ=250) or several, so every split product costs milliseconds however
+small it is: MiniLM at 128 tokens (36 such products) took 141-1,037 ms on 2
+threads against 40-89 ms on one, on 2 cores with the load average at 4-10.
+Shared parts never make the caller wait for a thread that has not started:
+it takes every part still unclaimed, so busy cores cost a product only the
+few microseconds of handing parts out, and idle ones speed it up as
+onnxruntime's pool does (numbers in tests/test_threads.py's docstring).
 
 The count is process-wide (it is BLAS's): the first run to start holds it
 and the last to end restores it, and sessions running at the same time in
@@ -29,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import sys
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
@@ -138,40 +142,6 @@ def _accessors(lib: Any) -> tuple[Callable[[], int], Callable[[int], Any]]:
     return lib.get_num_threads, lib.set_num_threads
 
 
-#: Multiply-adds (M * K * N of one BLAS call) from which a product in a run may use more than one
-#: BLAS thread: about 2.7 ms on one core here, enough to pay for a worker that waits for a timeslice.
-SPLIT_WORK = 1 << 27
-
-
-class _Limit:
-    """BLAS held to n threads for the duration of one product, through each library's own get/set calls.
-
-    threadpoolctl's `limit()` rebuilds controller objects and queries every
-    library on entry: 10-20 microseconds.  Here entry reads each count and
-    sets only those that differ; exit restores only those.
-    """
-
-    __slots__ = ("libs", "n", "changed")
-
-    def __init__(self, libs: list[tuple[Callable[[], int], Callable[[int], Any]]], n: int):
-        self.libs, self.n = libs, n
-        self.changed: list[tuple[Callable[[int], Any], int]] = []
-
-    def __enter__(self) -> None:
-        changed = []
-        for get, put in self.libs:
-            was = get()
-            if was != self.n:
-                put(self.n)
-                changed.append((put, was))
-        self.changed = changed
-
-    def __exit__(self, *exc: Any) -> None:
-        for put, was in self.changed:
-            put(was)
-        self.changed = []
-
-
 class _Runs:
     """The runs in progress in the process: the first holds BLAS to one thread, the last restores it.
 
@@ -184,7 +154,7 @@ class _Runs:
         self.active = 0
         self.saved: list[tuple[Callable[[int], Any], int]] = []
         #: BLAS's own count when the first run started, at most the usable cores: what a session asking
-        #: for 0 may split a product over.
+        #: for 0 may share a product over.
         self.default = 1
         #: Per thread, `allowed`: the threads its current run may give one product (unset outside runs).
         self.local = threading.local()
@@ -212,7 +182,7 @@ _RUNS = _Runs()
 
 
 class _Run:
-    """One session run: BLAS on one thread, and `allowed` threads (0: BLAS's default) for `split` products."""
+    """One session run: BLAS on one thread, and `requested` threads (0: BLAS's default) to `share` products."""
 
     __slots__ = ("libs", "requested", "outer")
 
@@ -234,21 +204,79 @@ class _Run:
         _RUNS.end()
 
 
-_ONE_THREAD = contextlib.nullcontext()
+def run_threads() -> int:
+    """The threads the calling thread's run may use (0: not in a run)."""
+    return getattr(_RUNS.local, "allowed", 0)
 
 
-def split_threads(work: int) -> int:
-    """The BLAS threads one product of `work` multiply-adds gets in the calling thread's run (0: not in a
-    run, BLAS's own count holds)."""
-    allowed = getattr(_RUNS.local, "allowed", 0)
-    return allowed if allowed <= 1 or work >= SPLIT_WORK else 1
+#: Multiply-adds from which a product in a run is cut into parts that other threads may help with
+#: (`share`): ~1.3 ms on one core.  A part a helper has begun can still keep the caller waiting for
+#: the helper's next timeslice on busy cores; at load 9 on 2 cores MiniLM at 128 tokens ran 72 / 71 /
+#: 62 ms with 2^24 / 2^26 / no sharing (noise about as large), and 232 / 198 / 237 ms at 4 x 128.
+SHARE_WORK = 1 << 26
+#: Parts per thread: when a helper is slow to get a core, the caller takes the parts it has not begun.
+PARTS_PER_THREAD = 2
 
 
-def split(work: int) -> ContextManager[Any]:
-    """A context in which one BLAS call of `work` multiply-adds (M * K * N) runs: on the run's threads
-    when the product is big enough to pay for them, else on the one thread the run holds BLAS to."""
-    n = split_threads(work)
-    return _Limit(_library_accessors(), n) if n > 1 else _ONE_THREAD
+class _Shared:
+    """The parts of one product, claimed one at a time by the caller and by helpers as they get a core."""
+
+    __slots__ = ("task", "parts", "claims", "left", "lock", "done", "error")
+
+    def __init__(self, task: Callable[[int], Any], parts: int):
+        self.task, self.parts = task, parts
+        self.claims = itertools.count()  # next() is atomic under the GIL: each part is claimed once
+        self.left = parts
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        """Run unclaimed parts until none is left (a helper that gets a core late finds none and returns)."""
+        while (i := next(self.claims)) < self.parts:
+            try:
+                self.task(i)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
+                self.error = e
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.done.set()
+
+
+@functools.lru_cache(maxsize=1)
+def _helpers() -> ThreadPoolExecutor:
+    """Threads that help runs with big products (one fewer than the usable cores; idle ones sleep)."""
+    return ThreadPoolExecutor(max_workers=max(1, usable_cores() - 1), thread_name_prefix="webinfer-share")
+
+
+def share(parts: int, task: Callable[[int], Any]) -> None:
+    """Run `task(0) ... task(parts - 1)` (independent, each releasing the GIL in BLAS) on the calling thread,
+    with helper threads taking parts too, up to the run's thread count in all.
+
+    Unlike a BLAS split, the caller never waits for a helper that has not
+    started: it takes every part still unclaimed, so on busy cores a product
+    costs what it costs on one thread, plus a few microseconds.  It waits
+    only for parts a helper has begun.
+    """
+    shared = _Shared(task, parts)
+    pool = _helpers()
+    for _ in range(min(run_threads(), parts) - 1):
+        pool.submit(shared.work)
+    shared.work()
+    shared.done.wait()
+    if shared.error is not None:
+        raise shared.error
+
+
+def share_parts(work: int, lines: int) -> int:
+    """Into how many parts the calling thread's run cuts a product of `work` multiply-adds along a dim of
+    `lines` rows or columns (1: it runs whole, on the caller's thread); parts keep at least 16 lines,
+    which BLAS's kernels need to run at speed."""
+    allowed = run_threads()
+    if allowed <= 1 or work < SHARE_WORK:
+        return 1
+    return max(1, min(allowed * PARTS_PER_THREAD, lines // 16))
 
 
 @functools.lru_cache(maxsize=1)
@@ -258,8 +286,8 @@ def _library_accessors() -> list[tuple[Callable[[], int], Callable[[int], Any]]]
 
 
 def limit_runs(requested: int) -> ContextManager[Any]:
-    """A context for one run: BLAS on one thread, products of `SPLIT_WORK` or more on `requested` threads
-    (0: BLAS's default count).  Nothing to do in Pyodide (no BLAS threads) or without threadpoolctl."""
+    """A context for one run: BLAS on one thread, big products shared over `requested` threads (0: BLAS's
+    default count).  Nothing to do in Pyodide (no BLAS threads) or without threadpoolctl."""
     if sys.platform == "emscripten":
         return contextlib.nullcontext()
     ctrl = _controller()

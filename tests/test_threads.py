@@ -1,12 +1,15 @@
-"""threads.py: a run holds BLAS to one thread and gives several only to products big enough to pay for them.
+"""threads.py: a run holds BLAS to one thread and shares big products with helper threads itself.
 
 Why (measured on a 2-core machine shared with other processes, load
-average 4-6): OpenBLAS splits any product above 262,144 multiply-adds over
-its threads, and the caller and its workers spin while waiting for each
-other.  MiniLM at 128 tokens took 141-234 ms (median) on BLAS's 2 default
-threads, burning 10x the CPU time of the 40 ms it takes when each product
-runs on one thread; a [128, 384] @ [384, 384] product took 18.9 ms on 2
-threads against 0.38 ms on one.
+average 4-10): OpenBLAS splits any product above 262,144 multiply-adds over
+its threads, statically, and the caller waits for each worker's share,
+which on busy cores waits for the scheduler's tick.  A [128, 384] @ [384,
+384] product took 16-19 ms on 2 threads against 0.38 ms on one; MiniLM at
+128 tokens took 141-1,037 ms (median) on BLAS's 2 default threads, burning
+10x the CPU time of the 40-89 ms it takes on one.  With products shared
+(`share`, then from 2^24 multiply-adds), MiniLM at 8 x 128 tokens took 599
+ms against onnxruntime's 600 ms (default threads both, load 8.5), where
+BLAS's split took 1,016 ms; ResNet-50 took 217 ms against 237 (load 11).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import webinfer
-from webinfer import threads
+from webinfer import blas, threads
 
 threadpoolctl = pytest.importorskip("threadpoolctl", reason="limiting BLAS's threads needs threadpoolctl")
 
@@ -29,40 +32,35 @@ def blas_counts() -> list[int]:
     return counts
 
 
-def test_outside_runs_blas_keeps_its_own_count() -> None:
-    before = blas_counts()
-    assert threads.split_threads(threads.SPLIT_WORK) == 0
-    with threads.split(threads.SPLIT_WORK):
-        assert blas_counts() == before
+def default_threads() -> int:
+    return min(max(blas_counts()), threads.usable_cores())
 
 
-@pytest.mark.parametrize("requested", [0, 2, 3])
-def test_a_run_splits_only_big_products(requested: int) -> None:
+def test_outside_runs_nothing_is_shared() -> None:
+    assert threads.run_threads() == 0
+    assert threads.share_parts(100 * threads.SHARE_WORK, 4096) == 1
+
+
+@pytest.mark.parametrize("requested", [0, 1, 2, 3])
+def test_a_run_holds_blas_to_one_thread_and_shares_only_big_products(requested: int) -> None:
     before = blas_counts()
-    allowed = requested or min(max(before), threads.usable_cores())
+    allowed = requested or default_threads()
     with threads.limit_runs(requested):
         assert blas_counts() == [1] * len(before)
-        assert threads.split_threads(threads.SPLIT_WORK - 1) == 1
-        assert threads.split_threads(threads.SPLIT_WORK) == allowed
-        with threads.split(threads.SPLIT_WORK - 1):
-            assert blas_counts() == [1] * len(before)
-        with threads.split(threads.SPLIT_WORK):
-            assert blas_counts() == [allowed] * len(before)
-        assert blas_counts() == [1] * len(before)
+        assert threads.run_threads() == allowed
+        assert threads.share_parts(threads.SHARE_WORK - 1, 4096) == 1
+        want = 1 if allowed == 1 else allowed * threads.PARTS_PER_THREAD
+        assert threads.share_parts(threads.SHARE_WORK, 4096) == want
+        assert threads.share_parts(threads.SHARE_WORK, 40) == min(want, 2)  # parts of at least 16 lines
     assert blas_counts() == before
-    assert threads.split_threads(threads.SPLIT_WORK) == 0
-
-
-def test_one_thread_session_never_splits() -> None:
-    with threads.limit_runs(1):
-        assert threads.split_threads(10 * threads.SPLIT_WORK) == 1
+    assert threads.run_threads() == 0
 
 
 def test_nested_run_restores_the_outer_runs_count() -> None:
     with threads.limit_runs(3):
         with threads.limit_runs(2):
-            assert threads.split_threads(threads.SPLIT_WORK) == 2
-        assert threads.split_threads(threads.SPLIT_WORK) == 3
+            assert threads.run_threads() == 2
+        assert threads.run_threads() == 3
         assert blas_counts() == [1] * len(blas_counts())
 
 
@@ -75,24 +73,67 @@ def test_overlapping_runs_keep_blas_held_until_the_last_ends() -> None:
         with threads.limit_runs(0):
             started.set()
             finish.wait(10)
-            seen.append(threads.split_threads(threads.SPLIT_WORK))
+            seen.append(threads.run_threads())
 
     worker = threading.Thread(target=other_run)
     worker.start()
     assert started.wait(10)
     with threads.limit_runs(2):
-        assert threads.split_threads(threads.SPLIT_WORK) == 2
+        assert threads.run_threads() == 2
     assert blas_counts() == [1] * len(before)  # the other run is still going
     finish.set()
     worker.join(10)
-    assert seen == [min(max(before), threads.usable_cores())]  # each thread's run keeps its own allowance
+    assert seen == [default_threads()]  # each thread's run keeps its own count
     assert blas_counts() == before
 
 
+def test_share_runs_every_part_once_and_raises_a_parts_error() -> None:
+    done: list[int] = []
+    with threads.limit_runs(2):
+        threads.share(7, done.append)
+        assert sorted(done) == list(range(7))
+
+        def failing(i: int) -> None:
+            if i == 3:
+                raise ValueError("part 3")
+        with pytest.raises(ValueError, match="part 3"):
+            threads.share(5, failing)
+
+
+def test_caller_takes_every_part_when_no_helper_gets_a_core() -> None:
+    """The point of sharing: busy helpers (here: all blocked) cost the caller nothing but the hand-out."""
+    pool = threads._helpers()
+    release = threading.Event()
+    blockers = [pool.submit(release.wait, 10) for _ in range(pool._max_workers)]
+    try:
+        ran_on: list[int] = []
+        with threads.limit_runs(4):
+            threads.share(8, lambda i: ran_on.append(threading.get_ident()))
+        assert ran_on == [threading.get_ident()] * 8
+    finally:
+        release.set()
+        for b in blockers:
+            b.result(10)
+
+
+@pytest.mark.parametrize("cols", [200, 1024])
+def test_shared_accumulate_matches_numpy(cols: int) -> None:
+    """C += A @ B for [256, 256] @ [256, cols]: 1024 columns are over SHARE_WORK (shared in column bands)."""
+    rng = np.random.default_rng(cols)
+    a = rng.standard_normal((256, 256)).astype(np.float32)
+    b = rng.standard_normal((256, cols)).astype(np.float32)
+    c = rng.standard_normal((256, cols)).astype(np.float32)
+    want = c.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    assert (256 * 256 * cols >= threads.SHARE_WORK) == (cols == 1024)
+    with threads.limit_runs(2):
+        blas.accumulate(a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("requested", [0, 2])
-@pytest.mark.parametrize("m", [8, 128, 600])
+@pytest.mark.parametrize("m", [8, 40, 600])
 def test_products_on_both_sides_of_the_threshold_match_onnxruntime(requested: int, m: int) -> None:
-    """[m, 512] @ [512, 512]: 600 rows is above SPLIT_WORK (split over threads), 8 and 128 below."""
+    """[m, 512] @ [512, 512], then @ a runtime [512, 512]: 600 rows are shared, 8 and 40 are not."""
     ort = pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(m)
     w = helper.make_tensor("w", TensorProto.FLOAT, [512, 512], rng.standard_normal((512, 512)).astype(np.float32).ravel())
@@ -106,7 +147,7 @@ def test_products_on_both_sides_of_the_threshold_match_onnxruntime(requested: in
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)[0]
     sess = webinfer.InferenceSession(model, webinfer.SessionOptions(intra_op_num_threads=requested))
     got = sess.run(None, feed)[0]
-    assert (m * 512 * 512 >= threads.SPLIT_WORK) == (m == 600)
+    assert (m * 512 * 512 >= threads.SHARE_WORK) == (m == 600)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 

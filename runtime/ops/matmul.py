@@ -140,12 +140,11 @@ class ConstMatrix:
     transformer's short sequences, small batches) are bound by reading B
     from memory, and OpenBLAS first copies B into its packing buffer, which
     doubles that traffic; it multiplies small blocks straight from memory
-    instead.  So where the product runs on one BLAS thread (below
-    threads.SPLIT_WORK, or a session on one thread), those run as one
+    instead.  So where the product runs whole on one thread (not shared,
+    see threads.share_parts), those run as one
     batched product over contiguous [_BLOCK_COLS, K] slabs of B^T: 1.3-2.5x
     faster than one GEMM with B cold in cache (MiniLM at 16 tokens: 11.6 ->
-    9.8 ms).  On more threads one GEMM wins: BLAS splits it, and does not
-    split the small blocks.  B^T is made on the first few-rows product, so
+    9.8 ms).  A shared product runs as GEMMs on bands of rows.  B^T is made on the first few-rows product, so
     a model only ever run on many rows never holds the second copy.
     """
 
@@ -161,7 +160,7 @@ class ConstMatrix:
         """Whether `few_rows` is the faster product for rows [r, K] (see _BLOCK_ROWS)."""
         return (self.blocks and rows.dtype == self.mat.dtype == np.float32 and rows.shape[0] in _BLOCK_ROWS
                 and rows.size * _BLOCK_COLS <= _SMALL_GEMM_WORK
-                and threads.split_threads(rows.shape[0] * self.mat.size) <= 1)
+                and threads.share_parts(rows.shape[0] * self.mat.size, rows.shape[0]) == 1)
 
     def few_rows(self, rows: np.ndarray) -> np.ndarray:
         """rows [r, K] @ B as an F-ordered [r, N] array (its transpose is the contiguous result)."""
@@ -176,6 +175,19 @@ class ConstMatrix:
         if full < n:
             np.matmul(t[full:], rows.T, out=out_t[full:])
         return out_t.T
+
+
+def _shared_product(rows: np.ndarray, mat: np.ndarray, parts: int) -> np.ndarray:
+    """rows @ mat in `parts` bands of rows, shared with the run's helper threads (threads.share)."""
+    out = np.empty((rows.shape[0], mat.shape[1]), np.result_type(rows, mat))
+    bounds = np.linspace(0, rows.shape[0], parts + 1).astype(int)
+
+    def band(i: int) -> None:
+        lo, hi = bounds[i], bounds[i + 1]
+        np.matmul(rows[lo:hi], mat, out=out[lo:hi])
+
+    threads.share(parts, band)
+    return out
 
 
 def _product(a: np.ndarray, b: np.ndarray | ConstMatrix) -> np.ndarray:
@@ -194,14 +206,13 @@ def _product(a: np.ndarray, b: np.ndarray | ConstMatrix) -> np.ndarray:
         shape = a.shape[:-1] + (mat.shape[-1],)
         if isinstance(b, ConstMatrix) and b.takes(rows):
             return b.few_rows(rows).reshape(shape)
-        with threads.split(rows.shape[0] * mat.size):
-            if rows.shape[0] in _FEW_ROWS and max(mat.shape) >= _WIDE:
-                return np.matmul(mat.T, rows.T).T.reshape(shape)
-            return np.matmul(rows, mat).reshape(shape)
-    if a.ndim < 2 or mat.ndim < 2:
-        return np.matmul(a, mat)
-    with threads.split(a.shape[-2] * mat.shape[-2] * mat.shape[-1]):  # numpy makes one BLAS call per matrix
-        return np.matmul(a, mat)
+        parts = threads.share_parts(rows.shape[0] * mat.size, rows.shape[0])
+        if parts > 1:
+            return _shared_product(rows, mat, parts).reshape(shape)
+        if rows.shape[0] in _FEW_ROWS and max(mat.shape) >= _WIDE:
+            return np.matmul(mat.T, rows.T).T.reshape(shape)
+        return np.matmul(rows, mat).reshape(shape)
+    return np.matmul(a, mat)
 
 
 def _const_operand(ctx: OpContext, i: int) -> np.ndarray | None:
