@@ -1,10 +1,11 @@
 """`webinfer serve` under load, next to KServe's ModelServer wrapping onnxruntime on the same models.
 
     python benchmarks/bench_serve.py [--peer-python PYTHON | --no-peer] [--models small minilm]
-                                     [--concurrency 1 4 16] [--duration 6] [--soak 5000] [--no-faults] [--json]
-                                     [--instances N] [--intra-op-threads T]
+                                     [--concurrency 1 4 16] [--duration 6] [--repeats 1] [--soak 5000]
+                                     [--no-faults] [--json] [--instances N] [--intra-op-threads T]
 
-Localhost only, bounded (about `duration` seconds per point).  Both servers
+Localhost only, bounded (about `duration` x `repeats` seconds per point and
+server; with repeats the servers take turns, and the table gives medians).  Both servers
 run as subprocesses; one closed-loop driver (asyncio + httpx, v2 JSON
 requests, fixed seeded inputs, 5 warm-up requests before each point) measures
 throughput and client-side P50/P90/P99 latency at each concurrency for
@@ -203,28 +204,40 @@ async def closed_loop(url: str, model: str, body: bytes, concurrency: int, durat
 
 
 def load_table(args: argparse.Namespace, ours: str, peer: str | None) -> list[dict[str, Any]]:
+    """Each point `--repeats` times, the servers taking turns (load drift on a shared machine then hits
+    them alike); each figure is the median over the windows, the avg batch is over all of them."""
     rows = []
     for model in args.models:
         body = json.dumps(request_body(model, np.random.default_rng(0))).encode()
         for c in args.concurrency:
-            point: dict[str, Any] = {}
             targets = [("webinfer", ours, model), ("webinfer+batching", ours, model + "_batched")]
             if peer:
                 targets.append(("kserve+onnxruntime", peer, model))
-            for label, url, name in targets:
+            windows: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in targets}
+            batches = {label: [0.0, 0.0] for label, _, _ in targets}
+            for _, url, name in targets:
                 asyncio.run(warm_up(url, name, body))
-                before = scrape(url) if url == ours else None
-                res = asyncio.run(closed_loop(url, name, body, c, args.duration))
-                if before is not None:
-                    after = scrape(url)
-                    execs = counter(after, "webinfer_executions_total", name) - counter(
-                        before, "webinfer_executions_total", name)
-                    infers = counter(after, "webinfer_inferences_total", name) - counter(
-                        before, "webinfer_inferences_total", name)
+            for _ in range(args.repeats):
+                for label, url, name in targets:
+                    before = scrape(url) if url == ours else None
+                    res = asyncio.run(closed_loop(url, name, body, c, args.duration))
+                    if before is not None:
+                        after = scrape(url)
+                        for i, metric in enumerate(("webinfer_inferences_total", "webinfer_executions_total")):
+                            batches[label][i] += counter(after, metric, name) - counter(before, metric, name)
+                    windows[label].append(res)
+                    print(f"  {model:<7} c={c:<3} {label:<20} {res['throughput']:8.1f}/s  p50 {res['p50_ms']:8.1f}  "
+                          f"p90 {res['p90_ms']:8.1f}  p99 {res['p99_ms']:8.1f} ms  errors {res['errors']}  "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+            point: dict[str, Any] = {}
+            for label, runs in windows.items():
+                res = {k: float(np.median([r[k] for r in runs])) for k in ("throughput", "p50_ms", "p90_ms", "p99_ms")}
+                res.update(requests=sum(r["requests"] for r in runs), errors=sum(r["errors"] for r in runs),
+                           windows=len(runs))
+                infers, execs = batches[label]
+                if label != "kserve+onnxruntime":
                     res["avg_batch"] = infers / execs if execs else float("nan")
                 point[label] = dict(res, server=label, model=model, concurrency=c)
-                print(f"  {model:<7} c={c:<3} {label:<20} {res['throughput']:8.1f}/s  p50 {res['p50_ms']:8.1f}  "
-                      f"p90 {res['p90_ms']:8.1f}  p99 {res['p99_ms']:8.1f} ms  errors {res['errors']}", flush=True)
             peer_tp = point.get("kserve+onnxruntime", {}).get("throughput")
             for r in point.values():
                 r["ratio_vs_peer"] = r["throughput"] / peer_tp if peer_tp else None
@@ -336,7 +349,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["small", "minilm"], choices=["small", "minilm"])
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
-    p.add_argument("--duration", type=float, default=6.0, help="seconds per point")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per window")
+    p.add_argument("--repeats", type=int, default=1, help="windows per point and server, taken in turns")
     p.add_argument("--peer-python", help="python of a venv with kserve + onnxruntime (default: this python when "
                                          "it has kserve, as the test extra installs it)")
     p.add_argument("--no-peer", action="store_true", help="no KServe rows")
@@ -370,7 +384,7 @@ def main() -> int:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_ready(peer, procs[-1])
         wait_ready(ours, procs[0])
-        print(f"load: {args.duration:g} s per point, closed loop, JSON requests; machine load "
+        print(f"load: {args.repeats} x {args.duration:g} s per point, closed loop, JSON requests; machine load "
               f"{os.getloadavg()[0]:.1f}; webinfer config {serving or 'default'}", flush=True)
         result: dict[str, Any] = {"load": load_table(args, ours, peer)}
         if args.soak:
