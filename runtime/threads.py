@@ -211,8 +211,9 @@ def run_threads() -> int:
 
 #: Multiply-adds from which a product in a run is cut into parts that other threads may help with
 #: (`share`): ~1.3 ms on one core.  A part a helper has begun can still keep the caller waiting for
-#: the helper's next timeslice on busy cores; at load 9 on 2 cores MiniLM at 128 tokens ran 72 / 71 /
-#: 62 ms with 2^24 / 2^26 / no sharing (noise about as large), and 232 / 198 / 237 ms at 4 x 128.
+#: the helper's next timeslice on busy cores.  MiniLM at 128 tokens, load 6 on 2 cores, medians of 20
+#: interleaved runs: 47 / 40 / 46 / 55 ms sharing from 2^24 / 2^26 / 2^28 / never, onnxruntime 44 ms;
+#: at 8 x 128 tokens all four within 298-307 ms, onnxruntime 320 ms.
 SHARE_WORK = 1 << 26
 #: Parts per thread: when a helper is slow to get a core, the caller takes the parts it has not begun.
 PARTS_PER_THREAD = 2

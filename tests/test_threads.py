@@ -131,23 +131,25 @@ def test_shared_accumulate_matches_numpy(cols: int) -> None:
 
 
 @pytest.mark.parametrize("requested", [0, 2])
-@pytest.mark.parametrize("m", [8, 40, 600])
+@pytest.mark.parametrize("m", [8, 40, 300])
 def test_products_on_both_sides_of_the_threshold_match_onnxruntime(requested: int, m: int) -> None:
-    """[m, 512] @ [512, 512], then @ a runtime [512, 512]: 600 rows are shared, 8 and 40 are not."""
+    """[m, 512] @ a constant [512, 1024], then @ a runtime [1024, 256]: at 300 rows both are shared, the
+    first in column bands (more columns than rows), the second in row bands; 8 and 40 rows are not."""
     ort = pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(m)
-    w = helper.make_tensor("w", TensorProto.FLOAT, [512, 512], rng.standard_normal((512, 512)).astype(np.float32).ravel())
+    w = helper.make_tensor("w", TensorProto.FLOAT, [512, 1024],
+                           rng.standard_normal((512, 1024)).astype(np.float32).ravel())
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("MatMul", ["y", "v"], ["z"])],
                               "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", 512]),
-                                     helper.make_tensor_value_info("v", TensorProto.FLOAT, [512, 512])],
+                                     helper.make_tensor_value_info("v", TensorProto.FLOAT, [1024, 256])],
                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     feed = {"x": rng.standard_normal((m, 512)).astype(np.float32),
-            "v": rng.standard_normal((512, 512)).astype(np.float32) / 16}
+            "v": rng.standard_normal((1024, 256)).astype(np.float32) / 16}
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)[0]
     sess = webinfer.InferenceSession(model, webinfer.SessionOptions(intra_op_num_threads=requested))
     got = sess.run(None, feed)[0]
-    assert (m * 512 * 512 >= threads.SHARE_WORK) == (m == 600)
+    assert (m * 512 * 1024 >= threads.SHARE_WORK) == (m * 1024 * 256 >= threads.SHARE_WORK) == (m == 300)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 

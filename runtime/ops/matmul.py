@@ -160,7 +160,7 @@ class ConstMatrix:
         """Whether `few_rows` is the faster product for rows [r, K] (see _BLOCK_ROWS)."""
         return (self.blocks and rows.dtype == self.mat.dtype == np.float32 and rows.shape[0] in _BLOCK_ROWS
                 and rows.size * _BLOCK_COLS <= _SMALL_GEMM_WORK
-                and threads.share_parts(rows.shape[0] * self.mat.size, rows.shape[0]) == 1)
+                and threads.share_parts(rows.shape[0] * self.mat.size, max(rows.shape[0], self.mat.shape[1])) == 1)
 
     def few_rows(self, rows: np.ndarray) -> np.ndarray:
         """rows [r, K] @ B as an F-ordered [r, N] array (its transpose is the contiguous result)."""
@@ -178,15 +178,22 @@ class ConstMatrix:
 
 
 def _shared_product(rows: np.ndarray, mat: np.ndarray, parts: int) -> np.ndarray:
-    """rows @ mat in `parts` bands of rows, shared with the run's helper threads (threads.share)."""
-    out = np.empty((rows.shape[0], mat.shape[1]), np.result_type(rows, mat))
-    bounds = np.linspace(0, rows.shape[0], parts + 1).astype(int)
+    """rows @ mat in `parts` bands along its longer side, shared with the run's helper threads
+    (threads.share).  Each band's GEMM packs only its own slice of the other operand's side: bands of
+    32 rows of MiniLM's [128, 384] @ [384, 1536] would each pack all of B, as much work as the product."""
+    m, n = rows.shape[0], mat.shape[1]
+    out = np.empty((m, n), np.result_type(rows, mat))
+    bounds = np.linspace(0, max(m, n), parts + 1).astype(int)
 
-    def band(i: int) -> None:
+    def row_band(i: int) -> None:
         lo, hi = bounds[i], bounds[i + 1]
         np.matmul(rows[lo:hi], mat, out=out[lo:hi])
 
-    threads.share(parts, band)
+    def column_band(i: int) -> None:
+        lo, hi = bounds[i], bounds[i + 1]
+        np.matmul(rows, mat[:, lo:hi], out=out[:, lo:hi])
+
+    threads.share(parts, row_band if m > n else column_band)
     return out
 
 
@@ -206,7 +213,7 @@ def _product(a: np.ndarray, b: np.ndarray | ConstMatrix) -> np.ndarray:
         shape = a.shape[:-1] + (mat.shape[-1],)
         if isinstance(b, ConstMatrix) and b.takes(rows):
             return b.few_rows(rows).reshape(shape)
-        parts = threads.share_parts(rows.shape[0] * mat.size, rows.shape[0])
+        parts = threads.share_parts(rows.shape[0] * mat.size, max(rows.shape[0], mat.shape[1]))
         if parts > 1:
             return _shared_product(rows, mat, parts).reshape(shape)
         if rows.shape[0] in _FEW_ROWS and max(mat.shape) >= _WIDE:
