@@ -205,3 +205,51 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if kernels is not None and kernels.takes(a, b, out):
         return kernels.matmul(a, b, out)
     return np.matmul(a, b, out=out)
+
+
+_INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+def _zero_points(zero: Any, dtype: np.dtype, count: int, what: str) -> np.ndarray:
+    """A zero point (scalar, or one per column of B) as int32, checked against the operand's type's range."""
+    z = np.asarray(zero)
+    if z.dtype.kind not in "iu" or z.ndim > 1 or (z.ndim == 1 and z.size not in (1, count)):
+        raise ValueError(f"gemm_int8: {what} zero point must be an integer scalar or {count} values, "
+                         f"got {z.dtype}{list(z.shape)}")
+    info = np.iinfo(dtype)
+    if z.size and (z.min() < info.min or z.max() > info.max):
+        raise ValueError(f"gemm_int8: {what} zero point outside {dtype}'s range [{info.min}, {info.max}]")
+    return z.astype(np.int32).reshape(-1)
+
+
+def gemm_int8(a: np.ndarray, b: np.ndarray, a_zero: Any = 0, b_zero: Any = 0) -> np.ndarray:
+    """(A - a_zero) @ (B - b_zero) as int32: A [M, K] and B [K, N] int8 or uint8 (any strides), a_zero a
+    scalar, b_zero a scalar or one per column of B (per-channel weights).
+
+    The product the quantised ops (MatMulInteger, QLinearMatMul, ConvInteger) are made of.  In Pyodide it
+    runs on wasm/qgemm.c (int16 dot products, exact int32 sums); elsewhere numpy computes it in float64,
+    exact for any K a model has (|terms| <= 255^2, sums below 2^53).  Both wrap sums past int32's range
+    the same way (modulo 2^32), so they give identical results.
+    """
+    if a.dtype not in _INT8 or b.dtype not in _INT8 or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm_int8: needs A [M, K] and B [K, N] of int8/uint8, got A {a.dtype}{list(a.shape)} "
+                         f"and B {b.dtype}{list(b.shape)}")
+    (m, k), n = a.shape, b.shape[1]
+    za = _zero_points(a_zero, a.dtype, 1, "A's")
+    if za.size != 1:
+        raise ValueError("gemm_int8: A's zero point must be one value")
+    zb = _zero_points(b_zero, b.dtype, n, "B's")
+    a, b = (x if min(x.strides) >= 0 else np.ascontiguousarray(x) for x in (a, b))  # the kernel's strides are u32
+    exports = wasm_kernels.exports("qgemm")
+    if exports is None or m * n * k == 0:
+        prod = (a.astype(np.float64) - za[0]) @ (b.astype(np.float64) - zb)
+        return prod.astype(np.int64).astype(np.int32)
+    kp = -(-k // 8) * 8
+    a16, b16 = np.empty((m, kp), np.int16), np.empty((n, kp), np.int16)
+    out = np.empty((m, n), np.int32)
+    exports.pack_i8(m, k, _address(a), a.strides[0], a.strides[1], int(a.dtype == np.uint8), _address(za), 0,
+                    _address(a16), kp)
+    exports.pack_i8(n, k, _address(b), b.strides[1], b.strides[0], int(b.dtype == np.uint8), _address(zb),
+                    int(zb.size > 1), _address(b16), kp)
+    exports.qgemm(m, n, kp, _address(a16), _address(b16), _address(out), n)
+    return out
