@@ -50,7 +50,7 @@ def test_sums_past_int32_wrap_as_int32_does() -> None:
 
 @pytest.mark.parametrize("a, b, a_zero, b_zero, message", [
     (np.zeros((2, 3), np.float32), np.zeros((3, 4), np.int8), 0, 0, "int8/uint8"),
-    (np.zeros((2, 3), np.int8), np.zeros((4, 4), np.int8), 0, 0, "A \\[M, K\\]"),
+    (np.zeros((2, 3), np.int8), np.zeros((4, 4), np.int8), 0, 0, "A \\[M, K\\] of int8/uint8 with K"),
     (np.zeros((2, 3), np.uint8), np.zeros((3, 4), np.int8), 300, 0, "outside uint8's range"),
     (np.zeros((2, 3), np.uint8), np.zeros((3, 4), np.int8), 0, np.zeros(3, np.int8), "4 values"),
     (np.zeros((2, 3), np.uint8), np.zeros((3, 4), np.int8), 0.5, 0, "integer"),
@@ -58,3 +58,14 @@ def test_sums_past_int32_wrap_as_int32_does() -> None:
 def test_bad_operands_raise(a: np.ndarray, b: np.ndarray, a_zero: object, b_zero: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gemm.gemm_int8(a, b, a_zero, b_zero)
+
+
+def test_packed_b_serves_many_products() -> None:
+    """A constant B packed once (pack_int8, with per-column zero points) gives what unpacked calls give."""
+    rng = np.random.default_rng(3)
+    b = rng.integers(-128, 128, (37, 19)).astype(np.int8)
+    zb = rng.integers(-128, 128, 19).astype(np.int8)
+    packed = gemm.pack_int8(b, zb)
+    for m in (1, 6, 33):
+        a = rng.integers(0, 256, (m, 37)).astype(np.uint8)
+        np.testing.assert_array_equal(gemm.gemm_int8(a, packed, 7), _reference(a, b, 7, zb))

@@ -368,6 +368,15 @@ def _check_qgemm(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
                     if got.dtype != np.int32 or not np.array_equal(got, want):
                         fail(f"gemm_int8 M={m} K={k} N={n} {np.dtype(a_type)}x{np.dtype(b_type)} {name} "
                              f"per-column={np.ndim(zb) == 1}")
+    b = rng.integers(-128, 128, (37, 19)).astype(np.int8)
+    zb = rng.integers(-128, 128, 19).astype(np.int8)
+    packed = gemm.pack_int8(b, zb)
+    for m in (1, 6, 33):
+        a = rng.integers(0, 256, (m, 37)).astype(np.uint8)
+        count += 1
+        if packed.columns is None or not np.array_equal(
+                gemm.gemm_int8(a, packed, 7), ((a.astype(np.int64) - 7) @ (b.astype(np.int64) - zb)).astype(np.int32)):
+            fail(f"gemm_int8 with B packed once (pack_int8), M={m}")
     a, b = np.full((3, 40000), 255, np.uint8), np.full((40000, 5), 255, np.uint8)
     count += 1
     if not np.array_equal(gemm.gemm_int8(a, b), np.full((3, 5), (255 * 255 * 40000 + 2**31) % 2**32 - 2**31)):
