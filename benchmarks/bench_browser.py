@@ -162,7 +162,10 @@ def run_node(args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["(no output)"]
         return {"error": f"exit {proc.returncode}: {lines[-1]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError) as e:
+        return {"error": f"unreadable reply ({e}): {proc.stdout[-200:]!r}"}
 
 
 def _threads(value: str) -> int | None:

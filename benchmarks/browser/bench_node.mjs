@@ -79,5 +79,5 @@ async function runOrt({ ortDir, modelPath, feeds, runs, warmup, threads }) {
 }
 
 const result = await (args.runtime === "ort" ? runOrt(args) : runWebinfer(args));
-console.log(JSON.stringify(result));
-process.exit(0);
+// Exit once the line is written (stdout to a pipe is asynchronous); Pyodide keeps no reason to stay alive.
+process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0));
