@@ -160,8 +160,9 @@ def run_node(args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     finally:
         Path(f.name).unlink()
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or ["(no output)"]
-        return {"error": f"exit {proc.returncode}: {lines[-1]}"}
+        lines = [ln for ln in proc.stderr.splitlines() if "Error" in ln and len(ln) < 500] or \
+            proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        return {"error": f"exit {proc.returncode}: {lines[-1].strip()}"}
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError) as e:
