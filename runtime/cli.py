@@ -5,6 +5,7 @@
     webinfer bench MODEL [--provider P] [--runs N] [--warmup N] [--threads T]
                          [--dim NAME=N] [--compare onnxruntime] [--json]
     webinfer serve [--host 127.0.0.1] [--port 8000] [--models DIR] [--dist DIR]
+    webinfer quantize MODEL OUT --mode int8|int4|fp16 [--block-size 32] [--no-check] [--json]
 """
 
 from __future__ import annotations
@@ -185,6 +186,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import compare, describe_size, quantize_model
+
+    data = Path(args.model).read_bytes()
+    changed: list[str] = []
+    try:
+        out = quantize_model(data, args.mode, args.block_size, changed)
+    except ValueError as e:
+        raise SystemExit(f"webinfer quantize: {e}") from e
+    Path(args.out).write_bytes(out)
+    agreement = [] if args.no_check else compare(data, out)
+    if args.json:
+        print(json.dumps({"mode": args.mode, "bytes_before": len(data), "bytes_after": len(out),
+                          "weights_changed": changed, "outputs": [vars(a) for a in agreement]}, indent=2))
+        return 0
+    print(f"{args.mode}: {describe_size(len(data), len(out))} -> {args.out}")
+    if changed:
+        print(f"  {len(changed)} weight tensors rewritten")
+    else:
+        print("  no weights to rewrite in this mode (int4 takes MatMul weights only; every mode skips 1-D tensors "
+              "and those under 1,024 values)")
+    for a in agreement:
+        top1 = "" if a.top1 is None else f", top-1 agreement {a.top1:.1%}"
+        print(f"  output '{a.name}' vs float32 (random inputs): cosine min {a.cosine_min:.5f} "
+              f"mean {a.cosine_mean:.5f}{top1}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="webinfer", description="ONNX inference with numpy and WebGPU kernels")
     p.add_argument("--version", action="version", version=f"webinfer {__version__}")
@@ -223,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="directory served at /models/ (default: the bundle's models/)")
     serve.add_argument("--dist", help="the bundle built by build_wasm.py (default: web/dist of this checkout)")
     serve.set_defaults(func=cmd_serve)
+
+    quant = sub.add_parser("quantize", help="write a smaller model (int8, int4 or fp16 weights) and report "
+                                            "its size and accuracy against the float32 one")
+    quant.add_argument("model")
+    quant.add_argument("out")
+    quant.add_argument("--mode", required=True, choices=["int8", "int4", "fp16"],
+                       help="int8: per-channel weights + DequantizeLinear; int4: MatMul weights as "
+                            "com.microsoft.MatMulNBits; fp16: float16 weights + Cast (computes in float32)")
+    quant.add_argument("--block-size", type=int, default=32, help="int4 block length along K (default 32)")
+    quant.add_argument("--no-check", action="store_true", help="skip the accuracy comparison")
+    quant.add_argument("--json", action="store_true")
+    quant.set_defaults(func=cmd_quantize)
     return p
 
 

@@ -83,6 +83,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import DTypeLike
 
 from .. import blas, dtypes, gemm as cpu_gemm, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
@@ -255,7 +256,7 @@ _SCRATCH = threading.local()
 _SCRATCH_MAX_BYTES = 16 << 20
 
 
-def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def scratch(slot: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     """An uninitialised work buffer that is reused across calls (one per thread and slot).
 
     A fresh large array is a fresh mapping from the OS, zero-filled page by
@@ -345,6 +346,10 @@ _CHUNK_MIN_CELLS = 512
 #: output cells: the epilogue then finds its block in cache, and its rows are long enough for
 #: numpy (which is 2-4x slower per element on rows of a few hundred cells than on one long run).
 _POINTWISE_MIN_CELLS = 4096
+#: 1x1 convs accumulate into an output holding their bias or residual (`_pointwise_accumulated`) only
+#: above this many output bytes: below, the output stays in cache and the ctypes call's fixed cost is
+#: more than numpy's bias and residual passes.
+_ACCUMULATE_MIN_BYTES = 256 << 10
 
 
 def _pointwise_dims(x: np.ndarray, w: ConvWeights) -> tuple[np.ndarray, int, int, int, int, int, int]:
@@ -362,15 +367,24 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     Big outputs (large images, few channels) are computed in blocks of
     output cells, each finished (bias, residual, activation) while in cache.
     `consume`: the residual's buffer may become the output.
+    `_pointwise_accumulated` (BLAS accumulating into an output holding the
+    bias or the residual) saves passes that matter only on outputs out of
+    cache (a ResNet's): outputs up to _ACCUMULATE_MIN_BYTES (a MobileNet's)
+    go through numpy's matmul, whose call costs 5-10 us less than the
+    ctypes one, then the bias and residual passes in cache; without a
+    residual, an expansion with a folded bias takes it through a ones row
+    on its (smaller) input.  MobileNetV3-small takes ~3% less CPU time so.
     """
     mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     every = slice(None)
     ones_row = w.folded and groups * mg > c  # a ones row on the input costs less than a bias pass on the output
     cells = max(_POINTWISE_MIN_CELLS, _CHUNK_BYTES // (groups * mg * mat.dtype.itemsize))
-    chunked = groups * mg * p * mat.dtype.itemsize > _CHUNK_ABOVE_BYTES and p >= 2 * cells
+    out_bytes = groups * mg * p * mat.dtype.itemsize
+    chunked = out_bytes > _CHUNK_ABOVE_BYTES and p >= 2 * cells
     bias = w.bias if w.folded else epilogue.bias
-    if blas.available() and (consume and residual is not None and residual.flags.c_contiguous
-                             or residual is None and bias is not None and not chunked):
+    if blas.available() and n * out_bytes > _ACCUMULATE_MIN_BYTES and (
+            consume and residual is not None and residual.flags.c_contiguous
+            or residual is None and bias is not None and not chunked and not ones_row):
         return _pointwise_accumulated(x, w, bias, epilogue.act, residual)
     y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
     ym = y.reshape(n, groups * mg, p)
@@ -765,9 +779,9 @@ def winograd_pays(c: int, m: int, out: Sequence[Dim]) -> bool:
     few tiles (7x7 maps) to reading the transformed weights, 16/9 of W, for
     too few columns.  Unknown sizes count as paying.
     """
-    if not all(isinstance(o, int) for o in out):
-        return winograd_channels(c, m)
     oh, ow = out
+    if not isinstance(oh, int) or not isinstance(ow, int):
+        return winograd_channels(c, m)
     tiles = -(-oh // 2) * (-(-ow // 2) + 1)
     return winograd_channels(c, m) and tiles >= _WINO_MIN_TILES_PER_IMAGE and m * c * oh * ow >= _WINO_MIN_WORK
 
@@ -1018,6 +1032,10 @@ _BAND_MAX_WIDTH = 128
 #: ...over blocks of at most this many output columns: a band does (block's input columns) / kw
 #: multiplies per useful one, so wide maps are cut into blocks (stride 2, 3x3: 29 / 3, not 112 / 3).
 _BAND_BLOCK = 16
+#: Padded inputs at most this wide are zeroed whole before the band engine copies X in: their side
+#: margins, one short strided run per channel and row, cost 2-4x more to zero alone (MobileNetV3's
+#: 14x14 maps: 23 vs 6 us); wider rows zero just the margins.
+_BAND_FILL_MAX_WIDTH = 40
 
 
 def _band(w: np.ndarray, bias: np.ndarray | None, g: Geometry, block: int, span: int) -> np.ndarray:
@@ -1063,10 +1081,13 @@ def _depthwise_band(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
         band = w.bands[g] = _band(w.depthwise, w.bias, g, block, span)
     padded_w = max((blocks * block - 1) * sw + (kw - 1) * dw + 1, left + width)
     rows = scratch("conv.input", (n, c, h + top + g.end[0], padded_w), band.dtype)
-    rows[:, :, :top] = 0
-    rows[:, :, top + h:] = 0
-    rows[:, :, top:top + h, :left] = 0
-    rows[:, :, top:top + h, left + width:] = 0
+    if padded_w <= _BAND_FILL_MAX_WIDTH:
+        rows.fill(0)
+    else:
+        rows[:, :, :top] = 0
+        rows[:, :, top + h:] = 0
+        rows[:, :, top:top + h, :left] = 0
+        rows[:, :, top:top + h, left + width:] = 0
     rows[:, :, top:top + h, left:left + width] = x
     st = rows.strides
     win = as_strided(rows, (n, c, ho, blocks, kh, span),
@@ -1230,8 +1251,9 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS \
             and math.prod(g.kernel) >= _EINSUM_MIN_TAPS and math.prod(g.out) <= _EINSUM_MAX_CELLS:
         y = _depthwise_einsum(x, w, g)
-        if bias is not None or w.bias is not None:
-            y += (w.bias if w.bias is not None else bias).reshape(-1, 1, 1)
+        b_all = w.bias if w.bias is not None else bias
+        if b_all is not None:
+            y += b_all.reshape(-1, 1, 1)
         if residual is not None:
             y += residual
         if act is not None:
@@ -1267,7 +1289,7 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
         return _wasm_im2col_conv(x, w, g, Epilogue(bias, act), res)
     if takes_gather(x.shape, w, g):
         return _gather_conv(x, w, g, Epilogue(bias, act), res)
-    if winograd:
+    if winograd and w.winograd is not None:
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
 
@@ -1335,7 +1357,8 @@ def _conv_shape(ctx: InferContext, x: Shape | None, w: Shape | None, group: int)
 def _conv_rule(ctx: InferContext) -> list[Type | None]:
     shape = _conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx))
     if ctx.has(2):
-        _check_bias(ctx, ctx.shape(2), ctx.shape(1)[0] if ctx.shape(1) else None)
+        ws = ctx.shape(1)
+        _check_bias(ctx, ctx.shape(2), ws[0] if ws else None)
     if ctx.has(3):  # webinfer's fused residual (module docstring)
         z = ctx.shape(3)
         if z is not None and shape is not None and (len(z) != len(shape) or not all(
@@ -1388,12 +1411,11 @@ def conv(ctx: OpContext) -> Kernel:
     def compute(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None,
                 consume: bool) -> tuple[np.ndarray]:
         if direct and z is None and x.dtype == cdt:
-            small = smalls.get(x.shape, False)
-            if small is False:
+            if x.shape not in smalls:
                 assert packed is not None
-                g = _conv_geometry(ctx, win, x, packed.shape, group)
-                small = smalls[x.shape] = SmallConv(x.shape, packed, g, act) if takes_gather(x.shape, packed, g) \
-                    else None
+                geo = _conv_geometry(ctx, win, x, packed.shape, group)
+                smalls[x.shape] = SmallConv(x.shape, packed, geo, act) if takes_gather(x.shape, packed, geo) else None
+            small = smalls[x.shape]
             if small is not None:
                 return (small(x),)
         dt = compute_dtype(x.dtype)
@@ -1677,7 +1699,7 @@ def conv_transpose(ctx: OpContext) -> Kernel:
         p = math.prod(spatial)
         xc = x.astype(dt, copy=False)
         cols = scratch("conv.cols", (group, mg * math.prod(kernel), p), dt)
-        y = np.empty((n, m) + tuple(out), dt)  # type: ignore[arg-type]
+        y = np.empty((n, m) + tuple(out), dt)
         col2im = _TransposeScatter(kernel, strides, dilations, spatial, tuple(begin),
                                    tuple(out))  # type: ignore[arg-type]
         for i in range(n):

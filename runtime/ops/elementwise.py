@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import dtypes, wasm_kernels, wasm_ops
-from ..ir import AttrMixin, Dim
+from ..ir import AttrMixin, Dim, Type
 from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
                       same_as_input, tensor)
 from .registry import OpContext, register
@@ -163,12 +163,22 @@ def softplus(x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ fused activations
 
 #: An activation applied in place to a kernel's fresh output (the epilogue of Conv, ConvTranspose and
-#: FusedMatMul), so it costs no extra tensor.
-Activation = Callable[[np.ndarray], None]
+#: FusedMatMul), so it costs no extra tensor.  What it returns is ignored (numpy's `out=` calls return `y`).
+Activation = Callable[[np.ndarray], object]
+
+
+#: Float arrays from this size up are rectified by a clip (see `_relu_`).
+_RELU_CLIP_MIN_SIZE = 8192
 
 
 def _relu_(y: np.ndarray) -> None:
-    np.maximum(y, 0, out=y)
+    """max(y, 0) in place; on big float arrays as a clip, which numpy vectorises where its maximum is not
+    (3x faster on a CNN's feature maps), with the same values (NaN stays NaN).  np.clip's Python wrapper
+    costs ~1.5 us more per call, which small arrays (per-chunk audio models) do not win back."""
+    if y.dtype.kind == "f" and y.size >= _RELU_CLIP_MIN_SIZE:
+        np.clip(y, 0, np.inf, out=y)
+    else:
+        np.maximum(y, 0, out=y)
 
 
 def _tanh_(y: np.ndarray) -> None:
@@ -209,10 +219,27 @@ def _logistic_of_negated_(y: np.ndarray) -> None:
 
 
 def _hardswish_(y: np.ndarray) -> None:
-    t = y * (1.0 / 6.0)
-    t += 0.5
-    np.clip(t, 0, 1, out=t)
-    y *= t
+    """y * clip(y / 6 + 0.5, 0, 1) in place, block by block through the thread's float32 work buffer.
+
+    No temporary the size of y (a MobileNet stem's 800 KB): the block
+    stays in cache, and no allocation can fault its pages in again when
+    glibc has handed them back to the OS (which made a stem conv called in
+    a loop 2.5x slower; within a model run the gain is ~1%).
+    """
+    if y.dtype != np.float32 or not y.flags.c_contiguous:
+        t = y * (1.0 / 6.0)
+        t += 0.5
+        np.clip(t, 0, 1, out=t)
+        y *= t
+        return
+    flat = y.reshape(-1)
+    for start in range(0, flat.size, _BLOCK):
+        part = flat[start:start + _BLOCK]
+        t = _blocks(part.size)[0]
+        np.multiply(part, np.float32(1.0 / 6.0), out=t)
+        t += np.float32(0.5)
+        np.clip(t, 0, 1, out=t)
+        part *= t
 
 
 def _clip_(lo: float, hi: float) -> Activation:
@@ -401,11 +428,11 @@ def _unary_kernel(spec: Unary) -> Callable[[OpContext], Any]:
     return build
 
 
-def _unary_rule(out_elem: int | None):
+def _unary_rule(out_elem: int | None) -> Callable[[InferContext], list[Type | None]]:
     if out_elem is None:
         return same_as_input
 
-    def rule(ctx: InferContext) -> list:
+    def rule(ctx: InferContext) -> list[Type | None]:
         return [tensor(out_elem, ctx.shape(0))]
 
     return rule
@@ -594,7 +621,7 @@ def _sym_broadcast(values: list[SymInts]) -> tuple[list[tuple[Dim, ...]], bool] 
     return [v.dims if len(v.dims) == n else v.dims * n for v in values], all(v.scalar for v in values)
 
 
-def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list]:
+def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list[Type | None]]:
     base, fn = broadcast_rule(out_elem), _SYM_BINARY[name]
 
     def rule(ctx: InferContext) -> list:
@@ -611,6 +638,7 @@ def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext]
 
 
 for _name, _bspec in BINARY.items():
+    _rule: Callable[[InferContext], list[Type | None]]
     if _name == "PRelu":  # the slope broadcasts onto X (unidirectionally): Y has X's shape
         _rule = same_as_input
     elif _name in _SYM_BINARY:
