@@ -1,6 +1,6 @@
 """webinfer (Pyodide) next to onnxruntime-web in the same Chromium, on the same models and inputs.
 
-    python benchmarks/bench_browser.py [--models ppocr minilm128 mobilenetv3] [--runs 5] [--warmup 1]
+    python benchmarks/bench_browser.py [--models ppocr minilm128 mobilenetv3] [--runs 5] [--warmup 5]
                                        [--gpu-runs 2] [--gpu-warmup 0] [--ort-threads 1 default]
                                        [--node] [--node-warmup 8] [--timeout 300] [--cold 1] [--json]
 
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=5,
+                   help="warm-up runs after the first (onnxruntime-web's large module tiers up over several)")
     p.add_argument("--gpu-runs", type=int, default=2, help="timed runs of the webgpu rows (SwiftShader is slow)")
     p.add_argument("--gpu-warmup", type=int, default=0, help="warm-up runs of the webgpu rows, after the first run")
     p.add_argument("--ort-threads", nargs="+", default=["1", "default"],
