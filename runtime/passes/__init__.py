@@ -1,4 +1,4 @@
-"""Graph -> Graph rewrites, each testable alone: inline, fold, cleanup, fuse."""
+"""Graph -> Graph rewrites, each testable alone: inline, fold, layout, cleanup, fuse."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..shapes import GraphTypes
 from .cleanup import remove_dead, remove_identities
 from .fold import fold_constants
 from .fuse import fuse
+from .layout import sink_transposes
 
 #: onnxruntime's optimization levels where webinfer's rewrites start: folding and cleanup, then fusion.
 BASIC, EXTENDED = 1, 2
@@ -30,7 +31,8 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
     """
     if level < BASIC:
         return graph, types, opsets
-    graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
+    graph = fold_constants(graph, opsets, registry, types, build)
+    graph = remove_dead(remove_identities(sink_transposes(graph)))
     if level >= EXTENDED:
         graph, added = fuse(graph, types)
         opsets = {**added, **opsets}

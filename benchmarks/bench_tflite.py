@@ -1,0 +1,113 @@
+"""webinfer cpu vs ai-edge-litert (LiteRT) on MediaPipe's .tflite models, 1 thread, same process.
+
+    python benchmarks/bench_tflite.py [--runs 15] [--models face_detection_short_range ...] [--json]
+
+One row per model: median latency of each runtime (runs alternate between
+the two, so load drift on a shared machine hits both alike), the ratio
+webinfer/LiteRT of the medians, and the Transposes: how many the
+translated graph has (a pair around every NHWC conv/pool/resize island),
+how many are left in the plan after the layout pass
+(runtime/passes/layout.py), and their share of webinfer's run time (from
+one profiled run).  The last line gives the median ratio (target, issue 13:
+<= 2.0).  Models are built by tools/models.py (`mediapipe`) into the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+import models as model_builder  # noqa: E402  (tools/models.py)
+
+import webinfer  # noqa: E402
+from webinfer.bench import session_options  # noqa: E402
+from webinfer.loader import load_model  # noqa: E402
+
+#: LiteRT cannot run face_landmark_with_attention (three MediaPipe custom ops it lacks), nor can webinfer.
+SKIPPED = {"face_landmark_with_attention"}
+
+
+def _feed(session: Any) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {i.name: rng.uniform(-1, 1, [d or 1 for d in i.shape]).astype(np.float32) for i in session.get_inputs()}
+
+
+def bench(path: Path, runs: int) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    ours = webinfer.InferenceSession(str(path), sess_options=session_options(1), providers=["CPUExecutionProvider"])
+    feed = _feed(ours)
+    lite = Interpreter(model_path=str(path), num_threads=1)
+    lite.allocate_tensors()
+    inputs = {d["name"]: d["index"] for d in lite.get_input_details()}
+
+    def run_lite() -> None:
+        for name, value in feed.items():
+            lite.set_tensor(inputs[name], value)
+        lite.invoke()
+
+    for _ in range(2):
+        ours.run(None, feed)
+        run_lite()
+    t_ours, t_lite = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ours.run(None, feed)
+        t1 = time.perf_counter()
+        run_lite()
+        t2 = time.perf_counter()
+        t_ours.append((t1 - t0) * 1e3)
+        t_lite.append((t2 - t1) * 1e3)
+    options = session_options(1)
+    options.enable_profiling = True
+    profiled = webinfer.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    profiled.run(None, feed)
+    profiled.run(None, feed)
+    profile = profiled.last_profile
+    assert profile is not None
+    total = sum(profile.op_ms.values()) or 1.0
+    planned = len(_transposes(profile))
+    loaded = sum(1 for n in load_model(str(path)).graph.nodes if n.op_type == "Transpose")
+    med_ours, med_lite = statistics.median(t_ours), statistics.median(t_lite)
+    return {"model": path.stem, "webinfer_ms": med_ours, "litert_ms": med_lite, "ratio": med_ours / med_lite,
+            "transposes_loaded": loaded, "transposes_planned": planned,
+            "transpose_share": profile.op_ms.get("Transpose", 0.0) / total}
+
+
+def _transposes(profile: Any) -> set[str]:
+    """Names of the Transpose nodes a profiled run executed."""
+    return {e[0] for e in (profile.events or []) if e[1] == "Transpose"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--models", nargs="*", help="model names (file stems); default: all LiteRT runs")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    paths = [p for p in model_builder.build_mediapipe(model_builder.cache_dir())
+             if p.stem not in SKIPPED and (not args.models or p.stem in args.models)]
+    rows = [bench(p, args.runs) for p in paths]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'model':36} {'webinfer ms':>11} {'litert ms':>10} {'ratio':>6} {'T loaded':>8} {'T plan':>6} "
+          f"{'T share':>7}")
+    for r in rows:
+        print(f"{r['model']:36} {r['webinfer_ms']:11.2f} {r['litert_ms']:10.2f} {r['ratio']:6.2f} "
+              f"{r['transposes_loaded']:8d} {r['transposes_planned']:6d} {r['transpose_share']:7.1%}")
+    print(f"median ratio webinfer/litert (1 thread): {statistics.median(r['ratio'] for r in rows):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
