@@ -103,6 +103,8 @@ class _Translator:
         self._nchw: dict[int, str] = {}
         self._pending: list[Node] = []
         self.label = ""
+        #: The first output tensor of the operator being translated: what its nodes are named after.
+        self.base = ""
 
     # ------------------------------------------------------------ tensors
 
@@ -209,11 +211,11 @@ class _Translator:
         if not t.quantized:
             self._float[i] = self.name(i)
             return self.name(i)
+        # Readers dequantize the stored integers (fval), so they see the rounding and saturation LiteRT does.
         tmp = self.fresh(f"{t.name}_float")
         scale, zp = self._qparams(t)
         self._pending.append(Node("QuantizeLinear", [tmp, scale, zp], [self.name(i)], self._qaxis(t),
                                   name=f"{t.name}_quantize"))
-        self._float[i] = tmp
         return tmp
 
     def _qparams(self, t: _TensorInfo) -> tuple[str, str]:
@@ -237,7 +239,7 @@ class _Translator:
 
     def emit(self, op: str, inputs: list[str], out: str | None = None, base: str = "", **attrs: Any) -> str:
         """Append one node; returns its output (a fresh name unless `out` is given)."""
-        out = out or self.fresh(base or f"{self.label}_{op}")
+        out = out or self.fresh(base or f"{self.base}/{op}")
         self.nodes.append(Node(op, inputs, [out], attrs, name=out))
         return out
 
@@ -303,7 +305,11 @@ class _Translator:
             opts = op.table(S.OPERATOR_OPTIONS, "builtin_options")
         if not outs:
             raise ModelLoadError(f"malformed TFLite model: {self.label} has no outputs")
-        rule(self, ins, outs, opts)
+        self.base = first
+        try:
+            rule(self, ins, outs, opts)
+        except IndexError:
+            raise ModelLoadError(f"malformed TFLite model: {self.label} has too few inputs ({len(ins)})") from None
         self.nodes.extend(self._pending)
         self._pending.clear()
 
@@ -317,6 +323,10 @@ class _Translator:
         block_map = sp.ints(S.SPARSITY_BLOCK_MAP, "block_map")
         metas = sp.tables(S.SPARSITY_DIM_METADATA, "dim_metadata")
         rank = len(t.shape)
+        dense_bytes = int(np.prod(t.shape, dtype=np.float64)) * values.dtype.itemsize
+        if any(d < 0 for d in t.shape) or dense_bytes > max(64 * self.buf.size, 1 << 20):
+            raise ModelLoadError(f"malformed TFLite model: sparse tensor {t.describe()} would densify to "
+                                 f"{dense_bytes} bytes, more than 64x the {self.buf.size}-byte file")
         if len(order) != len(metas) or len(order) < rank or sorted(order) != list(range(len(order))):
             raise ModelLoadError(f"malformed TFLite model: tensor {t.describe()} has inconsistent sparsity metadata")
         block_sizes = []
@@ -339,6 +349,8 @@ class _Translator:
         parents = np.zeros(1, np.int64)
         for size, seg, ind in levels:
             if seg is None:
+                if size < 0 or len(parents) * size > dense_bytes:
+                    raise ModelLoadError(f"malformed TFLite model: tensor {t.describe()} dense level of size {size}")
                 child = np.arange(size, dtype=np.int64)
                 coords = np.concatenate([np.repeat(coords, size, 0), np.tile(child, len(coords))[:, None]], 1)
                 parents = (np.repeat(parents, size) * size + np.tile(child, len(parents)))
