@@ -49,7 +49,7 @@ def read_tflite(data: bytes | bytearray | memoryview) -> Model:
     if not subgraphs:
         raise ModelLoadError("malformed TFLite model: it has no subgraph")
     graph = _Translator(buf, root, subgraphs[0]).graph()
-    return Model(graph=graph, opsets={"": OPSET}, producer="tflite",
+    return Model(graph=graph, opsets={"": OPSET}, producer="TFLite",
                  producer_version=str(root.scalar(S.MODEL_VERSION, "I", 0)),
                  doc=root.string(S.MODEL_DESCRIPTION, "description"))
 
@@ -256,6 +256,13 @@ class _Translator:
         if code == 4:
             return self.emit("Tanh", [y], out)
         raise UnsupportedOpError(f"{self.label}: fused activation {S.ACTIVATIONS.get(code, code)} is not supported")
+
+    def emit_act(self, op: str, inputs: list[str], i: int, act: int, **attrs: Any) -> None:
+        """`op` then fused activation `act`, written to tensor `i` (no Identity when there is none)."""
+        if act == 0:
+            self.emit(op, inputs, self.fout(i), **attrs)
+        else:
+            self.activation(self.emit(op, inputs, **attrs), act, self.fout(i))
 
     def to_nhwc(self, y: str, i: int, act: int = 0) -> None:
         """Write NCHW result `y` (after fused activation `act`) to NHWC tensor `i`."""
@@ -553,19 +560,18 @@ def _fc(tr: _Translator, ins: list[int], outs: list[int], o: Table | None) -> No
     args = [x, tr.fval(ins[1])]
     if len(ins) > 2 and ins[2] >= 0:
         args.append(tr.fval(ins[2]))
-    y = tr.activation(tr.emit("Gemm", args, transB=1), int(_opt(o, 0, "b", 0)))
     out_shape = tr.tensor(outs[0]).shape
-    if len(out_shape) != 2:
-        tr.emit("Reshape", [y, tr.add_init("fc_out_shape", np.array(out_shape, np.int64))], tr.fout(outs[0]))
-    else:
-        tr.emit("Identity", [y], tr.fout(outs[0]))
+    if len(out_shape) == 2:
+        tr.emit_act("Gemm", args, outs[0], int(_opt(o, 0, "b", 0)), transB=1)
+        return
+    y = tr.activation(tr.emit("Gemm", args, transB=1), int(_opt(o, 0, "b", 0)))
+    tr.emit("Reshape", [y, tr.add_init("fc_out_shape", np.array(out_shape, np.int64))], tr.fout(outs[0]))
 
 
 def _binary(onnx_op: str, act_slot: int | None = 0) -> Rule:
     def rule(tr: _Translator, ins: list[int], outs: list[int], o: Table | None) -> None:
-        y = tr.emit(onnx_op, [tr.fval(ins[0]), tr.fval(ins[1])])
         act = int(_opt(o, act_slot, "b", 0)) if act_slot is not None else 0
-        tr.activation(y, act, tr.fout(outs[0]))
+        tr.emit_act(onnx_op, [tr.fval(ins[0]), tr.fval(ins[1])], outs[0], act)
     return rule
 
 
@@ -683,8 +689,8 @@ def _expand_dims(tr: _Translator, ins: list[int], outs: list[int], o: Table | No
 def _concat(tr: _Translator, ins: list[int], outs: list[int], o: Table | None) -> None:
     axis = int(_opt(o, 0, "i", 0))
     rank = len(tr.tensor(outs[0]).shape)
-    y = tr.emit("Concat", [tr.fval(i) for i in ins], axis=axis + rank if axis < 0 else axis)
-    tr.activation(y, int(_opt(o, 1, "b", 0)), tr.fout(outs[0]))
+    tr.emit_act("Concat", [tr.fval(i) for i in ins], outs[0], int(_opt(o, 1, "b", 0)),
+                axis=axis + rank if axis < 0 else axis)
 
 
 @builtin("TRANSPOSE")
@@ -716,15 +722,15 @@ def _strided_slice(tr: _Translator, ins: list[int], outs: list[int], o: Table | 
             e = big if s > 0 else -big
         starts.append(b)
         ends.append(e)
-    y = tr.emit("Slice", [tr.fval(ins[0]), tr.add_init("starts", np.array(starts, np.int64)),
-                          tr.add_init("ends", np.array(ends, np.int64)),
-                          tr.add_init("axes", np.arange(len(starts), dtype=np.int64)),
-                          tr.add_init("steps", np.array(strides, np.int64))])
-    if shrink:
-        axes = [a for a in range(len(starts)) if shrink >> a & 1]
-        tr.emit("Squeeze", [y, tr.add_init("squeeze_axes", np.array(axes, np.int64))], tr.fout(outs[0]))
-    else:
-        tr.emit("Identity", [y], tr.fout(outs[0]))
+    args = [tr.fval(ins[0]), tr.add_init("starts", np.array(starts, np.int64)),
+            tr.add_init("ends", np.array(ends, np.int64)), tr.add_init("axes", np.arange(len(starts), dtype=np.int64)),
+            tr.add_init("steps", np.array(strides, np.int64))]
+    if not shrink:
+        tr.emit("Slice", args, tr.fout(outs[0]))
+        return
+    axes = [a for a in range(len(starts)) if shrink >> a & 1]
+    tr.emit("Squeeze", [tr.emit("Slice", args), tr.add_init("squeeze_axes", np.array(axes, np.int64))],
+            tr.fout(outs[0]))
 
 
 @builtin("SLICE")

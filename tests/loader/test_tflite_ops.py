@@ -264,3 +264,20 @@ def test_detected_by_content_not_extension(tmp_path: Any) -> None:
     session = webinfer.InferenceSession(str(path))
     x = np.array([[-1, 2, -3, 4]], F32)
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.maximum(x, 0))
+
+
+def test_cli_info_reads_tflite(tmp_path: Any, capsys: Any) -> None:
+    """`webinfer info` describes a .tflite file: its own NHWC interface and the ONNX ops it maps onto."""
+    import json
+
+    from webinfer.cli import main
+    consts = {"w": weights(RNG, 6, 3, 3, 4), "b": weights(RNG, 6)}
+    path = tmp_path / "conv.tflite"
+    path.write_bytes(build(one_op("CONV_2D", [1, 9, 9, 4], [1, 9, 9, 6], consts,
+                                  options("Conv2DOptions", padding=SAME, strideW=1, strideH=1,
+                                          fusedActivationFunction=RELU))))
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["inputs"][0]["shape"] == [1, 9, 9, 4] and info["outputs"][0]["shape"] == [1, 9, 9, 6]
+    assert info["op_histogram"] == {"Transpose": 2, "Conv": 1, "Relu": 1}
+    assert info["parameters"] == 6 * 3 * 3 * 4 + 6
