@@ -33,6 +33,8 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
         return graph, types, opsets
     graph = fold_constants(graph, opsets, registry, types, build)
     graph = remove_dead(remove_identities(sink_transposes(graph)))
+    if level >= EXTENDED and any(o not in types.types for n in graph.nodes for o in n.outputs if o):
+        types = infer(graph, opsets)  # the layout pass named new values; fusion rules read their shapes
     if level >= EXTENDED:
         graph, added = fuse(graph, types)
         opsets = {**added, **opsets}
