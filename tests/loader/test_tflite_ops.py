@@ -281,3 +281,29 @@ def test_cli_info_reads_tflite(tmp_path: Any, capsys: Any) -> None:
     assert info["inputs"][0]["shape"] == [1, 9, 9, 4] and info["outputs"][0]["shape"] == [1, 9, 9, 6]
     assert info["op_histogram"] == {"Transpose": 2, "Conv": 1, "Relu": 1}
     assert info["parameters"] == 6 * 3 * 3 * 4 + 6
+
+
+def test_more_mobile_ops() -> None:
+    """Ops of mobile classification/detection models beyond MediaPipe's set."""
+    check(one_op("SQUEEZE", [1, 4, 1, 3], [4, 3], opts=options("SqueezeOptions", squeezeDims=[0, 2])))
+    check(one_op("EXPAND_DIMS", [4, 3], [4, 1, 3], {"axis": np.array([1], np.int32)}))
+    check(one_op("SLICE", [3, 5, 4], [2, 3, 4], {"begin": np.array([1, 2, 0], np.int32),
+                                                 "size": np.array([-1, 3, -1], np.int32)}))
+    check(one_op("GATHER", [5, 4], [3, 4], {"idx": np.array([4, 0, 2], np.int32)}, options("GatherOptions", axis=0)))
+    check(one_op("ABS", [2, 3], [2, 3]))
+    check(one_op("MAXIMUM", [2, 3, 4], [2, 3, 4], {"m": np.float32([0.1, -0.2, 0.3, 0.0])}))
+    check(one_op("DIV", [2, 3, 4], [2, 3, 4], {"d": np.float32([1.5, -2.0, 3.0, 0.5])}, options("DivOptions")))
+    check(one_op("SQUARED_DIFFERENCE", [2, 3, 4], [2, 3, 4], {"m": np.float32([0.1, -0.2, 0.3, 0.0])}))
+    spec = Spec({"a": ([2, 3], F32), "b": ([2, 3], F32)}, {"y": ([2, 2, 3], F32)},
+                [Op("PACK", ["a", "b"], ["y"], options("PackOptions", valuesCount=2, axis=1))])
+    check(spec)
+    argmax = Spec({"x": ([2, 5], F32)}, {"y": ([2], np.int32)},
+                  [Op("ARG_MAX", ["x", "axis"], ["y"], options("ArgMaxOptions", outputType=2))],
+                  {"axis": np.array([1], np.int32)})
+    check(argmax)
+
+
+def test_rsqrt_on_positive_inputs() -> None:
+    spec = Spec({"x": ([2, 3], F32)}, {"y": ([2, 3], F32)},
+                [Op("ABS", ["x"], ["p"]), Op("RSQRT", ["p"], ["y"])], intermediates={"p": ([2, 3], F32)})
+    check(spec)
