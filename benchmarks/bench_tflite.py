@@ -4,7 +4,9 @@
 
 One row per model: median latency of each runtime (runs alternate between
 the two, so load drift on a shared machine hits both alike), the ratio
-webinfer/LiteRT of the medians, and the Transposes: how many the
+webinfer/LiteRT of the medians, the same for the calling thread's CPU time
+(both run in the calling thread at 1 thread; CPU time leaves out the waits
+for a core that wall time counts on a loaded machine), and the Transposes: how many the
 translated graph has (a pair around every NHWC conv/pool/resize island),
 how many are left in the plan after the layout pass
 (runtime/passes/layout.py), and their share of webinfer's run time (from
@@ -58,15 +60,17 @@ def bench(path: Path, runs: int) -> dict[str, Any]:
     for _ in range(2):
         ours.run(None, feed)
         run_lite()
-    t_ours, t_lite = [], []
+    t_ours, t_lite, c_ours, c_lite = [], [], [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         ours.run(None, feed)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         run_lite()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.thread_time()
         t_ours.append((t1 - t0) * 1e3)
         t_lite.append((t2 - t1) * 1e3)
+        c_ours.append((c1 - c0) * 1e3)
+        c_lite.append((c2 - c1) * 1e3)
     options = session_options(1)
     options.enable_profiling = True
     profiled = webinfer.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -78,7 +82,9 @@ def bench(path: Path, runs: int) -> dict[str, Any]:
     planned = len(_transposes(profile))
     loaded = sum(1 for n in load_model(str(path)).graph.nodes if n.op_type == "Transpose")
     med_ours, med_lite = statistics.median(t_ours), statistics.median(t_lite)
+    cpu_ours, cpu_lite = statistics.median(c_ours), statistics.median(c_lite)
     return {"model": path.stem, "webinfer_ms": med_ours, "litert_ms": med_lite, "ratio": med_ours / med_lite,
+            "webinfer_cpu_ms": cpu_ours, "litert_cpu_ms": cpu_lite, "cpu_ratio": cpu_ours / cpu_lite,
             "transposes_loaded": loaded, "transposes_planned": planned,
             "transpose_share": profile.op_ms.get("Transpose", 0.0) / total}
 
@@ -100,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'model':36} {'webinfer ms':>11} {'litert ms':>10} {'ratio':>6} {'T loaded':>8} {'T plan':>6} "
-          f"{'T share':>7}")
+    print(f"{'model':32} {'webinfer ms':>11} {'litert ms':>9} {'ratio':>6} {'cpu ms':>7} {'cpu ms':>7} "
+          f"{'cpu ratio':>9} {'T loaded':>8} {'T plan':>6} {'T share':>7}")
     for r in rows:
-        print(f"{r['model']:36} {r['webinfer_ms']:11.2f} {r['litert_ms']:10.2f} {r['ratio']:6.2f} "
+        print(f"{r['model']:32} {r['webinfer_ms']:11.2f} {r['litert_ms']:9.2f} {r['ratio']:6.2f} "
+              f"{r['webinfer_cpu_ms']:7.2f} {r['litert_cpu_ms']:7.2f} {r['cpu_ratio']:9.2f} "
               f"{r['transposes_loaded']:8d} {r['transposes_planned']:6d} {r['transpose_share']:7.1%}")
-    print(f"median ratio webinfer/litert (1 thread): {statistics.median(r['ratio'] for r in rows):.2f}")
+    print(f"median ratio webinfer/litert (1 thread): wall {statistics.median(r['ratio'] for r in rows):.2f}, "
+          f"thread cpu time {statistics.median(r['cpu_ratio'] for r in rows):.2f}")
     return 0
 
 
