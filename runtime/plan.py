@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import UnsupportedOpError
 from .ir import Graph, Node, Tensor, TensorType, Type, node_subgraphs
-from .ops.registry import Kernel, OpContext, OpDef, Registry, consuming
+from .ops.registry import AsyncKernel, Kernel, OpContext, OpDef, Registry, consuming
 from .shapes import GraphTypes, infer_graph
 
 
@@ -43,7 +43,7 @@ class Device(Protocol):
 
 @dataclass(slots=True)
 class Step:
-    fn: Kernel
+    fn: Kernel | AsyncKernel
     ins: tuple[int, ...]
     outs: tuple[int, ...]
     free: tuple[int, ...]
@@ -261,14 +261,14 @@ class SubPlan:
         return [self.plan.types.types.get(n) for n in self.plan.output_names]
 
 
-def _downloader(device: Device) -> Kernel:
+def _downloader(device: Device) -> AsyncKernel:
     async def download(x: Any) -> tuple[Any]:
         return (await device.download(x),)
 
     return download
 
 
-def _batch_downloader(device: Any) -> Kernel:
+def _batch_downloader(device: Any) -> AsyncKernel:
     async def download(*xs: Any) -> list[Any]:
         return await device.download_many(xs)
 

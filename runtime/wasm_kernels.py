@@ -62,9 +62,9 @@ def _imports() -> Any:
 
     `resolveGlobalSymbol` is Pyodide-internal (pinned to 0.27.7 by build_wasm.py; the browser tests cover it).
     """
-    import js  # type: ignore[import-not-found]
-    import pyodide_js  # type: ignore[import-not-found]
-    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+    import js
+    import pyodide_js
+    from pyodide.ffi import to_js
 
     memory = pyodide_js._module.resolveGlobalSymbol("memory").sym
     return to_js({"env": {"memory": memory}}, dict_converter=js.Object.fromEntries)
@@ -72,8 +72,8 @@ def _imports() -> Any:
 
 def _candidates(variants: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     """(variant, {family: JS bytes}) of the builds this wheel has whole and the engine validates, best first."""
-    import js  # type: ignore[import-not-found]
-    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+    import js
+    from pyodide.ffi import to_js
 
     found = []
     for variant in variants:
@@ -164,7 +164,7 @@ async def init(variants: tuple[str, ...] = VARIANTS) -> str | None:
     switches the kernels off, e.g. to compare; calling again re-initialises."""
     if sys.platform != "emscripten":
         return None
-    import js  # type: ignore[import-not-found]
+    import js
 
     _reset(_no_kernels_reason(variants))
     for variant, bufs in _candidates(variants):
@@ -184,8 +184,8 @@ def _reset(reason: str) -> None:
 
 def _load_sync() -> None:
     """The first kernel's load when no one awaited `init`: synchronous compile, else numpy."""
-    import js  # type: ignore[import-not-found]
-    from pyodide.ffi import JsException  # type: ignore[import-not-found]
+    import js
+    from pyodide.ffi import JsException
 
     _reset(_no_kernels_reason(VARIANTS))
     for variant, bufs in _candidates(VARIANTS):

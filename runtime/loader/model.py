@@ -112,6 +112,7 @@ class _Reader:
         count = math.prod(dims)
         if msg.get("segment") is not None:
             raise ModelLoadError(f"tensor '{name}' is segmented, which ONNX inference does not use")
+        raw: memoryview | bytes | np.ndarray | None
         if msg.get("data_location", 0) == 1:
             raw = self.external(msg, name)
         else:
@@ -123,7 +124,7 @@ class _Reader:
         return Tensor(arr.reshape(dims), code)
 
     def _tensor_array(self, msg: dict[str, Any], t: dtypes.ElemType, count: int,
-                      raw: memoryview | bytes | None, name: str) -> np.ndarray:
+                      raw: memoryview | bytes | np.ndarray | None, name: str) -> np.ndarray:
         code = t.code
         if code == dtypes.STRING:
             data = msg["string_data"]

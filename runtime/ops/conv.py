@@ -83,6 +83,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import DTypeLike
 
 from .. import blas, dtypes, gemm as cpu_gemm, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
@@ -255,7 +256,7 @@ _SCRATCH = threading.local()
 _SCRATCH_MAX_BYTES = 16 << 20
 
 
-def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def scratch(slot: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     """An uninitialised work buffer that is reused across calls (one per thread and slot).
 
     A fresh large array is a fresh mapping from the OS, zero-filled page by
@@ -765,9 +766,9 @@ def winograd_pays(c: int, m: int, out: Sequence[Dim]) -> bool:
     few tiles (7x7 maps) to reading the transformed weights, 16/9 of W, for
     too few columns.  Unknown sizes count as paying.
     """
-    if not all(isinstance(o, int) for o in out):
-        return winograd_channels(c, m)
     oh, ow = out
+    if not isinstance(oh, int) or not isinstance(ow, int):
+        return winograd_channels(c, m)
     tiles = -(-oh // 2) * (-(-ow // 2) + 1)
     return winograd_channels(c, m) and tiles >= _WINO_MIN_TILES_PER_IMAGE and m * c * oh * ow >= _WINO_MIN_WORK
 
@@ -1230,8 +1231,9 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS \
             and math.prod(g.kernel) >= _EINSUM_MIN_TAPS and math.prod(g.out) <= _EINSUM_MAX_CELLS:
         y = _depthwise_einsum(x, w, g)
-        if bias is not None or w.bias is not None:
-            y += (w.bias if w.bias is not None else bias).reshape(-1, 1, 1)
+        b_all = w.bias if w.bias is not None else bias
+        if b_all is not None:
+            y += b_all.reshape(-1, 1, 1)
         if residual is not None:
             y += residual
         if act is not None:
@@ -1267,7 +1269,7 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
         return _wasm_im2col_conv(x, w, g, Epilogue(bias, act), res)
     if takes_gather(x.shape, w, g):
         return _gather_conv(x, w, g, Epilogue(bias, act), res)
-    if winograd:
+    if winograd and w.winograd is not None:
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
 
@@ -1335,7 +1337,8 @@ def _conv_shape(ctx: InferContext, x: Shape | None, w: Shape | None, group: int)
 def _conv_rule(ctx: InferContext) -> list[Type | None]:
     shape = _conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx))
     if ctx.has(2):
-        _check_bias(ctx, ctx.shape(2), ctx.shape(1)[0] if ctx.shape(1) else None)
+        ws = ctx.shape(1)
+        _check_bias(ctx, ctx.shape(2), ws[0] if ws else None)
     if ctx.has(3):  # webinfer's fused residual (module docstring)
         z = ctx.shape(3)
         if z is not None and shape is not None and (len(z) != len(shape) or not all(
@@ -1388,12 +1391,11 @@ def conv(ctx: OpContext) -> Kernel:
     def compute(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None,
                 consume: bool) -> tuple[np.ndarray]:
         if direct and z is None and x.dtype == cdt:
-            small = smalls.get(x.shape, False)
-            if small is False:
+            if x.shape not in smalls:
                 assert packed is not None
-                g = _conv_geometry(ctx, win, x, packed.shape, group)
-                small = smalls[x.shape] = SmallConv(x.shape, packed, g, act) if takes_gather(x.shape, packed, g) \
-                    else None
+                geo = _conv_geometry(ctx, win, x, packed.shape, group)
+                smalls[x.shape] = SmallConv(x.shape, packed, geo, act) if takes_gather(x.shape, packed, geo) else None
+            small = smalls[x.shape]
             if small is not None:
                 return (small(x),)
         dt = compute_dtype(x.dtype)
@@ -1677,7 +1679,7 @@ def conv_transpose(ctx: OpContext) -> Kernel:
         p = math.prod(spatial)
         xc = x.astype(dt, copy=False)
         cols = scratch("conv.cols", (group, mg * math.prod(kernel), p), dt)
-        y = np.empty((n, m) + tuple(out), dt)  # type: ignore[arg-type]
+        y = np.empty((n, m) + tuple(out), dt)
         col2im = _TransposeScatter(kernel, strides, dilations, spatial, tuple(begin),
                                    tuple(out))  # type: ignore[arg-type]
         for i in range(n):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import dtypes, wasm_kernels, wasm_ops
-from ..ir import AttrMixin, Dim
+from ..ir import AttrMixin, Dim, Type
 from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
                       same_as_input, tensor)
 from .registry import OpContext, register
@@ -163,8 +163,8 @@ def softplus(x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ fused activations
 
 #: An activation applied in place to a kernel's fresh output (the epilogue of Conv, ConvTranspose and
-#: FusedMatMul), so it costs no extra tensor.
-Activation = Callable[[np.ndarray], None]
+#: FusedMatMul), so it costs no extra tensor.  What it returns is ignored (numpy's `out=` calls return `y`).
+Activation = Callable[[np.ndarray], object]
 
 
 def _relu_(y: np.ndarray) -> None:
@@ -401,11 +401,11 @@ def _unary_kernel(spec: Unary) -> Callable[[OpContext], Any]:
     return build
 
 
-def _unary_rule(out_elem: int | None):
+def _unary_rule(out_elem: int | None) -> Callable[[InferContext], list[Type | None]]:
     if out_elem is None:
         return same_as_input
 
-    def rule(ctx: InferContext) -> list:
+    def rule(ctx: InferContext) -> list[Type | None]:
         return [tensor(out_elem, ctx.shape(0))]
 
     return rule
@@ -605,7 +605,7 @@ def _sym_broadcast(values: list[SymInts]) -> tuple[list[tuple[Dim, ...]], bool] 
     return [v.dims if len(v.dims) == n else v.dims * n for v in values], all(v.scalar for v in values)
 
 
-def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list]:
+def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list[Type | None]]:
     base, fn = broadcast_rule(out_elem), _SYM_BINARY[name]
 
     def rule(ctx: InferContext) -> list:
@@ -622,6 +622,7 @@ def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext]
 
 
 for _name, _bspec in BINARY.items():
+    _rule: Callable[[InferContext], list[Type | None]]
     if _name == "PRelu":  # the slope broadcasts onto X (unidirectionally): Y has X's shape
         _rule = same_as_input
     elif _name in _SYM_BINARY:

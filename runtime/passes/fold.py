@@ -9,7 +9,7 @@ so the plan runs neither.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
         if node_subgraphs(node) or not opdef.foldable or not outs:
             kept.append(node)
             continue
+        values: Sequence[np.ndarray | None]
         known = [_known_value(types, o) for o in node.outputs]
         if all(k is not None for k, o in zip(known, node.outputs) if o):
             values = known
@@ -54,7 +55,7 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
             kept.append(node)
             continue
         for name, value in zip(node.outputs, values):
-            if name:
+            if name and value is not None:  # every named output's is (checked above)
                 consts[name] = value
                 graph.initializers[name] = Tensor(value, _elem(types, name, value))
                 types.values[name] = value

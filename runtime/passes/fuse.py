@@ -28,7 +28,7 @@ Fused ops live in the "webinfer" domain (ops/fused.py and the op families).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from .editor import GraphEditor
 DOMAIN = "webinfer"
 
 
-def _is(node: Node | None, op: str, domain: str = "") -> bool:
+def _is(node: Node | None, op: str, domain: str = "") -> TypeGuard[Node]:
     return node is not None and node.op_type == op and node.domain == domain
 
 
@@ -311,7 +311,7 @@ def fuse_gelu(ed: GraphEditor, types: GraphTypes) -> None:
             matched.append(half)
         else:  # (0.5 * x) * (1 + erf)
             pre = ed.producer(other or "")
-            if not _is(pre, "Mul") or ed.scalar(_other_input(pre, x) or "") != 0.5 or ed.sole_reader(other) is None:
+            if not _is(pre, "Mul") or ed.scalar(_other_input(pre, x) or "") != 0.5 or ed.sole_reader(other or "") is None:
                 continue
             matched.append(pre)
         out = matched[-1].outputs if other == x else mul1.outputs

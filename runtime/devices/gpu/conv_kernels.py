@@ -13,7 +13,7 @@ ceil mode) comes from the CPU op's own helpers, so both devices agree on it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -124,14 +124,15 @@ def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise DeviceError(f"X {list(xs)} and W {list(ws)} do not fit with group={group}")
         m = ws[1] * group
         kernel = ws[2:]
-        dims, begin = attrs.geometry(ctx, xs[2:], kernel)
+        spatial, begin = attrs.geometry(ctx, xs[2:], kernel)
+        dims = cast("list[int]", spatial)  # a concrete input shape gives concrete output dims
         strides, dilations, _ = attrs.win.axes(ctx, kernel, len(kernel))
         if len(kernel) == 1:
             geo, oh, ow, kh, kw = [1, strides[0], 1, dilations[0], 0, begin[0]], 1, dims[0], 1, kernel[0]
         else:
             geo = [strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1]]
             oh, ow, kh, kw = dims[0], dims[1], kernel[0], kernel[1]
-        out = (n, m) + tuple(int(d) for d in dims)  # type: ignore[arg-type]
+        out = (n, m) + tuple(dims)
         prog = dev.program("conv2d.wgsl", "transpose", WG, **values)
         params = [n, c, h, w, m, oh, ow, group, c // group, m // group, kh, kw, *geo]
         return out, prog, params, ceil_div(n * m * oh * ow, WG)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ...errors import DeviceError
 from ...ir import TensorType
@@ -155,7 +156,7 @@ class Backend(ABC):
         """Submit the open encoder (a no-op when nothing is recorded)."""
 
     @abstractmethod
-    async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> list[bytes | memoryview]:
+    async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> Sequence[bytes | memoryview]:
         """Copy each (buffer, byte offset, size) range into one mappable buffer, submit everything pending
         with it, map it once and return the bytes of each range (sizes and offsets are multiples of 4)."""
 
@@ -449,12 +450,14 @@ class GpuDevice:
         node = ctx.node
         spec = KERNELS.get((node.domain, node.op_type))
         if spec is None:
-            return self._reject(ctx, "no WGSL kernel for this op")
+            self._reject(ctx, "no WGSL kernel for this op")
+            return None
         try:
             self._check_types(ctx, spec.host_outputs)
             kernel = spec.build(ctx, self)
         except Unsupported as e:
-            return self._reject(ctx, str(e))
+            self._reject(ctx, str(e))
+            return None
         if not spec.host_outputs:
             self.resident.update(o for o in node.outputs if o)
         return kernel
@@ -562,10 +565,9 @@ class GpuDevice:
     def _reject(self, ctx: OpContext, reason: str) -> None:
         node = ctx.node
         self.fallbacks.append(Fallback(node.name or node.outputs[0], node.op_type, reason))
-        return None
 
     # ------------------------------------------------------------ tensors
-    def empty(self, shape: Sequence[int], dtype: np.dtype) -> GpuTensor:
+    def empty(self, shape: Sequence[int], dtype: DTypeLike) -> GpuTensor:
         """A fresh pooled tensor (contents undefined) for a kernel's output; empty ones get a
         small buffer too, so kernels can bind them."""
         dtype = np.dtype(dtype)
@@ -608,7 +610,7 @@ class GpuDevice:
         return buf
 
     # ------------------------------------------------------------ programs and dispatch
-    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), **values: Any) -> Program:
+    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), /, **values: Any) -> Program:
         """The pipeline for `entry` of wgsl/`file` (after `includes`) with template `values`, cached by all of them."""
         key = (file, entry, workgroup, includes) + tuple(sorted(values.items()))
         prog = self.programs.get(key)
