@@ -181,9 +181,10 @@ class _Translator:
             raise UnsupportedOpError(f"{self.label}: {what} (tensor {self.tensor(i).describe()}) must be a constant")
         return arr
 
-    def add_init(self, base: str, arr: np.ndarray) -> str:
+    def add_init(self, base: str, value: np.ndarray | np.generic) -> str:
         name = self.fresh(base)
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(value)
+        arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # (which would make a scalar 1-D)
         self.inits[name] = Tensor(arr, dtypes.from_numpy(arr.dtype))
         return name
 
@@ -339,23 +340,22 @@ class _Translator:
         block_sizes = []
         for m in metas[rank:]:
             block_sizes.append(int(m.scalar(S.DIM_DENSE_SIZE, "i", 0)))
-        dims = []  # the size of each traversal level
-        levels = []
+        #: per traversal level: the (expanded) dimension it walks, and its dense size or CSR segments/indices
+        dims: list[int] = []
+        levels: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
         for level, m in enumerate(metas):
             fmt = int(m.scalar(S.DIM_FORMAT, "b", 0))
             if fmt == S.DIM_DENSE:
-                size = int(m.scalar(S.DIM_DENSE_SIZE, "i", 0))
-                levels.append((size, None, None))
+                levels.append((int(m.scalar(S.DIM_DENSE_SIZE, "i", 0)), None, None))
             else:
-                seg = _index_vector(m, S.DIM_SEGMENTS_TYPE, S.DIM_SEGMENTS, t)
-                ind = _index_vector(m, S.DIM_INDICES_TYPE, S.DIM_INDICES, t)
-                levels.append((0, seg, ind))
+                levels.append((0, _index_vector(m, S.DIM_SEGMENTS_TYPE, S.DIM_SEGMENTS, t),
+                               _index_vector(m, S.DIM_INDICES_TYPE, S.DIM_INDICES, t)))
             dims.append(order[level])
-        # Walk the levels: `prefix` holds (flat position in values-space, coordinate per traversal level).
+        # Walk the levels: each stored value's coordinate per level so far, and its position at this level.
         coords = np.zeros((1, 0), np.int64)
         parents = np.zeros(1, np.int64)
         for size, seg, ind in levels:
-            if seg is None:
+            if seg is None or ind is None:
                 if size < 0 or len(parents) * size > dense_bytes:
                     raise ModelLoadError(f"malformed TFLite model: tensor {t.describe()} dense level of size {size}")
                 child = np.arange(size, dtype=np.int64)
