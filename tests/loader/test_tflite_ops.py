@@ -307,3 +307,29 @@ def test_rsqrt_on_positive_inputs() -> None:
     spec = Spec({"x": ([2, 3], F32)}, {"y": ([2, 3], F32)},
                 [Op("ABS", ["x"], ["p"]), Op("RSQRT", ["p"], ["y"])], intermediates={"p": ([2, 3], F32)})
     check(spec)
+
+
+def test_int8_fully_connected_and_average_pool() -> None:
+    """QUANTIZE -> int8 AVERAGE_POOL_2D -> RESHAPE -> per-channel int8 FULLY_CONNECTED -> DEQUANTIZE:
+    within 2 quantisation steps of LiteRT's integer kernels.  LiteRT's int8 average rounds half away
+    from zero, QuantizeLinear half to even: a pooled value may differ by 1 step, which the 12-input
+    product can carry to 2 output steps (measured: 2)."""
+    rng = np.random.default_rng(4)
+    w_scale = (np.abs(rng.standard_normal(5)) * 0.01 + 0.005).astype(F32)
+    quant = {"xq": Quant([0.02], [-4]), "pq": Quant([0.02], [-4]), "rq": Quant([0.02], [-4]),
+             "wq": Quant(list(w_scale), [0] * 5, 0), "bq": Quant(list(w_scale * 0.02), [0] * 5, 0),
+             "yq": Quant([0.04], [7])}
+    spec = Spec({"x": ([1, 4, 4, 3], F32)}, {"y": ([1, 5], F32)},
+                [Op("QUANTIZE", ["x"], ["xq"]),
+                 Op("AVERAGE_POOL_2D", ["xq"], ["pq"], options("Pool2DOptions", padding=VALID, strideW=2, strideH=2,
+                                                               filterWidth=2, filterHeight=2)),
+                 Op("RESHAPE", ["pq", "shape"], ["rq"]),
+                 Op("FULLY_CONNECTED", ["rq", "wq", "bq"], ["yq"], options("FullyConnectedOptions")),
+                 Op("DEQUANTIZE", ["yq"], ["y"])],
+                {"shape": np.array([1, 12], np.int32), "wq": rng.integers(-127, 128, (5, 12)).astype(np.int8),
+                 "bq": rng.integers(-200, 200, 5).astype(np.int32)},
+                intermediates={"xq": ([1, 4, 4, 3], np.int8), "pq": ([1, 2, 2, 3], np.int8),
+                               "rq": ([1, 12], np.int8), "yq": ([1, 5], np.int8)}, quant=quant)
+    feed = {"x": rng.standard_normal((1, 4, 4, 3)).astype(F32)}
+    ours, ref = run_both(build(spec), feed)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=0, atol=2 * 0.04 * 1.01)
