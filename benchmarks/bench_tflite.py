@@ -9,20 +9,22 @@ webinfer/LiteRT of the medians, the same for the calling thread's CPU time
 for a core that wall time counts on a loaded machine), and the Transposes: how many the
 translated graph has (a pair around every NHWC conv/pool/resize island),
 how many are left in the plan after the layout pass
-(runtime/passes/layout.py), and their share of webinfer's run time (from
-one profiled run).  The last line gives the median ratio (target, issue 13:
+(runtime/passes/layout.py), their share of webinfer's run time (from
+one profiled run), and webinfer's CPU time with the layout pass switched
+off (each NHWC island keeps its Transpose pair).  The last line gives the median ratio (target, issue 13:
 <= 2.0).  Models are built by tools/models.py (`mediapipe`) into the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import models as model_builder  # noqa: E402  (tools/models.py)
 
 import webinfer  # noqa: E402
+from webinfer import passes  # noqa: E402
 from webinfer.bench import session_options  # noqa: E402
 from webinfer.loader import load_model  # noqa: E402
 
@@ -71,6 +74,16 @@ def bench(path: Path, runs: int) -> dict[str, Any]:
         t_lite.append((t2 - t1) * 1e3)
         c_ours.append((c1 - c0) * 1e3)
         c_lite.append((c2 - c1) * 1e3)
+    with _layout_pass_off():
+        unsunk = webinfer.InferenceSession(str(path), sess_options=session_options(1),
+                                           providers=["CPUExecutionProvider"])
+    for _ in range(2):
+        unsunk.run(None, feed)
+    c_unsunk = []
+    for _ in range(runs):
+        c0 = time.thread_time()
+        unsunk.run(None, feed)
+        c_unsunk.append((time.thread_time() - c0) * 1e3)
     options = session_options(1)
     options.enable_profiling = True
     profiled = webinfer.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -86,7 +99,19 @@ def bench(path: Path, runs: int) -> dict[str, Any]:
     return {"model": path.stem, "webinfer_ms": med_ours, "litert_ms": med_lite, "ratio": med_ours / med_lite,
             "webinfer_cpu_ms": cpu_ours, "litert_cpu_ms": cpu_lite, "cpu_ratio": cpu_ours / cpu_lite,
             "transposes_loaded": loaded, "transposes_planned": planned,
+            "no_layout_cpu_ms": statistics.median(c_unsunk),
             "transpose_share": profile.op_ms.get("Transpose", 0.0) / total}
+
+
+@contextlib.contextmanager
+def _layout_pass_off() -> Iterator[None]:
+    """Sessions made inside skip the layout pass (patched out of the optimizer for the comparison column)."""
+    saved = passes.sink_transposes
+    passes.sink_transposes = lambda graph: graph
+    try:
+        yield
+    finally:
+        passes.sink_transposes = saved
 
 
 def _transposes(profile: Any) -> set[str]:
@@ -107,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"{'model':32} {'webinfer ms':>11} {'litert ms':>9} {'ratio':>6} {'cpu ms':>7} {'cpu ms':>7} "
-          f"{'cpu ratio':>9} {'T loaded':>8} {'T plan':>6} {'T share':>7}")
+          f"{'cpu ratio':>9} {'T loaded':>8} {'T plan':>6} {'T share':>7} {'no-layout cpu ms':>16}")
     for r in rows:
         print(f"{r['model']:32} {r['webinfer_ms']:11.2f} {r['litert_ms']:9.2f} {r['ratio']:6.2f} "
               f"{r['webinfer_cpu_ms']:7.2f} {r['litert_cpu_ms']:7.2f} {r['cpu_ratio']:9.2f} "
-              f"{r['transposes_loaded']:8d} {r['transposes_planned']:6d} {r['transpose_share']:7.1%}")
+              f"{r['transposes_loaded']:8d} {r['transposes_planned']:6d} {r['transpose_share']:7.1%} "
+              f"{r['no_layout_cpu_ms']:16.2f}")
     print(f"median ratio webinfer/litert (1 thread): wall {statistics.median(r['ratio'] for r in rows):.2f}, "
           f"thread cpu time {statistics.median(r['cpu_ratio'] for r in rows):.2f}")
     return 0
