@@ -117,16 +117,11 @@ class _Translator:
     def name(self, i: int) -> str:
         """The IR value of tensor `i` as stored (its file name, made unique)."""
         if i not in self._names:
-            base = self.tensor(i).name
-            name, k = base, 0
-            while name in self._taken:
-                k += 1
-                name = f"{base}_{k}"
-            self._taken.add(name)
-            self._names[i] = name
+            self._names[i] = self.fresh(self.tensor(i).name)
         return self._names[i]
 
     def fresh(self, base: str) -> str:
+        """`base`, or `base_1`, `base_2`, ...: a value name not used yet."""
         name, k = base, 0
         while name in self._taken:
             k += 1
@@ -275,6 +270,8 @@ class _Translator:
         sub = self.sub
         inputs = sub.ints(S.SUBGRAPH_INPUTS, "inputs")
         outputs = sub.ints(S.SUBGRAPH_OUTPUTS, "outputs")
+        for i in inputs + outputs:
+            self.name(i)  # the interface keeps the file's names: claimed before any helper value is named
         for k, op in enumerate(sub.tables(S.SUBGRAPH_OPERATORS, "operators")):
             self.operator(k, op)
         return Graph(self.nodes, [self._info(i) for i in inputs], [self._info(i) for i in outputs],

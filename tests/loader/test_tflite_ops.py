@@ -333,3 +333,15 @@ def test_int8_fully_connected_and_average_pool() -> None:
     feed = {"x": rng.standard_normal((1, 4, 4, 3)).astype(F32)}
     ours, ref = run_both(build(spec), feed)
     np.testing.assert_allclose(ours[0], ref[0], rtol=0, atol=2 * 0.04 * 1.01)
+
+
+def test_interface_keeps_names_that_helper_values_would_take() -> None:
+    """Tensors named like the constants the loader adds ('pads', 'shape') keep their names."""
+    spec = Spec({"shape": ([1, 3, 3, 2], F32)}, {"pads": ([1, 36], F32)},
+                [Op("PAD", ["shape", "p"], ["padded"]), Op("RESHAPE", ["padded", "s"], ["pads"])],
+                {"p": np.array([[0, 0], [0, 0], [1, 2], [0, 0]], np.int32), "s": np.array([1, 36], np.int32)},
+                intermediates={"padded": ([1, 3, 6, 2], F32)})
+    session = webinfer.InferenceSession(build(spec))
+    assert [i.name for i in session.get_inputs()] == ["shape"]
+    assert [o.name for o in session.get_outputs()] == ["pads"]
+    check(spec)
