@@ -57,3 +57,23 @@ def test_tflite_model_runs_on_gpu(gpu_device: Any, name: str, low: float, high: 
     assert stats["nodes_on_gpu"] == stats["nodes_total"], stats["fallback_reasons"]
     assert stats["submits_per_run"] == 1
     assert stats["readbacks_per_run"] == len(ours)
+
+
+@pytest.mark.parametrize("op,attrs,shape", [("DepthToSpace", {"blocksize": 2, "mode": "DCR"}, (2, 12, 3, 5)),
+                                            ("DepthToSpace", {"blocksize": 2, "mode": "CRD"}, (1, 8, 4, 3)),
+                                            ("SpaceToDepth", {"blocksize": 3}, (2, 2, 6, 9))])
+def test_depth_space_on_gpu(gpu_device: Any, op: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """DepthToSpace (both modes) and SpaceToDepth as one strided copy on the GPU: exactly onnxruntime's."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    gpu = webinfer.InferenceSession(data, providers=["webgpu"])
+    got = gpu.run(None, {"x": x})[0]
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+    assert gpu.device_stats()["nodes_on_gpu"] == 1
