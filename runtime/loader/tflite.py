@@ -539,6 +539,12 @@ def _pool(tr: _Translator, ins: list[int], outs: list[int], o: Table | None) -> 
     strides = [int(_opt(o, 2, "i", 1)), int(_opt(o, 1, "i", 1))]
     kernel = [int(_opt(o, 4, "i", 1)), int(_opt(o, 3, "i", 1))]
     op = "MaxPool" if tr.label.startswith("TFLite MAX_POOL") else "AveragePool"
+    if kernel == tr.tensor(ins[0]).shape[1:3] and tr.tensor(outs[0]).shape[1:3] == [1, 1]:
+        # One window over the whole image (squeeze-excite blocks): a mean/max over H and W, which the
+        # layout pass keeps in NCHW and the devices run as a reduction instead of a 16k-tap window.
+        reduce = "ReduceMax" if op == "MaxPool" else "ReduceMean"
+        tr.emit_act(reduce, [tr.fval(ins[0])], outs[0], int(_opt(o, 5, "b", 0)), axes=[1, 2], keepdims=1)
+        return
     y = tr.emit(op, [tr.nchw(ins[0])], kernel_shape=kernel, strides=strides,
                 **_same_pads(tr, ins[0], kernel, strides, [1, 1], int(_opt(o, 0, "b", 0))))
     tr.to_nhwc(y, outs[0], int(_opt(o, 5, "b", 0)))

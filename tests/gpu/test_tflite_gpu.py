@@ -1,11 +1,9 @@
 """MediaPipe .tflite models on the webgpu provider against LiteRT (XNNPACK): every node on the GPU.
 
-face_detection_short_range (conv, depthwise, pad, max pool, residual adds)
-and selfie_segmentation_landscape (hard-swish, squeeze-excite, bilinear
-resize, the Convolution2DTransposeBias custom op as ConvTranspose) are the
-two smallest; on software Vulkan a run takes ~0.2 s after ~3 s of pipeline
-compilation.  Tolerance: 1e-4 relative to max(|output|, 1), LiteRT's own
-XNNPACK-vs-reference spread on these models (tests/models/test_tflite_models.py).
+All 13 models LiteRT runs (conv, depthwise, pad, pools, residual adds,
+PRelu, hard-swish, squeeze-excite, bilinear resize, depth-to-space, the
+Convolution2DTransposeBias custom op as ConvTranspose); on software Vulkan
+each takes 0.5-5 s, mostly pipeline compilation.
 """
 
 from __future__ import annotations
@@ -36,9 +34,20 @@ def blocky_image(shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(np.repeat(small, 16, 1), 16, 2)[:, :h, :w])
 
 
-@pytest.mark.parametrize("name,low,high", [("face_detection_short_range", -1.0, 1.0),
-                                           ("selfie_segmentation_landscape", 0.0, 1.0)])
-def test_tflite_model_runs_on_gpu(gpu_device: Any, name: str, low: float, high: float) -> None:
+#: All 13 MediaPipe models LiteRT runs, with the input range their pre-processing produces, and the
+#: tolerance (relative to max(|output|, 1)): 1e-4, or 1e-3 on the two whose outputs are pixel-scale
+#: segmentation logits/masks (measured on lavapipe: 2.5e-4 and 5.2e-4 against webinfer's cpu).
+MODELS = [("face_detection_short_range", -1.0, 1.0, 1e-4), ("selfie_segmentation_landscape", 0.0, 1.0, 1e-4),
+          ("face_detection_full_range_sparse", -1.0, 1.0, 1e-4), ("face_landmark", -1.0, 1.0, 1e-4),
+          ("hand_landmark_full", -1.0, 1.0, 1e-4), ("hand_landmark_lite", -1.0, 1.0, 1e-4),
+          ("hand_recrop", -1.0, 1.0, 1e-4), ("iris_landmark", -1.0, 1.0, 1e-4),
+          ("palm_detection_full", -1.0, 1.0, 1e-4), ("palm_detection_lite", -1.0, 1.0, 1e-4),
+          ("pose_detection", -1.0, 1.0, 1e-4), ("pose_landmark_full", -1.0, 1.0, 1e-3),
+          ("selfie_segmentation", -1.0, 1.0, 1e-3)]
+
+
+@pytest.mark.parametrize("name,low,high,tol", MODELS)
+def test_tflite_model_runs_on_gpu(gpu_device: Any, name: str, low: float, high: float, tol: float) -> None:
     path = {p.stem: p for p in model_builder.build_mediapipe(model_builder.cache_dir())}[name]
     gpu = webinfer.InferenceSession(str(path), providers=["webgpu", "cpu"])
     feed = {i.name: blocky_image(tuple(i.shape), low, high) for i in gpu.get_inputs()}
@@ -52,7 +61,7 @@ def test_tflite_model_runs_on_gpu(gpu_device: Any, name: str, low: float, high: 
     for out, got in zip(gpu.get_outputs(), ours):
         want = ref[out.name]
         assert got.shape == want.shape and got.dtype == want.dtype
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(float(np.abs(want).max()), 1.0))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * max(float(np.abs(want).max()), 1.0))
     stats = gpu.device_stats()
     assert stats["nodes_on_gpu"] == stats["nodes_total"], stats["fallback_reasons"]
     assert stats["submits_per_run"] == 1

@@ -345,3 +345,14 @@ def test_interface_keeps_names_that_helper_values_would_take() -> None:
     assert [i.name for i in session.get_inputs()] == ["shape"]
     assert [o.name for o in session.get_outputs()] == ["pads"]
     check(spec)
+
+
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+def test_whole_image_pool_is_a_reduction(op: str) -> None:
+    """A pool whose one window is the whole image (squeeze-excite) loads as ReduceMean/ReduceMax."""
+    opts = options("Pool2DOptions", padding=VALID, strideW=6, strideH=5, filterWidth=6, filterHeight=5,
+                   fusedActivationFunction=RELU)
+    spec = one_op(op, [1, 5, 6, 3], [1, 1, 1, 3], opts=opts)
+    check(spec)
+    graph = webinfer.InferenceSession(build(spec)).graph
+    assert {n.op_type for n in graph.nodes} & {"AveragePool", "MaxPool"} == set()
