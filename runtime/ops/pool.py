@@ -204,6 +204,11 @@ def average_pool(ctx: OpContext) -> Kernel:
     return run
 
 
+def window_divisors(ctx: AttrMixin, win: Window, x: np.ndarray, include_pad: bool) -> np.ndarray:
+    """What AveragePool divides each window's sum of x by ([*out]); for kernels that rescale its mean."""
+    return _counts(_geometry(ctx, win, x), x.shape[2:], include_pad)
+
+
 def _lp_order(ctx: AttrMixin) -> float:
     p = ctx.attr("p", 2)
     if p <= 0:

@@ -77,3 +77,27 @@ def test_prelu_per_channel_slope_both_arithmetic_forms(low: float, high: float, 
     slope = rng.uniform(low, high, (6, 1, 1)).astype(np.float32)
     check_node("PRelu", {"x": strided(x, layout)}, initializers={"slope": slope}, rtol=0, atol=0)
     check_node("PRelu", {"x": strided(x, layout), "slope": slope}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_and_hardswish_in_place_match_onnxruntime(layout: str, dtype: type) -> None:
+    """The in-place Relu (a clip on big arrays, as here) and HardSwish (block by block through a work
+    buffer: several blocks here) that Conv and MatMul epilogues apply give onnxruntime's Relu and
+    HardSwish on any layout (rtol 1e-6: one float32 rounding of x / 6), and keep NaN and the infinities
+    (also on a small array, where Relu is numpy's maximum)."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((3, 5, 2 * elementwise_ops._BLOCK // 15 + 7)) * 5).astype(np.float32)
+    for op, fn in (("Relu", elementwise_ops._relu_), ("HardSwish", elementwise_ops._hardswish_)):
+        (want,) = check_node(op, {"x": x}, opset=14)
+        y = strided(x.astype(dtype), layout)
+        if layout == "contiguous":
+            y = y.copy()
+        fn(y)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
+        special = strided(np.array([[np.nan, np.inf, -np.inf, -2.0, 2.0]], dtype), layout).copy()
+        with np.errstate(invalid="ignore"):
+            fn(special)  # HardSwish(-inf) is -inf * 0: NaN, as in onnxruntime
+        want = [[np.nan, np.inf, 0.0, 0.0, 2.0]] if op == "Relu" else [[np.nan, np.inf, np.nan, -2.0 / 6, 2.0 * (2.0 / 6 + 0.5)]]
+        np.testing.assert_allclose(special, want, rtol=1e-6)

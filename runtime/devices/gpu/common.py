@@ -213,4 +213,6 @@ def activation_expr(ctx: OpContext) -> str:
     if name == "Clip":
         lo, hi = ctx.attr("activation_min", -math.inf), ctx.attr("activation_max", math.inf)
         return f"min(max(v, {wgsl_float(lo)}), {wgsl_float(hi)})"
+    if name == "QuantizeGrid":  # WGSL's round() breaks ties to even, as ONNX's requantisation does
+        return f"round(clamp(v, {wgsl_float(ctx.attr('activation_min'))}, {wgsl_float(ctx.attr('activation_max'))}))"
     raise Unsupported(f"fused activation {name!r}")
