@@ -24,6 +24,8 @@ from .editor import GraphEditor
 UNARY = {"Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "Elu", "Selu", "Exp", "Log",
          "Sqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil", "Round", "Erf", "Softplus", "Sin", "Cos",
          "Gelu", "Identity", "Cast"}
+#: Per-tensor (de)quantisation (scale and zero point scalars): elementwise too.  A per-axis one is not moved.
+QUANTIZE = {"QuantizeLinear", "DequantizeLinear"}
 #: Ops broadcasting all their inputs elementwise (Clip's bounds are scalars, PRelu's slope broadcasts).
 BROADCAST = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu", "Clip", "Sum", "Mean", "Where"}
 
@@ -106,6 +108,13 @@ def _sink(editor: GraphEditor, node: Node) -> bool:
                     full = c.reshape((1,) * (rank - c.ndim) + c.shape)
                     sources.append(editor.add_const(f"{name}_transposed", np.ascontiguousarray(
                         full.transpose(inverse))))
+    elif op in QUANTIZE:
+        producer = editor.producer(node.inputs[0])
+        scalars = all((c := editor.const(n)) is not None and c.size == 1 for n in node.inputs[1:] if n)
+        if _perm(producer) != perm or not scalars:
+            return False
+        assert producer is not None
+        sources = [producer.inputs[0], *node.inputs[1:]]
     elif op == "Concat":
         if not all(_perm(editor.producer(n)) == perm for n in node.inputs):
             return False

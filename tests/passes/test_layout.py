@@ -103,3 +103,15 @@ def test_elementwise_chain_between_islands_leaves_no_transpose() -> None:
     data = _model(nodes, [], [1, 4, 5, 3])
     assert _transposes_after(data) == []
     _check(data, [1, 4, 5, 3])
+
+
+def test_sinks_through_per_tensor_quantize_dequantize() -> None:
+    """QDQ between islands (TFLite's int8 tensors): per-tensor QuantizeLinear/DequantizeLinear are
+    elementwise, so the pair around them cancels."""
+    scale = numpy_helper.from_array(np.array(0.05, np.float32), "scale")
+    zero = numpy_helper.from_array(np.array(3, np.int8), "zero")
+    nodes = [*_island(0, "x", "a"), helper.make_node("QuantizeLinear", ["a", "scale", "zero"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["d"]), *_island(1, "d", "y")]
+    data = _model(nodes, [scale, zero], [1, 4, 5, 3])
+    assert _transposes_after(data) == [TO_NCHW, TO_NHWC]
+    _check(data, [1, 4, 5, 3])
