@@ -551,6 +551,17 @@ def _bitshift(ctx: OpContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 
 
 def _prelu(a: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """With finite slopes, arithmetic instead of np.where's mask and select, which is 3-25x slower on a
+    per-channel slope (MediaPipe's models have a PRelu after most convs): max(x, slope * x) when every
+    slope is at most 1 (it picks x for x >= 0 and slope * x below), else min(x, 0) * slope + max(x, 0)."""
+    if slope.size and np.isfinite(slope).all():
+        if slope.max() <= 1:
+            y = np.multiply(a, slope, dtype=a.dtype)
+            return np.maximum(y, a, out=y)
+        y = np.minimum(a, 0)
+        np.multiply(y, slope, out=y, casting="same_kind")
+        y += np.maximum(a, 0)
+        return y
     return np.where(a >= 0, a, a * slope).astype(a.dtype, copy=False)
 
 

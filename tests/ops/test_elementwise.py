@@ -67,6 +67,17 @@ def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypat
     np.testing.assert_allclose(got, want, rtol=1e-6 if dtype != np.float16 else 1e-3, atol=0)
 
 
+@pytest.mark.parametrize("low,high", [(0.0, 1.0), (-0.5, 2.5)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prelu_per_channel_slope_both_arithmetic_forms(low: float, high: float, layout: str) -> None:
+    """PRelu's max(x, slope*x) (all slopes <= 1) and min(x, 0)*slope + max(x, 0) (some above 1) forms
+    give onnxruntime's result exactly, on strided inputs too."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    slope = rng.uniform(low, high, (6, 1, 1)).astype(np.float32)
+    check_node("PRelu", {"x": strided(x, layout)}, initializers={"slope": slope}, rtol=0, atol=0)
+    check_node("PRelu", {"x": strided(x, layout), "slope": slope}, rtol=0, atol=0)
+
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

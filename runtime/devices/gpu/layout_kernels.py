@@ -1,4 +1,5 @@
-"""Data movement on the GPU: views, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, Shape.
+"""Data movement on the GPU: views, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, Shape,
+DepthToSpace/SpaceToDepth.
 
 Reshape, Squeeze, Unsqueeze, Flatten, Identity and (inference) Dropout are
 views: no dispatch, the output shares the input's storage.  Shape and Size
@@ -6,7 +7,7 @@ read only the tensor's metadata and produce host-backed tensors, so the
 shape arithmetic that follows stays on the CPU without a GPU readback.
 Everything else moves raw words (u32, or f16) with the kernels in
 wgsl/copy.wgsl and wgsl/gather.wgsl; one strided copy covers Transpose,
-Expand, Slice, Concat and Split; Resize uses the CPU op's own index and
+Expand, Slice, Concat, Split and DepthToSpace/SpaceToDepth; Resize uses the CPU op's own index and
 weight tables (wgsl/resize.wgsl).  Targets (shapes, axes, starts, pads, repeats) must be
 known on the host: constants, or values the CPU computed.
 """
@@ -218,6 +219,42 @@ def build_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
         st = contiguous_strides(shape)
         out_shape = tuple(shape[p] for p in perm)
         return out_shape, copier.plan(out_shape, [st[p] for p in perm], 0, contiguous_strides(out_shape), 0)
+
+    memo = ShapeMemo(plan)
+
+    def run(x: GpuTensor) -> tuple[GpuTensor]:
+        out_shape, planned = memo.get(x.shape, x.shape)
+        out = dev.empty(out_shape, x.dtype)
+        copier.run(0, planned, x, out)
+        return (out,)
+
+    return run
+
+
+def build_depth_space(ctx: OpContext, dev: GpuDevice) -> Kernel:
+    """DepthToSpace (DCR, CRD) and SpaceToDepth: a transpose of a 6-D view of the NCHW input, one strided copy."""
+    word = _words(ctx, dev, 0)
+    block = int(ctx.attr("blocksize"))
+    to_space = ctx.node.op_type == "DepthToSpace"
+    crd = ctx.attr("mode", "DCR") == "CRD"
+    copier = Strided(dev, ctx.node.label(), word)
+
+    def plan(shape: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
+        if len(shape) != 4:
+            raise DeviceError(f"{ctx.node.label()}: input {list(shape)} must have rank 4")
+        n, c, h, w = shape
+        b = block
+        view: tuple[int, ...]
+        if to_space:
+            cc = c // (b * b)
+            view, perm = ((n, cc, b, b, h, w), (0, 1, 4, 2, 5, 3)) if crd else ((n, b, b, cc, h, w), (0, 3, 4, 1, 5, 2))
+            out_shape = (n, cc, h * b, w * b)
+        else:
+            view, perm = (n, c, h // b, b, w // b, b), (0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4)
+            out_shape = (n, c * b * b, h // b, w // b)
+        st = contiguous_strides(view)
+        moved = tuple(view[p] for p in perm)
+        return out_shape, copier.plan(moved, [st[p] for p in perm], 0, contiguous_strides(moved), 0)
 
     memo = ShapeMemo(plan)
 
@@ -657,6 +694,7 @@ SPECS: dict[tuple[str, str], tuple[str, tuple[str, ...], Callable[[OpContext, Gp
     ("", "Identity"): (*_VIEW, build_identity), ("", "Dropout"): (*_VIEW, build_dropout),
     ("", "Shape"): (*_VIEW, build_shape), ("", "Size"): (*_VIEW, build_size),
     ("", "Transpose"): (*_STRIDED, build_transpose), ("", "Expand"): (*_STRIDED, build_expand),
+    ("", "DepthToSpace"): (*_STRIDED, build_depth_space), ("", "SpaceToDepth"): (*_STRIDED, build_depth_space),
     ("", "Slice"): (*_STRIDED, build_slice), ("", "Concat"): (*_STRIDED, build_concat),
     ("", "Split"): (*_STRIDED, build_split), ("", "Tile"): ("copy.wgsl", ("tile",), build_tile),
     ("", "Pad"): ("copy.wgsl", ("pad",), build_pad), ("", "Gather"): ("gather.wgsl", ("gather",), build_gather),
