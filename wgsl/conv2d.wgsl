@@ -9,7 +9,7 @@
 // [14] dilation y, [15] dilation x, [16] pad top (i32), [17] pad left (i32).
 {{DECLS}}
 
-fn act(v: f32) -> f32 { return {{ACT}}; }
+fn act(x: f32) -> f32 { return {{ACT}}; }
 fn bias_at(m: u32) -> f32 { return {{BIAS_AT}}; }
 fn res_at(at: u32) -> f32 { return {{RES_AT}}; }
 fn finish(m: u32, at: u32, v: f32) -> f32 { return act(v + bias_at(m) + res_at(at)); }

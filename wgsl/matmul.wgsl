@@ -17,7 +17,7 @@
 const BR: u32 = {{BR}}u;
 {{DECLS}}
 
-fn act(v: f32) -> f32 { return {{ACT}}; }
+fn act(x: f32) -> f32 { return {{ACT}}; }
 
 fn batch_offsets(z: u32) -> vec2<u32> {
     var rem = z;

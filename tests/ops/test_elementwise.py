@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from webinfer.ops import elementwise as elementwise_ops
+from webinfer import activations
 
 from .util import LAYOUTS, check_node, load_node, strided
 
@@ -20,7 +20,7 @@ def _exact_gelu(x: np.ndarray) -> np.ndarray:
 
 def test_gelu_float32_matches_exact_erf_gelu() -> None:
     """Gelu (erf) on float32, over the range where Phi varies and far beyond it: within 1e-6 of the
-    float64 formula (the tanh-form evaluation of ops/elementwise.py), exact 0 and +-huge values."""
+    float64 formula (the tanh-form evaluation of special.py), exact 0 and +-huge values."""
     rng = np.random.default_rng(3)
     x = np.concatenate([np.linspace(-12, 12, 40001), rng.standard_normal(5000) * 3,
                         [0.0, 1e-30, -1e-30, 1e20, -1e20, 3e38, -3e38]]).astype(np.float32)
@@ -57,7 +57,7 @@ def test_sigmoid_tails_and_specials(size: int, layout: str) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """A single value (a classifier's score) is computed in Python's float64 and rounded once."""
-    monkeypatch.setattr(elementwise_ops, "_logistic_of_negated_", lambda y: pytest.fail("took the array path"))
+    monkeypatch.setattr(activations, "logistic_of_negated_", lambda y: pytest.fail("took the array path"))
     x = np.full(shape, value, dtype)
     sess = load_node(helper.make_node("Sigmoid", ["x"], ["y"]), {"x": x}, opset=13)
     (got,) = sess.run(None, {"x": x})

@@ -199,6 +199,7 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
 
 SPECS = {
     ("", "Conv"): ("conv2d.wgsl", ("direct", "depthwise"), build_conv),
+    ("webinfer", "FusedConv"): ("conv2d.wgsl", ("direct", "depthwise"), build_conv),
     ("", "ConvTranspose"): ("conv2d.wgsl", ("transpose",), build_conv_transpose),
     ("", "MaxPool"): ("pool.wgsl", ("main",), build_pool),
     ("", "AveragePool"): ("pool.wgsl", ("main",), build_pool),

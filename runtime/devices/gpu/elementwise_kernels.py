@@ -1,7 +1,8 @@
 """Elementwise ops on the GPU, generated from the tables in ops/elementwise.py.
 
-Every unary and binary op whose table row has a `wgsl` expression gets a
-kernel from the one template in wgsl/elementwise.wgsl: the expression is
+Every unary and binary op whose table row has a `wgsl` expression (the
+activations' rows come from activations.py) gets a kernel from the one
+template in wgsl/elementwise.wgsl: the expression is
 substituted, attributes become literals, and the loads implement numpy
 broadcasting.  The ops the tables give no expression for (comparisons,
 logic, Where, Clip, Cast, the variadic ones, Gelu...) are listed here in
@@ -18,18 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...ops.elementwise import BINARY, UNARY
+from ...ops.elementwise import ACTIVATION_OPS, BINARY, UNARY
 from ...ops.registry import Kernel, OpContext
-from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, has_input, in_dtype, out_dtype,
+from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, has_input, in_dtype, out_dtype, params_into,
                      wgsl_float, wgsl_type)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
-
-#: Attribute defaults of the table ops whose expressions name attributes.
-ATTR_DEFAULTS: dict[str, dict[str, float]] = {
-    "LeakyRelu": {"alpha": 0.01}, "Elu": {"alpha": 1.0}, "Celu": {"alpha": 1.0}, "ThresholdedRelu": {"alpha": 1.0},
-    "Selu": {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
-    "HardSigmoid": {"alpha": 0.2, "beta": 0.5}, "Shrink": {"bias": 0.0, "lambd": 0.5}, "Swish": {"alpha": 1.0},
-}
 
 _SAFE = re.compile(r"\b(erf|tanh|pow)\(")
 
@@ -49,13 +43,16 @@ class MapOp:
     kinds: str = "f"
     #: "same" (as input 0), "bool", or computed by the builder (Cast).
     out: str = "same"
+    #: The attributes the expression names, with their defaults (the op table's).
+    params: tuple[tuple[str, float], ...] = ()
 
 
 def _table_ops() -> dict[str, MapOp]:
     ops: dict[str, MapOp] = {}
-    for name, u in UNARY.items():
+    for name, u in [*UNARY.items(), *((name, u) for (_, name), (u, _) in ACTIVATION_OPS.items())]:
         if u.wgsl:
-            ops[name] = MapOp(("x",), rewrite(u.wgsl), "fi" if name in ("Abs", "Neg", "Sign") else "f")
+            ops[name] = MapOp(("x",), rewrite(u.wgsl), "fi" if name in ("Abs", "Neg", "Sign") else "f",
+                              params=u.params)
     for name, b in BINARY.items():
         if b.wgsl:
             ops[name] = MapOp(("a", "b"), rewrite(b.wgsl), "fi" if name in ("Add", "Sub", "Mul", "Div") else "f")
@@ -74,7 +71,8 @@ EXTRA: dict[str, MapOp] = {
     "Xor": MapOp(("a", "b"), "a != b", "b", "bool"),
     "Not": MapOp(("x",), "!x", "b", "bool"),
     "IsNaN": MapOp(("x",), "wi_isnan(x)", "f", "bool"),
-    "Shrink": MapOp(("x",), "select(select(0.0, x - {bias}, x > {lambd}), x + {bias}, x < -{lambd})"),
+    "Shrink": MapOp(("x",), "select(select(0.0, x - {bias}, x > {lambd}), x + {bias}, x < -{lambd})",
+                    params=UNARY["Shrink"].params),
     "Where": MapOp(("c", "a", "b"), "select(b, a, c)", "fib"),
 }
 
@@ -176,14 +174,6 @@ def _check_kinds(ctx: OpContext, inputs: list[int], kinds: str) -> None:
                               + "/".join({"f": "float", "i": "int", "b": "bool"}[c] for c in kinds))
 
 
-def _attrs_into(ctx: OpContext, op_type: str, expr: str) -> str:
-    for name, default in ATTR_DEFAULTS.get(op_type, {}).items():
-        expr = expr.replace("{" + name + "}", wgsl_float(ctx.attr(name, default)))
-    if "{" in expr:
-        raise Unsupported(f"expression {expr!r} names an attribute without a known default")
-    return expr
-
-
 def _legacy_broadcast(ctx: OpContext) -> None:
     if ctx.opset < 7 and ctx.attr("broadcast", 0):
         raise Unsupported("legacy (opset < 7) broadcast attribute")
@@ -196,7 +186,7 @@ def build_map(ctx: OpContext, dev: GpuDevice) -> Kernel:
     if len(ctx.node.inputs) != n:
         raise Unsupported(f"{len(ctx.node.inputs)} inputs, the kernel takes {n}")
     _legacy_broadcast(ctx)
-    expr = _attrs_into(ctx, ctx.node.op_type, op.expr)
+    expr = params_into(op.expr, {name: ctx.attr(name, default) for name, default in op.params})
     data = list(range(n))
     if ctx.node.op_type == "Where":
         _check_kinds(ctx, [0], "b")
@@ -223,7 +213,7 @@ def build_gelu(ctx: OpContext, dev: GpuDevice) -> Kernel:
     if approx == "tanh":
         expr = "0.5 * x * (1.0 + wi_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
     elif approx == "none":
-        expr = "0.5 * x * (1.0 + wi_erf(x * 0.7071067811865476))"
+        expr = MAP_OPS["Gelu"].expr
     else:
         raise Unsupported(f"approximate={approx!r}")
     return map_kernel(ctx, dev, ["x"], expr, out_dtype(ctx))
@@ -329,6 +319,5 @@ _BUILDERS: dict[str, Callable[[OpContext, GpuDevice], Kernel]] = {
 #: (domain, op) -> (WGSL file, entry points, builder); the fused webinfer ops with an elementwise form too.
 SPECS: dict[tuple[str, str], tuple[str, tuple[str, ...], Callable[[OpContext, GpuDevice], Kernel]]] = {
     **{("", op): ("elementwise.wgsl", ("main",), build) for op, build in _BUILDERS.items()},
-    ("webinfer", "Gelu"): ("elementwise.wgsl", ("main",), build_gelu),
-    ("webinfer", "HardSwish"): ("elementwise.wgsl", ("main",), build_map),
+    **{key: ("elementwise.wgsl", ("main",), _BUILDERS[key[1]]) for key in ACTIVATION_OPS},
 }

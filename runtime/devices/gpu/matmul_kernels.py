@@ -167,7 +167,7 @@ def build_matmul(ctx: OpContext, dev: GpuDevice) -> Kernel:
     trans_a = bool(ctx.attr("transA", 0)) if fused else False
     trans_b = bool(ctx.attr("transB", 0)) if fused else False
     alpha = float(ctx.attr("alpha", 1.0)) if fused else 1.0
-    mm = Matmul(dev, ctx.node.label(), activation_expr(ctx) if fused else "v", t)
+    mm = Matmul(dev, ctx.node.label(), activation_expr(ctx) if fused else "x", t)
 
     def plan(sa: tuple[int, ...], sb: tuple[int, ...], sbias: tuple[int, ...] | None) -> Any:
         if not sa or not sb:
@@ -197,7 +197,7 @@ def build_gemm(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise Unsupported("opset < 7 C without broadcast must be [M, N]")
     trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
-    mm = Matmul(dev, ctx.node.label(), "v", t)
+    mm = Matmul(dev, ctx.node.label(), "x", t)
 
     def plan(sa: tuple[int, ...], sb: tuple[int, ...], sc: tuple[int, ...] | None) -> Any:
         if len(sa) != 2 or len(sb) != 2:

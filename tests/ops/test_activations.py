@@ -1,0 +1,79 @@
+"""The one activation table (webinfer/activations.py): every row, standalone and fused into MatMul and Conv,
+against onnxruntime on random data (the GPU's: tests/gpu/test_activations_gpu.py).
+
+Tolerances: 1e-5 relative and absolute (float32; the GPU's exp/tanh/erf are a few ulp).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+import webinfer
+from webinfer.activations import ACTIVATIONS
+
+RNG = np.random.default_rng(11)
+OPSET = 20  # Gelu's opset; every other source op exists there
+
+#: Attributes to try per source op (not the defaults, which the plain node tests).
+ATTRS: dict[str, dict[str, Any]] = {"LeakyRelu": {"alpha": 0.2}, "HardSigmoid": {"alpha": 0.3, "beta": 0.4}}
+ONNX_ROWS = [(name, op) for name, spec in ACTIVATIONS.items() for domain, op, _ in spec.sources if domain == ""]
+
+
+def act_node(op: str, x: str, attrs: dict[str, Any]) -> onnx.NodeProto:
+    if op == "Clip":
+        return helper.make_node("Clip", [x, "lo", "hi"], ["y"])
+    return helper.make_node(op, [x], ["y"], **attrs)
+
+
+def model(nodes: list[onnx.NodeProto], x_shape: tuple[int, ...], inits: dict[str, np.ndarray]) -> bytes:
+    inits = {**inits, "lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]).SerializeToString()
+
+
+def check(data: bytes, x: np.ndarray, fused_op: str | None, providers: list[str] | None = None) -> None:
+    sess = webinfer.InferenceSession(data, providers=providers)
+    if fused_op is not None:
+        assert [n.op_type for n in sess.graph.nodes] == [fused_op]
+    if providers == ["webgpu"]:
+        assert set(sess.get_placement().values()) == {"webgpu"}, sess.device_stats()["fallback_reasons"]
+    ours = sess.run(None, {"x": x})[0]
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, op", ONNX_ROWS)
+@pytest.mark.parametrize("with_attrs", [False, True])
+def test_activation_fuses_into_matmul(name: str, op: str, with_attrs: bool) -> None:
+    """MatMul + Add(bias) + the activation becomes one webinfer.FusedMatMul, equal to the three nodes."""
+    w, b = RNG.standard_normal((16, 12)).astype(np.float32), RNG.standard_normal(12).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             act_node(op, "a", ATTRS.get(op, {}) if with_attrs else {})]
+    x = (RNG.standard_normal((3, 5, 16)) * 2).astype(np.float32)
+    check(model(nodes, x.shape, {"w": w, "b": b}), x, "FusedMatMul")
+
+
+@pytest.mark.parametrize("name, op", ONNX_ROWS)
+def test_activation_fuses_into_conv(name: str, op: str) -> None:
+    """Conv + the activation becomes one webinfer.FusedConv, equal to the two nodes."""
+    w = RNG.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), act_node(op, "c", ATTRS.get(op, {}))]
+    x = RNG.standard_normal((2, 4, 7, 7)).astype(np.float32)
+    check(model(nodes, x.shape, {"w": w}), x, "FusedConv")
+
+
+def test_every_row_is_registered_and_has_a_gpu_kernel() -> None:
+    """Each source op of the table is an op of the registry and of the GPU's kernel table."""
+    from webinfer.devices.gpu.kernels import KERNELS
+    from webinfer.ops import REGISTRY
+    for spec in ACTIVATIONS.values():
+        for domain, op, _ in spec.sources:
+            assert (domain, op) in REGISTRY.ops and (domain, op) in KERNELS, (domain, op)
