@@ -14,8 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .. import dtypes
-from ..errors import NodeExecutionError
-from ..executor import describe_value
+from ..errors import NodeExecutionError, describe_value
 from ..ir import Graph, Node, Tensor, TensorType, node_subgraphs
 from ..ops.registry import Kernel, OpContext, OpDef, Registry
 from ..shapes import GraphTypes, SymInts

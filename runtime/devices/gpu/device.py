@@ -35,7 +35,7 @@ import struct
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -415,13 +415,31 @@ class RunCounters:
     submits: int = 0
 
 
+@dataclass(frozen=True)
+class KernelSpec:
+    """One op's GPU implementation (the rows of kernels.py's table)."""
+
+    file: str
+    entries: tuple[str, ...]
+    build: Callable[[OpContext, "GpuDevice"], Kernel]
+    #: Outputs are host-backed metadata (Shape, Size): not GPU-resident.
+    host_outputs: bool = False
+
+
 class GpuDevice:
-    """The planner's `webgpu` device (see plan.Device): kernels from kernels.py over a backend."""
+    """The `webgpu` device (devices/protocol.py): the kernels of the table it is given, over a backend.
+
+    The table (kernels.py's KERNELS, handed in by `open_device`) is not imported from here: the kernel
+    modules build on this one."""
 
     name = NAME
+    batched_downloads = True
+    run_hooks = True
 
-    def __init__(self, backend: Backend, options: dict[str, Any] | None = None):
+    def __init__(self, backend: Backend, kernels: Mapping[tuple[str, str], KernelSpec],
+                 options: dict[str, Any] | None = None):
         self.backend = backend
+        self.kernels = kernels
         self.options = dict(options or {})
         self.limits = backend.limits
         self.f16 = "shader-f16" in backend.features and bool(self.options.get("f16", True))
@@ -445,9 +463,8 @@ class GpuDevice:
 
     # ------------------------------------------------------------ planner protocol
     def build(self, opdef: OpDef, ctx: OpContext) -> Kernel | None:
-        from .kernels import KERNELS
         node = ctx.node
-        spec = KERNELS.get((node.domain, node.op_type))
+        spec = self.kernels.get((node.domain, node.op_type))
         if spec is None:
             return self._reject(ctx, "no WGSL kernel for this op")
         try:
@@ -706,6 +723,14 @@ class GpuDevice:
 
     def fallback_reasons(self) -> dict[str, str]:
         return {f.node: f"{f.op_type}: {f.reason}" for f in self.fallbacks}
+
+    def run_stats(self) -> dict[str, Any]:
+        """The last run's dispatches, readbacks and submits (None before a run), and the adapter."""
+        last = self.last_run
+        return {"dispatches_per_run": None if last is None else last.dispatches,
+                "readbacks_per_run": None if last is None else last.readbacks,
+                "submits_per_run": None if last is None else last.submits,
+                "adapter": self.backend.description}
 
     def trim(self) -> int:
         """Give the pool's free buffers back to the driver (bytes released); cached bind groups go stale."""

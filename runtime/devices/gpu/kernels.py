@@ -14,24 +14,8 @@ entry point in its .wgsl file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from ...ops.registry import Kernel, OpContext
 from . import attention_kernels, conv_kernels, elementwise_kernels, layout_kernels, matmul_kernels, norm_kernels
-from .device import GpuDevice
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """One op's GPU implementation."""
-
-    file: str
-    entries: tuple[str, ...]
-    build: Callable[[OpContext, GpuDevice], Kernel]
-    #: Outputs are host-backed metadata (Shape, Size): not GPU-resident.
-    host_outputs: bool = False
-
+from .device import KernelSpec
 
 KERNELS: dict[tuple[str, str], KernelSpec] = {
     key: KernelSpec(file, entries, build, host_outputs=key in layout_kernels.HOST_OUTPUTS)
