@@ -98,12 +98,13 @@ class Attention:
         else:
             mstr, mlen = [0, 0, 0, 0], skv
         inc = ("attention_mask.wgsl",)
-        prog = self.dev.program("attention.wgsl", "main", WG, inc, D=d, DV=dv,
+        # the head sizes select the pipeline (register arrays); batch, heads and sequence lengths are uniforms
+        prog = self.dev.program("attention.wgsl", "main", WG, inc, by_shape=dict(D=d, DV=dv),
                                 **self._decls(["Q", "K", "V"], "Y"))
         scores = None
         if self.qk_mode is not None:
-            scores = self.dev.program("attention_scores.wgsl", "main", WG, inc, D=d, MODE=self.qk_mode,
-                                      **self._decls(["Q", "K"], "S"))
+            scores = self.dev.program("attention_scores.wgsl", "main", WG, inc, by_shape=dict(D=d),
+                                      MODE=self.qk_mode, **self._decls(["Q", "K"], "S"))
         s = float(scale) if scale is not None else 1.0 / math.sqrt(d)
         params = [b, hq, sq, skv, hq // hkv, s, float(self.softcap), offset, *qs, *ks, *vs, *ys, *mstr, mlen,
                   *self.window]

@@ -180,7 +180,7 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
             dims += [size, g.out[d], kernel[d], g.strides[d], g.dilations[d], g.begin[d], lo, hi]
         planes = xs[0] * xs[1]
         cells = math.prod(g.out)
-        prog = dev.program("pool.wgsl", "main", WG, RANK=len(xs) - 2, **values)
+        prog = dev.program("pool.wgsl", "main", WG, by_shape=dict(RANK=len(xs) - 2), **values)
         params = [planes, cells, math.prod(xs[2:]), math.prod(kernel), *dims]
         return xs[:2] + tuple(g.out), prog, params, ceil_div(planes * cells, WG)
 

@@ -24,6 +24,7 @@ from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, has_input, in_dtype, out_dtype, params_into,
                      wgsl_float, wgsl_type)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
+from .uniforms import Uniforms
 
 _SAFE = re.compile(r"\b(erf|tanh|pow)\(")
 
@@ -121,7 +122,7 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
             own[d] = acc
             acc *= shape[d]
         n = int(np.prod(out_shape)) if out_shape else 1
-        params: list[int] = [n, *shape]
+        bcast: list[int] = []
         loads = []
         for k, (s, name) in enumerate(zip(strides, [names[i] for i in present])):
             if s == own:
@@ -129,16 +130,19 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
             elif not any(s):
                 at = "0u"
             else:
-                at = f"bcast_offset(i, {len(params)}u)"
-                params.extend(s)
+                at = f"bcast_offset(i, ew_strides + {len(bcast)}u)"
+                bcast.extend(s)
             value = f"in{k}[{at}]"
             if in_bool[k]:
                 value = f"{value} != 0u"
             elif in_types[k] == "f16":
                 value = f"f32({value})"  # float16 computes in float32
             loads.append(f"    let {name} = {value};")
-        prog = dev.program("elementwise.wgsl", "main", WG, RANK=rank, INPUTS=inputs_decl, LOADS="\n".join(loads),
-                           STORE=store, OUT=len(present) + 1, OUT_T=out_t)
+        words = uniforms_of(rank, len(bcast))
+        prog = dev.program("elementwise.wgsl", "main", WG, uniforms=(words,),
+                           by_shape=dict(RANK=rank, LOADS="\n".join(loads)), INPUTS=inputs_decl, STORE=store,
+                           OUT=len(present) + 1, OUT_T=out_t)
+        params = words.pack(n=n, shape=shape, **({"strides": bcast} if bcast else {}))
         return prog, params, ceil_div(n, WG), out_shape
 
     memo = ShapeMemo(plan)
@@ -153,6 +157,12 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
         return (out,)
 
     return run
+
+
+def uniforms_of(rank: int, strides: int) -> Uniforms:
+    """The words of wgsl/elementwise.wgsl for an output of collapsed `rank` and `strides` words of
+    broadcast strides (`rank` per input read through `bcast_offset`)."""
+    return Uniforms("ew", ("n", ("shape", max(rank, 1))) + ((("strides", strides),) if strides else ()))
 
 
 def wrap_store(dtype: np.dtype, expr: str) -> str:

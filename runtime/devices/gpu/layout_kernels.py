@@ -58,7 +58,7 @@ class Strided:
         if n == 0:
             return None
         dims, (ss, ds) = collapse(list(shape), [list(src_strides), list(dst_strides)])
-        prog = self.dev.program("copy.wgsl", "strided", WG, RANK=len(dims), W=self.word,
+        prog = self.dev.program("copy.wgsl", "strided", WG, by_shape=dict(RANK=len(dims)), W=self.word,
                                 PAD_VALUE=_PAD[self.word])
         return prog, [n, src_off, dst_off, *dims, *ss, *ds], ceil_div(n, WG)
 
@@ -441,7 +441,7 @@ def build_gather_elements(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise DeviceError(f"indices {list(ishape)} and data {list(shape)} differ in rank")
         axis = axis_attr % rank
         n = math.prod(ishape)
-        prog = dev.program("gather.wgsl", "gather_elements", WG, RANK=rank, W=word)
+        prog = dev.program("gather.wgsl", "gather_elements", WG, by_shape=dict(RANK=rank), W=word)
         return prog, [n, axis, shape[axis], *ishape, *contiguous_strides(shape)], ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
@@ -467,7 +467,8 @@ def build_tile(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise DeviceError(f"repeats {list(reps)} must have one entry per axis of {list(shape)}")
         out_shape = tuple(d * r for d, r in zip(shape, reps))
         n = math.prod(out_shape)
-        prog = dev.program("copy.wgsl", "tile", WG, RANK=max(1, len(shape)), W=word, PAD_VALUE=_PAD[word])
+        prog = dev.program("copy.wgsl", "tile", WG, by_shape=dict(RANK=max(1, len(shape))), W=word,
+                           PAD_VALUE=_PAD[word])
         dims = list(out_shape) or [1]
         return out_shape, prog, [n, *dims, *(list(shape) or [1]), *(contiguous_strides(shape) or [1])], \
             ceil_div(n, WG)
@@ -530,7 +531,7 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
         if mode != "constant" and any(d == 0 for d in shape) and any(begin + end):
             raise DeviceError(f"{mode} padding of an empty axis")
         n = math.prod(out_shape)
-        prog = dev.program("copy.wgsl", "pad", WG, RANK=max(rank, 1), W=word, PAD_VALUE=_PAD[word])
+        prog = dev.program("copy.wgsl", "pad", WG, by_shape=dict(RANK=max(rank, 1)), W=word, PAD_VALUE=_PAD[word])
         dims = list(out_shape) or [1]
         params = [n, _PAD_MODES[mode], bits(value), *dims, *(list(shape) or [1]), *(begin or [0])]
         return out_shape, prog, params, ceil_div(n, WG)
@@ -610,7 +611,7 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
         s1 = strides[meta[0][0]] if meta[0][0] < len(shape) else 0
         s2 = strides[meta[1][0]] if meta[1][0] < len(shape) else 0
         params = [n, *meta[0], *meta[1], s1, s2, *(list(out_shape) or [1]), *strides, fill_word]
-        prog = dev.program("resize.wgsl", "main", WG, RANK=rank, **values)
+        prog = dev.program("resize.wgsl", "main", WG, by_shape=dict(RANK=rank), **values)
         return prog, params, ceil_div(n, WG), tables
 
     memo = ShapeMemo(plan)

@@ -22,6 +22,10 @@ from .common import (WG, ShapeMemo, ceil_div, collapse, contiguous_strides, has_
                      out_dtype, require_float, storage_decls, wgsl_float)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 from .elementwise_kernels import map_kernel
+from .uniforms import Uniforms
+
+#: The words of wgsl/softmax.wgsl (uniforms.py).
+SOFTMAX = Uniforms("sm", ("rows", "length", "inner"))
 
 #: Workgroup of the one-workgroup-per-row schedule.
 ROW_WG = 64
@@ -37,12 +41,12 @@ def _row_schedule(dev: GpuDevice, rows: int) -> str:
 
 
 def _dispatch_rows(dev: GpuDevice, site: Site, file: str, rows: int, tensors: list[GpuTensor], params: list[Any],
-                   **values: Any) -> None:
+                   uniforms: tuple[Uniforms, ...] = (), **values: Any) -> None:
     """Run `file` (softmax.wgsl or layernorm.wgsl, whose `wg` entries reduce with workgroup_reduce.wgsl) on
     `rows` rows."""
     entry = _row_schedule(dev, rows)
     wg = WG if entry == "serial" else ROW_WG
-    prog = dev.program(file, entry, wg, ("workgroup_reduce.wgsl",), **values)
+    prog = dev.program(file, entry, wg, ("workgroup_reduce.wgsl",), uniforms=uniforms, **values)
     dev.dispatch(site, prog, tensors, params, ceil_div(rows, WG) if entry == "serial" else rows)
 
 
@@ -71,8 +75,8 @@ def build_softmax(ctx: OpContext, dev: GpuDevice) -> Kernel:
         rows, length, inner = memo.get(x.shape, x.shape)
         out = dev.empty(x.shape, x.dtype)
         if out.size:
-            _dispatch_rows(dev, site, "softmax.wgsl", rows, [x, out], [rows, length, inner],
-                           LOG=str(log).lower(), T=t)
+            _dispatch_rows(dev, site, "softmax.wgsl", rows, [x, out],
+                           SOFTMAX.pack(rows=rows, length=length, inner=inner), (SOFTMAX,), LOG=str(log).lower(), T=t)
         return (out,)
 
     return run
@@ -231,8 +235,8 @@ class Reducer:
         count = math.prod(shape[d] for d in red)
         n = math.prod(out_shape)
         init, update, final, lse = REDUCERS[self.op]
-        prog = self.dev.program("reduce.wgsl", "reduce", WG, KEPT=len(kd), RED=len(rd), LSE=str(lse).lower(),
-                                INIT=init, UPDATE=update, FINAL=final, T=self.t)
+        prog = self.dev.program("reduce.wgsl", "reduce", WG, by_shape=dict(KEPT=len(kd), RED=len(rd)),
+                                LSE=str(lse).lower(), INIT=init, UPDATE=update, FINAL=final, T=self.t)
         return out_shape, (prog, [n, count, *kd, *ks, *rd, *rs], ceil_div(n, WG))
 
     def run(self, planned: Any, x: GpuTensor, out: GpuTensor) -> None:

@@ -1,0 +1,59 @@
+"""Named uniform blocks (devices/gpu/uniforms.py): the words a builder packs are the ones its WGSL names.
+
+Pure Python (no adapter needed): layouts, packing checks, and that the
+kernels converted to named words read no positional word any more.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from webinfer.devices.gpu import elementwise_kernels, matmul_kernels, norm_kernels
+from webinfer.devices.gpu.device import wgsl_source
+from webinfer.devices.gpu.uniforms import Uniforms
+from webinfer.errors import DeviceError
+
+
+def test_layout_offsets_constants_and_packing() -> None:
+    u = Uniforms("t", ("n", ("dims", 3), "alpha"))
+    assert u.offsets == {"n": (0, 1), "dims": (1, 3), "alpha": (4, 1)} and u.size == 5
+    assert u.wgsl().splitlines() == ["const t_n: u32 = 0u;", "const t_dims: u32 = 1u;", "const t_alpha: u32 = 4u;"]
+    assert u.pack(alpha=0.5, n=7, dims=[2, 3]) == [7, 2, 3, 0, 0.5]  # arrays padded, order from the layout
+
+
+@pytest.mark.parametrize("words, match", [
+    (dict(n=1, dims=[1]), r"missing \['alpha'\]"),
+    (dict(n=1, dims=[1], alpha=1.0, beta=2.0), r"unknown \['beta'\]"),
+    (dict(n=[1], dims=[1], alpha=1.0), "n is one word"),
+    (dict(n=1, dims=[1, 2, 3, 4], alpha=1.0), "dims takes up to 3 words"),
+])
+def test_packing_refuses_wrong_words(words: dict, match: str) -> None:
+    with pytest.raises(DeviceError, match=match):
+        Uniforms("t", ("n", ("dims", 3), "alpha")).pack(**words)
+
+
+def test_a_layout_must_fit_the_block() -> None:
+    with pytest.raises(ValueError, match="exceed the 128"):
+        Uniforms("big", (("a", 100), ("b", 29)))
+    with pytest.raises(ValueError, match="declared twice"):
+        Uniforms("dup", ("a", "a"))
+
+
+@pytest.mark.parametrize("file, layout", [
+    ("matmul.wgsl", matmul_kernels.MATMUL),
+    ("softmax.wgsl", norm_kernels.SOFTMAX),
+    ("elementwise.wgsl", elementwise_kernels.uniforms_of(2, 4)),
+])
+def test_converted_kernels_read_words_by_name(file: str, layout: Uniforms) -> None:
+    """The file reads only named words, and every name it reads is one the layout declares."""
+    assert "{{UNIFORMS}}" in wgsl_source(file)
+    assert not re.search(r"\bp[uif]\(\s*\d", wgsl_source(file)), f"{file} still reads a positional word"
+    named = set(re.findall(rf"\b{layout.prefix}_(\w+)", wgsl_source(file)))
+    assert named and named <= set(layout.offsets), named - set(layout.offsets)
+
+
+def test_an_array_of_one_word_takes_a_sequence() -> None:
+    """A rank-1 output's shape is an array of one word: packed from a list, as any other rank's."""
+    assert elementwise_kernels.uniforms_of(1, 0).pack(n=60, shape=[60]) == [60, 60]
