@@ -12,11 +12,12 @@ from onnx import helper
 from ..ops.test_activations import ATTRS, ONNX_ROWS, RNG, act_node, check, model
 
 
-@pytest.mark.parametrize("name, op", ONNX_ROWS)
-def test_standalone_activation_on_the_gpu(gpu_device: Any, name: str, op: str) -> None:
+@pytest.mark.parametrize("domain, op", ONNX_ROWS)
+def test_standalone_activation_on_the_gpu(gpu_device: Any, domain: str, op: str) -> None:
     """The standalone op and its fused form (the same table expression) on the GPU."""
     x = (RNG.standard_normal((2, 4, 7, 7)) * 3).astype(np.float32)
-    check(model([act_node(op, "x", ATTRS.get(op, {}))], x.shape, {}), x, None, ["webgpu"])
+    check(model([act_node(domain, op, "x", ATTRS.get(op, {}))], x.shape, {}), x, None, ["webgpu"])
     w = RNG.standard_normal((6, 4, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), act_node(op, "c", ATTRS.get(op, {}))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             act_node(domain, op, "c", ATTRS.get(op, {}))]
     check(model(nodes, x.shape, {"w": w}), x, "FusedConv", ["webgpu"])
