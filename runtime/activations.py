@@ -92,6 +92,12 @@ def _clip(x: np.ndarray, out: np.ndarray, min: float, max: float) -> None:  # no
     np.clip(x, min, max, out=out)
 
 
+def _quick_gelu(x: np.ndarray, out: np.ndarray, alpha: float) -> None:
+    s = x * x.dtype.type(alpha)  # a new array: `out` may be `x`
+    _sigmoid(s, s)
+    np.multiply(x, s, out=out)
+
+
 def _always(params: Mapping[str, Any]) -> bool:
     return True
 
@@ -138,6 +144,8 @@ ACTIVATIONS: dict[str, ActivationDef] = {a.name: a for a in (
     ActivationDef("Clip", (("", "Clip", 1),), _clip, "min(max(x, {min}), {max})",
                   params=(("min", -math.inf), ("max", math.inf)), wasm=2, max_commutes=_always,
                   input_params=("min", "max")),
+    ActivationDef("QuickGelu", (("com.microsoft", "QuickGelu", 1),), _quick_gelu, "x * wi_sigmoid({alpha} * x)",
+                  params=(("alpha", 1.702),), upcast16=True),
 )}
 
 #: The row fusing from each (domain, op_type).

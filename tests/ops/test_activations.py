@@ -82,3 +82,15 @@ def test_every_row_is_registered_and_has_a_gpu_kernel() -> None:
     for spec in ACTIVATIONS.values():
         for domain, op, _ in spec.sources:
             assert (domain, op) in REGISTRY.ops and (domain, op) in KERNELS, (domain, op)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"alpha": 1.2}])
+def test_quick_gelu(attrs: dict[str, Any]) -> None:
+    """com.microsoft.QuickGelu, x * sigmoid(alpha * x) with alpha 1.702 by default, against onnxruntime (which
+    has it) and the formula in float64, on random data of a wide range (the GPU: test_activations_gpu.py)."""
+    x = (RNG.standard_normal((3, 7, 5)) * 4).astype(np.float32)
+    check(model([act_node("com.microsoft", "QuickGelu", "x", attrs)], x.shape, {}), x, None)
+    sess = webinfer.InferenceSession(model([act_node("com.microsoft", "QuickGelu", "x", attrs)], x.shape, {}))
+    x64 = x.astype(np.float64)
+    want = x64 / (1 + np.exp(-attrs.get("alpha", 1.702) * x64))
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-6, atol=1e-6)
