@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from webinfer.devices.gpu import attention_kernels, elementwise_kernels, matmul_kernels, norm_kernels
+from webinfer.devices.gpu import attention_kernels, conv_kernels, elementwise_kernels, matmul_kernels, norm_kernels
 from webinfer.devices.gpu.device import wgsl_source
 from webinfer.devices.gpu.uniforms import Uniforms
 from webinfer.errors import DeviceError
@@ -43,6 +43,7 @@ def test_a_layout_must_fit_the_block() -> None:
 
 @pytest.mark.parametrize("file, layout", [
     ("matmul.wgsl", matmul_kernels.MATMUL),
+    ("conv2d.wgsl", conv_kernels.CONV2D),
     ("softmax.wgsl", norm_kernels.SOFTMAX),
     ("elementwise.wgsl", elementwise_kernels.uniforms_of(2, 4)),
     ("attention.wgsl", attention_kernels.ATTENTION),
