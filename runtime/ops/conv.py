@@ -1533,7 +1533,7 @@ def col2im(ctx: OpContext) -> Kernel:
 # --------------------------------------------------------- ConvTranspose
 
 @dataclass(frozen=True)
-class _TransposeAttrs:
+class TransposeAttrs:
     win: Window
     output_padding: tuple[int, ...] | None
     output_shape: tuple[int, ...] | None
@@ -1577,8 +1577,8 @@ class _TransposeAttrs:
         return out, begin
 
 
-def _read_transpose(ctx: AttrMixin) -> _TransposeAttrs:
-    return _TransposeAttrs(read_window(ctx, pool=False), _ints_attr(ctx, "output_padding", 0),
+def read_transpose(ctx: AttrMixin) -> TransposeAttrs:
+    return TransposeAttrs(read_window(ctx, pool=False), _ints_attr(ctx, "output_padding", 0),
                            _ints_attr(ctx, "output_shape", 0))
 
 
@@ -1589,7 +1589,7 @@ def _conv_transpose_rule(ctx: InferContext) -> list[Type | None]:
     rank = len(x) if x is not None else (len(w) if w is not None else None)
     if rank is None:
         return [tensor(ctx.elem(0))]
-    attrs = _read_transpose(ctx)
+    attrs = read_transpose(ctx)
     kernel = kernel_of(ctx, attrs.win, w)
     m = dim_mul(w[1], group) if w is not None else None
     if ctx.has(2):
@@ -1652,7 +1652,7 @@ class _TransposeScatter:
 @op("ConvTranspose", since=1, infer=_conv_transpose_rule)
 def conv_transpose(ctx: OpContext) -> Kernel:
     """Transposed conv: one matmul per image to columns, then col2im (one add per kernel tap)."""
-    attrs = _read_transpose(ctx)
+    attrs = read_transpose(ctx)
     group = _group(ctx)
     act = fused_activation(ctx)
     elem = ctx.in_elem(0)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DeviceError
-from ...ops.conv import Geometry, Window, _read_transpose, read_window
+from ...ops.conv import Geometry, Window, read_transpose, read_window
 from ...ops.registry import Kernel, OpContext
 from .common import WG, ShapeMemo, activation_expr, ceil_div, has_input, require_float, storage_decls
 from .device import GpuDevice, GpuTensor, Site, Unsupported
@@ -126,7 +126,7 @@ def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
     present = [i for i in range(len(ctx.node.inputs)) if has_input(ctx, i)]
     t = require_float(ctx, dev, *present)
     _rank_ok(ctx)
-    attrs = _read_transpose(ctx)
+    attrs = read_transpose(ctx)
     group = int(ctx.attr("group", 1))
     has_bias = has_input(ctx, 2)
     site = Site(ctx.node.label())

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...errors import DeviceError
+from ...ops import resize as cpu_resize
 from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
                      host_params, host_values, in_dtype, storage_decls)
@@ -561,11 +562,10 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
 def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
     """Resize (10+) and Upsample (7, 9) from the CPU op's per-axis index/weight tables (wgsl/resize.wgsl)."""
     host_params(ctx, dev, 1, 2, 3)
-    from ...ops import resize as cpu_resize
     word = _words(ctx, dev, 0)
     upsample = ctx.node.op_type == "Upsample"
     legacy = upsample or ctx.opset < 11
-    spec = cpu_resize._read_spec(ctx, legacy)
+    spec = cpu_resize.read_spec(ctx, legacy)
     crop = spec.coord == "tf_crop_and_resize"
     nearest = spec.mode == "nearest"
     if not nearest and in_dtype(ctx, 0) not in (np.float32, np.float16):
@@ -593,7 +593,7 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
         idx_parts, w_parts = [np.zeros(1, np.int32)], [np.ones(1, np.float32)]
         meta, at = [], 1
         for a in resized:
-            t = cpu_resize._axis_table(spec, shape[a], out_shape[a], float(factors[a]), rois[a])
+            t = cpu_resize.axis_table(spec, shape[a], out_shape[a], float(factors[a]), rois[a])
             idx = np.array(t.idx).reshape(out_shape[a], -1)
             if t.outside is not None:
                 idx[np.asarray(t.outside), 0] = -1
@@ -617,19 +617,19 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor, *rest: Any) -> tuple[GpuTensor]:
-        axes = cpu_resize._resize_axes(ctx, x.ndim)
+        axes = cpu_resize.resize_axes(ctx, x.ndim)
         roi = None
         if upsample:
-            scales = attr_scales if attr_scales is not None else cpu_resize._present(host_values(
+            scales = attr_scales if attr_scales is not None else cpu_resize.present_values(host_values(
                 rest[0] if rest else None, "Upsample's scales"))
             sizes = None
         elif legacy:
-            scales, sizes = cpu_resize._present(host_values(rest[0] if rest else None, "Resize's scales")), None
+            scales, sizes = cpu_resize.present_values(host_values(rest[0] if rest else None, "Resize's scales")), None
         else:
-            roi = cpu_resize._present(host_values(rest[0], "Resize's roi")) if rest else None
-            scales = cpu_resize._present(host_values(rest[1], "Resize's scales")) if len(rest) > 1 else None
-            sizes = cpu_resize._present(host_values(rest[2], "Resize's sizes")) if len(rest) > 2 else None
-        out_shape, factors = cpu_resize._target(ctx, x.shape, axes, scales, sizes, policy)
+            roi = cpu_resize.present_values(host_values(rest[0], "Resize's roi")) if rest else None
+            scales = cpu_resize.present_values(host_values(rest[1], "Resize's scales")) if len(rest) > 1 else None
+            sizes = cpu_resize.present_values(host_values(rest[2], "Resize's sizes")) if len(rest) > 2 else None
+        out_shape, factors = cpu_resize.resize_target(ctx, x.shape, axes, scales, sizes, policy)
         rois = [(0.0, 1.0)] * x.ndim
         if crop:
             if roi is None or roi.size != 2 * len(axes):
