@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -299,23 +300,38 @@ def flatten(ctx: OpContext) -> Kernel:
 
 # ------------------------------------------------------- Squeeze, Unsqueeze
 
-def _axes_arg(ctx: InferContext, attr_until: int) -> tuple[list[int] | None, bool]:
-    """Axes from the attribute (opset < attr_until) or input 1: (axes or None, known)."""
-    if ctx.opset < attr_until:
+@dataclass(frozen=True)
+class AxesArg:
+    """Squeeze's and Unsqueeze's axes, read once for the shape rule, the numpy kernel and the GPU builder.
+
+    They are the `axes` attribute before opset 13 and input 1 since.  `axes`
+    is None when there are none (Squeeze: every size-1 axis; Unsqueeze: an
+    error) or when input 1 is not a constant: then `at_run_time` is set and
+    the kernel reads them from that input.
+    """
+
+    axes: tuple[int, ...] | None
+    at_run_time: bool
+
+
+def axes_arg(ctx: InferContext | OpContext) -> AxesArg:
+    """The node's `AxesArg`; input 1's values are those shape inference knows, or the constant's."""
+    if ctx.opset < 13:
         axes = ctx.attr("axes", None)
-        return (None if axes is None else [int(a) for a in axes]), True
-    if not ctx.has(1):
-        return None, True
-    axes = ctx.ints(1)
-    return axes, axes is not None
+        return AxesArg(None if axes is None else tuple(int(a) for a in axes), False)
+    if len(ctx.node.inputs) < 2 or not ctx.node.inputs[1]:
+        return AxesArg(None, False)
+    values = ctx.ints(1) if isinstance(ctx, InferContext) else int_list(ctx.const(1))
+    return AxesArg(None if values is None else tuple(values), values is None)
 
 
 def _squeeze_rule(ctx: InferContext) -> list[Type | None]:
     elem, shape = ctx.elem(0), ctx.shape(0)
-    axes, known = _axes_arg(ctx, 13)
+    arg = axes_arg(ctx)
+    axes = None if arg.axes is None else list(arg.axes)
     if shape is None:
         return [tensor(elem)]
-    if not known:
+    if arg.at_run_time:
         n = static_len(ctx, 1)
         return [tensor(elem, None if n is None else (None,) * (len(shape) - n))]
     if axes is None:
@@ -349,13 +365,12 @@ def squeeze(ctx: OpContext) -> Kernel:
     static = _static_out_shape(ctx)
     if static is not None:
         return lambda x, axes=None: (x.reshape(static),)
-    if ctx.opset < 13:
-        axes = ctx.attr("axes", None)
-        return _squeeze_by([int(a) for a in axes]) if axes is not None else lambda x: (squeeze_array(x, None),)
-    const = ctx.const(1)
-    if const is not None:
-        return _squeeze_by(int_list(const) or [])
-    return lambda x, axes=None: (squeeze_array(x, int_list(axes)),)
+    arg = axes_arg(ctx)
+    if arg.at_run_time:
+        return lambda x, axes=None: (squeeze_array(x, int_list(axes)),)
+    if arg.axes is None:
+        return lambda x, axes=None: (squeeze_array(x, None),)
+    return _squeeze_by(list(arg.axes))
 
 
 def _squeeze_by(axes: list[int]) -> Kernel:
@@ -388,15 +403,15 @@ def _static_out_shape(ctx: OpContext) -> tuple[int, ...] | None:
 
 def _unsqueeze_rule(ctx: InferContext) -> list[Type | None]:
     elem, shape = ctx.elem(0), ctx.shape(0)
-    axes, known = _axes_arg(ctx, 13)
-    if axes is None and known:
+    arg = axes_arg(ctx)
+    if arg.axes is None and not arg.at_run_time:
         raise ctx.error("Unsqueeze needs axes")
     if shape is None:
         return [tensor(elem)]
-    if not known:
+    if arg.axes is None:
         n = static_len(ctx, 1)
         return [tensor(elem, None if n is None else (None,) * (len(shape) + n))]
-    assert axes is not None
+    axes = list(arg.axes)
     rank = len(shape) + len(axes)
     norm = _unique_axes(ctx, axes, rank)
     rest = iter(shape)
@@ -420,12 +435,12 @@ def unsqueeze(ctx: OpContext) -> Kernel:
     static = _static_out_shape(ctx)
     if static is not None:
         return lambda x, axes=None: (x.reshape(static),)
-    if ctx.opset < 13:
-        return _unsqueeze_by([int(a) for a in ctx.attr("axes")])
-    const = ctx.const(1)
-    if const is not None:
-        return _unsqueeze_by(int_list(const) or [])
-    return lambda x, axes: (unsqueeze_array(x, int_list(axes) or []),)
+    arg = axes_arg(ctx)
+    if arg.at_run_time:
+        return lambda x, axes: (unsqueeze_array(x, int_list(axes) or []),)
+    if arg.axes is None:
+        raise ctx.error("Unsqueeze needs axes")
+    return _unsqueeze_by(list(arg.axes))
 
 
 def _unsqueeze_by(axes: list[int]) -> Kernel:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...errors import DeviceError
 from ...ops import resize as cpu_resize
+from ...ops.shape import axes_arg
 from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
                      host_params, host_values, in_dtype, storage_decls)
@@ -108,25 +109,12 @@ def build_reshape(ctx: OpContext, dev: GpuDevice) -> Kernel:
     return run
 
 
-def _axes_arg(ctx: OpContext, since: int) -> tuple[list[int] | None, bool]:
-    """Axes from the attribute (before `since`) or input 1; (values or None, comes at run time)."""
-    if ctx.opset < since:
-        a = ctx.attr("axes", None)
-        return ([int(x) for x in a] if a is not None else None), False
-    if not has_input(ctx, 1):
-        return None, False
-    c = ctx.const(1)
-    if c is not None:
-        return [int(x) for x in np.asarray(c).reshape(-1)], False
-    return None, True
-
-
 def build_squeeze(ctx: OpContext, dev: GpuDevice) -> Kernel:
     host_params(ctx, dev, 1)
-    fixed, dynamic = _axes_arg(ctx, 13)
+    arg = axes_arg(ctx)
 
     def run(x: GpuTensor, axes: Any = None) -> tuple[GpuTensor]:
-        ax = _ints(axes, "Squeeze's axes") if dynamic else fixed
+        ax = _ints(axes, "Squeeze's axes") if arg.at_run_time else arg.axes
         if ax is None:
             shape = tuple(d for d in x.shape if d != 1)
         else:
@@ -141,10 +129,10 @@ def build_squeeze(ctx: OpContext, dev: GpuDevice) -> Kernel:
 
 def build_unsqueeze(ctx: OpContext, dev: GpuDevice) -> Kernel:
     host_params(ctx, dev, 1)
-    fixed, dynamic = _axes_arg(ctx, 13)
+    arg = axes_arg(ctx)
 
     def run(x: GpuTensor, axes: Any = None) -> tuple[GpuTensor]:
-        ax = _ints(axes, "Unsqueeze's axes") if dynamic else fixed
+        ax = _ints(axes, "Unsqueeze's axes") if arg.at_run_time else arg.axes
         if ax is None:
             raise DeviceError("Unsqueeze needs axes")
         rank = x.ndim + len(ax)
