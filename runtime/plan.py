@@ -20,7 +20,7 @@ from .checks import check_outputs
 from .devices.protocol import Device
 from .errors import UnsupportedOpError
 from .ir import Graph, Node, Tensor, TensorType, Type, node_subgraphs
-from .ops.registry import Kernel, OpContext, OpDef, Registry, consuming
+from .ops.registry import Kernel, OpContext, Registry, consuming
 from .passes import optimize
 from .shapes import GraphTypes, infer_graph
 

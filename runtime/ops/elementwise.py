@@ -9,7 +9,6 @@ onnxruntime does, so half-precision models keep their accuracy.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 

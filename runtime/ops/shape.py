@@ -216,16 +216,37 @@ def _reshape_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(elem, dims)]
 
 
+def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool) -> tuple[int, ...]:
+    """ONNX Reshape's output shape for a concrete input `shape` (the numpy kernel's and the GPU's; the
+    shape rule's symbolic form is `_reshape_dims`): 0 copies the input dim unless allowzero, one -1 is
+    inferred.  A target that does not fit is a ValueError naming both shapes."""
+    out = list(target)
+    if not allowzero and 0 in out:
+        if any(t == 0 for t in out[len(shape):]):
+            raise ValueError(f"shape {list(target)} copies a dim (0) beyond the input's rank {len(shape)}")
+        out = [shape[i] if t == 0 else t for i, t in enumerate(out)]
+    total = math.prod(shape)
+    if out.count(-1) > 1:
+        raise ValueError(f"shape {list(target)} has more than one -1")
+    if -1 in out:
+        known = math.prod(d for d in out if d != -1)
+        if (known == 0 and total) or (known and total % known):
+            raise ValueError(f"cannot reshape {list(shape)} ({total} elements) to {list(target)}")
+        out[out.index(-1)] = total // known if known else 0
+    if math.prod(out) != total:
+        raise ValueError(f"cannot reshape {list(shape)} ({total} elements) to {list(target)}")
+    return tuple(out)
+
+
 def reshape_array(x: np.ndarray, target: Sequence[int], allowzero: bool) -> np.ndarray:
-    """ONNX Reshape of one array: 0 copies the input dim (unless allowzero), -1 is inferred."""
+    """ONNX Reshape of one array (`reshape_target`); a target without 0 goes to numpy's reshape directly,
+    whose -1 is ONNX's, so the common case costs no Python arithmetic."""
     if not allowzero and 0 in target:
-        if len(target) > x.ndim and any(t == 0 for t in target[x.ndim:]):
-            raise ValueError(f"shape {list(target)} copies a dim (0) beyond the input's rank {x.ndim}")
-        target = [x.shape[i] if t == 0 else t for i, t in enumerate(target)]
+        return x.reshape(reshape_target(x.shape, target, allowzero))
     try:
         return x.reshape(target)
     except ValueError:
-        raise ValueError(f"cannot reshape {list(x.shape)} ({x.size} elements) to {list(target)}") from None
+        return x.reshape(reshape_target(x.shape, target, allowzero))  # raises, naming both shapes
 
 
 @op("Reshape", since=1, infer=_reshape_rule, exotic=True)

@@ -8,6 +8,7 @@ a float64 conv, at 1e-6 of the output's range."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper

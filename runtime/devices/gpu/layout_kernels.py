@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import DeviceError
 from ...ops import resize as cpu_resize
-from ...ops.shape import axes_arg
+from ...ops.shape import axes_arg, reshape_target
 from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
                      host_params, host_values, in_dtype, storage_decls)
@@ -75,21 +75,6 @@ class Strided:
 
 # ------------------------------------------------------------------ views
 
-def _reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool) -> tuple[int, ...]:
-    out = [shape[i] if d == 0 and not allowzero and i < len(shape) else d for i, d in enumerate(target)]
-    if out.count(-1) > 1:
-        raise DeviceError(f"shape {list(target)} has more than one -1")
-    if -1 in out:
-        known = math.prod(d for d in out if d != -1)
-        total = math.prod(shape)
-        if (known == 0 and total) or (known and total % known):
-            raise DeviceError(f"cannot reshape {list(shape)} to {list(target)}")
-        out[out.index(-1)] = total // known if known else 0
-    if math.prod(out) != math.prod(shape):
-        raise DeviceError(f"cannot reshape {list(shape)} ({math.prod(shape)} elements) to {list(target)}")
-    return tuple(out)
-
-
 def build_reshape(ctx: OpContext, dev: GpuDevice) -> Kernel:
     host_params(ctx, dev, 1)
     allowzero = bool(ctx.attr("allowzero", 0))
@@ -97,14 +82,14 @@ def build_reshape(ctx: OpContext, dev: GpuDevice) -> Kernel:
         fixed = [int(d) for d in ctx.attr("shape")]
 
         def run_attr(x: GpuTensor) -> tuple[GpuTensor]:
-            return (x.view(_reshape_target(x.shape, fixed, allowzero)),)
+            return (x.view(reshape_target(x.shape, fixed, allowzero)),)
 
         return run_attr
     const = const_ints(ctx, 1, "shape") if ctx.const(1) is not None else None
 
     def run(x: GpuTensor, shape: Any) -> tuple[GpuTensor]:
         target = const if const is not None else _ints(shape, "Reshape's shape")
-        return (x.view(_reshape_target(x.shape, target, allowzero)),)
+        return (x.view(reshape_target(x.shape, target, allowzero)),)
 
     return run
 
