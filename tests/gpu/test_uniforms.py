@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from webinfer.devices.gpu import attention_kernels, conv_kernels, elementwise_kernels, matmul_kernels, norm_kernels
+from webinfer.devices.gpu import (attention_kernels, conv_kernels, elementwise_kernels, layout_kernels, matmul_kernels,
+                                  norm_kernels)
 from webinfer.devices.gpu.device import wgsl_source
 from webinfer.devices.gpu.uniforms import Uniforms
 from webinfer.errors import DeviceError
@@ -41,21 +42,26 @@ def test_a_layout_must_fit_the_block() -> None:
         Uniforms("dup", ("a", "a"))
 
 
-@pytest.mark.parametrize("file, layout", [
-    ("matmul.wgsl", matmul_kernels.MATMUL),
-    ("conv2d.wgsl", conv_kernels.CONV2D),
-    ("softmax.wgsl", norm_kernels.SOFTMAX),
-    ("elementwise.wgsl", elementwise_kernels.uniforms_of(2, 4)),
-    ("attention.wgsl", attention_kernels.ATTENTION),
-    ("attention_scores.wgsl", attention_kernels.ATTENTION),
-    ("attention_mask.wgsl", attention_kernels.ATTENTION),
+@pytest.mark.parametrize("file, layouts", [
+    ("matmul.wgsl", (matmul_kernels.MATMUL,)),
+    ("conv2d.wgsl", (conv_kernels.CONV2D,)),
+    ("softmax.wgsl", (norm_kernels.SOFTMAX,)),
+    ("layernorm.wgsl", (norm_kernels.LAYERNORM,)),
+    ("elementwise.wgsl", (elementwise_kernels.uniforms_of(2, 4),)),
+    ("attention.wgsl", (attention_kernels.ATTENTION,)),
+    ("attention_scores.wgsl", (attention_kernels.ATTENTION,)),
+    ("attention_mask.wgsl", (attention_kernels.ATTENTION,)),
+    ("copy.wgsl", layout_kernels.copy_uniforms(3)),
+    ("gather.wgsl", layout_kernels.gather_uniforms(2)),
 ])
-def test_converted_kernels_read_words_by_name(file: str, layout: Uniforms) -> None:
-    """The file reads only named words, and every name it reads is one the layout declares."""
-    assert ("{{UNIFORMS}}" in wgsl_source(file)) == (file != "attention_mask.wgsl")  # an include: its hosts declare
-    assert not re.search(r"\bp[uif]\(\s*\d", wgsl_source(file)), f"{file} still reads a positional word"
-    named = set(re.findall(rf"\b{layout.prefix}_(\w+)", wgsl_source(file)))
-    assert named and named <= set(layout.offsets), named - set(layout.offsets)
+def test_converted_kernels_read_words_by_name(file: str, layouts: tuple[Uniforms, ...]) -> None:
+    """The file reads only named words, and every name it reads is one its layouts declare."""
+    source = wgsl_source(file)
+    assert ("{{UNIFORMS}}" in source) == (file != "attention_mask.wgsl")  # an include: its hosts declare
+    assert not re.search(r"\bp[uif]\(\s*\d", source), f"{file} still reads a positional word"
+    for layout in layouts:
+        named = set(re.findall(rf"\b{layout.prefix}_(\w+)", source))
+        assert named and named <= set(layout.offsets), named - set(layout.offsets)
 
 
 def test_an_array_of_one_word_takes_a_sequence() -> None:

@@ -9,7 +9,8 @@ Layout conventions, shared by all kernels: bindings are 0 = the uniform
 parameter block `P` (common.wgsl), then inputs, then outputs; 1-D kernels
 use `WG` (common.py) invocations per workgroup on a grid that wraps past
 65535 workgroups.  The words of `P` are named (uniforms.py) in the kernels
-converted so far (matmul, conv2d, elementwise, softmax, attention): the builder declares them
+converted so far (matmul, conv2d, elementwise, softmax, layernorm, attention, copy,
+gather): the builder declares them
 and the WGSL reads them by name; the others still document their word
 layout at the top of the .wgsl file.
 """

@@ -25,6 +25,7 @@ from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
                      host_params, host_values, in_dtype, storage_decls)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
+from .uniforms import Uniforms
 
 
 def _words(ctx: OpContext, dev: GpuDevice, *inputs: int) -> str:
@@ -42,7 +43,23 @@ def _ints(t: Any, what: str) -> list[int]:
 
 
 #: Pad's constant as the copy word: the raw bits, or an f16 rounded from the f32 in the uniform.
-_PAD = {"u32": "pu(2u)", "f16": "f16(pf(2u))"}
+_PAD = {"u32": "pu(cp_value)", "f16": "f16(pf(cp_value))"}
+
+
+def copy_uniforms(rank: int) -> tuple[Uniforms, Uniforms, Uniforms]:
+    """The words of wgsl/copy.wgsl's strided, tile and pad entry points for (merged) rank `rank`; a
+    pipeline declares all three (one module)."""
+    r = max(rank, 1)
+    return (Uniforms("cs", ("n", "src_offset", "dst_offset", ("shape", r), ("src_strides", r), ("dst_strides", r))),
+            Uniforms("ct", ("n", ("out_shape", r), ("in_shape", r), ("in_strides", r))),
+            Uniforms("cp", ("n", "mode", "value", ("out_shape", r), ("in_shape", r), ("begin", r))))
+
+
+def gather_uniforms(rank: int) -> tuple[Uniforms, Uniforms]:
+    """The words of wgsl/gather.wgsl's gather and gather_elements entry points."""
+    r = max(rank, 1)
+    return (Uniforms("gt", ("n", "inner", "count", "axis")),
+            Uniforms("ge", ("n", "axis", "axis_length", ("indices_shape", r), ("data_strides", r))))
 
 
 class Strided:
@@ -60,9 +77,12 @@ class Strided:
         if n == 0:
             return None
         dims, (ss, ds) = collapse(list(shape), [list(src_strides), list(dst_strides)])
-        prog = self.dev.program("copy.wgsl", "strided", WG, by_shape=dict(RANK=len(dims)), W=self.word,
-                                PAD_VALUE=_PAD[self.word])
-        return prog, [n, src_off, dst_off, *dims, *ss, *ds], ceil_div(n, WG)
+        layouts = copy_uniforms(len(dims))
+        prog = self.dev.program("copy.wgsl", "strided", WG, uniforms=layouts, by_shape=dict(RANK=len(dims)),
+                                W=self.word, PAD_VALUE=_PAD[self.word])
+        words = layouts[0].pack(n=n, src_offset=src_off, dst_offset=dst_off, shape=dims, src_strides=ss,
+                                dst_strides=ds)
+        return prog, words, ceil_div(n, WG)
 
     def run(self, k: int, planned: tuple[Any, list[int], int] | None, src: GpuTensor, dst: GpuTensor) -> None:
         if planned is None:
@@ -389,8 +409,10 @@ def build_gather(ctx: OpContext, dev: GpuDevice) -> Kernel:
         out_shape = shape[:axis] + ishape + shape[axis + 1:]
         inner = math.prod(shape[axis + 1:])
         n = math.prod(out_shape)
-        prog = dev.program("gather.wgsl", "gather", WG, RANK=1, W=word)
-        return out_shape, prog, [n, inner, math.prod(ishape), shape[axis]], ceil_div(n, WG)
+        layouts = gather_uniforms(1)
+        prog = dev.program("gather.wgsl", "gather", WG, uniforms=layouts, RANK=1, W=word)
+        words = layouts[0].pack(n=n, inner=inner, count=math.prod(ishape), axis=shape[axis])
+        return out_shape, prog, words, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
@@ -415,8 +437,11 @@ def build_gather_elements(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise DeviceError(f"indices {list(ishape)} and data {list(shape)} differ in rank")
         axis = axis_attr % rank
         n = math.prod(ishape)
-        prog = dev.program("gather.wgsl", "gather_elements", WG, by_shape=dict(RANK=rank), W=word)
-        return prog, [n, axis, shape[axis], *ishape, *contiguous_strides(shape)], ceil_div(n, WG)
+        layouts = gather_uniforms(rank)
+        prog = dev.program("gather.wgsl", "gather_elements", WG, uniforms=layouts, by_shape=dict(RANK=rank), W=word)
+        words = layouts[1].pack(n=n, axis=axis, axis_length=shape[axis], indices_shape=ishape,
+                                data_strides=contiguous_strides(shape))
+        return prog, words, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
@@ -441,11 +466,12 @@ def build_tile(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise DeviceError(f"repeats {list(reps)} must have one entry per axis of {list(shape)}")
         out_shape = tuple(d * r for d, r in zip(shape, reps))
         n = math.prod(out_shape)
-        prog = dev.program("copy.wgsl", "tile", WG, by_shape=dict(RANK=max(1, len(shape))), W=word,
-                           PAD_VALUE=_PAD[word])
-        dims = list(out_shape) or [1]
-        return out_shape, prog, [n, *dims, *(list(shape) or [1]), *(contiguous_strides(shape) or [1])], \
-            ceil_div(n, WG)
+        layouts = copy_uniforms(len(shape))
+        prog = dev.program("copy.wgsl", "tile", WG, uniforms=layouts, by_shape=dict(RANK=max(1, len(shape))),
+                           W=word, PAD_VALUE=_PAD[word])
+        words = layouts[1].pack(n=n, out_shape=list(out_shape) or [1], in_shape=list(shape) or [1],
+                                in_strides=contiguous_strides(shape) or [1])
+        return out_shape, prog, words, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
@@ -505,9 +531,11 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
         if mode != "constant" and any(d == 0 for d in shape) and any(begin + end):
             raise DeviceError(f"{mode} padding of an empty axis")
         n = math.prod(out_shape)
-        prog = dev.program("copy.wgsl", "pad", WG, by_shape=dict(RANK=max(rank, 1)), W=word, PAD_VALUE=_PAD[word])
-        dims = list(out_shape) or [1]
-        params = [n, _PAD_MODES[mode], bits(value), *dims, *(list(shape) or [1]), *(begin or [0])]
+        layouts = copy_uniforms(rank)
+        prog = dev.program("copy.wgsl", "pad", WG, uniforms=layouts, by_shape=dict(RANK=max(rank, 1)), W=word,
+                           PAD_VALUE=_PAD[word])
+        params = layouts[2].pack(n=n, mode=_PAD_MODES[mode], value=bits(value), out_shape=list(out_shape) or [1],
+                                 in_shape=list(shape) or [1], begin=begin or [0])
         return out_shape, prog, params, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)

@@ -24,8 +24,9 @@ from .device import GpuDevice, GpuTensor, Site, Unsupported
 from .elementwise_kernels import map_kernel
 from .uniforms import Uniforms
 
-#: The words of wgsl/softmax.wgsl (uniforms.py).
+#: The words of wgsl/softmax.wgsl and wgsl/layernorm.wgsl (uniforms.py).
 SOFTMAX = Uniforms("sm", ("rows", "length", "inner"))
+LAYERNORM = Uniforms("ln", ("rows", "length", "eps", "groups", "channels_per_group", "cells"))
 
 #: Workgroup of the one-workgroup-per-row schedule.
 ROW_WG = 64
@@ -136,7 +137,8 @@ def build_layernorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
         extra = [dev.empty(stat_shape, np.float32), dev.empty(stat_shape, np.float32)] if stats else []
         if out.size:
             tensors = [x, scale] + ([bias] if b_shape is not None and bias is not None else []) + [out] + extra
-            _dispatch_rows(dev, site, "layernorm.wgsl", rows, tensors, [rows, length, eps, 0], **values)
+            words = LAYERNORM.pack(rows=rows, length=length, eps=eps, groups=0, channels_per_group=0, cells=0)
+            _dispatch_rows(dev, site, "layernorm.wgsl", rows, tensors, words, (LAYERNORM,), **values)
         return (out, *extra)
 
     return run
@@ -151,7 +153,7 @@ def build_groupnorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
     instance = ctx.node.op_type == "InstanceNormalization"
     groups_attr = None if instance else int(ctx.attr("num_groups"))
     per_group = not instance and ctx.opset < 21
-    at = "r % pu(3u)" if per_group else "(r % pu(3u)) * pu(4u) + j / pu(5u)"
+    at = "r % pu(ln_groups)" if per_group else "(r % pu(ln_groups)) * pu(ln_channels_per_group) + j / pu(ln_cells)"
     site = Site(ctx.node.label())
     values = {"RMS": "false", **_norm_decls(t, True), "SCALE_AT": f"f32(Scale[{at}])", "BIAS_AT": f"f32(Bias[{at}])"}
 
@@ -166,8 +168,9 @@ def build_groupnorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
         rows, length = x.shape[0] * groups, c // groups * hw
         out = dev.empty(x.shape, x.dtype)
         if out.size:
-            _dispatch_rows(dev, site, "layernorm.wgsl", rows, [x, scale, bias, out],
-                           [rows, length, eps, groups, c // groups, max(hw, 1)], **values)
+            words = LAYERNORM.pack(rows=rows, length=length, eps=eps, groups=groups, channels_per_group=c // groups,
+                                   cells=max(hw, 1))
+            _dispatch_rows(dev, site, "layernorm.wgsl", rows, [x, scale, bias, out], words, (LAYERNORM,), **values)
         return (out,)
 
     return run
