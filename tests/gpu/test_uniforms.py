@@ -1,18 +1,21 @@
 """Named uniform blocks (devices/gpu/uniforms.py): the words a builder packs are the ones its WGSL names.
 
-Pure Python (no adapter needed): layouts, packing checks, and that the
-kernels converted to named words read no positional word any more.
+Pure Python (no adapter needed): layouts, packing checks, and that every
+kernel file reads its words by name, none by position.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from webinfer.devices.gpu import (attention_kernels, conv_kernels, elementwise_kernels, layout_kernels, matmul_kernels,
                                   norm_kernels)
 from webinfer.devices.gpu.device import wgsl_source
+
+WGSL_DIR = Path(__file__).resolve().parents[2] / "wgsl"
 from webinfer.devices.gpu.uniforms import Uniforms
 from webinfer.errors import DeviceError
 
@@ -53,9 +56,14 @@ def test_a_layout_must_fit_the_block() -> None:
     ("attention_mask.wgsl", (attention_kernels.ATTENTION,)),
     ("copy.wgsl", layout_kernels.copy_uniforms(3)),
     ("gather.wgsl", layout_kernels.gather_uniforms(2)),
+    ("resize.wgsl", (layout_kernels.resize_uniforms(2),)),
+    ("pool.wgsl", (conv_kernels.pool_uniforms(2),)),
+    ("reduce.wgsl", (norm_kernels.reduce_uniforms(1, 2),)),
+    ("arg.wgsl", (norm_kernels.ARG,)),
 ])
-def test_converted_kernels_read_words_by_name(file: str, layouts: tuple[Uniforms, ...]) -> None:
+def test_kernels_read_words_by_name(file: str, layouts: tuple[Uniforms, ...]) -> None:
     """The file reads only named words, and every name it reads is one its layouts declare."""
+    assert not re.search(r"\bp[uif]\(\s*\d", "".join(wgsl_source(f.name) for f in WGSL_DIR.glob("*.wgsl")))
     source = wgsl_source(file)
     assert ("{{UNIFORMS}}" in source) == (file != "attention_mask.wgsl")  # an include: its hosts declare
     assert not re.search(r"\bp[uif]\(\s*\d", source), f"{file} still reads a positional word"

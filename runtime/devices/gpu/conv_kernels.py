@@ -54,6 +54,11 @@ def _conv_words(n: int, c: int, h: int, w: int, m: int, oh: int, ow: int, group:
                        stride_y=sy, stride_x=sx, dilation_y=dy, dilation_x=dx, pad_top=py, pad_left=px)
 
 
+def pool_uniforms(spatial: int) -> Uniforms:
+    """The words of wgsl/pool.wgsl for `spatial` spatial dims (8 per dim: see the file)."""
+    return Uniforms("pl", ("planes", "cells", "in_cells", "taps", ("dims", 8 * spatial)))
+
+
 def _geometry2(g: Geometry) -> tuple[list[int], int, int]:
     """(strides, dilations, pads as [sy, sx, dy, dx, py, px]), OH, OW of a 1-D or 2-D geometry."""
     if len(g.out) == 1:
@@ -194,8 +199,9 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
             dims += [size, g.out[d], kernel[d], g.strides[d], g.dilations[d], g.begin[d], lo, hi]
         planes = xs[0] * xs[1]
         cells = math.prod(g.out)
-        prog = dev.program("pool.wgsl", "main", WG, by_shape=dict(RANK=len(xs) - 2), **values)
-        params = [planes, cells, math.prod(xs[2:]), math.prod(kernel), *dims]
+        words = pool_uniforms(len(xs) - 2)
+        prog = dev.program("pool.wgsl", "main", WG, uniforms=(words,), by_shape=dict(RANK=len(xs) - 2), **values)
+        params = words.pack(planes=planes, cells=cells, in_cells=math.prod(xs[2:]), taps=math.prod(kernel), dims=dims)
         return xs[:2] + tuple(g.out), prog, params, ceil_div(planes * cells, WG)
 
     memo = ShapeMemo(plan)

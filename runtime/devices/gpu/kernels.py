@@ -8,11 +8,8 @@ the builder contract).  `GPU_OPS` is the set of op types with a kernel
 Layout conventions, shared by all kernels: bindings are 0 = the uniform
 parameter block `P` (common.wgsl), then inputs, then outputs; 1-D kernels
 use `WG` (common.py) invocations per workgroup on a grid that wraps past
-65535 workgroups.  The words of `P` are named (uniforms.py) in the kernels
-converted so far (matmul, conv2d, elementwise, softmax, layernorm, attention, copy,
-gather): the builder declares them
-and the WGSL reads them by name; the others still document their word
-layout at the top of the .wgsl file.
+65535 workgroups.  The words of `P` are named (uniforms.py): each builder
+declares them, the WGSL reads them by name, and the packing checks them.
 """
 
 from __future__ import annotations

@@ -55,6 +55,12 @@ def copy_uniforms(rank: int) -> tuple[Uniforms, Uniforms, Uniforms]:
             Uniforms("cp", ("n", "mode", "value", ("out_shape", r), ("in_shape", r), ("begin", r))))
 
 
+def resize_uniforms(rank: int) -> Uniforms:
+    """The words of wgsl/resize.wgsl for an output of rank `rank` (at least 1)."""
+    return Uniforms("rs", ("n", "axis1", "taps1", "table1", "axis2", "taps2", "table2", "stride1", "stride2",
+                           ("out_shape", rank), ("in_strides", rank), "fill"))
+
+
 def gather_uniforms(rank: int) -> tuple[Uniforms, Uniforms]:
     """The words of wgsl/gather.wgsl's gather and gather_elements entry points."""
     r = max(rank, 1)
@@ -579,7 +585,7 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
     decls = storage_decls([("X", word), ("Idx", "i32")] + ([] if nearest else [("Wt", "f32")]), [("Y", word)])
     values = {"NEAREST": str(nearest).lower(), "DECLS": decls, "EXTRAP": str(crop).lower(),
               "WEIGHT_AT": "1.0" if nearest else "Wt[at]", "STORE": f"{word}(acc)",
-              "FILL": "pu(9u + 2u * R)" if word == "u32" else f"{word}(pf(9u + 2u * R))"}
+              "FILL": "pu(rs_fill)" if word == "u32" else f"{word}(pf(rs_fill))"}
     dt = in_dtype(ctx, 0)
     fill = spec.extrapolation
     fill_word = int(np.array(fill, np.float32).view(np.uint32)) if word == "u32" and dt is not None \
@@ -611,8 +617,12 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
         n = math.prod(out_shape)
         s1 = strides[meta[0][0]] if meta[0][0] < len(shape) else 0
         s2 = strides[meta[1][0]] if meta[1][0] < len(shape) else 0
-        params = [n, *meta[0], *meta[1], s1, s2, *(list(out_shape) or [1]), *strides, fill_word]
-        prog = dev.program("resize.wgsl", "main", WG, by_shape=dict(RANK=rank), **values)
+        words = resize_uniforms(rank)
+        (axis1, taps1, table1), (axis2, taps2, table2) = meta[:2]
+        params = words.pack(n=n, axis1=axis1, taps1=taps1, table1=table1, axis2=axis2, taps2=taps2, table2=table2,
+                            stride1=s1, stride2=s2, out_shape=list(out_shape) or [1], in_strides=strides,
+                            fill=fill_word)
+        prog = dev.program("resize.wgsl", "main", WG, uniforms=(words,), by_shape=dict(RANK=rank), **values)
         return prog, params, ceil_div(n, WG), tables
 
     memo = ShapeMemo(plan)

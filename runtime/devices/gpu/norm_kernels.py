@@ -27,6 +27,14 @@ from .uniforms import Uniforms
 #: The words of wgsl/softmax.wgsl and wgsl/layernorm.wgsl (uniforms.py).
 SOFTMAX = Uniforms("sm", ("rows", "length", "inner"))
 LAYERNORM = Uniforms("ln", ("rows", "length", "eps", "groups", "channels_per_group", "cells"))
+#: The words of wgsl/arg.wgsl.
+ARG = Uniforms("ag", ("n", "length", "inner"))
+
+
+def reduce_uniforms(kept: int, reduced: int) -> Uniforms:
+    """The words of wgsl/reduce.wgsl for `kept` kept and `reduced` reduced (collapsed) dims."""
+    return Uniforms("rd", ("n", "count", ("kept_dims", kept), ("kept_strides", kept), ("red_dims", reduced),
+                           ("red_strides", reduced)))
 
 #: Workgroup of the one-workgroup-per-row schedule.
 ROW_WG = 64
@@ -238,9 +246,12 @@ class Reducer:
         count = math.prod(shape[d] for d in red)
         n = math.prod(out_shape)
         init, update, final, lse = REDUCERS[self.op]
-        prog = self.dev.program("reduce.wgsl", "reduce", WG, by_shape=dict(KEPT=len(kd), RED=len(rd)),
-                                LSE=str(lse).lower(), INIT=init, UPDATE=update, FINAL=final, T=self.t)
-        return out_shape, (prog, [n, count, *kd, *ks, *rd, *rs], ceil_div(n, WG))
+        words = reduce_uniforms(len(kd), len(rd))
+        prog = self.dev.program("reduce.wgsl", "reduce", WG, uniforms=(words,),
+                                by_shape=dict(KEPT=len(kd), RED=len(rd)), LSE=str(lse).lower(), INIT=init,
+                                UPDATE=update, FINAL=final, T=self.t)
+        params = words.pack(n=n, count=count, kept_dims=kd, kept_strides=ks, red_dims=rd, red_strides=rs)
+        return out_shape, (prog, params, ceil_div(n, WG))
 
     def run(self, planned: Any, x: GpuTensor, out: GpuTensor) -> None:
         prog, params, groups = planned
@@ -312,8 +323,8 @@ def build_arg(ctx: OpContext, dev: GpuDevice) -> Kernel:
         a = axis_attr % rank
         out_shape = tuple(1 if d == a else s for d, s in enumerate(shape)) if keep else shape[:a] + shape[a + 1:]
         n = math.prod(out_shape)
-        prog = dev.program("arg.wgsl", "arg", WG, BETTER=f"v {cmp} best", T=t)
-        return out_shape, prog, [n, shape[a], math.prod(shape[a + 1:])], ceil_div(n, WG)
+        prog = dev.program("arg.wgsl", "arg", WG, uniforms=(ARG,), BETTER=f"v {cmp} best", T=t)
+        return out_shape, prog, ARG.pack(n=n, length=shape[a], inner=math.prod(shape[a + 1:])), ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
