@@ -23,7 +23,8 @@ rewrite, so a pass costs time linear in the graph.  Rules:
   MatMul(., V), with the head split/merge Reshape/Transpose around it ->
   webinfer.MultiHeadAttention on [batch, seq, heads*dim] tensors
 
-Fused ops live in the "webinfer" domain (ops/fused.py and the op families).
+Fused ops live in the "webinfer" domain, each beside its ONNX op in its family's module (ops/conv.py,
+ops/matmul.py, ops/attention.py, ...); the activations they take are activations.py's table.
 """
 
 from __future__ import annotations
