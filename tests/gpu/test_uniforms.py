@@ -23,7 +23,7 @@ from webinfer.errors import DeviceError
 def test_layout_offsets_constants_and_packing() -> None:
     u = Uniforms("t", ("n", ("dims", 3), "alpha"))
     assert u.offsets == {"n": (0, 1), "dims": (1, 3), "alpha": (4, 1)} and u.size == 5
-    assert u.wgsl().splitlines() == ["const t_n: u32 = 0u;", "const t_dims: u32 = 1u;", "const t_alpha: u32 = 4u;"]
+    assert u.text.splitlines() == ["const t_n: u32 = 0u;", "const t_dims: u32 = 1u;", "const t_alpha: u32 = 4u;"]
     assert u.pack(alpha=0.5, n=7, dims=[2, 3]) == [7, 2, 3, 0, 0.5]  # arrays padded, order from the layout
 
 

@@ -68,24 +68,25 @@ def build_softmax(ctx: OpContext, dev: GpuDevice) -> Kernel:
     log = ctx.node.op_type == "LogSoftmax"
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    def plan(shape: tuple[int, ...]) -> tuple[int, list[int | float]]:
         rank = len(shape)
         if rank == 0 or not -rank <= axis_attr < rank:
             raise DeviceError(f"axis {axis_attr} is out of range for shape {list(shape)}")
         a = axis_attr % rank
         if legacy:
-            return math.prod(shape[:a]), math.prod(shape[a:]), 1
-        inner = math.prod(shape[a + 1:])
-        return math.prod(shape[:a]) * inner, shape[a], inner
+            rows, length, inner = math.prod(shape[:a]), math.prod(shape[a:]), 1
+        else:
+            inner = math.prod(shape[a + 1:])
+            rows, length = math.prod(shape[:a]) * inner, shape[a]
+        return rows, SOFTMAX.pack(rows=rows, length=length, inner=inner)
 
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor) -> tuple[GpuTensor]:
-        rows, length, inner = memo.get(x.shape, x.shape)
+        rows, words = memo.get(x.shape, x.shape)
         out = dev.empty(x.shape, x.dtype)
         if out.size:
-            _dispatch_rows(dev, site, "softmax.wgsl", rows, [x, out],
-                           SOFTMAX.pack(rows=rows, length=length, inner=inner), (SOFTMAX,), LOG=str(log).lower(), T=t)
+            _dispatch_rows(dev, site, "softmax.wgsl", rows, [x, out], words, (SOFTMAX,), LOG=str(log).lower(), T=t)
         return (out,)
 
     return run
@@ -134,18 +135,19 @@ def build_layernorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
         values = {"RMS": str(rms).lower(), **_norm_decls(t, has_bias, stats),
                   "SCALE_AT": f"f32(Scale[{_param_index(s_shape, tail, 'scale')}])",
                   "BIAS_AT": f"f32(Bias[{_param_index(b_shape, tail, 'bias')}])" if b_shape is not None else "0.0"}
-        return math.prod(shape[:a]), math.prod(tail), values, shape[:a] + (1,) * (rank - a)
+        rows = math.prod(shape[:a])
+        words = LAYERNORM.pack(rows=rows, length=math.prod(tail), eps=eps, groups=0, channels_per_group=0, cells=0)
+        return rows, words, values, shape[:a] + (1,) * (rank - a)
 
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor, scale: GpuTensor, bias: GpuTensor | None = None) -> tuple[GpuTensor, ...]:
         b_shape = bias.shape if has_bias and bias is not None else None
-        rows, length, values, stat_shape = memo.get((x.shape, scale.shape, b_shape), x.shape, scale.shape, b_shape)
+        rows, words, values, stat_shape = memo.get((x.shape, scale.shape, b_shape), x.shape, scale.shape, b_shape)
         out = dev.empty(x.shape, x.dtype)
         extra = [dev.empty(stat_shape, np.float32), dev.empty(stat_shape, np.float32)] if stats else []
         if out.size:
             tensors = [x, scale] + ([bias] if b_shape is not None and bias is not None else []) + [out] + extra
-            words = LAYERNORM.pack(rows=rows, length=length, eps=eps, groups=0, channels_per_group=0, cells=0)
             _dispatch_rows(dev, site, "layernorm.wgsl", rows, tensors, words, (LAYERNORM,), **values)
         return (out, *extra)
 

@@ -40,6 +40,8 @@ class Uniforms:
     #: name -> (first word, length); arrays are the words declared with a length, even of 1.
     offsets: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
     arrays: frozenset[str] = field(init=False, repr=False, compare=False)
+    #: The WGSL constants naming each word's index (rendered once: pipelines are looked up per dispatch).
+    text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offsets: dict[str, tuple[int, int]] = {}
@@ -51,6 +53,8 @@ class Uniforms:
             offsets[name] = (at, length)
             at += length
         object.__setattr__(self, "arrays", frozenset(w[0] for w in self.words if not isinstance(w, str)))
+        object.__setattr__(self, "text", "\n".join(f"const {self.prefix}_{name}: u32 = {at}u;"
+                                                   for name, (at, _) in offsets.items()))
         if at > PARAM_SLOTS:
             raise ValueError(f"{self.prefix}: {at} words exceed the {PARAM_SLOTS} of the parameter block")
         object.__setattr__(self, "offsets", offsets)
@@ -58,10 +62,6 @@ class Uniforms:
     @property
     def size(self) -> int:
         return sum(length for _, length in self.offsets.values())
-
-    def wgsl(self) -> str:
-        """The WGSL constants naming each word's index."""
-        return "\n".join(f"const {self.prefix}_{name}: u32 = {at}u;" for name, (at, _) in self.offsets.items())
 
     def pack(self, **values: Value | Sequence[Value]) -> list[Value]:
         """The words in block order; arrays shorter than their length are padded with zeros. A missing or
@@ -88,4 +88,4 @@ class Uniforms:
 def declare(*layouts: Uniforms) -> str:
     """The `UNIFORMS` template value of a file: the constants of every layout its entry points use (a
     module is compiled whole, so each entry point's names must exist in all of them)."""
-    return "\n".join(u.wgsl() for u in layouts)
+    return "\n".join(u.text for u in layouts)
