@@ -25,7 +25,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,8 +81,9 @@ def _bind(path: str) -> _Gemm | None:
 def _works(gemm: _Gemm) -> bool:
     """Whether the binding computes a small product, in both dtypes and both storage orders, as numpy does."""
     rng = np.random.default_rng(0)
+    orders: tuple[Literal["C", "F"], ...] = ("C", "F")
     for dtype in gemm:
-        for order in "CF":
+        for order in orders:
             a = np.asarray(rng.standard_normal((3, 7)), dtype, order=order)
             b = np.asarray(rng.standard_normal((7, 5)), dtype, order=order)
             c = np.asarray(rng.standard_normal((3, 5)), dtype, order=order)

@@ -5,6 +5,7 @@
     webinfer bench MODEL [--provider P] [--runs N] [--warmup N] [--threads T]
                          [--dim NAME=N] [--compare onnxruntime] [--json]
     webinfer serve [--host 127.0.0.1] [--port 8000] [--models DIR] [--dist DIR]
+    webinfer quantize MODEL OUT --mode int8|int4|fp16 [--block-size 32] [--no-check] [--json]
 """
 
 from __future__ import annotations
@@ -175,13 +176,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .server import serve
+        from .serving import ServerConfig, serve
     except ImportError as e:
         raise SystemExit(f"webinfer serve needs the serve extra: pip install 'webinfer[serve]' ({e})") from e
+    config = ServerConfig(models=Path(args.models).expanduser() if args.models else None, grpc_port=args.grpc_port,
+                          host=args.host, max_body_bytes=args.max_body_bytes,
+                          dist=Path(args.dist) if args.dist else None, model_name=args.model_name)
     try:
-        serve(args.host, args.port, args.dist, args.models)
+        serve(config, args.port)
     except FileNotFoundError as e:
         raise SystemExit(f"webinfer serve: {e}") from e
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import compare, describe_size, quantize_model
+
+    data = Path(args.model).read_bytes()
+    changed: list[str] = []
+    try:
+        out = quantize_model(data, args.mode, args.block_size, changed)
+    except ValueError as e:
+        raise SystemExit(f"webinfer quantize: {e}") from e
+    Path(args.out).write_bytes(out)
+    agreement = [] if args.no_check else compare(data, out)
+    if args.json:
+        print(json.dumps({"mode": args.mode, "bytes_before": len(data), "bytes_after": len(out),
+                          "weights_changed": changed, "outputs": [vars(a) for a in agreement]}, indent=2))
+        return 0
+    print(f"{args.mode}: {describe_size(len(data), len(out))} -> {args.out}")
+    if changed:
+        print(f"  {len(changed)} weight tensors rewritten")
+    else:
+        print("  no weights to rewrite in this mode (int4 takes MatMul weights only; every mode skips 1-D tensors "
+              "and those under 1,024 values)")
+    for a in agreement:
+        top1 = "" if a.top1 is None else f", top-1 agreement {a.top1:.1%}"
+        print(f"  output '{a.name}' vs float32 (random inputs): cosine min {a.cosine_min:.5f} "
+              f"mean {a.cosine_mean:.5f}{top1}")
     return 0
 
 
@@ -217,12 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
-    serve = sub.add_parser("serve", help="serve the browser demo (web/dist) and a models directory")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--models", help="directory served at /models/ (default: the bundle's models/)")
+    serve = sub.add_parser("serve", help="serve the models of a directory over the v2 inference protocol "
+                                         "(HTTP, optionally gRPC) and the browser demo (web/dist)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (v2 API, /metrics, demo)")
+    serve.add_argument("--grpc-port", type=int, help="also serve the v2 gRPC API on this port (e.g. 8001)")
+    serve.add_argument("--models", help="a model file, or a directory of models (.onnx files, or folders with "
+                                        "model.onnx and an optional config.json); also served at /models/")
+    serve.add_argument("--model-name", help="serve --models (a file or one model's folder) as this single model, "
+                                            "as KServe starts a runtime")
+    serve.add_argument("--max-body-bytes", type=int, default=64 << 20,
+                       help="largest HTTP request body and gRPC message (default 64 MiB)")
     serve.add_argument("--dist", help="the bundle built by build_wasm.py (default: web/dist of this checkout)")
     serve.set_defaults(func=cmd_serve)
+
+    quant = sub.add_parser("quantize", help="write a smaller model (int8, int4 or fp16 weights) and report "
+                                            "its size and accuracy against the float32 one")
+    quant.add_argument("model")
+    quant.add_argument("out")
+    quant.add_argument("--mode", required=True, choices=["int8", "int4", "fp16"],
+                       help="int8: per-channel weights + DequantizeLinear; int4: MatMul weights as "
+                            "com.microsoft.MatMulNBits; fp16: float16 weights + Cast (computes in float32)")
+    quant.add_argument("--block-size", type=int, default=32, help="int4 block length along K (default 32)")
+    quant.add_argument("--no-check", action="store_true", help="skip the accuracy comparison")
+    quant.add_argument("--json", action="store_true")
+    quant.set_defaults(func=cmd_quantize)
     return p
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 
@@ -258,7 +259,7 @@ def float_to_small_float(x: np.ndarray, code: int, saturate: bool = True, round_
     else:
         out = np.where(out > top, past, out).astype(out.dtype, copy=False)
     if f.signed:
-        neg = ((x.view(np.uint16 if x.dtype == np.float16 else np.uint32) >> (x.dtype.itemsize * 8 - 1))
+        neg = (((x.view(np.uint16) if x.dtype == np.float16 else x.view(np.uint32)) >> (x.dtype.itemsize * 8 - 1))
                .astype(out.dtype) if fast else np.signbit(x).astype(out.dtype))
         if f.nan == "uz":
             neg &= out != 0
@@ -421,6 +422,7 @@ def unpack_bits(data: np.ndarray, count: int, code: int) -> np.ndarray:
 # --------------------------------------------------------------------------
 # exchange with ml_dtypes (the onnx package's representation), when present
 
+_ml: ModuleType | None
 try:
     import ml_dtypes as _ml
 except ImportError:  # inside Pyodide: storage arrays are exchanged as they are

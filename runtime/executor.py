@@ -83,6 +83,7 @@ async def _run(plan: Plan, steps: list[Step], feeds: Sequence[Any], profile: Pro
         profile.live_bytes = sum(_nbytes(v) for v in feeds)
         profile.peak_live_bytes = max(profile.peak_live_bytes, profile.live_bytes)
     t0 = 0.0
+    res: Any  # a step's outputs, or (is_async) an awaitable of them
     for step in steps:
         if control is not None and control.terminate:
             raise RunTerminatedError(f"run terminated (RunOptions.terminate) before {step.node.label()}")

@@ -203,7 +203,7 @@ def _array_at(ptr: int, shape: Sequence[int], elem: int) -> np.ndarray:
     if not ptr:
         raise InputError("buffer_ptr is null")
     buf = (ctypes.c_char * (count * dtype.itemsize)).from_address(int(ptr))
-    return np.frombuffer(buf, dtype=dtype, count=count).reshape([int(d) for d in shape])
+    return np.frombuffer(memoryview(buf), dtype=dtype, count=count).reshape([int(d) for d in shape])
 
 
 class IOBinding:

@@ -20,7 +20,7 @@ from .checks import check_outputs
 from .devices.protocol import Device
 from .errors import UnsupportedOpError
 from .ir import Graph, Node, Tensor, TensorType, Type, node_subgraphs
-from .ops.registry import Kernel, OpContext, Registry, consuming
+from .ops.registry import AsyncKernel, Kernel, OpContext, Registry, consuming
 from .passes import optimize
 from .shapes import GraphTypes, infer_graph
 
@@ -35,7 +35,7 @@ RunPlan = Callable[["Plan", Sequence[Any]], list[Any]]
 
 @dataclass(slots=True)
 class Step:
-    fn: Kernel
+    fn: Kernel | AsyncKernel
     ins: tuple[int, ...]
     outs: tuple[int, ...]
     free: tuple[int, ...]
@@ -252,14 +252,14 @@ class SubPlan:
         return [self.plan.types.types.get(n) for n in self.plan.output_names]
 
 
-def _downloader(device: Device) -> Kernel:
+def _downloader(device: Device) -> AsyncKernel:
     async def download(x: Any) -> tuple[Any]:
         return (await device.download(x),)
 
     return download
 
 
-def _batch_downloader(device: Device) -> Kernel:
+def _batch_downloader(device: Device) -> AsyncKernel:
     async def download(*xs: Any) -> list[Any]:
         return await device.download_many(xs)
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Content types by extension; everything else goes through `mimetypes`.
 CONTENT_TYPES = {
@@ -55,12 +55,6 @@ ISOLATION_HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
 def default_dist() -> Path:
     """$WEBINFER_WEB_DIST, else web/dist of the checkout this package is installed from (editable)."""
     env = os.environ.get("WEBINFER_WEB_DIST")
@@ -80,7 +74,7 @@ class BrowserHeaders:
         ext = os.path.splitext(scope.get("path", ""))[1].lower()
         forced = CONTENT_TYPES.get(ext)
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if not (forced and k.lower() == b"content-type")

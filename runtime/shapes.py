@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -133,12 +133,13 @@ def dims_compatible(a: Dim, b: Dim) -> bool:
 
 def broadcast_shapes(shapes: Sequence[Shape | None], node: Node | None = None) -> Shape | None:
     """numpy broadcasting of possibly symbolic shapes; mismatches are errors."""
-    if any(s is None for s in shapes):
+    known_shapes = [s for s in shapes if s is not None]
+    if len(known_shapes) < len(shapes):
         return None
-    rank = max((len(s) for s in shapes), default=0)  # type: ignore[arg-type]
+    rank = max((len(s) for s in known_shapes), default=0)
     out: list[Dim] = []
     for i in range(rank):
-        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]  # type: ignore[arg-type]
+        dims = [s[len(s) - rank + i] for s in known_shapes if len(s) - rank + i >= 0]
         known = {d for d in dims if isinstance(d, int) and d != 1}
         if len(known) > 1:
             where = f"{node.label()}: " if node is not None else ""
@@ -319,7 +320,7 @@ def same_as_input(ctx: InferContext) -> list[Type | None]:
     return [ctx.type(0)] * ctx.n_out
 
 
-def broadcast_rule(elem: int | None = None):
+def broadcast_rule(elem: int | None = None) -> Callable[[InferContext], list[Type | None]]:
     """Rule for n-ary broadcasting ops; output elem `elem` or input 0's."""
 
     def rule(ctx: InferContext) -> list[Type | None]:

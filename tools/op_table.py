@@ -20,13 +20,14 @@ END = "<!-- op-table:end -->"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def gpu_ops() -> set[str]:
-    """Op types with a WGSL kernel (empty when the GPU package is absent)."""
+def gpu_ops() -> set[tuple[str, str]]:
+    """(domain, op type) of the ops with a WGSL kernel (empty when the GPU package is absent); by
+    domain, since com.microsoft's Gelu or Attention are not the ai.onnx ops of the same name."""
     try:
-        from webinfer.devices.gpu.kernels import GPU_OPS
+        from webinfer.devices.gpu.kernels import KERNELS
     except ImportError:
         return set()
-    return set(GPU_OPS)
+    return set(KERNELS)
 
 
 def table() -> str:
@@ -35,7 +36,7 @@ def table() -> str:
     for (domain, name), versions in sorted(REGISTRY.ops.items(), key=lambda kv: (kv[0][0], kv[0][1].lower())):
         family = versions[-1].build.__module__.rsplit(".", 1)[-1]
         sinces = ", ".join(str(v.since) for v in versions)
-        rows.append(f"| {name} | {domain or 'ai.onnx'} | {family} | {sinces} | {'yes' if name in gpu else '-'} |")
+        rows.append(f"| {name} | {domain or 'ai.onnx'} | {family} | {sinces} | {'yes' if (domain, name) in gpu else '-'} |")
     return "\n".join(rows)
 
 

@@ -22,17 +22,21 @@ from ..ops.registry import Kernel, OpContext, OpDef, consuming, offer_consuming
 NAME = "cpu"
 
 
-def _is_exotic(t: Type | None) -> bool:
-    return isinstance(t, TensorType) and t.elem is not None and not dtypes.ELEM_TYPES[t.elem].native
+def _exotic_elem(t: Type | None) -> int | None:
+    """The element type of a tensor numpy holds only as storage (bfloat16, float8, int4...), else None."""
+    if isinstance(t, TensorType) and t.elem is not None and not dtypes.ELEM_TYPES[t.elem].native:
+        return t.elem
+    return None
 
 
 def _compute_type(t: Type | None) -> Type | None:
     """The type a non-storage-aware kernel sees for an exotic tensor."""
-    if not _is_exotic(t):
+    code = _exotic_elem(t)
+    if code is None:
         return t
-    assert isinstance(t, TensorType) and t.elem is not None
-    elem = dtypes.FLOAT if t.elem in dtypes.SMALL_FLOATS else (
-        dtypes.INT8 if dtypes.SUB_BYTE_INTS[t.elem][0] < 0 else dtypes.UINT8)
+    assert isinstance(t, TensorType)
+    elem = dtypes.FLOAT if code in dtypes.SMALL_FLOATS else (
+        dtypes.INT8 if dtypes.SUB_BYTE_INTS[code][0] < 0 else dtypes.UINT8)
     return TensorType(elem, t.shape)
 
 
@@ -50,11 +54,10 @@ def build_kernel(opdef: OpDef, ctx: OpContext) -> Kernel:
 
 
 def _build(opdef: OpDef, ctx: OpContext) -> Kernel:
-    ex_in = [i for i, t in enumerate(ctx.in_types) if _is_exotic(t)]
-    ex_out = [(i, t.elem) for i, t in enumerate(ctx.out_types) if _is_exotic(t)]  # type: ignore[union-attr]
-    if opdef.exotic or not (ex_in or ex_out):
+    in_codes = [(i, code) for i, t in enumerate(ctx.in_types) if (code := _exotic_elem(t)) is not None]
+    ex_out = [(i, code) for i, t in enumerate(ctx.out_types) if (code := _exotic_elem(t)) is not None]
+    if opdef.exotic or not (in_codes or ex_out):
         return opdef.build(ctx)
-    in_codes = [(i, ctx.in_types[i].elem) for i in ex_in]  # type: ignore[union-attr]
     consts = list(ctx.consts)
     for i, code in in_codes:
         if i < len(consts) and consts[i] is not None:

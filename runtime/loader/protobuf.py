@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import ModelLoadError
 
@@ -61,11 +61,13 @@ def to_signed64(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def iter_fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
+def iter_fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """Yield (field number, wire type, raw value) for every field in `buf`.
 
     Varints are yielded as unsigned ints, fixed32/fixed64 as 4/8-byte
-    memoryviews and length-delimited fields as memoryviews.
+    memoryviews and length-delimited fields as memoryviews.  The value is
+    typed Any: which of the two it is follows from the wire type, which the
+    callers check against the field's kind first.
     """
     pos = 0
     end = len(buf)
@@ -73,6 +75,7 @@ def iter_fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
         key, pos = read_varint(buf, pos)
         field, wire = key >> 3, key & 7
         if wire == VARINT:
+            value: int | memoryview
             value, pos = read_varint(buf, pos)
         elif wire == LEN:
             size, pos = read_varint(buf, pos)
@@ -122,49 +125,56 @@ class Field:
     kind: str
     message: "Schema | None" = None
 
+    @property
+    def nested(self) -> "Schema":
+        """The schema a "message"/"message_list" field decodes with (declaring one is the table's job)."""
+        if self.message is None:
+            raise AssertionError(f"field {self.name} ({self.kind}) declares no message schema")
+        return self.message
+
 
 Schema = dict[int, Field]
 
 
-def _scalar(kind: str, wire: int, value: object) -> object:
+def _scalar(kind: str, wire: int, value: Any) -> object:
     if kind in ("int", "uint"):
-        return to_signed64(value) if kind == "int" else value  # type: ignore[arg-type]
+        return to_signed64(value) if kind == "int" else value
     if kind == "float":
-        return struct.unpack("<f", value)[0]  # type: ignore[arg-type]
+        return struct.unpack("<f", value)[0]
     if kind == "double":
-        return struct.unpack("<d", value)[0]  # type: ignore[arg-type]
+        return struct.unpack("<d", value)[0]
     if kind == "bytes":
         return value
     if kind == "str":
-        return bytes(value).decode("utf-8")  # type: ignore[arg-type]
+        return bytes(value).decode("utf-8")
     raise AssertionError(kind)
 
 
-def _extend_list(out: list, kind: str, wire: int, value: object) -> None:
+def _extend_list(out: list[Any], kind: str, wire: int, value: Any) -> None:
     if kind == "int_list" or kind == "uint_list":
-        vals = unpack_varints(value) if wire == LEN else [value]  # type: ignore[arg-type]
+        vals = unpack_varints(value) if wire == LEN else [value]
         if kind == "int_list":
             vals = [to_signed64(v) for v in vals]
         out.extend(vals)
     elif kind == "float_list":
         if wire == LEN:
-            out.extend(struct.unpack(f"<{len(value) // 4}f", value))  # type: ignore[arg-type]
+            out.extend(struct.unpack(f"<{len(value) // 4}f", value))
         else:
-            out.append(struct.unpack("<f", value)[0])  # type: ignore[arg-type]
+            out.append(struct.unpack("<f", value)[0])
     elif kind == "double_list":
         if wire == LEN:
-            out.extend(struct.unpack(f"<{len(value) // 8}d", value))  # type: ignore[arg-type]
+            out.extend(struct.unpack(f"<{len(value) // 8}d", value))
         else:
-            out.append(struct.unpack("<d", value)[0])  # type: ignore[arg-type]
+            out.append(struct.unpack("<d", value)[0])
     elif kind == "bytes_list":
-        out.append(bytes(value))  # type: ignore[arg-type]
+        out.append(bytes(value))
     elif kind == "str_list":
-        out.append(bytes(value).decode("utf-8"))  # type: ignore[arg-type]
+        out.append(bytes(value).decode("utf-8"))
     else:
         raise AssertionError(kind)
 
 
-def decode(buf: memoryview, schema: Schema, what: str, depth: int = 0) -> dict[str, object]:
+def decode(buf: memoryview, schema: Schema, what: str, depth: int = 0) -> dict[str, Any]:
     """Decode a message into a dict keyed by field name.
 
     Unknown fields are skipped (forward compatibility, as protobuf does).
@@ -176,10 +186,10 @@ def decode(buf: memoryview, schema: Schema, what: str, depth: int = 0) -> dict[s
     """
     if depth > MAX_DEPTH:
         raise ModelLoadError(f"in {what}: messages nested more than {MAX_DEPTH} deep")
-    msg: dict[str, object] = {}
-    for f in schema.values():
-        if f.kind.endswith("_list"):
-            msg[f.name] = []
+    msg: dict[str, Any] = {}
+    for listed in schema.values():
+        if listed.kind.endswith("_list"):
+            msg[listed.name] = []
     try:
         for number, wire, value in iter_fields(buf):
             f = schema.get(number)
@@ -191,11 +201,11 @@ def decode(buf: memoryview, schema: Schema, what: str, depth: int = 0) -> dict[s
                     f"field {number} ({f.name}) is stored as {_WIRE_NAMES.get(wire, wire)}, expected "
                     f"{' or '.join(_WIRE_NAMES[w] for w in _WIRE_TYPES[kind])}")
             if kind == "message":
-                msg[f.name] = decode(value, f.message, f.name, depth + 1)  # type: ignore[arg-type]
+                msg[f.name] = decode(value, f.nested, f.name, depth + 1)
             elif kind == "message_list":
-                msg[f.name].append(decode(value, f.message, f.name, depth + 1))  # type: ignore[union-attr, arg-type]
+                msg[f.name].append(decode(value, f.nested, f.name, depth + 1))
             elif kind.endswith("_list"):
-                _extend_list(msg[f.name], kind, wire, value)  # type: ignore[arg-type]
+                _extend_list(msg[f.name], kind, wire, value)
             else:
                 msg[f.name] = _scalar(kind, wire, value)
     except ModelLoadError as e:

@@ -13,7 +13,7 @@ float32), which is both faster in numpy and closer to the exact result.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import numpy as np
 
@@ -240,7 +240,7 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, ma
 # ------------------------------------------------------------------ shape helpers
 
 
-def _known(d: Dim) -> bool:
+def _known(d: Dim) -> TypeGuard[int]:
     return isinstance(d, int)
 
 
@@ -254,7 +254,7 @@ def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
 
 
 def _check_divisible(ctx: InferContext | OpContext, what: str, total: Dim, parts: Dim, shape: Any) -> None:
-    if _known(total) and _known(parts) and (parts <= 0 or total % parts):  # type: ignore[operator]
+    if _known(total) and _known(parts) and (parts <= 0 or total % parts):
         raise ctx.error(f"{what}: last dimension {total} of shape {shape_str(shape)} is not divisible "
                         f"by {parts} heads")
 
@@ -314,7 +314,7 @@ def _attention_dims(ctx: InferContext) -> dict[str, Dim] | None:
             raise ctx.error(f"Q {shape_str(qs)}, K {shape_str(ks)}, V {shape_str(vs)}: {what} differs "
                             f"({dims[a]} vs {dims[b]})")
     hq, hkv = dims["hq"], dims["hkv"]
-    if _known(hq) and _known(hkv) and (hkv == 0 or hq % hkv):  # type: ignore[operator]
+    if _known(hq) and _known(hkv) and (hkv == 0 or hq % hkv):
         raise ctx.error(f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) "
                         f"for Q {shape_str(qs)}, K {shape_str(ks)}")
     return dims
@@ -349,11 +349,14 @@ def _attention_rule(ctx: InferContext) -> list[Type | None]:
         if pv is not None and _known(pv[2]) and _known(past) and pv[2] != past:
             raise ctx.error(f"past_key {shape_str(pk)} and past_value {shape_str(pv)} have different lengths")
     total = dim_add(past, dims["skv"])
-    if ctx.has(3) and ctx.shape(3) is not None:
-        _check_mask(ctx, ctx.shape(3), (dims["b"], dims["hq"], dims["sq"], total))
+    mask = ctx.shape(3) if ctx.has(3) else None
+    if mask is not None:
+        _check_mask(ctx, mask, (dims["b"], dims["hq"], dims["sq"], total))
     b, hq, sq, hkv = dims["b"], dims["hq"], dims["sq"], dims["hkv"]
     if dims["rank"] == 3:  # hidden = V's hidden * (q heads per kv head): stays `hv` when they match
-        hidden = dim_mul(ctx.shape(2)[2], hq // hkv) if _known(hq) and _known(hkv) else dim_mul(hq, dims["dv"])
+        vs = ctx.shape(2)
+        assert vs is not None  # dims exist only where Q, K and V have shapes
+        hidden = dim_mul(vs[2], hq // hkv) if _known(hq) and _known(hkv) else dim_mul(hq, dims["dv"])
         y: tuple[Dim, ...] = (b, sq, hidden)
     else:
         y = (b, hq, sq, dims["dv"])
@@ -366,7 +369,7 @@ def _check_mask(ctx: InferContext, mask: tuple[Dim, ...], target: tuple[Dim, ...
     bad = len(mask) == 0 or len(mask) > 4
     if not bad:
         last, tot = mask[-1], target[-1]
-        bad = _known(last) and _known(tot) and last > tot  # type: ignore[operator]
+        bad = _known(last) and _known(tot) and last > tot
         for m, t in zip(mask[-2::-1], target[-2::-1]):
             bad |= _known(m) and m != 1 and _known(t) and m != t
     if bad:
@@ -454,7 +457,7 @@ def _rotary_rule(ctx: InferContext) -> list[Type | None]:
     if xs is not None:
         head = _rotary_head_size(ctx, len(xs), xs[-1])
         rd = ctx.attr("rotary_embedding_dim", 0) or head
-        if _known(rd) and (rd % 2 or (_known(head) and rd > head)):  # type: ignore[operator]
+        if _known(rd) and (rd % 2 or (_known(head) and rd > head)):
             raise ctx.error(f"rotary_embedding_dim {rd} must be even and at most the head size {head} "
                             f"of input {shape_str(xs)}")
         want_rank = 2 if ctx.has(3) else 3
@@ -475,7 +478,7 @@ def _rotary_head_size(ctx: InferContext | OpContext, rank: int, last: Dim) -> Di
     heads = ctx.attr("num_heads", None)
     if not heads:
         raise ctx.error("a 3D input needs the num_heads attribute")
-    if _known(last) and last % heads:  # type: ignore[operator]
+    if _known(last) and last % heads:
         raise ctx.error(f"hidden size {last} is not divisible by num_heads {heads}")
     return dim_div(last, heads)
 
@@ -491,7 +494,8 @@ def rotary_embedding(ctx: OpContext) -> Kernel:
             position_ids: np.ndarray | None = None) -> tuple[np.ndarray]:
         if x.ndim not in (3, 4):
             raise ctx.error(f"input must be 3D or 4D, got shape {list(x.shape)}")
-        head = int(_rotary_head_size(ctx, x.ndim, x.shape[-1]))
+        head = _rotary_head_size(ctx, x.ndim, x.shape[-1])
+        assert isinstance(head, int)  # from a concrete shape
         rd = rd_attr or head
         half = rd // 2
         if rd % 2 or rd > head:
@@ -580,10 +584,11 @@ def _causal_conv_rule(ctx: InferContext) -> list[Type | None]:
     if _known(c) and _known(ws[0]) and c != ws[0]:
         raise ctx.error(f"input {shape_str(xs)} has {c} channels but weight {shape_str(ws)} has {ws[0]}")
     k1 = dim_sub(ws[2], 1)
-    if ctx.has(2) and ctx.shape(2) is not None and (len(ctx.shape(2)) != 1 or not _same(ctx.shape(2)[0], c)):
-        raise ctx.error(f"bias {shape_str(ctx.shape(2))} must be ({c},)")
-    if ctx.has(3) and ctx.shape(3) is not None:
-        ps = ctx.shape(3)
+    bs = ctx.shape(2) if ctx.has(2) else None
+    if bs is not None and (len(bs) != 1 or not _same(bs[0], c)):
+        raise ctx.error(f"bias {shape_str(bs)} must be ({c},)")
+    ps = ctx.shape(3) if ctx.has(3) else None
+    if ps is not None:
         if len(ps) != 3 or not all(_same(p, w) for p, w in zip(ps, (b, c, k1))):
             raise ctx.error(f"past_state {shape_str(ps)} must be {shape_str((b, c, k1))} (batch, channels, k-1)")
     return [tensor(ctx.elem(0), xs), tensor(ctx.elem(0), (b, c, k1))]
@@ -656,9 +661,9 @@ def _linear_attention_rule(ctx: InferContext) -> list[Type | None]:
         raise ctx.error(f"query {shape_str(qs)}, key {shape_str(ks)}, value {shape_str(vs)} do not fit "
                         f"q_num_heads {qh} and kv_num_heads {kvh}")
     state = (b, kvh, dk, dv)
-    if ctx.has(3) and ctx.shape(3) is not None and not (
-            len(ctx.shape(3)) == 4 and all(_same(a, w) for a, w in zip(ctx.shape(3), state))):
-        raise ctx.error(f"past_state {shape_str(ctx.shape(3))} must be {shape_str(state)}")
+    ps = ctx.shape(3) if ctx.has(3) else None
+    if ps is not None and not (len(ps) == 4 and all(_same(a, w) for a, w in zip(ps, state))):
+        raise ctx.error(f"past_state {shape_str(ps)} must be {shape_str(state)}")
     return [tensor(ctx.elem(0), (b, t, dim_mul(qh, dv))), tensor(state_elem, state)]
 
 
@@ -695,11 +700,11 @@ def linear_attention(ctx: OpContext) -> Kernel:
             state = past.astype(f32)
         else:
             state = np.zeros((b, kvh, dk, dv), dtype=f32)
-        if gated:
+        if decay is not None:  # given exactly when the rule is gated (the shape rule checks)
             if decay.shape not in ((b, t, kvh), (b, t, kvh * dk)):
                 raise ctx.error(f"decay {list(decay.shape)} must be {[b, t, kvh]} or {[b, t, kvh * dk]}")
             gate = np.exp(decay.astype(f32).reshape(b, t, kvh, -1))[..., None]  # (b, t, kvh, 1|dk, 1)
-        if delta:
+        if beta is not None:  # given exactly when the rule has a delta step
             if beta.shape not in ((b, t, kvh), (b, t, 1)):
                 raise ctx.error(f"beta {list(beta.shape)} must be {[b, t, kvh]} or {[b, t, 1]}")
             rate = beta.astype(f32).reshape(b, t, -1, 1)
@@ -746,7 +751,7 @@ def _flex_rule(ctx: InferContext) -> list[Type | None]:
         if not (_same(qs[0], ks[0]) and _same(qs[0], vs[0]) and _same(ks[1], vs[1]) and _same(ks[2], vs[2])
                 and _same(qs[3], ks[3])):
             raise ctx.error(f"Q {shape_str(qs)}, K {shape_str(ks)}, V {shape_str(vs)} do not fit together")
-        if _known(qs[1]) and _known(ks[1]) and (ks[1] == 0 or qs[1] % ks[1]):  # type: ignore[operator]
+        if _known(qs[1]) and _known(ks[1]) and (ks[1] == 0 or qs[1] % ks[1]):
             raise ctx.error(f"query heads ({qs[1]}) must be a multiple of key/value heads ({ks[1]})")
         score_shape = (qs[0], qs[1], qs[2], ks[2])
         y = (qs[0], qs[1], qs[2], vs[3])

@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Graph, OptionalType, SequenceType, TensorType, Type
 from ..shapes import InferContext, shape_str, tensor
-from .registry import OpContext, op
+from .registry import Kernel, OpContext, op
 from .sequence import join_types
 
 #: A carried type loses a dim or its shape each time it changes, so the
@@ -114,14 +114,14 @@ def _if_rule(ctx: InferContext) -> list[Type | None]:
     then_t, else_t = ctx.subgraph("then_branch", []), ctx.subgraph("else_branch", [])
     out = []
     for i, (a, b) in enumerate(zip(then_t, else_t)):
-        if _conflict(a, b):
+        if a is not None and b is not None and _conflict(a, b):
             raise ctx.error(f"output {i} is {a.describe()} in then_branch but {b.describe()} in else_branch")
         out.append(join_types(a, b))
     return out
 
 
 @op("If", since=1, infer=_if_rule, exotic=True)
-def if_(ctx: OpContext):
+def if_(ctx: OpContext) -> Kernel:
     """Run then_branch or else_branch; a condition known at load compiles only its branch."""
     label = ctx.node.label()
     cond = ctx.const(0)
@@ -177,7 +177,7 @@ def _loop_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("Loop", since=1, infer=_loop_rule, exotic=True)
-def loop(ctx: OpContext):
+def loop(ctx: OpContext) -> Kernel:
     """Run the body while the iteration count is below M and the condition holds.
 
     Carried values feed the next iteration; scan outputs are stacked on a
@@ -259,10 +259,10 @@ def _scan_rule(ctx: InferContext) -> list[Type | None]:
     elem_types: list[Type | None] = []
     for k in range(lay.n_scan):
         t = ctx.type(first + lay.n_state + k)
-        shape = t.shape if isinstance(t, TensorType) else None
-        if shape is None:
+        if not isinstance(t, TensorType) or t.shape is None:
             elem_types.append(tensor(getattr(t, "elem", None)))
             continue
+        shape = t.shape
         rank = len(shape)
         if not -rank <= lay.in_axes[k] < rank or rank <= lead:
             raise ctx.error(f"scan input {k} of shape {shape_str(shape)} has no axis {lay.in_axes[k]}")
@@ -335,7 +335,7 @@ def _scan_body(ctx: OpContext, lay: _ScanLayout) -> Any:
 
 
 @op("Scan", since=9, infer=_scan_rule, exotic=True)
-def scan(ctx: OpContext):
+def scan(ctx: OpContext) -> Kernel:
     """Iterate the body over slices of the scan inputs (along their scan axes, optionally
     reversed), carrying state; per-iteration outputs are stacked along the output axes."""
     lay = _ScanLayout(ctx, ctx.opset)
@@ -377,7 +377,7 @@ def scan(ctx: OpContext):
 
 
 @op("Scan", since=8, infer=_scan_rule, exotic=True)
-def scan8(ctx: OpContext):
+def scan8(ctx: OpContext) -> Kernel:
     """Scan-8: inputs and states carry a batch axis 0 (the body sees one batch entry),
     scan inputs are iterated along axis 1, and `sequence_lens` may stop an entry early
     (its scan outputs are zero-padded to the longest)."""

@@ -1,4 +1,4 @@
-"""Convolutions: Conv, ConvTranspose, ConvInteger, DeformConv, Col2Im.
+"""Convolutions: Conv, ConvTranspose, DeformConv, Col2Im (ConvInteger is with the integer products in quant.py).
 
 Conv decides the latency of CNNs, and numpy is only fast inside BLAS and
 inside long vectorised loops, so the kernels are shaped for those:
@@ -80,6 +80,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import DTypeLike
 
 from .. import blas, dtypes, gemm as cpu_gemm, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
@@ -252,7 +253,7 @@ _SCRATCH = threading.local()
 _SCRATCH_MAX_BYTES = 16 << 20
 
 
-def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def scratch(slot: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     """An uninitialised work buffer that is reused across calls (one per thread and slot).
 
     A fresh large array is a fresh mapping from the OS, zero-filled page by
@@ -338,6 +339,10 @@ _CHUNK_MIN_CELLS = 512
 #: output cells: the epilogue then finds its block in cache, and its rows are long enough for
 #: numpy (which is 2-4x slower per element on rows of a few hundred cells than on one long run).
 _POINTWISE_MIN_CELLS = 4096
+#: 1x1 convs accumulate into an output holding their bias or residual (`_pointwise_accumulated`) only
+#: above this many output bytes: below, the output stays in cache and the ctypes call's fixed cost is
+#: more than numpy's bias and residual passes.
+_ACCUMULATE_MIN_BYTES = 256 << 10
 
 
 def _pointwise_dims(x: np.ndarray, w: ConvWeights) -> tuple[np.ndarray, int, int, int, int, int, int]:
@@ -355,15 +360,24 @@ def _pointwise_conv(x: np.ndarray, w: ConvWeights, epilogue: Epilogue, residual:
     Big outputs (large images, few channels) are computed in blocks of
     output cells, each finished (bias, residual, activation) while in cache.
     `consume`: the residual's buffer may become the output.
+    `_pointwise_accumulated` (BLAS accumulating into an output holding the
+    bias or the residual) saves passes that matter only on outputs out of
+    cache (a ResNet's): outputs up to _ACCUMULATE_MIN_BYTES (a MobileNet's)
+    go through numpy's matmul, whose call costs 5-10 us less than the
+    ctypes one, then the bias and residual passes in cache; without a
+    residual, an expansion with a folded bias takes it through a ones row
+    on its (smaller) input.  MobileNetV3-small takes ~3% less CPU time so.
     """
     mat, n, c, groups, mg, kk, p = _pointwise_dims(x, w)
     every = slice(None)
     ones_row = w.folded and groups * mg > c  # a ones row on the input costs less than a bias pass on the output
     cells = max(_POINTWISE_MIN_CELLS, _CHUNK_BYTES // (groups * mg * mat.dtype.itemsize))
-    chunked = groups * mg * p * mat.dtype.itemsize > _CHUNK_ABOVE_BYTES and p >= 2 * cells
+    out_bytes = groups * mg * p * mat.dtype.itemsize
+    chunked = out_bytes > _CHUNK_ABOVE_BYTES and p >= 2 * cells
     bias = w.bias if w.folded else epilogue.bias
-    if blas.available() and (consume and residual is not None and residual.flags.c_contiguous
-                             or residual is None and bias is not None and not chunked):
+    if blas.available() and n * out_bytes > _ACCUMULATE_MIN_BYTES and (
+            consume and residual is not None and residual.flags.c_contiguous
+            or residual is None and bias is not None and not chunked and not ones_row):
         return _pointwise_accumulated(x, w, bias, epilogue.act, residual)
     y = np.empty((n, groups * mg) + x.shape[2:], mat.dtype)
     ym = y.reshape(n, groups * mg, p)
@@ -758,9 +772,9 @@ def winograd_pays(c: int, m: int, out: Sequence[Dim]) -> bool:
     few tiles (7x7 maps) to reading the transformed weights, 16/9 of W, for
     too few columns.  Unknown sizes count as paying.
     """
-    if not all(isinstance(o, int) for o in out):
-        return winograd_channels(c, m)
     oh, ow = out
+    if not isinstance(oh, int) or not isinstance(ow, int):
+        return winograd_channels(c, m)
     tiles = -(-oh // 2) * (-(-ow // 2) + 1)
     return winograd_channels(c, m) and tiles >= _WINO_MIN_TILES_PER_IMAGE and m * c * oh * ow >= _WINO_MIN_WORK
 
@@ -1011,6 +1025,10 @@ _BAND_MAX_WIDTH = 128
 #: ...over blocks of at most this many output columns: a band does (block's input columns) / kw
 #: multiplies per useful one, so wide maps are cut into blocks (stride 2, 3x3: 29 / 3, not 112 / 3).
 _BAND_BLOCK = 16
+#: Padded inputs at most this wide are zeroed whole before the band engine copies X in: their side
+#: margins, one short strided run per channel and row, cost 2-4x more to zero alone (MobileNetV3's
+#: 14x14 maps: 23 vs 6 us); wider rows zero just the margins.
+_BAND_FILL_MAX_WIDTH = 40
 
 
 def _band(w: np.ndarray, bias: np.ndarray | None, g: Geometry, block: int, span: int) -> np.ndarray:
@@ -1056,10 +1074,13 @@ def _depthwise_band(x: np.ndarray, w: ConvWeights, g: Geometry) -> np.ndarray:
         band = w.bands[g] = _band(w.depthwise, w.bias, g, block, span)
     padded_w = max((blocks * block - 1) * sw + (kw - 1) * dw + 1, left + width)
     rows = scratch("conv.input", (n, c, h + top + g.end[0], padded_w), band.dtype)
-    rows[:, :, :top] = 0
-    rows[:, :, top + h:] = 0
-    rows[:, :, top:top + h, :left] = 0
-    rows[:, :, top:top + h, left + width:] = 0
+    if padded_w <= _BAND_FILL_MAX_WIDTH:
+        rows.fill(0)
+    else:
+        rows[:, :, :top] = 0
+        rows[:, :, top + h:] = 0
+        rows[:, :, top:top + h, :left] = 0
+        rows[:, :, top:top + h, left + width:] = 0
     rows[:, :, top:top + h, left:left + width] = x
     st = rows.strides
     win = as_strided(rows, (n, c, ho, blocks, kh, span),
@@ -1223,8 +1244,9 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
     if w.depthwise is not None and len(g.kernel) == 2 and x.shape[1] >= _EINSUM_MIN_CHANNELS \
             and math.prod(g.kernel) >= _EINSUM_MIN_TAPS and math.prod(g.out) <= _EINSUM_MAX_CELLS:
         y = _depthwise_einsum(x, w, g)
-        if bias is not None or w.bias is not None:
-            y += (w.bias if w.bias is not None else bias).reshape(-1, 1, 1)
+        b_all = w.bias if w.bias is not None else bias
+        if b_all is not None:
+            y += b_all.reshape(-1, 1, 1)
         if residual is not None:
             y += residual
         if act is not None:
@@ -1260,7 +1282,7 @@ def conv_compute(x: np.ndarray, w: ConvWeights, g: Geometry, act: Activation | N
         return _wasm_im2col_conv(x, w, g, Epilogue(bias, act), res)
     if takes_gather(x.shape, w, g):
         return _gather_conv(x, w, g, Epilogue(bias, act), res)
-    if winograd:
+    if winograd and w.winograd is not None:
         return _winograd_conv(x, w.winograd, g, w.bias if w.bias is not None else bias, act, res)
     return _gemm_conv(x, w, g, Epilogue(bias, act), res)
 
@@ -1310,7 +1332,7 @@ def _check_bias(ctx: AttrMixin, b: Shape | None, m: Dim) -> None:
         raise ctx.error(f"B {shape_str(b)} must be a vector of the {m} output channels")
 
 
-def _conv_shape(ctx: InferContext, x: Shape | None, w: Shape | None, group: int) -> Shape | None:
+def conv_shape(ctx: InferContext, x: Shape | None, w: Shape | None, group: int) -> Shape | None:
     check_channels(ctx, x, w, group)
     rank = len(x) if x is not None else (len(w) if w is not None else None)
     if rank is None:
@@ -1326,9 +1348,10 @@ def _conv_shape(ctx: InferContext, x: Shape | None, w: Shape | None, group: int)
 
 
 def _conv_rule(ctx: InferContext) -> list[Type | None]:
-    shape = _conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx))
+    shape = conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx))
     if ctx.has(2):
-        _check_bias(ctx, ctx.shape(2), ctx.shape(1)[0] if ctx.shape(1) else None)
+        ws = ctx.shape(1)
+        _check_bias(ctx, ctx.shape(2), ws[0] if ws else None)
     if ctx.node.domain != "webinfer" and (ctx.n_in > 3 or "activation" in ctx.node.attrs):
         raise ctx.error(f"Conv takes at most 3 inputs (X, W, B) and no activation (got {ctx.n_in} inputs); "
                         "the residual and activation are webinfer.FusedConv's")
@@ -1340,7 +1363,7 @@ def _conv_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(ctx.elem(0), shape)]
 
 
-def _conv_geometry(ctx: AttrMixin, win: Window, x: np.ndarray, w_shape: tuple[int, ...], group: int) -> Geometry:
+def conv_geometry(ctx: AttrMixin, win: Window, x: np.ndarray, w_shape: tuple[int, ...], group: int) -> Geometry:
     """Run-time checks of a Conv's operands, then its window geometry."""
     if x.ndim != len(w_shape) or x.ndim < 3:
         raise ctx.error(f"X {list(x.shape)} and W {list(w_shape)} must have the same rank >= 3")
@@ -1390,12 +1413,11 @@ def conv(ctx: OpContext) -> Kernel:
     def compute(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None,
                 consume: bool) -> tuple[np.ndarray]:
         if direct and z is None and x.dtype == cdt:
-            small = smalls.get(x.shape, False)
-            if small is False:
+            if x.shape not in smalls:
                 assert packed is not None
-                g = _conv_geometry(ctx, win, x, packed.shape, group)
-                small = smalls[x.shape] = SmallConv(x.shape, packed, g, act) if takes_gather(x.shape, packed, g) \
-                    else None
+                geo = conv_geometry(ctx, win, x, packed.shape, group)
+                smalls[x.shape] = SmallConv(x.shape, packed, geo, act) if takes_gather(x.shape, packed, geo) else None
+            small = smalls[x.shape]
             if small is not None:
                 return (small(x),)
         dt = compute_dtype(x.dtype)
@@ -1403,7 +1425,7 @@ def conv(ctx: OpContext) -> Kernel:
         key = x.shape + pw.shape
         g = geometries.get(key)
         if g is None:
-            g = geometries[key] = _conv_geometry(ctx, win, x, pw.shape, group)
+            g = geometries[key] = conv_geometry(ctx, win, x, pw.shape, group)
         if b is not None and b.shape != (pw.shape[0],):
             raise ctx.error(f"B {list(b.shape)} must be a vector of the {pw.shape[0]} output channels")
         bias = None if pw.bias is not None or b is None else b.astype(dt, copy=False)
@@ -1424,42 +1446,6 @@ def conv(ctx: OpContext) -> Kernel:
 
     if len(ctx.node.inputs) > 3 and ctx.node.inputs[3] and blas.available():
         return offer_consuming(run, 3, run_into_residual)
-    return run
-
-
-# ------------------------------------------------------------ ConvInteger
-
-def _conv_integer_rule(ctx: InferContext) -> list[Type | None]:
-    return [tensor(dtypes.INT32, _conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx)))]
-
-
-@op("ConvInteger", since=10, infer=_conv_integer_rule)
-def conv_integer(ctx: OpContext) -> Kernel:
-    """Integer conv: (x - x_zero_point) * (w - w_zero_point) summed exactly into int32.
-
-    Computed in float64 through BLAS: every product and partial sum of 8-bit
-    operands is an integer far below 2**53, so the result is exact.
-    """
-    win = read_window(ctx, pool=False)
-    group = _group(ctx)
-
-    def run(x: np.ndarray, w: np.ndarray, x_zp: np.ndarray | None = None,
-            w_zp: np.ndarray | None = None) -> tuple[np.ndarray]:
-        g = _conv_geometry(ctx, win, x, w.shape, group)
-        xf = x.astype(np.float64)
-        if x_zp is not None:
-            if x_zp.size != 1:
-                raise ctx.error(f"x_zero_point {list(x_zp.shape)} must be a scalar")
-            xf -= float(x_zp.reshape(-1)[0])
-        wf = w.astype(np.float64)
-        if w_zp is not None:
-            if w_zp.size not in (1, w.shape[0]):
-                raise ctx.error(f"w_zero_point {list(w_zp.shape)} must be a scalar or have one value per output "
-                                f"channel ({w.shape[0]})")
-            wf -= w_zp.astype(np.float64).reshape((-1,) + (1,) * (w.ndim - 1))
-        y = conv_compute(xf, pack_weights(wf, group, np.dtype(np.float64)), g)
-        return (y.astype(np.int32),)
-
     return run
 
 
@@ -1679,7 +1665,7 @@ def conv_transpose(ctx: OpContext) -> Kernel:
         p = math.prod(spatial)
         xc = x.astype(dt, copy=False)
         cols = scratch("conv.cols", (group, mg * math.prod(kernel), p), dt)
-        y = np.empty((n, m) + tuple(out), dt)  # type: ignore[arg-type]
+        y = np.empty((n, m) + tuple(out), dt)
         col2im = _TransposeScatter(kernel, strides, dilations, spatial, tuple(begin),
                                    tuple(out))  # type: ignore[arg-type]
         for i in range(n):
@@ -1704,7 +1690,7 @@ def _deform_rule(ctx: InferContext) -> list[Type | None]:
     m = w[0] if w is not None else None
     if off is not None:
         return [tensor(ctx.elem(0), (x[0] if x is not None else off[0], m) + tuple(off[2:]))]
-    shape = _conv_shape(ctx, x, w, group)
+    shape = conv_shape(ctx, x, w, group)
     return [tensor(ctx.elem(0), shape)]
 
 
@@ -1739,7 +1725,7 @@ def deform_conv(ctx: OpContext) -> Kernel:
             mask: np.ndarray | None = None) -> tuple[np.ndarray]:
         if x.ndim != 4:
             raise ctx.error(f"only 2-D DeformConv is supported: X {list(x.shape)}")
-        g = _conv_geometry(ctx, win, x, w.shape, group)
+        g = conv_geometry(ctx, win, x, w.shape, group)
         n, c, h, wd = x.shape
         kh, kw = g.kernel
         kk = kh * kw

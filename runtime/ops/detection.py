@@ -85,8 +85,7 @@ def non_max_suppression(ctx: OpContext) -> Any:
         iou = float(iou_threshold.reshape(-1)[0]) if iou_threshold is not None and iou_threshold.size else 0.0
         if not 0.0 <= iou <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {iou}")
-        has_floor = score_threshold is not None and score_threshold.size > 0
-        floor = score_threshold.reshape(-1)[0] if has_floor else None
+        floor = score_threshold.reshape(-1)[0] if score_threshold is not None and score_threshold.size else None
         rows: list[tuple[int, int, int]] = []
         if limit > 0:
             y0, x0, y1, x1 = corners(boxes, center)
@@ -94,7 +93,7 @@ def non_max_suppression(ctx: OpContext) -> Any:
             for b in range(boxes.shape[0]):
                 for c in range(scores.shape[1]):
                     s = scores[b, c]
-                    cand = np.flatnonzero(s > floor) if has_floor else np.arange(len(s))
+                    cand = np.flatnonzero(s > floor) if floor is not None else np.arange(len(s))
                     order = cand[np.argsort(-s[cand], kind="stable")]
                     picked = _select(y0[b], x0[b], y1[b], x1[b], area[b], order, limit, iou)
                     rows.extend((b, c, i) for i in picked)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import dtypes, wasm_ops
 from ..activations import ACTIVATIONS, ActivationDef
-from ..ir import Dim
+from ..ir import Dim, Type
 from ..special import erf, gelu, sigmoid, softplus
 from ..shapes import (InferContext, SymInts, broadcast_rule, broadcast_shapes, dim_add, dim_div, dim_mul, dim_sub,
                       same_as_input, tensor)
@@ -42,7 +42,7 @@ class Unary:
     since: int = 1
     upcast16: bool = False
     out_elem: int | None = None
-    params: tuple[tuple[str, float], ...] = ()
+    params: tuple[tuple[str, float | None], ...] = ()
 
 
 def _plain(fn: Fn) -> Callable[[OpContext], Fn]:
@@ -154,11 +154,11 @@ def _unary_kernel(spec: Unary) -> Callable[[OpContext], Any]:
     return build
 
 
-def _unary_rule(out_elem: int | None):
+def _unary_rule(out_elem: int | None) -> Callable[[InferContext], list[Type | None]]:
     if out_elem is None:
         return same_as_input
 
-    def rule(ctx: InferContext) -> list:
+    def rule(ctx: InferContext) -> list[Type | None]:
         return [tensor(out_elem, ctx.shape(0))]
 
     return rule
@@ -219,6 +219,17 @@ def _bitshift(ctx: OpContext) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 
 
 def _prelu(a: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """With finite slopes, arithmetic instead of np.where's mask and select, which is 3-25x slower on a
+    per-channel slope (MediaPipe's models have a PRelu after most convs): max(x, slope * x) when every
+    slope is at most 1 (it picks x for x >= 0 and slope * x below), else min(x, 0) * slope + max(x, 0)."""
+    if slope.size and np.isfinite(slope).all():
+        if slope.max() <= 1:
+            y = np.multiply(a, slope, dtype=a.dtype)
+            return np.maximum(y, a, out=y)
+        y = np.minimum(a, 0)
+        np.multiply(y, slope, out=y, casting="same_kind")
+        y += np.maximum(a, 0)
+        return y
     return np.where(a >= 0, a, a * slope).astype(a.dtype, copy=False)
 
 
@@ -354,7 +365,7 @@ def _sym_broadcast(values: list[SymInts]) -> tuple[list[tuple[Dim, ...]], bool] 
     return [v.dims if len(v.dims) == n else v.dims * n for v in values], all(v.scalar for v in values)
 
 
-def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list]:
+def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext], list[Type | None]]:
     base, fn = broadcast_rule(out_elem), _SYM_BINARY[name]
 
     def rule(ctx: InferContext) -> list:
@@ -371,6 +382,7 @@ def _sym_binary_rule(name: str, out_elem: int | None) -> Callable[[InferContext]
 
 
 for _name, _bspec in BINARY.items():
+    _rule: Callable[[InferContext], list[Type | None]]
     if _name == "PRelu":  # the slope broadcasts onto X (unidirectionally): Y has X's shape
         _rule = same_as_input
     elif _name in _SYM_BINARY:

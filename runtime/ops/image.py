@@ -106,7 +106,9 @@ def _png_pass(raw: np.ndarray, pos: int, w: int, h: int, depth: int, channels: i
 
 
 def _decode_png(data: bytes) -> np.ndarray:
-    pos, idat, header, palette = 8, [], None, None
+    pos, idat = 8, []
+    header: tuple[int, ...] | None = None
+    palette: np.ndarray | None = None
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
         body = data[pos + 8:pos + 8 + length]
@@ -122,7 +124,8 @@ def _decode_png(data: bytes) -> np.ndarray:
         elif kind == b"IEND":
             break
         pos += 12 + length
-    _need(header is not None and bool(idat), "PNG has no IHDR or no IDAT chunk")
+    if header is None or not idat:
+        raise _Corrupt("PNG has no IHDR or no IDAT chunk")
     w, h, depth, ctype, comp, filt, interlace = header
     _need(ctype in _PNG_DEPTHS and depth in _PNG_DEPTHS[ctype] and comp == 0 and filt == 0 and interlace in (0, 1),
           f"PNG header is invalid (bit depth {depth}, colour type {ctype}, interlace {interlace})")
@@ -142,8 +145,8 @@ def _decode_png(data: bytes) -> np.ndarray:
             if pw > 0 and ph > 0:
                 samples[y0::dy, x0::dx], pos = _png_pass(raw, pos, pw, ph, depth, channels)
     if ctype == 3:
-        _need(palette is not None and int(samples.max()) < len(palette),
-              "PNG palette is missing or smaller than the indices used")
+        if palette is None or int(samples.max()) >= len(palette):
+            raise _Corrupt("PNG palette is missing or smaller than the indices used")
         return palette[samples[..., 0]]
     if depth == 16:
         pixels = (samples >> 8).astype(np.uint8)
@@ -214,7 +217,8 @@ def _decode_pnm(data: bytes) -> np.ndarray:
     pos, fields = 2, []
     for _ in range(2 if kind in (1, 4) else 3):
         m = _TOKEN.match(data, pos)
-        _need(m is not None, "PNM header is truncated")
+        if m is None:
+            raise _Corrupt("PNM header is truncated")
         fields.append(int(m.group(1)))
         pos = m.end()
     w, h = fields[0], fields[1]
@@ -303,7 +307,8 @@ def _decode_tiff(data: bytes) -> np.ndarray:
     if predictor not in (1, 2) or (predictor == 2 and depth not in (8, 16)):
         raise UnsupportedOpError(f"TIFF predictor {predictor} with {depth}-bit samples is not supported")
     offsets, counts = tags.get(273), tags.get(279)
-    _need(offsets is not None and counts is not None and len(offsets) == len(counts), "TIFF strips are missing")
+    if offsets is None or counts is None or len(offsets) != len(counts):
+        raise _Corrupt("TIFF strips are missing")
     strips = []
     for at, n in zip(offsets, counts):
         _need(at + n <= len(data), "TIFF strip data is truncated")

@@ -57,9 +57,10 @@ def _gather_rule(ctx: InferContext) -> list[Type | None]:
         raise ctx.error("data must have rank >= 1, got a scalar")
     axis = normalize_axis(ctx.attr("axis", 0), len(data), ctx.node)
     src, ind = ctx.sym(0), ctx.value(1)
-    if ind is not None and isinstance(data[axis], int):
+    length = data[axis]
+    if ind is not None and isinstance(length, int):
         flat = ind.reshape(-1)
-        if flat.size and (flat.min() < -data[axis] or flat.max() >= data[axis]):
+        if flat.size and (flat.min() < -length or flat.max() >= length):
             raise ctx.error(f"indices {flat.tolist()[:8]} are out of range for axis {axis} of {shape_str(data)}")
         if src is not None and ind.ndim <= 1:
             ctx.set_value(0, SymInts(tuple(src.dims[int(i)] for i in flat), scalar=ind.ndim == 0))
@@ -191,7 +192,7 @@ def scatter_elements(data: np.ndarray, indices: np.ndarray, updates: np.ndarray,
         raise ValueError(f"indices {list(indices.shape)} and updates {list(updates.shape)} must have the same "
                          f"shape and the rank of data {list(data.shape)}")
     a = axis_at_runtime(axis, data.ndim)
-    grid = np.indices(indices.shape, sparse=True)
+    grid: tuple[np.ndarray, ...] = np.indices(indices.shape, sparse=True)
     key = tuple(_wrap_indices(indices, data.shape[a], "index") if j == a else g for j, g in enumerate(grid))
     return _scatter(data, key, updates, reduction)
 
@@ -393,7 +394,8 @@ def _topk_rule(ctx: InferContext) -> list[Type | None]:
         return [tensor(elem), tensor(dtypes.INT64)]
     axis = normalize_axis(ctx.attr("axis", -1), len(shape), ctx.node)
     k = _topk_k(ctx)
-    if isinstance(k, int) and (k < 0 or isinstance(shape[axis], int) and k > shape[axis]):
+    length = shape[axis]
+    if isinstance(k, int) and (k < 0 or isinstance(length, int) and k > length):
         raise ctx.error(f"k = {k} is out of range for axis {axis} of {shape_str(shape)}")
     out = shape[:axis] + (k,) + shape[axis + 1:]
     return [tensor(elem, out), tensor(dtypes.INT64, out)]

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import ShapeInferenceError
-from ..ir import Tensor, Type
+from ..ir import Dim, Tensor, Type
 from ..shapes import InferContext, dim_mul, shape_str, tensor
 from ..special import erf
 from .registry import OpContext, op
@@ -21,10 +21,8 @@ from .registry import OpContext, op
 ML = "ai.onnx.ml"
 
 
-def _tensor_attr(value: Any) -> np.ndarray | None:
-    """A TENSOR attribute's values as a flat array (None when absent)."""
-    if value is None:
-        return None
+def _tensor_attr(value: Any) -> np.ndarray:
+    """A TENSOR attribute's values as a flat array."""
     arr = value.array if isinstance(value, Tensor) else np.asarray(value)
     return arr.reshape(-1)
 
@@ -58,7 +56,7 @@ def _afe_rule(ctx: InferContext) -> list[Type | None]:
         return [tensor(elem)]
     if not x:
         raise ctx.error("X must have rank >= 1, got a scalar")
-    count = None
+    count: Dim = None
     if y is not None:
         count = 1
         for d in y:
@@ -293,9 +291,9 @@ class _Forest:
         member_nodes = np.nonzero(self.mode == _MEMBER)[0]
         if member_nodes.size == 0:
             return None
-        flat = _tensor_attr(values)
-        if flat is None:
+        if values is None:
             raise ctx.error("BRANCH_MEMBER nodes need the membership_values attribute")
+        flat = _tensor_attr(values)
         groups: list[list[float]] = [[]]
         for v in flat.astype(np.float64).tolist():
             if math.isnan(v):
@@ -373,7 +371,7 @@ def tree_ensemble(ctx: OpContext) -> Callable[[np.ndarray], tuple[np.ndarray]]:
         flat = (np.arange(n)[:, None] * n_targets + forest.targets[leaves]).reshape(-1)
         w = forest.weights[leaves].reshape(-1)
         if agg in (_SUM, _AVERAGE):
-            y = np.bincount(flat, weights=w, minlength=n * n_targets)
+            y: np.ndarray = np.bincount(flat, weights=w, minlength=n * n_targets)  # float64: weighted
             if agg == _AVERAGE:
                 y /= forest.roots.size
         else:

@@ -12,7 +12,7 @@ transformers and CNNs.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def _bn_rule(ctx: InferContext) -> list[Type | None]:
         raise ctx.error("running_mean/running_var outputs are only valid with training_mode=1")
     stat_shape = ctx.shape(3) if ctx.shape(3) is not None else want
     stat_elem = ctx.elem(3) if ctx.opset >= 14 else ctx.elem(0)
-    return [tensor(ctx.elem(0), xs)] + [tensor(stat_elem, stat_shape) for _ in range(ctx.n_out - 1)]
+    return [tensor(ctx.elem(0), xs), *(tensor(stat_elem, stat_shape) for _ in range(ctx.n_out - 1))]
 
 
 @op("BatchNormalization", since=1, infer=_bn_rule)
@@ -114,7 +114,7 @@ def batch_normalization(ctx: OpContext) -> Any:
         return p.reshape(want + (1,) * (x.ndim - 1 - len(want)))
 
     def fold(scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        work = np.float64 if np.float64 in (scale.dtype, var.dtype) else np.float32
+        work: type[np.floating[Any]] = np.float64 if np.float64 in (scale.dtype, var.dtype) else np.float32
         a = scale.astype(work) / np.sqrt(var.astype(work) + work(eps))
         return a, bias.astype(work) - mean.astype(work) * a
 
@@ -161,7 +161,7 @@ def batch_normalization(ctx: OpContext) -> Any:
 
 # ------------------------------------------------------------ Instance / Group
 
-def _channel_rule(n_groups_attr: bool):
+def _channel_rule(n_groups_attr: bool) -> Callable[[InferContext], list[Type | None]]:
     """Rule for ops normalizing groups of channels of an (N, C, ...) input."""
 
     def rule(ctx: InferContext) -> list[Type | None]:
@@ -237,7 +237,7 @@ def _stash_elem(ctx: InferContext | OpContext) -> int:
     return stash
 
 
-def _last_axes_rule(with_stats: bool):
+def _last_axes_rule(with_stats: bool) -> Callable[[InferContext], list[Type | None]]:
     """Rule for ops normalizing over axes [axis, rank): Y like X, statistics [d0..d(axis-1), 1, ...]."""
 
     def rule(ctx: InferContext) -> list[Type | None]:

@@ -204,6 +204,11 @@ def average_pool(ctx: OpContext) -> Kernel:
     return run
 
 
+def window_divisors(ctx: AttrMixin, win: Window, x: np.ndarray, include_pad: bool) -> np.ndarray:
+    """What AveragePool divides each window's sum of x by ([*out]); for kernels that rescale its mean."""
+    return _counts(_geometry(ctx, win, x), x.shape[2:], include_pad)
+
+
 def _lp_order(ctx: AttrMixin) -> float:
     p = ctx.attr("p", 2)
     if p <= 0:
@@ -357,7 +362,7 @@ def max_unpool(ctx: OpContext) -> Kernel:
                                 f"{list(x.shape)}")
         else:
             kernel, strides, pads = _unpool_attrs(ctx, x.ndim)
-            shape = x.shape[:2] + tuple(_unpool_shape(ctx, x.shape, kernel, strides, pads))  # type: ignore[arg-type]
+            shape = x.shape[:2] + tuple(_unpool_shape(ctx, x.shape, kernel, strides, pads))
         y = np.zeros(shape, x.dtype)
         flat = indices.reshape(-1)
         if flat.size and (flat.min() < 0 or flat.max() >= y.size):
@@ -430,7 +435,7 @@ def max_roi_pool(ctx: OpContext) -> Kernel:
             region = x[b, :, r0:r1, c0:c1]
             by_col = np.where(in_col, region[:, :, None, :], low).max(-1)  # [C, h', pw]
             pooled = np.where(in_row[:, :, None], by_col[:, None], low).max(2)  # [C, ph, pw]
-            empty = ~(in_row.any(1)[:, None] & in_col.any(1)[None, :])
+            empty = ~(in_row.any(1, keepdims=True) & in_col.any(1, keepdims=True).T)  # [ph, pw]
             out[r] = np.where(empty, 0, pooled)
         return (out,)
 

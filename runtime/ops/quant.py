@@ -1,29 +1,36 @@
 """Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul,
-QLinearConv, MatMulInteger.
+QLinearConv, MatMulInteger, ConvInteger, and the fused webinfer.MatMulIntegerScaled.
 
 Quantized tensors of every width (int16 down to int2, float8, float4) are
 taken as storage (`exotic=True`): sub-byte ints are held as their values,
 small floats as bit patterns decoded with dtypes.py.
 
-Integer products are exact: zero points are subtracted in int32, then the
-products run through BLAS in float32 when every partial sum stays below
-2**24 (exactly representable), else float64 (exact below 2**53), which is
-far faster than numpy's integer matmul.  Requantization rounds half to
+Integer products are exact and run through the float32 GEMM (gemm.py):
+operands less their zero points are integers held exactly in float32, and
+K is split into blocks short enough that every partial sum of a block stays
+within 2**24 (`k_block`, from the zero-point-shifted ranges), so each block's
+float32 product is exact; blocks are summed in float64 (exact below 2**53).
+Constant weights are shifted, converted and laid out once when the kernel is
+built.  Wider types (int16, int32) whose single products pass 2**24 go
+through float64 or int64 products instead.  Requantization rounds half to
 even, as ONNX specifies.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, gemm as cpu_gemm
+from ..activations import fused_activation
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
-from .conv import ConvWeights, check_channels, conv_compute, kernel_of, pack_weights, read_window
+from .conv import (ConvWeights, check_channels, conv_compute, conv_geometry, conv_shape, kernel_of, pack_weights,
+                   read_window)
 from .registry import OpContext, op
 
 #: Saturation range of each integer quantized type.
@@ -133,11 +140,17 @@ def quantize(q: np.ndarray, zp: np.ndarray | None, dst: int, saturate: bool = Tr
         return dtypes.float_to_small_float(q, dst, saturate)
     np.rint(q, out=q)
     q = q.astype(np.float64 if dst == dtypes.INT32 else np.float32, copy=False)
-    if zp is not None:
-        q += zp
     lo, hi = INT_RANGES[dst]
-    np.clip(q, lo, hi, out=q)
-    return q.astype(dtypes.storage_dtype(dst))
+    if zp is None or not np.any(zp):
+        np.clip(q, lo, hi, out=q)
+        return q.astype(dtypes.storage_dtype(dst))
+    # saturating before adding the zero point gives the same integers (the sum is exact in range, and
+    # saturates either way outside it), and lets the add write the storage type in the same pass
+    z = np.asarray(zp, dtype=q.dtype)
+    np.clip(q, lo - z, hi - z, out=q)
+    out = np.empty(q.shape, dtypes.storage_dtype(dst))
+    np.add(q, z, out=out, casting="unsafe")
+    return out
 
 
 def _quantize_rule(ctx: InferContext) -> list[Type | None]:
@@ -165,6 +178,30 @@ def quantize_linear(ctx: OpContext) -> Any:
             q = _round_bf16(q)
         z = None if zp is None else broadcast_param(values(zp, dst), x.shape, axis, block, "y_zero_point")
         return (quantize(q, z, dst, saturate),)
+
+    return run
+
+
+def _quantize_to_grid_rule(ctx: InferContext) -> list[Type | None]:
+    if ctx.elem(2) not in (dtypes.UINT8, dtypes.INT8):
+        raise ctx.error(f"zero point must be uint8 or int8, got {dtypes.type_name(ctx.elem(2))}")
+    return [tensor(dtypes.FLOAT, ctx.shape(0))]
+
+
+@op("QuantizeToGrid", domain="webinfer", infer=_quantize_to_grid_rule)
+def quantize_to_grid(ctx: OpContext) -> Any:
+    """clip(round(x / scale), lo - zero_point, hi - zero_point) as float32 (per-tensor scale and zero
+    point, lo..hi the zero point's type range): QuantizeLinear followed by DequantizeLinear(., 1,
+    zero_point), which passes/quant_fusion.py fuses; the same integers without the storage between
+    (saturating before or after the zero point's add gives the same, see `quantize`)."""
+    lo, hi = INT_RANGES[ctx.in_elem(2) or dtypes.UINT8]
+
+    def run(x: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> tuple[np.ndarray]:
+        q = np.divide(x, scale.reshape(()), dtype=np.float32)
+        np.rint(q, out=q)
+        z = np.float32(zp.reshape(-1)[0])
+        np.clip(q, np.float32(lo) - z, np.float32(hi) - z, out=q)
+        return (q,)
 
     return run
 
@@ -197,13 +234,19 @@ def dequantize_linear(ctx: OpContext) -> Any:
     x_elem, s_elem = ctx.in_elem(0), ctx.in_elem(1)
     out = _dequant_out_elem(ctx, ctx.attr("output_dtype", 0), s_elem) or dtypes.FLOAT
     wide = np.float64 if x_elem == dtypes.INT32 else np.float32
+    #: A constant scale of exactly 1 (the QDQ fusion's integer-grid inputs) multiplies by nothing.
+    const_scale = ctx.const(1)
+    unit = None if const_scale is None else bool(np.all(values(np.asarray(const_scale), s_elem) == 1))
 
     def run(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None = None) -> tuple[np.ndarray]:
         s = broadcast_param(values(scale, s_elem), x.shape, axis, block, "x_scale").astype(np.float32, copy=False)
-        y = np.array(values(x, x_elem), dtype=wide)
-        if zp is not None:
-            y -= broadcast_param(values(zp, x_elem), x.shape, axis, block, "x_zero_point")
-        y *= s
+        if zp is None:
+            y = np.array(values(x, x_elem), dtype=wide)
+        else:  # one pass: the difference of integers (or small floats' values) is exact in `wide`
+            y = np.subtract(values(x, x_elem), broadcast_param(values(zp, x_elem), x.shape, axis, block,
+                                                               "x_zero_point"), dtype=wide)
+        if unit is None or not unit:
+            y *= s
         return (dtypes.convert(y.astype(np.float32, copy=False), dtypes.FLOAT, out),)
 
     return run
@@ -231,7 +274,21 @@ def dynamic_range(x: np.ndarray) -> tuple[np.float32, np.float32]:
 
 def dynamic_quantize(x: np.ndarray, scale: np.float32, zp: np.float32) -> np.ndarray:
     """round(x / scale) + zp saturated to 0..255, as float32 integer values (exact)."""
-    return np.clip(np.rint(x / scale) + zp, 0, 255)
+    q = np.divide(x, scale, dtype=np.float32)
+    np.rint(q, out=q)
+    q += zp
+    return np.clip(q, 0, 255, out=q)
+
+
+def dynamic_quantize_uint8(x: np.ndarray, scale: np.float32, zp: np.float32) -> np.ndarray:
+    """`dynamic_quantize` as uint8 storage, saturating before the zero point is added so the add
+    writes the storage in the same pass (the same integers: see `quantize`)."""
+    q = np.divide(x, scale, dtype=np.float32)
+    np.rint(q, out=q)
+    np.clip(q, -zp, 255 - zp, out=q)
+    out = np.empty(q.shape, np.uint8)
+    np.add(q, zp, out=out, casting="unsafe")
+    return out
 
 
 @op("DynamicQuantizeLinear", since=11, infer=_dynamic_rule)
@@ -240,19 +297,35 @@ def dynamic_quantize_linear(ctx: OpContext) -> Any:
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         scale, zp = dynamic_range(x)
-        y = dynamic_quantize(x, scale, zp).astype(np.uint8)
+        y = dynamic_quantize_uint8(x, scale, zp)
         return y, np.asarray(scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
 
     return run
 
 
+def _dynamic_grid_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.FLOAT, ctx.shape(0)), tensor(dtypes.FLOAT, ()), tensor(dtypes.UINT8, ())]
+
+
+@op("DynamicQuantizeToGrid", domain="webinfer", infer=_dynamic_grid_rule)
+def dynamic_quantize_to_grid(ctx: OpContext) -> Any:
+    """DynamicQuantizeLinear whose quantised output is given less its zero point, as float32 integers
+    (|value| <= 255), for webinfer.MatMulIntegerScaled (`a_grid`) to multiply as it is: the same
+    integers (saturating before or after the zero point's add gives the same, see `quantize`)
+    without the uint8 storage and the subtraction each product would do.  Scale and zero point as
+    DynamicQuantizeLinear gives them."""
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale, zp = dynamic_range(x)
+        q = np.divide(x, scale, dtype=np.float32)
+        np.rint(q, out=q)
+        np.clip(q, -zp, 255 - zp, out=q)
+        return q, np.asarray(scale, dtype=np.float32), np.asarray(zp, dtype=np.uint8)
+
+    return run
+
+
 # ------------------------------------------------------------ integer products
-
-def _span(code: int | None) -> int:
-    """Largest |value - zero point| of an integer quantized type (2**32 when unknown)."""
-    lo, hi = INT_RANGES[code] if code in INT_RANGES else (0, 1 << 32)
-    return hi - lo
-
 
 def exact_dtype(bound: int, k: int) -> np.dtype | None:
     """The float type in which a product of k terms, each at most `bound` in magnitude, sums
@@ -271,12 +344,103 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
 
     BLAS in float32 while every partial sum is below 2**24, float64 below
     2**53, numpy's int64 matmul beyond; the result is int64.  Operands already
-    in the chosen float type are used as they are (no copy).
+    in the chosen float type are used as they are (no copy).  The wide-type
+    fallback of `IntegerOperand.matmul`.
     """
     dt = exact_dtype(bound, a.shape[-1])
     if dt is None:
         return np.matmul(a.astype(np.int64), b.astype(np.int64))
     return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False)).astype(np.int64)
+
+
+#: float32 holds every integer of magnitude up to 2**24 exactly.
+F32_EXACT = 1 << 24
+#: float64 holds every integer of magnitude up to 2**53 exactly.
+F64_EXACT = 1 << 53
+
+
+def shifted_max(code: int | None, zp: np.ndarray | None) -> int | None:
+    """The largest |q - zp| over every q of the integer type `code` and every zero point in `zp`
+    (None: no zero point); None for types without an integer range."""
+    if code not in INT_RANGES:
+        return None
+    lo, hi = INT_RANGES[code]
+    zmin, zmax = (0, 0) if zp is None or zp.size == 0 else (int(zp.min()), int(zp.max()))
+    return max(hi - zmin, zmax - lo, 0)
+
+
+def k_block(bound: int) -> int:
+    """Terms per block such that a sum of that many products, each at most `bound` in magnitude,
+    never leaves float32's exact integers (0 when a single product may already)."""
+    return F32_EXACT // bound if bound else F32_EXACT
+
+
+def blocked_matmul(a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
+    """a @ b for integer-valued float32 operands, exactly, with K split into equal blocks of at most
+    `block` terms (`k_block`): each block's float32 product is exact, and blocks add in float64.
+
+    Returns float32 when K fits one block, else float64.  Strided
+    operands are sliced in place (the GEMM reads them through their strides).
+    """
+    k = a.shape[-1]
+    if k <= block:
+        return cpu_gemm.matmul(a, b)
+    parts = -(-k // block)
+    step = -(-k // parts)
+    acc: np.ndarray | None = None
+    for k0 in range(0, k, step):
+        part = cpu_gemm.matmul(a[..., k0:k0 + step], b[k0:k0 + step] if b.ndim == 1 else b[..., k0:k0 + step, :])
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            acc += part
+    assert acc is not None
+    return acc
+
+
+@dataclass(frozen=True)
+class IntegerOperand:
+    """An integer operand less its zero point, held as float32 (exact), with a bound on its magnitude.
+
+    Made once at build time for constant weights (the conversion and the
+    zero-point subtraction then cost nothing per call), per call for data.
+    `values` is None when the type is too wide for float32 (`int_values`).
+    """
+
+    values: np.ndarray | None
+    int_values: np.ndarray | None
+    max_abs: int
+
+    @staticmethod
+    def of(x: np.ndarray, zp: np.ndarray | None, code: int | None, exact_max: bool = False) -> IntegerOperand:
+        """x - zp; `exact_max`: measure the magnitude bound on the data (constants), else take it from
+        the type's range and the zero points (no pass over the data)."""
+        bound = shifted_max(code, zp)
+        if bound is None or bound > F32_EXACT:
+            wide = x.astype(np.int64) if zp is None else x.astype(np.int64) - zp.astype(np.int64)
+            return IntegerOperand(None, wide, 1 << 32 if bound is None else bound)
+        v = x.astype(np.float32) if zp is None else np.subtract(x, zp, dtype=np.float32)
+        if exact_max:
+            bound = int(np.abs(v).max()) if v.size else 0
+        return IntegerOperand(v, None, bound)
+
+    def matmul(self, other: IntegerOperand) -> np.ndarray:
+        """self @ other, exact, as float32 or float64 integer values (`blocked_matmul`) when that is
+        exact, else as int64."""
+        bound = self.max_abs * other.max_abs
+        k = self.values.shape[-1] if self.values is not None else self.int_values.shape[-1]  # type: ignore[union-attr]
+        if self.values is None or other.values is None or bound > F32_EXACT or bound * k >= F64_EXACT:
+            a = self.int_values if self.values is None else self.values
+            b = other.int_values if other.values is None else other.values
+            return exact_matmul(a, b, bound)  # type: ignore[arg-type]
+        return blocked_matmul(self.values, other.values, k_block(bound))
+
+
+def to_int32(acc: np.ndarray) -> np.ndarray:
+    """An exact integer product as int32, wrapping as 32-bit accumulation does."""
+    if acc.dtype.kind == "f" and acc.size and float(np.abs(acc).max()) >= (1 << 31):
+        acc = acc.astype(np.int64)
+    return acc.astype(np.int32)
 
 
 def matmul_shape(a: Shape | None, b: Shape | None, node: Node) -> Shape | None:
@@ -311,14 +475,63 @@ def _matmul_integer_rule(ctx: InferContext) -> list[Type | None]:
 @op("MatMulInteger", since=10, infer=_matmul_integer_rule)
 def matmul_integer(ctx: OpContext) -> Any:
     """(A - a_zero_point) @ (B - b_zero_point) in int32; zero points per tensor, per row of A
-    or per column of B."""
-    bound = _span(ctx.in_elem(0)) * _span(ctx.in_elem(1))
+    or per column of B.  A constant B (and its zero point) is shifted and converted once."""
+    a_elem, b_elem = ctx.in_elem(0), ctx.in_elem(1)
+    weights = constant_operand(ctx, 1, 3, b_elem)
 
     def run(a: np.ndarray, b: np.ndarray, azp: np.ndarray | None = None,
             bzp: np.ndarray | None = None) -> tuple[np.ndarray]:
-        a32 = a.astype(np.int32) if azp is None else a.astype(np.int32) - _row_param(azp, a).astype(np.int32)
-        b32 = b.astype(np.int32) if bzp is None else b.astype(np.int32) - bzp.astype(np.int32)
-        return (exact_matmul(a32, b32, bound).astype(np.int32),)  # wraps as 32-bit accumulation does
+        lhs = IntegerOperand.of(a, None if azp is None else _row_param(azp, a), a_elem)
+        rhs = weights if weights is not None else IntegerOperand.of(b, bzp, b_elem)
+        return (to_int32(lhs.matmul(rhs)),)
+
+    return run
+
+
+def constant_operand(ctx: OpContext, data: int, zero_point: int, code: int | None) -> IntegerOperand | None:
+    """Input `data` less input `zero_point`, prepared once, when both are constants (or the zero
+    point is absent); None otherwise."""
+    w = ctx.const(data)
+    has_zp = len(ctx.node.inputs) > zero_point and bool(ctx.node.inputs[zero_point])
+    zp = ctx.const(zero_point) if has_zp else None
+    if w is None or (has_zp and zp is None):
+        return None
+    return IntegerOperand.of(np.asarray(w), None if zp is None else np.asarray(zp), code, exact_max=True)
+
+
+def _matmul_integer_scaled_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.FLOAT, matmul_shape(ctx.shape(0), ctx.shape(1), ctx.node))]
+
+
+@op("MatMulIntegerScaled", domain="webinfer", infer=_matmul_integer_scaled_rule)
+def matmul_integer_scaled(ctx: OpContext) -> Any:
+    """float(MatMulInteger(A, B, a_zero_point, b_zero_point)) * scale [+ bias], as fused from
+    onnxruntime's dynamic quantisation chain (passes/quant_fusion.py), bit for bit what the chain
+    gives: the exact product rounded once to float32, as the int32 -> float Cast rounds it, then one
+    float32 multiply and add, then the fused `activation` (GELU) in place.  B is constant and
+    prepared once; `scale` has rank <= 1.  With `a_grid`, A is DynamicQuantizeToGrid's output (uint8
+    values less their zero point, as float32) and a_zero_point is absent."""
+    a_elem = ctx.in_elem(0)
+    weights = constant_operand(ctx, 1, 3, ctx.in_elem(1))
+    act = fused_activation(ctx)
+    #: A holds uint8 values less their zero point already, as float32 (webinfer.DynamicQuantizeToGrid).
+    a_grid = bool(ctx.attr("a_grid", 0))
+    if weights is None:
+        raise ctx.error("B and b_zero_point must be constants (the fusion only makes this op for them)")
+
+    def run(a: np.ndarray, b: np.ndarray, azp: np.ndarray | None, bzp: np.ndarray | None, scale: np.ndarray,
+            bias: np.ndarray | None = None) -> tuple[np.ndarray]:
+        lhs = IntegerOperand(a, None, 255) if a_grid else \
+            IntegerOperand.of(a, None if azp is None else _row_param(azp, a), a_elem)
+        acc = lhs.matmul(weights)
+        y = acc if acc.dtype == np.float32 else to_int32(acc).astype(np.float32) if acc.dtype.kind == "i" \
+            else acc.astype(np.float32)
+        np.multiply(y, scale, out=y)
+        if bias is not None:
+            y += bias
+        if act is not None:
+            act(y)
+        return (y,)
 
     return run
 
@@ -345,16 +558,16 @@ def qlinear_matmul(ctx: OpContext) -> Any:
     a_elem, b_elem, s_elem, y_elem = ctx.in_elem(0), ctx.in_elem(3), ctx.in_elem(1), ctx.in_elem(7)
     y_code = y_elem if y_elem is not None else dtypes.UINT8
     integer = a_elem in INT_RANGES and b_elem in INT_RANGES
-    bound = _span(a_elem) * _span(b_elem)
+    weights = constant_operand(ctx, 3, 5, b_elem) if integer else None
 
     def run(a: np.ndarray, a_scale: np.ndarray, azp: np.ndarray, b: np.ndarray, b_scale: np.ndarray,
             bzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray) -> tuple[np.ndarray]:
         av = values(a, a_elem)
         bv = values(b, b_elem)
         if integer:
-            a_d = av.astype(np.int32) - _row_param(azp, a).astype(np.int32)
-            b_d = bv.astype(np.int32) - bzp.astype(np.int32)
-            acc = exact_matmul(a_d, b_d, bound).astype(np.float64)
+            lhs = IntegerOperand.of(av, _row_param(azp, a), a_elem)
+            rhs = weights if weights is not None else IntegerOperand.of(bv, bzp, b_elem)
+            acc = lhs.matmul(rhs).astype(np.float64)
         else:
             a_d = av - _row_param(values(azp, a_elem), a)
             b_d = bv - values(bzp, b_elem)
@@ -393,27 +606,110 @@ def _qlinear_conv_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(ctx.elem(7), shape)]
 
 
+def conv_blocks(wd: np.ndarray, group: int, x_max: int) -> list[tuple[slice, ConvWeights]]:
+    """W less its zero point (float32 integers), packed in blocks of input channels whose products
+    with inputs of magnitude <= `x_max` sum exactly in float32 (`k_block`); summed in float64 by the
+    caller.  One block when all channels fit; [] when even one channel's window does not fit, or a
+    grouped conv would need splitting (the caller then computes in float64)."""
+    w_max = int(np.abs(wd).max()) if wd.size else 0
+    taps = math.prod(wd.shape[2:])
+    block, cg = k_block(x_max * w_max), wd.shape[1]
+    if cg * taps <= block:
+        return [(slice(None), pack_weights(wd, group, np.dtype(np.float32)))]
+    if group != 1 or taps > block:
+        return []
+    parts = -(-cg // (block // taps))
+    step = -(-cg // parts)
+    return [(slice(c0, c0 + step), pack_weights(wd[:, c0:c0 + step], 1, np.dtype(np.float32)))
+            for c0 in range(0, cg, step)]
+
+
+def exact_conv(xs: np.ndarray, blocks: list[tuple[slice, ConvWeights]], g: Any) -> np.ndarray:
+    """The conv of `xs` (x less its zero point, float32 integers) with W given as `conv_blocks`:
+    float32 when one block, else the blocks' exact products summed in float64."""
+    if len(blocks) == 1:
+        return conv_compute(xs, blocks[0][1], g)
+    acc: np.ndarray | None = None
+    for channels, pw in blocks:
+        part = conv_compute(xs[:, channels], pw, g)
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            acc += part
+    assert acc is not None
+    return acc
+
+
+class IntegerConv:
+    """(x - x_zero_point) convolved with (w - w_zero_point), exactly: ConvInteger's and QLinearConv's
+    accumulator, as float32 (one exact block) or float64 integer values.
+
+    Runs on conv.py's engine with integer-valued float32 in exact blocks of
+    input channels (`conv_blocks`), float64 where blocks cannot be exact;
+    constant weights are zero-point-adjusted and packed once per bound of
+    the input's magnitude (which the input's zero point sets).
+    """
+
+    def __init__(self, ctx: OpContext, group: int, x_elem: int | None, w_elem: int | None, const_w: bool) -> None:
+        self.ctx, self.group, self.x_elem, self.w_elem, self.const_w = ctx, group, x_elem, w_elem, const_w
+        self.packed: dict[int, list[tuple[slice, ConvWeights]]] = {}
+
+    def _shifted(self, w: np.ndarray, wzp: np.ndarray | None, dtype: Any) -> np.ndarray:
+        if wzp is None:
+            return w.astype(dtype)
+        if wzp.size not in (1, w.shape[0]):
+            raise self.ctx.error(f"w_zero_point {list(wzp.shape)} must be a scalar or have one value per output "
+                                 f"channel ({w.shape[0]})")
+        return w.astype(dtype) - wzp.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1) if wzp.size > 1 else ())
+
+    def __call__(self, x: np.ndarray, xzp: np.ndarray | None, w: np.ndarray, wzp: np.ndarray | None,
+                 g: Any) -> np.ndarray:
+        if xzp is not None and xzp.size != 1:
+            raise self.ctx.error(f"x_zero_point {list(xzp.shape)} must be a scalar")
+        x_max = shifted_max(self.x_elem, xzp)
+        blocks = self.packed.get(x_max) if x_max is not None else None
+        if blocks is None:
+            blocks = [] if x_max is None or shifted_max(self.w_elem, wzp) is None else \
+                conv_blocks(self._shifted(w, wzp, np.float32), self.group, x_max)
+            if self.const_w and x_max is not None:
+                self.packed[x_max] = blocks
+        if blocks:
+            xs = x.astype(np.float32) if xzp is None else np.subtract(x, xzp.reshape(()), dtype=np.float32)
+            return exact_conv(xs, blocks, g)
+        f64 = np.dtype(np.float64)
+        xs = x.astype(f64) if xzp is None else x.astype(f64) - float(xzp.reshape(-1)[0])
+        return conv_compute(xs, pack_weights(self._shifted(w, wzp, f64), self.group, f64), g)
+
+
+def _conv_integer_rule(ctx: InferContext) -> list[Type | None]:
+    return [tensor(dtypes.INT32, conv_shape(ctx, ctx.shape(0), ctx.shape(1), _group(ctx)))]
+
+
+@op("ConvInteger", since=10, infer=_conv_integer_rule)
+def conv_integer(ctx: OpContext) -> Any:
+    """Integer conv: (x - x_zero_point) * (w - w_zero_point) summed exactly into int32 (`IntegerConv`)."""
+    win, group = read_window(ctx, pool=False), _group(ctx)
+    has_wzp = len(ctx.node.inputs) > 3 and bool(ctx.node.inputs[3])
+    engine = IntegerConv(ctx, group, ctx.in_elem(0), ctx.in_elem(1),
+                         ctx.const(1) is not None and (not has_wzp or ctx.const(3) is not None))
+
+    def run(x: np.ndarray, w: np.ndarray, x_zp: np.ndarray | None = None,
+            w_zp: np.ndarray | None = None) -> tuple[np.ndarray]:
+        g = conv_geometry(ctx, win, x, w.shape, group)
+        return (to_int32(engine(x, x_zp, w, w_zp, g)),)
+
+    return run
+
+
 @op("QLinearConv", since=10, infer=_qlinear_conv_rule)
 def qlinear_conv(ctx: OpContext) -> Any:
     """Quantized convolution: exact accumulation of (x - x_zp) * (w - w_zp) plus the int32
-    bias, requantized to y's type; w's scale and zero point may be per output channel.
-
-    Runs on conv.py's engine with integer-valued floats (exact, see
-    `exact_matmul`); constant weights are zero-point-adjusted and packed once.
-    """
+    bias (`IntegerConv`), requantized to y's type; w's scale and zero point may be per output
+    channel."""
     win, group = read_window(ctx, pool=False), _group(ctx)
     y_code = ctx.in_elem(7) if ctx.in_elem(7) is not None else dtypes.UINT8
-    bound = _span(ctx.in_elem(0)) * _span(ctx.in_elem(3))
-    packed: dict[np.dtype, ConvWeights] = {}
-
-    def weights(w: np.ndarray, wzp: np.ndarray, dtype: np.dtype) -> ConvWeights:
-        if wzp.size not in (1, w.shape[0]):
-            raise ctx.error(f"w_zero_point {list(wzp.shape)} must be a scalar or have one value per output "
-                            f"channel ({w.shape[0]})")
-        wd = w.astype(dtype) - wzp.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1) if wzp.size > 1 else ())
-        return pack_weights(wd, group, dtype)
-
-    const_w = ctx.const(3) is not None and ctx.const(5) is not None
+    engine = IntegerConv(ctx, group, ctx.in_elem(0), ctx.in_elem(3), ctx.const(3) is not None and
+                         ctx.const(5) is not None)
 
     def run(x: np.ndarray, x_scale: np.ndarray, xzp: np.ndarray, w: np.ndarray, w_scale: np.ndarray,
             wzp: np.ndarray, y_scale: np.ndarray, yzp: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
@@ -422,14 +718,7 @@ def qlinear_conv(ctx: OpContext) -> Any:
                             f"[M, C/group, kernel...] with M divisible by group")
         kernel = kernel_of(ctx, win, w.shape)
         assert kernel is not None
-        g = win.geometry(ctx, x.shape[2:], kernel)
-        dt = np.dtype(np.float32 if bound * w.shape[1] * math.prod(kernel) < (1 << 24) else np.float64)
-        pw = packed.get(dt)
-        if pw is None:
-            pw = weights(w, wzp, dt)
-            if const_w:
-                packed[dt] = pw
-        acc = conv_compute(x.astype(dt) - xzp.astype(dt), pw, g).astype(np.float64, copy=False)
+        acc = engine(x, xzp, w, wzp, win.geometry(ctx, x.shape[2:], kernel)).astype(np.float64, copy=False)
         channel = (1, -1) + (1,) * (x.ndim - 2)
         if bias is not None:
             acc += bias.astype(np.float64).reshape(channel)

@@ -25,13 +25,15 @@ semantics changed only by attributes registers once and reads `ctx.opset`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 
 from ..errors import UnsupportedOpError
 from ..ir import AttrMixin, Node, TensorType, Type
 
 Kernel = Callable[..., Sequence[Any]]
+#: A step that waits on a device (readbacks): the executor awaits what it returns.
+AsyncKernel = Callable[..., Awaitable[Sequence[Any]]]
 
 
 class PerShape:

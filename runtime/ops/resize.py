@@ -497,6 +497,7 @@ def grid_sample(ctx: OpContext) -> Any:
     def axis_taps(u: np.ndarray, size: int) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         """Indices (clamped) and weights (None = 1) of the taps along one axis."""
         lo, hi = bounds(size)
+        weights: Sequence[np.ndarray | None]
         if mode == "nearest":
             base, weights = u, [None]
             offsets = [0]

@@ -24,7 +24,7 @@ from ..ir import Type
 from ..shapes import InferContext, dim_div, shape_str, tensor
 from ..special import sigmoid, softplus
 from .quant import dynamic_quantize, dynamic_range, exact_dtype, exact_matmul
-from .registry import OpContext, op
+from .registry import Kernel, OpContext, op
 
 Act = Callable[[np.ndarray], np.ndarray]
 
@@ -169,7 +169,7 @@ def _rule(cell: _Cell, quantized: bool = False) -> Callable[[InferContext], list
             expect("initial_c", ctx.shape(6) if ctx.has(6) else None, state)
             expect("P", ctx.shape(7) if ctx.has(7) else None, (n_dir, None if hidden is None else 3 * hidden))
         y = (batch, seq, n_dir, hidden) if layout else (seq, n_dir, batch, hidden)
-        return [tensor(elem, y)] + [tensor(elem, state)] * (cell.outputs - 1)
+        return [tensor(elem, y), *[tensor(elem, state)] * (cell.outputs - 1)]
 
     return rule
 
@@ -322,7 +322,8 @@ def _build(cell: _Cell, ctx: OpContext, quantized: bool = False) -> Callable[...
     def prepare(w: np.ndarray, r: np.ndarray, b: np.ndarray | None, p: np.ndarray | None,
                 quant: tuple[np.ndarray, ...]) -> list[_Weights]:
         if quantized:
-            return _prepare_quantized(hidden_of(r), n_dir, w, r, b, p, *quant, label)
+            w_scale, w_zp, r_scale, r_zp = quant
+            return _prepare_quantized(hidden_of(r), n_dir, w, r, b, p, w_scale, w_zp, r_scale, r_zp, label)
         return _prepare(cell, hidden_of(r), n_dir, cdtype, w, r, b, p, label)
 
     cached = None
@@ -386,15 +387,15 @@ def _build(cell: _Cell, ctx: OpContext, quantized: bool = False) -> Callable[...
         steps, batch, size = xs.shape
         if weights[0].wt.shape[0] != size:
             raise ValueError(f"{label}: X has input size {size} but W expects {weights[0].wt.shape[0]}")
-        lens = None
+        lens = np.full(batch, steps, np.int64)  # without sequence_lens every entry runs all steps
         if seq_lens is not None:
             lens = np.asarray(seq_lens).reshape(-1).astype(np.int64)
             if lens.shape != (batch,) or np.any(lens < 0) or np.any(lens > steps):
                 raise ValueError(f"{label}: sequence_lens {lens.tolist()} must give one length in 0..{steps} "
                                  f"per batch entry ({batch})")
-        masked = lens is not None and not np.all(lens == steps)
+        masked = not np.all(lens == steps)
         # Steps past the longest sequence change nothing: run to it only (as onnxruntime does).
-        run_steps = int(lens.max(initial=0)) if lens is not None else steps
+        run_steps = int(lens.max(initial=0)) if seq_lens is not None else steps
         state_shape = (n_dir, batch, hs)
 
         def initial(v: np.ndarray | None) -> np.ndarray:
@@ -446,25 +447,25 @@ def _build(cell: _Cell, ctx: OpContext, quantized: bool = False) -> Callable[...
 
 
 @op("RNN", since=1, infer=_rule(_RNN))
-def rnn(ctx: OpContext):
+def rnn(ctx: OpContext) -> Kernel:
     """Simple RNN: Ht = f(Xt W^T + Ht-1 R^T + Wb + Rb)."""
     return _build(_RNN, ctx)
 
 
 @op("GRU", since=1, infer=_rule(_GRU))
-def gru(ctx: OpContext):
+def gru(ctx: OpContext) -> Kernel:
     """GRU (gates z, r, h); `linear_before_reset` applies the reset gate after the recurrent matmul."""
     return _build(_GRU, ctx)
 
 
 @op("LSTM", since=1, infer=_rule(_LSTM))
-def lstm(ctx: OpContext):
+def lstm(ctx: OpContext) -> Kernel:
     """LSTM (gates i, o, f, c) with optional peepholes, coupled input/forget gates and clipping."""
     return _build(_LSTM, ctx)
 
 
 @op("DynamicQuantizeLSTM", since=1, domain="com.microsoft", infer=_rule(_LSTM, quantized=True))
-def dynamic_quantize_lstm(ctx: OpContext):
+def dynamic_quantize_lstm(ctx: OpContext) -> Kernel:
     """onnxruntime's LSTM over int8/uint8 W [dirs, input, 4H] and R [dirs, H, 4H] (scales and zero
     points per direction or per direction and column); X and each step's H are quantized to
     uint8 on the fly and multiplied exactly, as onnxruntime does (see `_QuantWeights`)."""

@@ -16,7 +16,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import OptionalType, SequenceType, TensorType, Type
 from ..shapes import InferContext, normalize_axis, shape_str, tensor
-from .registry import OpContext, op
+from .registry import Kernel, OpContext, op
 
 
 # ------------------------------------------------------------------ type helpers
@@ -101,7 +101,7 @@ def _construct_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceConstruct", since=11, infer=_construct_rule, exotic=True)
-def sequence_construct(ctx: OpContext):
+def sequence_construct(ctx: OpContext) -> Kernel:
     """A sequence of the input tensors, in order."""
     return lambda *xs: (list(xs),)
 
@@ -114,7 +114,7 @@ def _empty_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceEmpty", since=11, infer=_empty_rule, exotic=True)
-def sequence_empty(ctx: OpContext):
+def sequence_empty(ctx: OpContext) -> Kernel:
     """An empty sequence; `dtype` only types it."""
     return lambda: ([],)
 
@@ -125,7 +125,7 @@ def _at_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceAt", since=11, infer=_at_rule, exotic=True)
-def sequence_at(ctx: OpContext):
+def sequence_at(ctx: OpContext) -> Kernel:
     """The tensor at `position` (negative counts from the back)."""
     label = ctx.node.label()
 
@@ -146,7 +146,7 @@ def _insert_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceInsert", since=11, infer=_insert_rule, exotic=True)
-def sequence_insert(ctx: OpContext):
+def sequence_insert(ctx: OpContext) -> Kernel:
     """A new sequence with the tensor inserted at `position` (default: appended)."""
     label = ctx.node.label()
 
@@ -165,7 +165,7 @@ def _erase_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceErase", since=11, infer=_erase_rule, exotic=True)
-def sequence_erase(ctx: OpContext):
+def sequence_erase(ctx: OpContext) -> Kernel:
     """A new sequence without the tensor at `position` (default: the last)."""
     label = ctx.node.label()
 
@@ -184,7 +184,7 @@ def _length_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceLength", since=11, infer=_length_rule, exotic=True)
-def sequence_length(ctx: OpContext):
+def sequence_length(ctx: OpContext) -> Kernel:
     """Number of tensors in the sequence, as an int64 scalar."""
     return lambda seq: (np.array(len(seq), dtype=np.int64),)
 
@@ -229,7 +229,7 @@ def _split_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SplitToSequence", since=11, infer=_split_rule, exotic=True)
-def split_to_sequence(ctx: OpContext):
+def split_to_sequence(ctx: OpContext) -> Kernel:
     """Split along `axis` into a sequence: pieces of 1 (squeezed unless keepdims),
     of a scalar size (the last may be shorter), or of the listed sizes."""
     axis_attr = ctx.attr("axis", 0)
@@ -282,7 +282,7 @@ def _concat_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("ConcatFromSequence", since=11, infer=_concat_rule, exotic=True)
-def concat_from_sequence(ctx: OpContext):
+def concat_from_sequence(ctx: OpContext) -> Kernel:
     """Concatenate the sequence's tensors along `axis`, or stack them on a new one (`new_axis`)."""
     axis = ctx.attr("axis")
     new_axis = ctx.attr("new_axis", 0)
@@ -324,7 +324,7 @@ def _map_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("SequenceMap", since=17, infer=_map_rule, exotic=True)
-def sequence_map(ctx: OpContext):
+def sequence_map(ctx: OpContext) -> Kernel:
     """Run `body` once per element of the input sequence(s); each output is a sequence.
 
     Sequence inputs are indexed in step with the first; tensor inputs are
@@ -362,7 +362,7 @@ def _optional_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("Optional", since=15, infer=_optional_rule, exotic=True)
-def optional(ctx: OpContext):
+def optional(ctx: OpContext) -> Kernel:
     """An optional holding the input, or an empty one (None) when the input is absent."""
     return lambda x=None: (x,)
 
@@ -375,7 +375,7 @@ def _has_element_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("OptionalHasElement", since=15, infer=_has_element_rule, exotic=True)
-def optional_has_element(ctx: OpContext):
+def optional_has_element(ctx: OpContext) -> Kernel:
     """True if the optional (or, from opset 18, a plain tensor/sequence) input holds a value."""
     return lambda x=None: (np.array(x is not None),)
 
@@ -390,7 +390,7 @@ def _get_element_rule(ctx: InferContext) -> list[Type | None]:
 
 
 @op("OptionalGetElement", since=15, infer=_get_element_rule, exotic=True)
-def optional_get_element(ctx: OpContext):
+def optional_get_element(ctx: OpContext) -> Kernel:
     """The value inside an optional; an empty optional is an error."""
     label = ctx.node.label()
 

@@ -103,7 +103,8 @@ def _factors(d: Dim) -> tuple[int, list[str]] | None:
     chars = _top_level(s)
     if any(depth == 0 and ch in "+-/" for depth, ch in chars):
         return 1, [s]
-    parts, cur = [], []
+    parts: list[str] = []
+    cur: list[str] = []
     for depth, ch in chars:
         if depth == 0 and ch == "*":
             parts.append("".join(cur))
@@ -135,14 +136,14 @@ def dim_quotient(num: Sequence[Dim], den: Sequence[Dim]) -> Dim:
     ('batch', 'seq', 384) / ('batch', 'seq', 12) is 32.  Raises ValueError
     when both sides are static and do not divide.
     """
-    fn = [_factors(d) for d in num]
-    fd = [_factors(d) for d in den]
-    if any(f is None for f in fn) or any(f is None for f in fd):
+    fn = [f for d in num if (f := _factors(d)) is not None]
+    fd = [f for d in den if (f := _factors(d)) is not None]
+    if len(fn) < len(num) or len(fd) < len(den):
         return 0 if 0 in num else None
-    coef_n = math.prod(f[0] for f in fn)  # type: ignore[index]
-    coef_d = math.prod(f[0] for f in fd)  # type: ignore[index]
-    atoms_n = [a for f in fn for a in f[1]]  # type: ignore[index]
-    atoms_d = [a for f in fd for a in f[1]]  # type: ignore[index]
+    coef_n = math.prod(f[0] for f in fn)
+    coef_d = math.prod(f[0] for f in fd)
+    atoms_n = [a for f in fn for a in f[1]]
+    atoms_d = [a for f in fd for a in f[1]]
     for a in list(atoms_d):
         if a in atoms_n:
             atoms_n.remove(a)
@@ -417,8 +418,10 @@ def _static_out_shape(ctx: OpContext) -> tuple[int, ...] | None:
     """The output shape when inference fixed every dim, for Squeeze/Unsqueeze: the kernel is then one
     reshape (the axes were checked against the input's shape at load), not a per-call parse of axes."""
     t = ctx.out_types[0] if ctx.out_types else None
-    if isinstance(t, TensorType) and t.shape is not None and all(isinstance(d, int) for d in t.shape):
-        return tuple(t.shape)
+    if isinstance(t, TensorType) and t.shape is not None:
+        dims = tuple(d for d in t.shape if isinstance(d, int))
+        if len(dims) == len(t.shape):
+            return dims
     return None
 
 
@@ -1003,7 +1006,7 @@ def pad(ctx: OpContext) -> Kernel:
 
     given = [i < len(ctx.node.inputs) and ctx.node.inputs[i] != "" for i in range(4)]
     consts = [ctx.const(i) if given[i] else None for i in range(4)]
-    if not given[1] or any(given[i] and consts[i] is None for i in (1, 2, 3)):
+    if consts[1] is None or any(given[i] and consts[i] is None for i in (2, 3)):
         return run
     value_c = consts[2]
     const_fill = default if value_c is None or value_c.size == 0 else value_c.reshape(-1)[0]
@@ -1193,8 +1196,8 @@ def range_length(start: float | int, limit: float | int, delta: float | int) -> 
     """max(ceil((limit - start) / delta), 0): exact for ints, float64 for floats."""
     if delta == 0:
         raise ValueError("delta must not be 0")
-    if all(isinstance(v, int) for v in (start, limit, delta)):
-        return max(-((start - limit) // delta), 0)  # type: ignore[operator]
+    if isinstance(start, int) and isinstance(limit, int) and isinstance(delta, int):
+        return max(-((start - limit) // delta), 0)
     return max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
 
 
@@ -1208,7 +1211,7 @@ def _range_rule(ctx: InferContext) -> list[Type | None]:
         except ValueError as e:
             raise ctx.error(f"start {nums[0]}, limit {nums[1]}, delta {nums[2]}: {e}") from None
         if elem in (dtypes.INT64, dtypes.INT32) and n <= 64:
-            ctx.set_value(0, SymInts(tuple(nums[0] + i * nums[2] for i in range(n))))
+            ctx.set_value(0, SymInts(tuple(int(nums[0] + i * nums[2]) for i in range(n))))
         return [tensor(elem, (n,))]
     syms = [ctx.sym(i) for i in range(3)]
     if all(s is not None for s in syms):

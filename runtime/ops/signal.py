@@ -197,7 +197,7 @@ def _stft_rule(ctx: InferContext) -> list[Type | None]:
         frame = _known_scalar(ctx, 3, "frame_length")
         win_len = win_shape[0] if win_shape is not None else None
         if isinstance(frame, int) and isinstance(win_len, int) and frame != win_len:
-            raise ctx.error(f"window has length {win_shape[0]} but frame_length is {frame}")
+            raise ctx.error(f"window has length {win_len} but frame_length is {frame}")
     elif ctx.has(2):
         frame = win_shape[0] if win_shape is not None else None
     elif shape is not None:

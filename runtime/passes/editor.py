@@ -73,6 +73,14 @@ class GraphEditor:
         (key, times), = readers.items()
         return self._live[key] if times == 1 else None
 
+    def readers(self, name: str) -> list[Node]:
+        """The nodes reading `name` (each once), in no particular order."""
+        return [self._live[key] for key in self._readers.get(name, {})]
+
+    def is_read(self, name: str) -> bool:
+        """Whether any node reads `name` or it is a graph output."""
+        return name in self._readers or name in self.outputs
+
     def const(self, name: str) -> np.ndarray | None:
         """The value of initializer `name`, unless a feed may override it (it is also a graph input)."""
         t = self.graph.initializers.get(name)

@@ -9,7 +9,7 @@ so the plan runs neither.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,8 +25,9 @@ MAX_FOLD_BYTES = 64 << 20
 
 
 def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, types: GraphTypes,
-                   build: Callable[[OpDef, OpContext], Kernel]) -> Graph:
-    """Replace constant-only nodes by initializers. `build` makes the CPU kernel."""
+                   build: Callable[[OpDef, OpContext], Kernel | None]) -> Graph:
+    """Replace constant-only nodes by initializers. `build` makes the host device's kernel (a node it
+    has none for stays)."""
     overridable = {v.name for v in graph.inputs}
     consts = {n: t.array for n, t in graph.initializers.items() if n not in overridable}
     kept: list[Node] = []
@@ -37,6 +38,7 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
         if node_subgraphs(node) or not opdef.foldable or not outs:
             kept.append(node)
             continue
+        values: Sequence[np.ndarray | None]
         known = [_known_value(types, o) for o in node.outputs]
         if all(k is not None for k, o in zip(known, node.outputs) if o):
             values = known
@@ -44,7 +46,11 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
             ctx = OpContext(node, opset, [types.types.get(n) if n else None for n in node.inputs],
                             [types.types.get(n) if n else None for n in node.outputs],
                             [consts.get(n) for n in node.inputs])
-            values = _evaluate(node, build(opdef, ctx), [consts[n] if n else None for n in node.inputs])
+            kernel = build(opdef, ctx)
+            if kernel is None:
+                kept.append(node)
+                continue
+            values = _evaluate(node, kernel, [consts[n] if n else None for n in node.inputs])
         else:
             kept.append(node)
             continue
@@ -53,7 +59,7 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
             kept.append(node)
             continue
         for name, value in zip(node.outputs, values):
-            if name:
+            if name and value is not None:  # every named output's is (checked above)
                 consts[name] = value
                 graph.initializers[name] = Tensor(value, _elem(types, name, value))
                 types.values[name] = value

@@ -30,7 +30,7 @@ ops/matmul.py, ops/attention.py, ...); the activations they take are activations
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from .editor import GraphEditor
 DOMAIN = "webinfer"
 
 
-def _is(node: Node | None, op: str, domain: str = "") -> bool:
+def _is(node: Node | None, op: str, domain: str = "") -> TypeGuard[Node]:
     return node is not None and node.op_type == op and node.domain == domain
 
 
@@ -306,7 +306,7 @@ def fuse_gelu(ed: GraphEditor, types: GraphTypes) -> None:
             matched.append(half)
         else:  # (0.5 * x) * (1 + erf)
             pre = ed.producer(other or "")
-            if not _is(pre, "Mul") or ed.scalar(_other_input(pre, x) or "") != 0.5 or ed.sole_reader(other) is None:
+            if not _is(pre, "Mul") or ed.scalar(_other_input(pre, x) or "") != 0.5 or ed.sole_reader(other or "") is None:
                 continue
             matched.append(pre)
         out = matched[-1].outputs if other == x else mul1.outputs

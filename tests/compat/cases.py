@@ -118,8 +118,8 @@ def document_image():
     words = "the quick brown fox jumps over the lazy dog while webinfer runs onnx models".split()
     y = 140
     rng = np.random.default_rng(1)
-    for para in range(3):
-        for line in range(6):
+    for _para in range(3):
+        for _line in range(6):
             t = " ".join(rng.choice(words, 9))
             d.text((80, y), t, fill=(0, 0, 0), font=body)
             y += 28

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from ..ops.test_activations import ATTRS, ONNX_ROWS, RNG, act_node, check, model
+from ..ops.test_activations import ATTRS, ONNX_ROWS, QUANTIZED_ROWS, RNG, act_node, check, check_quantized, model
 
 
 @pytest.mark.parametrize("domain, op", ONNX_ROWS)
@@ -21,3 +21,10 @@ def test_standalone_activation_on_the_gpu(gpu_device: Any, domain: str, op: str)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              act_node(domain, op, "c", ATTRS.get(op, {}))]
     check(model(nodes, x.shape, {"w": w}), x, "FusedConv", ["webgpu"])
+
+
+@pytest.mark.parametrize("name, inner", QUANTIZED_ROWS)
+def test_quantized_rows_on_the_gpu(gpu_device: Any, name: str, inner: str | None) -> None:
+    """The quantised rows' WGSL (for QuantizeGridThen, nested from the rows it is built from) in a FusedMatMul
+    epilogue, against onnxruntime's QDQ chain: the same grid values but for one step on at most 5%."""
+    check_quantized(name, inner, ["webgpu"])

@@ -183,6 +183,22 @@ def test_conv(gpu_device: Any, case: dict[str, Any], seed: int) -> None:
     close(got, want, case["c"] // case["group"] * case["kh"] * case["kw"])
 
 
+def test_conv_quantize_grid(gpu_device: Any) -> None:
+    """The QDQ fusion's QuantizeGrid activation (clip, then round half to even): integers equal to the
+    float64 reference's, except where that lies within float32 rounding of a tie."""
+    rng = np.random.default_rng(7)
+    x = np.rint(rng.standard_normal((1, 6, 9, 8)) * 40).astype(np.float32)
+    w = (rng.standard_normal((5, 6, 3, 3)) * 0.1).astype(np.float32)
+    want = conv_ref(x.astype(np.float64), w.astype(np.float64), None, [1, 1], [1, 1], [1, 1, 1, 1], 1)
+    node = helper.make_node("FusedConv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], domain="webinfer",
+                            activation="QuantizeGrid", activation_min=-20.0, activation_max=30.0)
+    got = run_gpu(node, {"x": x, "w": w}, domain="webinfer")
+    clipped = np.clip(want, -20, 30)
+    near_tie = np.abs(np.abs(clipped - np.floor(clipped)) - 0.5) < 1e-3
+    assert np.all(got == np.rint(got)) and got.min() >= -20 and got.max() <= 30
+    np.testing.assert_array_equal(got[~near_tie], np.rint(clipped)[~near_tie])
+
+
 # ------------------------------------------------------------------ attention
 
 def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, causal: bool,

@@ -39,7 +39,7 @@ def model(nodes: list[onnx.NodeProto], x_shape: tuple[int, ...], inits: dict[str
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(a, n) for n, a in inits.items()])
-    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("webinfer", 1)]
     return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
@@ -94,3 +94,67 @@ def test_quick_gelu(attrs: dict[str, Any]) -> None:
     x64 = x.astype(np.float64)
     want = x64 / (1 + np.exp(-attrs.get("alpha", 1.702) * x64))
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-6, atol=1e-6)
+
+
+#: The quantised rows (no source op: passes/quant_fusion.py attaches them) and, for QuantizeGridThen, the
+#: inner row its `activation_then` names.
+QUANTIZED_ROWS = [("QuantizeGrid", None), ("QuantizeGridScaled", None),
+                  *(("QuantizeGridThen", inner) for inner in ("HardSwish", "HardSigmoid", "Relu"))]
+
+
+def quantized_case(name: str, inner: str | None) -> tuple[bytes, bytes, np.ndarray]:
+    """A webinfer.FusedMatMul with a quantised activation, the QDQ chain it stands for (uint8 grids:
+    product -> Q(1, z) -> DQ(s, z) [-> inner -> Q(s2, z2) -> DQ(1, z2)]) for onnxruntime, and an input."""
+    w, b = (RNG.standard_normal((16, 12)) * 4).astype(np.float32), (RNG.standard_normal(12) * 8).astype(np.float32)
+    z, s, z2, s2 = 100, 0.05, 30, 0.011
+    attrs: dict[str, Any] = {"activation": name, "activation_min": -z, "activation_max": 255 - z}
+    inits = {"w": w, "b": b, "one": np.array(1, np.float32), "z": np.array(z, np.uint8),
+             "s": np.array(s if name != "QuantizeGrid" else 1, np.float32)}
+    chain = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("QuantizeLinear", ["a", "one", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y" if inner is None else "d"])]
+    if name != "QuantizeGrid":
+        attrs["activation_scale"] = s
+    if inner is not None:
+        inner_attrs = {"alpha": 0.3, "beta": 0.4} if inner == "HardSigmoid" else {}
+        attrs.update({"activation_then": inner, "activation_out_scale": s2, "activation_out_min": -z2,
+                      "activation_out_max": 255 - z2, **{f"activation_{k}": v for k, v in inner_attrs.items()}})
+        inits.update({"s2": np.array(s2, np.float32), "z2": np.array(z2, np.uint8)})
+        chain += [helper.make_node(inner, ["d"], ["h"], **inner_attrs),
+                  helper.make_node("QuantizeLinear", ["h", "s2", "z2"], ["q2"]),
+                  helper.make_node("DequantizeLinear", ["q2", "one", "z2"], ["y"])]
+    fused = [helper.make_node("FusedMatMul", ["x", "w", "b"], ["y"], domain="webinfer", **attrs)]
+    x = (RNG.standard_normal((4, 16)) * 2).astype(np.float32)
+    return model(fused, x.shape, {"w": w, "b": b}), model(chain, x.shape, inits), x
+
+
+def check_quantized(name: str, inner: str | None, providers: list[str] | None = None) -> None:
+    """The fused row against onnxruntime's chain: the same grid values, but for one step on at most 5% of
+    them (a product within float32 rounding of a half step may round the other way)."""
+    fused, chain, x = quantized_case(name, inner)
+    sess = webinfer.InferenceSession(fused, providers=providers)
+    if providers == ["webgpu"]:
+        assert set(sess.get_placement().values()) == {"webgpu"}, sess.device_stats()["fallback_reasons"]
+    got = sess.run(None, {"x": x})[0]
+    want = ort.InferenceSession(chain, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    step = 0.05 if name == "QuantizeGridScaled" else 1.0
+    steps = np.abs(got.astype(np.float64) - want) / step
+    assert np.all(np.abs(got / step - np.rint(got / step)) < 1e-3), "the output is not on the grid"
+    assert steps.max() <= 1.001 and np.mean(steps > 0.5) <= 0.05, steps.max()
+    assert len(np.unique(want)) > 10  # the data spans the grid, not one saturated value
+
+
+@pytest.mark.parametrize("name, inner", QUANTIZED_ROWS)
+def test_quantized_rows(name: str, inner: str | None) -> None:
+    check_quantized(name, inner)
+
+
+def test_composition_needs_a_known_inner_row() -> None:
+    """A composition naming an inner row it is not built around is an error naming the node and the choices."""
+    fused, _, x = quantized_case("QuantizeGridThen", "HardSwish")
+    bad = onnx.load_from_string(fused)
+    for a in bad.graph.node[0].attribute:
+        if a.name == "activation_then":
+            a.s = b"Tanh"
+    with pytest.raises(webinfer.errors.WebinferError, match="activation_then 'Tanh'.*HardSwish, HardSigmoid, Relu"):
+        webinfer.InferenceSession(bad.SerializeToString()).run(None, {"x": x})

@@ -131,7 +131,11 @@ def test_pointwise_accumulated_matches_onnxruntime(cin: int, cout: int, group: i
     The residual is an intermediate (Sigmoid's output), so the Conv consumes
     it; both ways of adding the bias (ones row where the output has more
     channels than the input, one pass otherwise) are covered, per group.
+    Without a residual, an expansion with a constant (folded) bias takes the
+    bias as a ones row on its input in numpy's matmul instead: no accumulate.
+    (The size below which outputs skip accumulating is lifted here.)
     """
+    monkeypatch.setattr(conv_ops, "_ACCUMULATE_MIN_BYTES", 0)
     calls = []
     accumulate = conv_ops.blas.accumulate
     monkeypatch.setattr(conv_ops.blas, "accumulate", lambda *a: calls.append(1) or accumulate(*a))
@@ -147,8 +151,36 @@ def test_pointwise_accumulated_matches_onnxruntime(cin: int, cout: int, group: i
         feed["b"] = inits.pop("b")
     ours, ref = run_both(make_model(nodes, feed, ["y"], initializers=inits), feed)
     assert_close(ours, ref, rtol=1e-4, atol=1e-4)
-    if not (residual and strided_mode()):  # a strided Sigmoid input may give it a residual BLAS cannot hold
+    if not residual and bias == "constant" and cout > cin:
+        assert not calls
+    elif not (residual and strided_mode()):  # a strided Sigmoid input may give it a residual BLAS cannot hold
         assert len(calls) == 2 * group  # per image and group
+
+
+@pytest.mark.parametrize("cin, cout", [(24, 8), (8, 8)])
+@pytest.mark.parametrize("bias", ["constant", "input"])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "reversed"])
+def test_small_pointwise_conv_skips_accumulate(cin: int, cout: int, bias: str, residual: bool, layout: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1x1 conv whose output stays in cache (up to _ACCUMULATE_MIN_BYTES) runs through numpy's matmul,
+    then its bias and (a consumed, fused) residual in passes, not a BLAS accumulate, on any input layout."""
+    calls = []
+    accumulate = conv_ops.blas.accumulate
+    monkeypatch.setattr(conv_ops.blas, "accumulate", lambda *a: calls.append(1) or accumulate(*a))
+    x, t, w, b = rand(2, cin, 9, 11), rand(2, cout, 9, 11), rand(cout, cin, 1, 1), rand(cout)
+    feed = {"x": x if layout == "contiguous" else _strided(x, layout)}
+    inits = {"w": w, "b": b}
+    if bias == "input":
+        feed["b"] = inits.pop("b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"])]
+    if residual:
+        feed["t"] = t
+        nodes = [helper.make_node("Sigmoid", ["t"], ["r"])] + nodes + [helper.make_node("Add", ["c", "r"], ["s"])]
+    nodes.append(helper.make_node("Relu", ["s" if residual else "c"], ["y"]))
+    ours, ref = run_both(make_model(nodes, {**feed, "x": x}, ["y"], initializers=inits), feed)
+    assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    assert not calls
 
 
 @pytest.mark.parametrize("cin, cout", [(16, 24), (24, 16)])

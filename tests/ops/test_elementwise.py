@@ -10,6 +10,7 @@ import pytest
 from onnx import helper
 
 from webinfer import activations
+from webinfer import special as special_functions
 
 from .util import LAYOUTS, check_node, load_node, strided
 
@@ -65,3 +66,40 @@ def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypat
         want = (1 / (1 + np.exp(-np.float64(value)))).astype(dtype)
     assert got.shape == shape and got.dtype == dtype
     np.testing.assert_allclose(got, want, rtol=1e-6 if dtype != np.float16 else 1e-3, atol=0)
+
+
+@pytest.mark.parametrize("low,high", [(0.0, 1.0), (-0.5, 2.5)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prelu_per_channel_slope_both_arithmetic_forms(low: float, high: float, layout: str) -> None:
+    """PRelu's max(x, slope*x) (all slopes <= 1) and min(x, 0)*slope + max(x, 0) (some above 1) forms
+    give onnxruntime's result exactly, on strided inputs too."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    slope = rng.uniform(low, high, (6, 1, 1)).astype(np.float32)
+    check_node("PRelu", {"x": strided(x, layout)}, initializers={"slope": slope}, rtol=0, atol=0)
+    check_node("PRelu", {"x": strided(x, layout), "slope": slope}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_and_hardswish_in_place_match_onnxruntime(layout: str, dtype: type) -> None:
+    """The in-place Relu (a clip on big arrays, as here) and HardSwish (block by block through a work
+    buffer: several blocks here) that Conv and MatMul epilogues apply give onnxruntime's Relu and
+    HardSwish on any layout (rtol 1e-6: one float32 rounding of x / 6), and keep NaN and the infinities
+    (also on a small array, where Relu is numpy's maximum)."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((3, 5, 2 * special_functions.BLOCK // 15 + 7)) * 5).astype(np.float32)
+    for op in ("Relu", "HardSwish"):
+        fn = activations.Activation(activations.ACTIVATIONS[op], ())
+        (want,) = check_node(op, {"x": x}, opset=14)
+        y = strided(x.astype(dtype), layout)
+        if layout == "contiguous":
+            y = y.copy()
+        fn(y)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
+        special = strided(np.array([[np.nan, np.inf, -np.inf, -2.0, 2.0]], dtype), layout).copy()
+        with np.errstate(invalid="ignore"):
+            fn(special)  # HardSwish(-inf) is -inf * 0: NaN, as in onnxruntime
+        want = [[np.nan, np.inf, 0.0, 0.0, 2.0]] if op == "Relu" else [[np.nan, np.inf, np.nan, -2.0 / 6, 2.0 * (2.0 / 6 + 0.5)]]
+        np.testing.assert_allclose(special, want, rtol=1e-6)

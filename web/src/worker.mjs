@@ -3,7 +3,8 @@
 // Protocol (page -> worker): {reqId, type, ...args}; replies {reqId, ok, result | error}; while
 // loading, {type: "progress", ...} messages. Requests run one at a time, in order (Python is
 // single-threaded and a run must not interleave with another).
-//   init                        -> {versions, adapter} (webinfer's WebGPU device is opened here)
+//   init {webgpu}               -> {versions, adapter, loadMs, timings} (webinfer's WebGPU device is opened
+//                                  here unless webgpu is false; timings: ms per loading stage)
 //   load {bytes, name, providers, providerOptions?} -> model summary (interface, providers used, placement,
 //                                  nodes on the GPU, graph)
 //   run {id, shapes, npy, repeats} -> outputs summary + latency
@@ -19,17 +20,29 @@ let demo = null;
 let adapter = null;
 let queue = Promise.resolve();
 
-async function init() {
+async function init({ webgpu = true }) {
   const t0 = performance.now();
-  pyodide = await loadWebinfer({ onProgress: (p) => postMessage({ type: "progress", ...p }) });
+  let timings = {};
+  pyodide = await loadWebinfer({
+    onProgress: (p) => {
+      if (p.timings) timings = p.timings;
+      postMessage({ type: "progress", ...p });
+    },
+  });
+  let t = performance.now();
   const source = await (await fetch(new URL("./webinfer_demo.py", import.meta.url))).text();
   pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", source);
   demo = pyodide.pyimport("webinfer_demo");
+  timings.demo = performance.now() - t;
   // webinfer opens its WebGPU device (navigator.gpu, behind the timeout) once, before any session: a
   // session's constructor cannot await the adapter's promise. No adapter: sessions run on the CPU and the
-  // page shows why.
-  adapter = await callPython(pyodide, demo.api_init_webgpu, { timeout_s: ADAPTER_TIMEOUT_S });
-  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0 };
+  // page shows why. A page asking for the CPU alone skips it (the adapter may take seconds to answer).
+  t = performance.now();
+  adapter = webgpu
+    ? await callPython(pyodide, demo.api_init_webgpu, { timeout_s: ADAPTER_TIMEOUT_S })
+    : { available: false, problem: "not opened: the page started with ?providers=cpu (reload without it for WebGPU)" };
+  timings.webgpu = performance.now() - t;
+  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0, timings };
 }
 
 const handlers = {

@@ -75,7 +75,7 @@ async def init_webgpu(options: dict[str, Any] | None = None, timeout_s: float = 
 def _browser_backend(options: dict[str, Any]) -> Backend:
     """The browser backend, opened now by blocking on `init_webgpu` through JSPI (`init_webgpu` was not
     awaited before); without WebGPU at all, that is the reason given (and remembered)."""
-    from pyodide.ffi import can_run_sync, run_sync  # type: ignore[import-not-found]
+    from pyodide.ffi import can_run_sync, run_sync
 
     from .browser import navigator_gpu
     try:
@@ -130,7 +130,7 @@ def hardware_adapter_present() -> bool:
 
 def _probe_native_hardware() -> bool:
     try:
-        import wgpu  # type: ignore[import-not-found]
+        import wgpu
         import wgpu.backends.wgpu_native  # noqa: F401  (selects the native backend)
         adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
     except Exception:  # noqa: BLE001 - no wgpu, no driver: no hardware adapter either way

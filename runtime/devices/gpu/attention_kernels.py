@@ -229,6 +229,7 @@ def build_attention(ctx: OpContext, dev: GpuDevice) -> Kernel:
         bv, hv, skv_v, dv, vst = _layout(vc[0] if vc else vs, kvh)
         if bk != b or bv != b or hv != hkv or skv_v != skv or dk != d:
             raise DeviceError(f"Q {list(qs)}, K {list(ks)}, V {list(vs)} (with the past) do not fit together")
+        out: tuple[int, ...]
         if len(qs) == 4:
             out = (b, hq, sq, dv)
             yst = (hq * sq * dv, sq * dv, dv)

@@ -46,8 +46,8 @@ _MAP_MODE_READ = 0x0001
 
 def _js(value: Any) -> Any:
     """A Python descriptor (dicts, lists, numbers, strings, JS handles) as plain JS objects and arrays."""
-    import js  # type: ignore[import-not-found]
-    from pyodide.ffi import to_js  # type: ignore[import-not-found]
+    import js
+    from pyodide.ffi import to_js
     return to_js(value, dict_converter=js.Object.fromEntries)
 
 
@@ -76,7 +76,7 @@ def _adapter_info(adapter: Any) -> dict[str, Any]:
 
 def navigator_gpu() -> Any:
     """`navigator.gpu`; DeviceError when this JavaScript runtime has none (Node.js, WebGPU turned off)."""
-    import js  # type: ignore[import-not-found]
+    import js
 
     navigator = getattr(js, "navigator", None)
     gpu = getattr(navigator, "gpu", None) if navigator is not None else None
@@ -108,7 +108,7 @@ class BrowserBackend(Backend):
     """WebGPU in the browser: one device, one queue, one open command encoder with one open compute pass."""
 
     def __init__(self, device: Any, info: dict[str, Any]):
-        from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
+        from pyodide.ffi import create_proxy
 
         self.device = device
         self.queue = device.queue
@@ -164,8 +164,8 @@ class BrowserBackend(Backend):
         handle.destroy()
 
     def write_buffer(self, handle: Any, offset: int, data: np.ndarray) -> None:
-        from pyodide.ffi import to_js  # type: ignore[import-not-found]
-        self.queue.writeBuffer(handle, int(offset), to_js(memoryview(np.ascontiguousarray(data)).cast("B")))
+        from pyodide.ffi import to_js
+        self.queue.writeBuffer(handle, int(offset), to_js(np.ascontiguousarray(data).data.cast("B")))
 
     def compile(self, source: str, entry: str, label: str) -> Any:
         """Shader module + pipeline.  WebGPU does not throw on a bad shader: its error arrives as an
@@ -225,7 +225,7 @@ class BrowserBackend(Backend):
         except Exception as e:  # noqa: BLE001 - a lost device or an invalid submit rejects the promise
             self._raise_errors(f"reading back {total} bytes from the GPU failed ({e})")
             raise DeviceError(f"reading back {total} bytes from the GPU failed: {e}") from e
-        import js  # type: ignore[import-not-found]
+        import js
         mapped = js.Uint8Array.new(staging.getMappedRange(0, total))
         data = [mapped.subarray(at, at + size).to_bytes() for (_, _, size), at in zip(ranges, offsets)]
         staging.unmap()

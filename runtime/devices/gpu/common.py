@@ -149,7 +149,7 @@ def host_params(ctx: OpContext, dev: GpuDevice, *inputs: int) -> None:
                               "on the GPU")
 
 
-def host_values(t: GpuTensor | None, what: str) -> np.ndarray | None:
+def host_values(t: GpuTensor | np.ndarray | None, what: str) -> np.ndarray | None:
     """The values of a small input that came from the host (shape vectors, axes, scales).
 
     Such inputs never become buffers: the CPU computed them, the GPU tensor

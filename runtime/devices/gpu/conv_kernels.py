@@ -13,7 +13,7 @@ ceil mode) comes from the CPU op's own helpers, so both devices agree on it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def build_conv(ctx: OpContext, dev: GpuDevice) -> Kernel:
     has_bias, has_res = has_input(ctx, 2), has_input(ctx, 3)
     mm = Matmul(dev, ctx.node.label(), act, t)
     site = Site(ctx.node.label())
-    values = {"ACT": act, **_decls(has_bias, has_res, t)}
+    values: dict[str, Any] = {"ACT": act, **_decls(has_bias, has_res, t)}
 
     def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
         n, c, h, w = _as_2d(xs)
@@ -135,7 +135,7 @@ def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
     group = int(ctx.attr("group", 1))
     has_bias = has_input(ctx, 2)
     site = Site(ctx.node.label())
-    values = {"ACT": activation_expr(ctx), **_decls(has_bias, False, t)}
+    values: dict[str, Any] = {"ACT": activation_expr(ctx), **_decls(has_bias, False, t)}
 
     def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
         n, c, h, w = _as_2d(xs)
@@ -143,14 +143,15 @@ def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise DeviceError(f"X {list(xs)} and W {list(ws)} do not fit with group={group}")
         m = ws[1] * group
         kernel = ws[2:]
-        dims, begin = attrs.geometry(ctx, xs[2:], kernel)
+        spatial, begin = attrs.geometry(ctx, xs[2:], kernel)
+        dims = cast("list[int]", spatial)  # a concrete input shape gives concrete output dims
         strides, dilations, _ = attrs.win.axes(ctx, kernel, len(kernel))
         if len(kernel) == 1:
             geo, oh, ow, kh, kw = [1, strides[0], 1, dilations[0], 0, begin[0]], 1, dims[0], 1, kernel[0]
         else:
             geo = [strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1]]
             oh, ow, kh, kw = dims[0], dims[1], kernel[0], kernel[1]
-        out = (n, m) + tuple(int(d) for d in dims)  # type: ignore[arg-type]
+        out = (n, m) + tuple(dims)
         prog = dev.program("conv2d.wgsl", "transpose", WG, uniforms=(CONV2D,), **values)
         params = _conv_words(n, c, h, w, m, oh, ow, group, kh, kw, geo)
         return out, prog, params, ceil_div(n * m * oh * ow, WG)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ...errors import DeviceError
 from ...ir import TensorType
@@ -160,7 +161,7 @@ class Backend(ABC):
         """Submit the open encoder (a no-op when nothing is recorded)."""
 
     @abstractmethod
-    async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> list[bytes | memoryview]:
+    async def read(self, ranges: Sequence[tuple[Any, int, int]]) -> Sequence[bytes | memoryview]:
         """Copy each (buffer, byte offset, size) range into one mappable buffer, submit everything pending
         with it, map it once and return the bytes of each range (sizes and offsets are multiples of 4)."""
 
@@ -473,12 +474,14 @@ class GpuDevice:
         node = ctx.node
         spec = self.kernels.get((node.domain, node.op_type))
         if spec is None:
-            return self._reject(ctx, "no WGSL kernel for this op")
+            self._reject(ctx, "no WGSL kernel for this op")
+            return None
         try:
             self._check_types(ctx, spec.host_outputs)
             kernel = spec.build(ctx, self)
         except Unsupported as e:
-            return self._reject(ctx, str(e))
+            self._reject(ctx, str(e))
+            return None
         if not spec.host_outputs:
             self.resident.update(o for o in node.outputs if o)
         return kernel
@@ -586,10 +589,9 @@ class GpuDevice:
     def _reject(self, ctx: OpContext, reason: str) -> None:
         node = ctx.node
         self.fallbacks.append(Fallback(node.name or node.outputs[0], node.op_type, reason))
-        return None
 
     # ------------------------------------------------------------ tensors
-    def empty(self, shape: Sequence[int], dtype: np.dtype) -> GpuTensor:
+    def empty(self, shape: Sequence[int], dtype: DTypeLike) -> GpuTensor:
         """A fresh pooled tensor (contents undefined) for a kernel's output; empty ones get a
         small buffer too, so kernels can bind them."""
         dtype = np.dtype(dtype)
@@ -632,7 +634,7 @@ class GpuDevice:
         return buf
 
     # ------------------------------------------------------------ programs and dispatch
-    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), *,
+    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), /, *,
                 uniforms: Sequence[Uniforms] = (), by_shape: Mapping[str, Any] | None = None,
                 **values: Any) -> Program:
         """The pipeline for `entry` of wgsl/`file` (after `includes`), cached by an explicit key.

@@ -24,7 +24,7 @@ from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, has_input, in_dtype, out_dtype, params_into,
                      wgsl_float, wgsl_type)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
-from .uniforms import Uniforms
+from .uniforms import Uniforms, Value
 
 _SAFE = re.compile(r"\b(erf|tanh|pow)\(")
 
@@ -44,8 +44,9 @@ class MapOp:
     kinds: str = "f"
     #: "same" (as input 0), "bool", or computed by the builder (Cast).
     out: str = "same"
-    #: The attributes the expression names, with their defaults (the op table's).
-    params: tuple[tuple[str, float], ...] = ()
+    #: The attributes the expression names, with their defaults (the op table's; a standalone op's are
+    #: never None, activations.ActivationDef.__post_init__).
+    params: tuple[tuple[str, float | None], ...] = ()
 
 
 def _table_ops() -> dict[str, MapOp]:
@@ -109,7 +110,7 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
     inputs_decl = "\n".join(f"@group(0) @binding({k + 1}) var<storage, read> in{k}: array<{t}>;"
                             for k, t in enumerate(in_types))
 
-    def plan(shapes: tuple[tuple[int, ...], ...]) -> tuple[Any, list[int], int, tuple[int, ...]]:
+    def plan(shapes: tuple[tuple[int, ...], ...]) -> tuple[Any, list[Value], int, tuple[int, ...]]:
         try:
             out_shape = tuple(np.broadcast_shapes(*shapes)) if shapes else ()
         except ValueError:

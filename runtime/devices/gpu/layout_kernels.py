@@ -1,4 +1,5 @@
-"""Data movement on the GPU: views, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, Shape.
+"""Data movement on the GPU: views, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, Shape,
+DepthToSpace/SpaceToDepth.
 
 Reshape, Squeeze, Unsqueeze, Flatten, Identity and (inference) Dropout are
 views: no dispatch, the output shares the input's storage.  Shape and Size
@@ -6,7 +7,7 @@ read only the tensor's metadata and produce host-backed tensors, so the
 shape arithmetic that follows stays on the CPU without a GPU readback.
 Everything else moves raw words (u32, or f16) with the kernels in
 wgsl/copy.wgsl and wgsl/gather.wgsl; one strided copy covers Transpose,
-Expand, Slice, Concat and Split; Resize uses the CPU op's own index and
+Expand, Slice, Concat, Split and DepthToSpace/SpaceToDepth; Resize uses the CPU op's own index and
 weight tables (wgsl/resize.wgsl).  Targets (shapes, axes, starts, pads, repeats) must be
 known on the host: constants, or values the CPU computed.
 """
@@ -25,7 +26,7 @@ from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
                      host_params, host_values, in_dtype, storage_decls)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
-from .uniforms import Uniforms
+from .uniforms import Uniforms, Value
 
 
 def _words(ctx: OpContext, dev: GpuDevice, *inputs: int) -> str:
@@ -78,7 +79,7 @@ class Strided:
         self.sites: list[Site] = []
 
     def plan(self, shape: Sequence[int], src_strides: Sequence[int], src_off: int, dst_strides: Sequence[int],
-             dst_off: int) -> tuple[Any, list[int], int] | None:
+             dst_off: int) -> tuple[Any, list[Value], int] | None:
         n = math.prod(shape)
         if n == 0:
             return None
@@ -90,7 +91,7 @@ class Strided:
                                 dst_strides=ds)
         return prog, words, ceil_div(n, WG)
 
-    def run(self, k: int, planned: tuple[Any, list[int], int] | None, src: GpuTensor, dst: GpuTensor) -> None:
+    def run(self, k: int, planned: tuple[Any, list[Value], int] | None, src: GpuTensor, dst: GpuTensor) -> None:
         if planned is None:
             return
         while len(self.sites) <= k:
@@ -218,6 +219,42 @@ def build_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
         st = contiguous_strides(shape)
         out_shape = tuple(shape[p] for p in perm)
         return out_shape, copier.plan(out_shape, [st[p] for p in perm], 0, contiguous_strides(out_shape), 0)
+
+    memo = ShapeMemo(plan)
+
+    def run(x: GpuTensor) -> tuple[GpuTensor]:
+        out_shape, planned = memo.get(x.shape, x.shape)
+        out = dev.empty(out_shape, x.dtype)
+        copier.run(0, planned, x, out)
+        return (out,)
+
+    return run
+
+
+def build_depth_space(ctx: OpContext, dev: GpuDevice) -> Kernel:
+    """DepthToSpace (DCR, CRD) and SpaceToDepth: a transpose of a 6-D view of the NCHW input, one strided copy."""
+    word = _words(ctx, dev, 0)
+    block = int(ctx.attr("blocksize"))
+    to_space = ctx.node.op_type == "DepthToSpace"
+    crd = ctx.attr("mode", "DCR") == "CRD"
+    copier = Strided(dev, ctx.node.label(), word)
+
+    def plan(shape: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
+        if len(shape) != 4:
+            raise DeviceError(f"{ctx.node.label()}: input {list(shape)} must have rank 4")
+        n, c, h, w = shape
+        b = block
+        view: tuple[int, ...]
+        if to_space:
+            cc = c // (b * b)
+            view, perm = ((n, cc, b, b, h, w), (0, 1, 4, 2, 5, 3)) if crd else ((n, b, b, cc, h, w), (0, 3, 4, 1, 5, 2))
+            out_shape = (n, cc, h * b, w * b)
+        else:
+            view, perm = (n, c, h // b, b, w // b, b), (0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4)
+            out_shape = (n, c * b * b, h // b, w // b)
+        st = contiguous_strides(view)
+        moved = tuple(view[p] for p in perm)
+        return out_shape, copier.plan(moved, [st[p] for p in perm], 0, contiguous_strides(moved), 0)
 
     memo = ShapeMemo(plan)
 
@@ -410,7 +447,7 @@ def build_gather(ctx: OpContext, dev: GpuDevice) -> Kernel:
     axis_attr = int(ctx.attr("axis", 0))
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[int], int]:
+    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[Value], int]:
         axis = axis_attr % len(shape)
         out_shape = shape[:axis] + ishape + shape[axis + 1:]
         inner = math.prod(shape[axis + 1:])
@@ -437,7 +474,7 @@ def build_gather_elements(ctx: OpContext, dev: GpuDevice) -> Kernel:
     axis_attr = int(ctx.attr("axis", 0))
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[Any, list[int], int]:
+    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[Any, list[Value], int]:
         rank = len(shape)
         if len(ishape) != rank:
             raise DeviceError(f"indices {list(ishape)} and data {list(shape)} differ in rank")
@@ -467,7 +504,7 @@ def build_tile(ctx: OpContext, dev: GpuDevice) -> Kernel:
     const = const_ints(ctx, 1, "repeats") if ctx.const(1) is not None else None
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...], reps: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[int], int]:
+    def plan(shape: tuple[int, ...], reps: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[Value], int]:
         if len(reps) != len(shape):
             raise DeviceError(f"repeats {list(reps)} must have one entry per axis of {list(shape)}")
         out_shape = tuple(d * r for d, r in zip(shape, reps))
@@ -523,7 +560,7 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
             else int(np.array(v).astype(np.int64)) & 0xFFFFFFFF
 
     def plan(shape: tuple[int, ...], pads: tuple[int, ...], axes: tuple[int, ...] | None,
-             value: Any) -> tuple[tuple[int, ...], Any, list[int], int]:
+             value: Any) -> tuple[tuple[int, ...], Any, list[Value], int]:
         rank = len(shape)
         ax = [a % rank for a in axes] if axes is not None else list(range(rank))
         if len(pads) != 2 * len(ax):
@@ -669,6 +706,7 @@ SPECS: dict[tuple[str, str], tuple[str, tuple[str, ...], Callable[[OpContext, Gp
     ("", "Identity"): (*_VIEW, build_identity), ("", "Dropout"): (*_VIEW, build_dropout),
     ("", "Shape"): (*_VIEW, build_shape), ("", "Size"): (*_VIEW, build_size),
     ("", "Transpose"): (*_STRIDED, build_transpose), ("", "Expand"): (*_STRIDED, build_expand),
+    ("", "DepthToSpace"): (*_STRIDED, build_depth_space), ("", "SpaceToDepth"): (*_STRIDED, build_depth_space),
     ("", "Slice"): (*_STRIDED, build_slice), ("", "Concat"): (*_STRIDED, build_concat),
     ("", "Split"): (*_STRIDED, build_split), ("", "Tile"): ("copy.wgsl", ("tile",), build_tile),
     ("", "Pad"): ("copy.wgsl", ("pad",), build_pad), ("", "Gather"): ("gather.wgsl", ("gather",), build_gather),

@@ -12,7 +12,7 @@ output element over any set of axes.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -196,7 +196,7 @@ def build_batchnorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
     eps = wgsl_float(float(ctx.attr("epsilon", 1e-5)))
     inner = map_kernel(ctx, dev, ["x", "s", "b", "m", "v"], f"(x - m) * (s / sqrt(v + {eps})) + b", out_dtype(ctx))
 
-    def run(x: GpuTensor, s: GpuTensor, b: GpuTensor, m: GpuTensor, v: GpuTensor) -> tuple[GpuTensor]:
+    def run(x: GpuTensor, s: GpuTensor, b: GpuTensor, m: GpuTensor, v: GpuTensor) -> Sequence[GpuTensor]:
         if x.ndim < 2:
             raise DeviceError(f"X {list(x.shape)} needs a channel axis")
         c = (x.shape[1],) + (1,) * (x.ndim - 2)
