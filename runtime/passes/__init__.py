@@ -19,7 +19,7 @@ BASIC, EXTENDED = 1, 2
 
 
 def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registry, types: GraphTypes,
-             build: Callable[[OpDef, OpContext], Kernel],
+             build: Callable[[OpDef, OpContext], Kernel | None],
              infer: Callable[[Graph, dict[str, int]], GraphTypes]) -> tuple[Graph, GraphTypes, dict[str, int]]:
     """The rewrites of `level` (onnxruntime's numbering) on `graph`, with its types inferred afresh.
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import dataclasses
 import math
 
 import numpy as np
 
 import webinfer
-from webinfer import gemm, wasm_kernels, wasm_ops
-from webinfer.ops.elementwise import FusedActivation, gelu_
+from webinfer import activations, gemm, wasm_kernels, wasm_ops
+from webinfer.special import gelu_
 
 U32 = 2.0 ** -24
 #: (M, K, N): degenerate, odd, tails of both the 2-row and the 16-column tiles, K over one 256-row block.
@@ -110,7 +111,7 @@ def _check_matmul(kernels: Any, rng: np.random.Generator, fail: Callable[[str], 
 
 
 def _check_gelu(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
-    """ops.elementwise.gelu_ (the kernel where it runs) on odd sizes, wide ranges and special values."""
+    """special.gelu_ (the kernel where it runs) on odd sizes, wide ranges and special values."""
     count = 0
     for size in (1, 3, 4, 7, 1000, 4099):
         for scale in (0.1, 3.0, 30.0):
@@ -145,13 +146,17 @@ ACTIVATIONS: dict[str, tuple[float, float, Callable[[np.ndarray], np.ndarray]]] 
 }
 
 
-def _act(name: str | None) -> FusedActivation | None:
-    """The runtime's activation object; its numpy function (float64 formula) runs where a kernel leaves
-    the activation to numpy (outputs too small for a kernel call)."""
+def _act(name: str | None) -> activations.Activation | None:
+    """The runtime's activation object with the table's row (activations.py), its numpy function replaced by
+    the float64 formula, which runs where a kernel leaves the activation to numpy (outputs too small for
+    a kernel call)."""
     if name is None:
         return None
     p0, p1, fn = ACTIVATIONS[name]
-    return FusedActivation(name, lambda y: np.copyto(y, fn(y.astype(np.float64)), casting="unsafe"), p0, p1)
+    spec = activations.ACTIVATIONS[name]
+    reference = dataclasses.replace(
+        spec, apply=lambda x, out, *params: np.copyto(out, fn(x.astype(np.float64)), casting="unsafe"))
+    return activations.Activation(reference, (p0, p1)[:len(spec.params)])
 
 
 def _apply(name: str | None, y: np.ndarray) -> np.ndarray:
