@@ -1,5 +1,6 @@
 // The demo page: talks to the worker (worker.mjs), draws results. No Python runs on this thread.
 
+import { FaceDemo } from "./face.mjs";
 import { renderGraph, renderHistogram } from "./graph.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -457,6 +458,7 @@ async function reloadForProviders() {
       renderUserModel();
       refreshGraphChoices();
     }
+    await state.faceDemo?.providersChanged();
   } catch (err) {
     showError("Reloading the models failed", err);
   } finally {
@@ -605,6 +607,8 @@ async function start() {
     stages.firstRun = performance.now() - t;
     state.timings.stages = stages;
     showGraph();
+    state.faceDemo = new FaceDemo({ $, state, loadSession, afterLoad, showError, fmtMs, fmtShape, toPng });
+    $("face-run").disabled = false;
     setProgress("ready", "Ready", 1);
     document.body.dataset.state = "ready";
     setTimeout(() => ($("loading").hidden = true), 600);

@@ -1,0 +1,134 @@
+"""A TFLite model in the page: MediaPipe's BlazeFace short-range, dropped in and as the face demo.
+
+The reference is native webinfer (tests/models checks it against LiteRT).
+Tolerances: the raw outputs to rtol 1e-4 + atol 2e-3 (the regressors are
+in input pixels, up to about 100; Pyodide's numpy has no BLAS, the wasm
+GEMM and the GPU sum in other orders), the decoded faces to 1 pixel on the
+512x512 photo.  On WebGPU (SwiftShader in headless Chromium) when the page
+has an adapter, on the CPU provider always.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import webinfer
+
+from .conftest import DemoPage, _import_path, demo_py
+from .harness import ROOT
+from .test_demo_page import _counter, _drop_file, _set_providers, _wait_counter
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+face_py = _import_path("face_demo", ROOT / "web" / "src" / "face_demo.py")
+MODEL = "face_detection_short_range.tflite"
+
+
+@pytest.fixture(scope="module")
+def model_bytes(dist: Path) -> bytes:
+    return (dist / "models" / MODEL).read_bytes()
+
+
+def _run_outputs(dp: DemoPage) -> dict[str, np.ndarray]:
+    """The last run of the dropped-in model: its outputs from the .npy files the page offers."""
+    files = dp.page.evaluate("""() => {
+        const out = {};
+        for (const [name, bytes] of Object.entries(window.webinferDemo.state.lastRun.npy)) {
+            let s = "";
+            for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+            out[name] = btoa(s);
+        }
+        return out;
+    }""")
+    return {k: np.load(io.BytesIO(base64.b64decode(v)), allow_pickle=False) for k, v in files.items()}
+
+
+def _check_run(dp: DemoPage, model: bytes, providers: list[str]) -> None:
+    run = dp.page.evaluate("window.webinferDemo.state.lastRun")
+    assert run["providers"] == providers
+    assert [(o["name"], o["shape"]) for o in run["outputs"]] == [("regressors", [1, 896, 16]),
+                                                                 ("classificators", [1, 896, 1])]
+    sess = webinfer.InferenceSession(model, providers=["cpu"])
+    feed = demo_py.make_feed(sess, {"input": [1, 128, 128, 3]}, {})
+    assert float(np.abs(feed["input"]).mean()) > 0.1  # random data, not zeros
+    ref = dict(zip(["regressors", "classificators"], sess.run(None, feed)))
+    got = _run_outputs(dp)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=2e-3, err_msg=f"{name} on {providers}")
+
+
+def test_dropped_tflite_model_runs_in_the_page_and_matches_native(demo: DemoPage, model_bytes: bytes) -> None:
+    """The generic path: a .tflite dropped like an .onnx, its NHWC interface shown, run on random inputs."""
+    _set_providers(demo, "cpu")
+    before = _counter(demo, "runs")
+    _drop_file(demo, MODEL, model_bytes)
+    _wait_counter(demo, "runs", before)
+    assert demo.page.inner_text("#model-name") == MODEL
+    summary = demo.page.evaluate("window.webinferDemo.state.user")
+    assert summary["inputs"][0]["shape"] == [1, 128, 128, 3] and summary["info"]["producer"].startswith("TFLite")
+    _check_run(demo, model_bytes, ["cpu"])
+
+    _set_providers(demo, "webgpu,cpu")
+    if not demo.page.evaluate("window.webinferDemo.state.adapter.available"):
+        return  # the CPU run above is the whole check: this browser has no WebGPU adapter
+    before = _counter(demo, "runs")
+    demo.page.fill("#model-repeats", "1")
+    demo.page.click("#model-run")
+    _wait_counter(demo, "runs", before)
+    assert demo.page.evaluate("window.webinferDemo.state.user.nodes_gpu") > 0
+    _check_run(demo, model_bytes, ["webgpu", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def native_faces(dist: Path, model_bytes: bytes) -> list[dict[str, Any]]:
+    img = demo_py.read_png((dist / "face.png").read_bytes())
+    faces, _ = face_py.run_session(webinfer.InferenceSession(model_bytes, providers=["cpu"]), img)
+    return faces
+
+
+def _face_run(dp: DemoPage) -> dict[str, Any]:
+    before = _counter(dp, "faces")
+    dp.page.click("#face-run")
+    _wait_counter(dp, "faces", before)
+    assert dp.page.get_attribute("#face-stats", "data-state") == "done", dp.page.inner_text("#error")
+    return dp.page.evaluate("window.webinferDemo.state.faceDemo.result")
+
+
+def _check_faces(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert len(got) == len(want) >= 1
+    for a, b in zip(got, want):
+        for k in ("x0", "y0", "x1", "y1"):
+            assert abs(a[k] - b[k]) <= 1.0, (k, a, b)
+        np.testing.assert_allclose(a["keypoints"], b["keypoints"], rtol=0, atol=1.0)
+        assert abs(a["score"] - b["score"]) <= 1e-3
+
+
+@pytest.mark.parametrize("providers", ["cpu", "webgpu,cpu"])
+def test_face_demo_finds_the_face_and_draws_it(demo: DemoPage, native_faces: list[dict[str, Any]],
+                                               providers: str) -> None:
+    _set_providers(demo, providers)
+    if providers != "cpu" and not demo.page.evaluate("window.webinferDemo.state.adapter.available"):
+        pytest.skip("this Chromium has no WebGPU adapter (the cpu case ran the face demo)")
+    result = _face_run(demo)
+    assert result["providers"] == providers.split(",")
+    assert (result["width"], result["height"]) == (512, 512)
+    _check_faces(result["faces"], native_faces)
+    # The astronaut's face: upper middle of the photo, about 90 pixels wide, the eyes above the mouth.
+    face = result["faces"][0]
+    assert 150 < face["x0"] < face["x1"] < 300 and 50 < face["y0"] < face["y1"] < 200 and face["score"] > 0.8
+    (rx, ry), (lx, ly), _, (mx, my) = face["keypoints"][:4]
+    assert face["x0"] < rx < lx < face["x1"] and max(ry, ly) < my < face["y1"]
+    assert demo.page.inner_text("#face-count") == "1"
+    # Drawn: the box's top edge is the stroke colour on the canvas.
+    r, g, b, _ = demo.page.evaluate("""({x, y}) => Array.from(document.getElementById('face-canvas')
+        .getContext('2d').getImageData(x, y, 1, 1).data)""",
+                                    {"x": round((face["x0"] + face["x1"]) / 2), "y": round(face["y0"])})
+    assert b > 180 and b > r + 80, (r, g, b)
+    if providers != "cpu":
+        assert result["gpu"]["dispatches"] > 0, result["gpu"]
