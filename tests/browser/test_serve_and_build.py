@@ -30,6 +30,7 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
     ("", "text/html"), ("app.mjs", "text/javascript"), ("pyodide/pyodide.mjs", "text/javascript"),
     ("pyodide/pyodide.asm.wasm", "application/wasm"), ("pyodide/pyodide.asm.js", "text/javascript"),
     ("style.css", "text/css"), ("models/ppocr_det.onnx", "application/octet-stream"),
+    ("models/face_detection_short_range.tflite", "application/octet-stream"), ("face.png", "image/png"),
 ])
 def test_server_mime_types_and_isolation(server_url: str, path: str, content_type: str) -> None:
     status, headers, _ = _get(server_url + path)
@@ -49,6 +50,7 @@ def test_server_models_directory(dist: Path, tmp_path: Path) -> None:
         status, _, body = _get(server.url + "api/models")
         names = [m["name"] for m in json.loads(body)]
         assert names[0] == "extra.onnx" and "ppocr_det.onnx" in names
+        assert "face_detection_short_range.tflite" in names  # TFLite files are models too
         status, headers, _ = _get(server.url + "models/nope.onnx")
         assert status == 404
 
