@@ -27,6 +27,9 @@ closed network once the cache is filled:
 - The demo page (`web/src/`), the PP-OCRv4 text-detection model (built by
   `tools/models.py`) and a sample image rendered here from a bitmap font
   (no Pillow: its font rendering changes between versions).
+- The face demo: MediaPipe's BlazeFace short-range `.tflite` (extracted by
+  `tools/models.py mediapipe`) and a public-domain photo, astronaut.png out of
+  the sha256-pinned scikit-image wheel (`face_image`).
 
 Downloads land in `~/.cache/webinfer/wasm` (or `$WEBINFER_WASM_CACHE`); files
 are only rewritten when their bytes change, so a rebuild with nothing changed
@@ -590,8 +593,8 @@ def face_image(cache: Path, source_dir: Path | None, report: Report) -> bytes:
     """
     wheel = cache / FACE_IMAGE_WHEEL
     if source_dir is not None and (source_dir / FACE_IMAGE_WHEEL).exists():
-        shutil.copyfile(source_dir / FACE_IMAGE_WHEEL, wheel)
-    if not wheel.exists():
+        wheel = source_dir / FACE_IMAGE_WHEEL
+    elif not wheel.exists():
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                                "--platform", "manylinux_2_17_x86_64", "--python-version", "311", "-d", str(cache),
                                "scikit-image==0.25.2"], text=True, capture_output=True)

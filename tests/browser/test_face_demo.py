@@ -1,10 +1,10 @@
 """A TFLite model in the page: MediaPipe's BlazeFace short-range, dropped in and as the face demo.
 
 The reference is native webinfer (tests/models checks it against LiteRT).
-Tolerances: the raw outputs to rtol 1e-4 + atol 2e-3 (the regressors are
-in input pixels, up to about 100; Pyodide's numpy has no BLAS, the wasm
-GEMM and the GPU sum in other orders), the decoded faces to 1 pixel on the
-512x512 photo.  On WebGPU (SwiftShader in headless Chromium) when the page
+Tolerances: the raw outputs to atol 5e-4 (measured: at most 7e-5 on cpu
+and on SwiftShader; the regressors are in input pixels, up to about 100, and
+Pyodide's numpy has no BLAS, the wasm GEMM and the GPU sum in other orders),
+the decoded faces to 1 pixel on the 512x512 photo.  On WebGPU (SwiftShader in headless Chromium) when the page
 has an adapter, on the CPU provider always.
 """
 
@@ -59,8 +59,11 @@ def _check_run(dp: DemoPage, model: bytes, providers: list[str]) -> None:
     assert float(np.abs(feed["input"]).mean()) > 0.1  # random data, not zeros
     ref = dict(zip(["regressors", "classificators"], sess.run(None, feed)))
     got = _run_outputs(dp)
+    print(f"\n{MODEL} in the page on {providers}: max |page - native| " +
+          ", ".join(f"{k} {float(np.abs(got[k] - ref[k]).max()):.2e}" for k in ref) +
+          f"; p50 {run['latency']['p50']:.1f} ms")
     for name in ref:
-        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=2e-3, err_msg=f"{name} on {providers}")
+        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=5e-4, err_msg=f"{name} on {providers}")
 
 
 def test_dropped_tflite_model_runs_in_the_page_and_matches_native(demo: DemoPage, model_bytes: bytes) -> None:
@@ -77,6 +80,7 @@ def test_dropped_tflite_model_runs_in_the_page_and_matches_native(demo: DemoPage
     _set_providers(demo, "webgpu,cpu")
     if not demo.page.evaluate("window.webinferDemo.state.adapter.available"):
         return  # the CPU run above is the whole check: this browser has no WebGPU adapter
+    _settle(demo)
     before = _counter(demo, "runs")
     demo.page.fill("#model-repeats", "1")
     demo.page.click("#model-run")
@@ -92,7 +96,15 @@ def native_faces(dist: Path, model_bytes: bytes) -> list[dict[str, Any]]:
     return faces
 
 
+def _settle(dp: DemoPage) -> None:
+    """Wait until nothing is in flight: a providers change reloads the dropped-in model and reruns the face
+    panel after the text detector's run, which is all `_set_providers` waits for."""
+    dp.page.wait_for_function("""() => !document.getElementById('providers').disabled &&
+        document.getElementById('face-stats').dataset.state !== 'running'""", timeout=180_000)
+
+
 def _face_run(dp: DemoPage) -> dict[str, Any]:
+    _settle(dp)
     before = _counter(dp, "faces")
     dp.page.click("#face-run")
     _wait_counter(dp, "faces", before)
@@ -116,6 +128,8 @@ def test_face_demo_finds_the_face_and_draws_it(demo: DemoPage, native_faces: lis
     if providers != "cpu" and not demo.page.evaluate("window.webinferDemo.state.adapter.available"):
         pytest.skip("this Chromium has no WebGPU adapter (the cpu case ran the face demo)")
     result = _face_run(demo)
+    print(f"\nface demo on {providers}: {len(result['faces'])} face(s), p50 {result['latency']['p50']:.1f} ms, "
+          f"box {[round(result['faces'][0][k], 1) for k in ('x0', 'y0', 'x1', 'y1')] if result['faces'] else None}")
     assert result["providers"] == providers.split(",")
     assert (result["width"], result["height"]) == (512, 512)
     _check_faces(result["faces"], native_faces)

@@ -83,6 +83,8 @@ def test_bundle_contents(dist: Path) -> None:
     assert lock["packages"]["numpy"]["sha256"] == hashlib.sha256(numpy.read_bytes()).hexdigest()
     info = json.loads((dist / "build-info.json").read_text())
     assert info["pyodide"] == "0.27.7" and info["numpy_sha256"] == build_wasm.NUMPY_SHA256
+    assert hashlib.sha256((dist / info["face_image"]).read_bytes()).hexdigest() == build_wasm.FACE_IMAGE_SHA256
+    assert (dist / info["face_model"]).read_bytes()[4:8] == b"TFL3"
 
 
 def test_bundle_ships_bytecode_beside_the_unchanged_sources(dist: Path) -> None:
@@ -139,6 +141,9 @@ def test_bad_sources_fail_with_a_clear_message(tmp_path: Path) -> None:
         z.writestr("something/else.txt", "x")
     with pytest.raises(build_wasm.BuildError, match="holds no"):
         build_wasm.numpy_wheel(cache, src, build_wasm.Report())
+    (src / build_wasm.FACE_IMAGE_WHEEL).write_bytes(b"not the scikit-image wheel")
+    with pytest.raises(build_wasm.BuildError, match="sha256"):
+        build_wasm.face_image(cache, src, build_wasm.Report())
 
 
 def test_wheel_builds_in_a_fresh_venv(tmp_path: Path) -> None:
