@@ -123,7 +123,8 @@ def _check_faces(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("providers", ["cpu", "webgpu,cpu"])
 def test_face_demo_finds_the_face_and_draws_it(demo: DemoPage, native_faces: list[dict[str, Any]],
-                                               providers: str) -> None:
+                                               providers: str, artifacts: Path) -> None:
+    """Saves the panel as test-artifacts/face-<provider>.png."""
     _set_providers(demo, providers)
     if providers != "cpu" and not demo.page.evaluate("window.webinferDemo.state.adapter.available"):
         pytest.skip("this Chromium has no WebGPU adapter (the cpu case ran the face demo)")
@@ -146,3 +147,9 @@ def test_face_demo_finds_the_face_and_draws_it(demo: DemoPage, native_faces: lis
     assert b > 180 and b > r + 80, (r, g, b)
     if providers != "cpu":
         assert result["gpu"]["dispatches"] > 0, result["gpu"]
+    # The graph view offers the TFLite model's optimized graph.
+    demo.page.select_option("#graph-model", label=MODEL)
+    session = demo.page.evaluate("window.webinferDemo.state.faceDemo.session")
+    assert demo.page.locator("#graph svg g.node").count() == session["nodes_total"]
+    assert demo.page.inner_text("#graph-title") == f"of {MODEL}"
+    demo.page.locator("#face-card").screenshot(path=str(artifacts / f"face-{providers.split(',')[0]}.png"))

@@ -412,7 +412,7 @@ function refreshGraphChoices() {
   const select = $("graph-model");
   const current = select.value;
   select.replaceChildren();
-  for (const s of [state.demo, state.user].filter(Boolean)) {
+  for (const s of [state.demo, state.faceDemo?.session, state.user].filter(Boolean)) {
     const opt = document.createElement("option");
     opt.value = String(s.id);
     opt.textContent = s === state.demo ? "PP-OCRv4 det (demo)" : s.name;
@@ -423,7 +423,7 @@ function refreshGraphChoices() {
 
 function selectedSummary() {
   const id = Number($("graph-model").value);
-  return [state.demo, state.user].find((s) => s && s.id === id) ?? state.demo;
+  return [state.demo, state.faceDemo?.session, state.user].find((s) => s && s.id === id) ?? state.demo;
 }
 
 function showGraph() {
