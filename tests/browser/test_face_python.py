@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import _import_path
+import webinfer
+
+from .conftest import _import_path, build_wasm, demo_py
 from .harness import ROOT
 
 face_py = _import_path("face_demo", ROOT / "web" / "src" / "face_demo.py")
@@ -86,3 +88,26 @@ def test_letterbox_keeps_the_aspect_ratio_and_maps_back() -> None:
 def test_wrong_outputs_are_refused() -> None:
     with pytest.raises(ValueError, match="expected 896 boxes"):
         face_py.decode(np.zeros((1, 2944, 16), np.float32), np.zeros((1, 2944, 1), np.float32))
+
+
+def test_photo_faces_match_litert() -> None:
+    """The bundled photo, decoded from LiteRT's outputs and from webinfer's: the same one face, to 0.5 pixel
+    (the page's faces are checked against webinfer's in test_face_demo.py)."""
+    interpreter = pytest.importorskip("ai_edge_litert.interpreter",
+                                      reason="ai-edge-litert is the reference (the test extra installs it)")
+    report = build_wasm.Report()
+    img = demo_py.read_png(build_wasm.face_image(build_wasm.cache_root(), None, report))
+    model = build_wasm.face_model_file(report)
+    x, transform = face_py.letterbox(img)
+    it = interpreter.Interpreter(model_path=str(model), num_threads=1)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    ref = {d["name"]: it.get_tensor(d["index"]).copy() for d in it.get_output_details()}
+    want = face_py.faces(ref["regressors"], ref["classificators"], transform, img.shape[:2])
+    got, _ = face_py.run_session(webinfer.InferenceSession(str(model), providers=["cpu"]), img)
+    assert len(got) == len(want) == 1
+    for k in ("x0", "y0", "x1", "y1"):
+        assert abs(got[0][k] - want[0][k]) <= 0.5, (k, got[0], want[0])
+    np.testing.assert_allclose(got[0]["keypoints"], want[0]["keypoints"], rtol=0, atol=0.5)
+    assert abs(got[0]["score"] - want[0]["score"]) <= 1e-3
