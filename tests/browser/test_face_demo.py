@@ -20,7 +20,7 @@ import pytest
 
 import webinfer
 
-from .conftest import DemoPage, _import_path, demo_py
+from .conftest import DemoPage, _import_path, build_wasm, demo_py
 from .harness import ROOT
 from .test_demo_page import _counter, _drop_file, _set_providers, _wait_counter
 
@@ -128,6 +128,9 @@ def test_face_demo_finds_the_face_and_draws_it(demo: DemoPage, native_faces: lis
     _set_providers(demo, providers)
     if providers != "cpu" and not demo.page.evaluate("window.webinferDemo.state.adapter.available"):
         pytest.skip("this Chromium has no WebGPU adapter (the cpu case ran the face demo)")
+    _settle(demo)
+    demo.page.evaluate("""async () => window.webinferDemo.state.faceDemo.setImage(
+        new Uint8Array(await (await fetch("face.png")).arrayBuffer()))""")  # the bundled photo, whatever ran before
     result = _face_run(demo)
     print(f"\nface demo on {providers}: {len(result['faces'])} face(s), p50 {result['latency']['p50']:.1f} ms, "
           f"box {[round(result['faces'][0][k], 1) for k in ('x0', 'y0', 'x1', 'y1')] if result['faces'] else None}")
@@ -153,3 +156,20 @@ def test_face_demo_finds_the_face_and_draws_it(demo: DemoPage, native_faces: lis
     assert demo.page.locator("#graph svg g.node").count() == session["nodes_total"]
     assert demo.page.inner_text("#graph-title") == f"of {MODEL}"
     demo.page.locator("#face-card").screenshot(path=str(artifacts / f"face-{providers.split(',')[0]}.png"))
+
+
+def test_face_demo_on_another_photo(demo: DemoPage, dist: Path, model_bytes: bytes) -> None:
+    """A photo of another shape (letterboxed to 128x128 with padding) chosen with "Another photo…"."""
+    img = demo_py.read_png((dist / "face.png").read_bytes())[:300, ::-1]  # wide, mirrored
+    png = build_wasm.encode_png(np.ascontiguousarray(img))
+    want, _ = face_py.run_session(webinfer.InferenceSession(model_bytes, providers=["cpu"]), img)
+    _settle(demo)
+    before = _counter(demo, "faces")
+    demo.page.set_input_files("#face-image", files=[{"name": "wide.png", "mimeType": "image/png", "buffer": png}])
+    _wait_counter(demo, "faces", before)
+    _settle(demo)
+    result = demo.page.evaluate("window.webinferDemo.state.faceDemo.result")
+    assert (result["width"], result["height"]) == (512, 300)
+    _check_faces(result["faces"], want)
+    face = result["faces"][0]
+    assert 512 - 300 < face["x0"] < face["x1"] < 512 - 150  # mirrored: the face moved right
