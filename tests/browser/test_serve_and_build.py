@@ -30,6 +30,7 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
     ("", "text/html"), ("app.mjs", "text/javascript"), ("pyodide/pyodide.mjs", "text/javascript"),
     ("pyodide/pyodide.asm.wasm", "application/wasm"), ("pyodide/pyodide.asm.js", "text/javascript"),
     ("style.css", "text/css"), ("models/ppocr_det.onnx", "application/octet-stream"),
+    ("models/face_detection_short_range.tflite", "application/octet-stream"), ("face.png", "image/png"),
 ])
 def test_server_mime_types_and_isolation(server_url: str, path: str, content_type: str) -> None:
     status, headers, _ = _get(server_url + path)
@@ -49,6 +50,7 @@ def test_server_models_directory(dist: Path, tmp_path: Path) -> None:
         status, _, body = _get(server.url + "api/models")
         names = [m["name"] for m in json.loads(body)]
         assert names[0] == "extra.onnx" and "ppocr_det.onnx" in names
+        assert "face_detection_short_range.tflite" in names  # TFLite files are models too
         status, headers, _ = _get(server.url + "models/nope.onnx")
         assert status == 404
 
@@ -81,6 +83,8 @@ def test_bundle_contents(dist: Path) -> None:
     assert lock["packages"]["numpy"]["sha256"] == hashlib.sha256(numpy.read_bytes()).hexdigest()
     info = json.loads((dist / "build-info.json").read_text())
     assert info["pyodide"] == "0.27.7" and info["numpy_sha256"] == build_wasm.NUMPY_SHA256
+    assert hashlib.sha256((dist / info["face_image"]).read_bytes()).hexdigest() == build_wasm.FACE_IMAGE_SHA256
+    assert (dist / info["face_model"]).read_bytes()[4:8] == b"TFL3"
 
 
 def test_bundle_ships_bytecode_beside_the_unchanged_sources(dist: Path) -> None:
@@ -137,6 +141,9 @@ def test_bad_sources_fail_with_a_clear_message(tmp_path: Path) -> None:
         z.writestr("something/else.txt", "x")
     with pytest.raises(build_wasm.BuildError, match="holds no"):
         build_wasm.numpy_wheel(cache, src, build_wasm.Report())
+    (src / build_wasm.FACE_IMAGE_WHEEL).write_bytes(b"not the scikit-image wheel")
+    with pytest.raises(build_wasm.BuildError, match="sha256"):
+        build_wasm.face_image(cache, src, build_wasm.Report())
 
 
 def test_wheel_builds_in_a_fresh_venv(tmp_path: Path) -> None:

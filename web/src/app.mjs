@@ -1,5 +1,6 @@
 // The demo page: talks to the worker (worker.mjs), draws results. No Python runs on this thread.
 
+import { FaceDemo } from "./face.mjs";
 import { renderGraph, renderHistogram } from "./graph.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -411,7 +412,7 @@ function refreshGraphChoices() {
   const select = $("graph-model");
   const current = select.value;
   select.replaceChildren();
-  for (const s of [state.demo, state.user].filter(Boolean)) {
+  for (const s of [state.demo, state.faceDemo?.session, state.user].filter(Boolean)) {
     const opt = document.createElement("option");
     opt.value = String(s.id);
     opt.textContent = s === state.demo ? "PP-OCRv4 det (demo)" : s.name;
@@ -422,7 +423,7 @@ function refreshGraphChoices() {
 
 function selectedSummary() {
   const id = Number($("graph-model").value);
-  return [state.demo, state.user].find((s) => s && s.id === id) ?? state.demo;
+  return [state.demo, state.faceDemo?.session, state.user].find((s) => s && s.id === id) ?? state.demo;
 }
 
 function showGraph() {
@@ -457,6 +458,7 @@ async function reloadForProviders() {
       renderUserModel();
       refreshGraphChoices();
     }
+    await state.faceDemo?.providersChanged();
   } catch (err) {
     showError("Reloading the models failed", err);
   } finally {
@@ -605,6 +607,8 @@ async function start() {
     stages.firstRun = performance.now() - t;
     state.timings.stages = stages;
     showGraph();
+    state.faceDemo = new FaceDemo({ $, state, loadSession, afterLoad, showError, fmtMs, fmtShape, toPng });
+    $("face-run").disabled = false;
     setProgress("ready", "Ready", 1);
     document.body.dataset.state = "ready";
     setTimeout(() => ($("loading").hidden = true), 600);

@@ -9,6 +9,7 @@
 //                                  nodes on the GPU, graph)
 //   run {id, shapes, npy, repeats} -> outputs summary + latency
 //   detect {id, png, repeats}   -> text boxes + latency + probability map (Float32Array)
+//   face {id, png, repeats}     -> faces (boxes, keypoints) + latency (face_demo.py, imported on first use)
 //   release {id}
 
 import { callPython, describeError, loadWebinfer, versions } from "./webinfer.mjs";
@@ -19,6 +20,17 @@ let pyodide = null;
 let demo = null;
 let adapter = null;
 let queue = Promise.resolve();
+let faceDemo = null;
+
+/** face_demo.py, fetched and imported when the face panel is first used (the OCR demo's start never waits on it). */
+async function faceModule() {
+  if (!faceDemo) {
+    const source = await (await fetch(new URL("./face_demo.py", import.meta.url))).text();
+    pyodide.FS.writeFile("/home/pyodide/face_demo.py", source);
+    faceDemo = pyodide.pyimport("face_demo");
+  }
+  return faceDemo;
+}
 
 async function init({ webgpu = true }) {
   const t0 = performance.now();
@@ -57,6 +69,8 @@ const handlers = {
     }),
   run: (m) => callPython(pyodide, demo.api_run, { id: m.id, shapes: m.shapes, npy: m.npy, repeats: m.repeats }),
   detect: (m) => callPython(pyodide, demo.api_detect, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
+  face: async (m) =>
+    callPython(pyodide, (await faceModule()).api_face, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
   release: (m) => callPython(pyodide, demo.api_release, { id: m.id }),
 };
 
