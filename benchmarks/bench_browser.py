@@ -1,8 +1,8 @@
 """webinfer (Pyodide) next to onnxruntime-web in the same Chromium, on the same models and inputs.
 
-    python benchmarks/bench_browser.py [--models ppocr minilm128 mobilenetv3] [--runs 5] [--warmup 1]
-                                       [--gpu-runs 2] [--gpu-warmup 0]
-                                       [--ort-threads 1] [--timeout 300] [--cold 1] [--json]
+    python benchmarks/bench_browser.py [--models ppocr minilm128 mobilenetv3] [--runs 5] [--warmup 5]
+                                       [--gpu-runs 2] [--gpu-warmup 0] [--ort-threads 1 default]
+                                       [--node] [--node-warmup 8] [--timeout 300] [--cold 1] [--json]
 
 One table: runtime init (Pyodide + numpy + webinfer, and for webgpu opening
 webinfer's device; onnxruntime-web's module import), session load, first
@@ -24,7 +24,16 @@ numpy, the model, the first detection).
 onnxruntime-web is pinned (ORT_WEB_VERSION, integrity from the npm registry)
 and unpacked into ~/.cache/webinfer/wasm.  Each case runs in a fresh page,
 so one runtime's memory or a timeout cannot skew the next.  Threads: webinfer
-in Pyodide is single-threaded, so onnxruntime-web gets 1 thread by default.
+in Pyodide is single-threaded; onnxruntime-web's wasm rows run once per
+`--ort-threads` entry (a number, or `default`: its own choice,
+min(4, ceil(cores / 2)), which the `thr` column shows; more than one needs
+cross-origin isolation, which the bench server's COOP/COEP headers give).
+
+`--node` adds the same comparison under Node.js (benchmarks/browser/bench_node.mjs,
+one process per row): webinfer from the bundle (Pyodide + the wheel, the
+SIMD128 kernels: Node 20 has no relaxed SIMD) against onnxruntime-web's wasm
+backend.  onnxruntime-web under Node tiers its code up over several runs,
+so those rows warm up `--node-warmup` times.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import base64
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -136,6 +146,34 @@ def run_case(browser: Any, base: str, fn: str, args: dict[str, Any], timeout_s: 
         page.close()
 
 
+def run_node(args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """One Node.js row (benchmarks/browser/bench_node.mjs) in its own process; {'error': ...} on failure."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(args, f)
+    try:
+        proc = subprocess.run(["node", str(ROOT / "benchmarks" / "browser" / "bench_node.mjs"), f.name],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    except FileNotFoundError:
+        return {"error": "node is not installed"}
+    finally:
+        Path(f.name).unlink()
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if "Error" in ln and len(ln) < 500] or \
+            proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        return {"error": f"exit {proc.returncode}: {lines[-1].strip()}"}
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError) as e:
+        return {"error": f"unreadable reply ({e}): {proc.stdout[-200:]!r}"}
+
+
+def _threads(value: str) -> int | None:
+    """An --ort-threads entry: a thread count, or None for onnxruntime-web's default."""
+    return None if value == "default" else int(value)
+
+
 def cold_start(browser: Any, base: str) -> dict[str, float]:
     """The demo page in a fresh context (empty HTTP cache): navigation to the first detection drawn."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -157,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=5,
+                   help="warm-up runs after the first (onnxruntime-web's large module tiers up over several)")
     p.add_argument("--gpu-runs", type=int, default=2, help="timed runs of the webgpu rows (SwiftShader is slow)")
     p.add_argument("--gpu-warmup", type=int, default=0, help="warm-up runs of the webgpu rows, after the first run")
-    p.add_argument("--ort-threads", type=int, default=1)
+    p.add_argument("--ort-threads", nargs="+", default=["1", "default"],
+                   help="onnxruntime-web wasm thread counts, one row each ('default': its own choice)")
+    p.add_argument("--node", action="store_true", help="also webinfer and onnxruntime-web wasm under Node.js")
+    p.add_argument("--node-warmup", type=int, default=8, help="warm-up runs of the Node.js rows")
     p.add_argument("--timeout", type=float, default=300, help="seconds per case")
     p.add_argument("--cold", type=int, default=1, help="cold page-to-first-result measurements")
     p.add_argument("--skip", nargs="*", default=[], help="rows to leave out, e.g. ort-web:webgpu")
@@ -184,23 +226,32 @@ def main(argv: list[str] | None = None) -> int:
         probe.wait_for_function("document.body.dataset.state === 'ready'")
         adapter = probe.evaluate("window.bench.adapterInfo()")
         probe.close()
-        runtimes = [("webinfer", "cpu"), ("webinfer", "cpu-numpy")]
+        threads = [_threads(t) for t in args.ort_threads]
+        # (runtime, ep, onnxruntime-web threads or None: its default)
+        runtimes: list[tuple[str, str, int | None]] = [("webinfer", "cpu", None), ("webinfer", "cpu-numpy", None)]
         if adapter:
-            runtimes.append(("webinfer", "webgpu"))
-        runtimes.append(("ort-web", "wasm"))
+            runtimes.append(("webinfer", "webgpu", None))
+        runtimes += [("ort-web", "wasm", t) for t in threads]
         if adapter:
-            runtimes.append(("ort-web", "webgpu"))
+            runtimes.append(("ort-web", "webgpu", 1))
+        if args.node:
+            runtimes += [("webinfer", "node-cpu", None)] + [("ort-web", "node-wasm", t) for t in threads]
         runtimes = [r for r in runtimes if f"{r[0]}:{r[1]}" not in args.skip]
         for case in args.models:
             feed = CASES[case][1]()
             ref = native_reference(paths[case], feed)
             feeds = [{"name": k, "dtype": str(v.dtype), "shape": list(v.shape), "b64": _b64(v)} for k, v in feed.items()]
-            for runtime, ep in runtimes:
+            for runtime, ep, n_threads in runtimes:
                 gpu = ep == "webgpu"
                 common = {"modelUrl": f"/models/{paths[case].name}", "feeds": feeds,
                           "runs": args.gpu_runs if gpu else args.runs,
                           "warmup": args.gpu_warmup if gpu else args.warmup}
-                if runtime == "webinfer":
+                if ep.startswith("node-"):
+                    res = run_node({"runtime": "webinfer" if runtime == "webinfer" else "ort", "dist": str(dist),
+                                    "ortDir": str(ort_dir), "modelPath": str(paths[case]), "feeds": feeds,
+                                    "runs": args.runs, "warmup": args.node_warmup, "threads": n_threads},
+                                   args.timeout)
+                elif runtime == "webinfer":
                     res = run_case(browser, server.url, "runWebinfer",
                                    {**common, "providers": ["webgpu", "cpu"] if ep == "webgpu" else ["cpu"],
                                     "wasmVariants": [] if ep == "cpu-numpy" else None},
@@ -209,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                         res = {"error": f"fell back to {','.join(res['providers'])}: webinfer could not open "
                                         "this browser's WebGPU device"}
                 else:
-                    res = run_case(browser, server.url, "runOrt", {**common, "ep": ep, "threads": args.ort_threads},
+                    res = run_case(browser, server.url, "runOrt", {**common, "ep": ep, "threads": n_threads},
                                    args.timeout)
-                row: dict[str, Any] = {"model": case, "runtime": runtime, "ep": ep}
+                row: dict[str, Any] = {"model": case, "runtime": runtime, "ep": ep,
+                                       "asked_threads": "default" if n_threads is None else n_threads}
                 if "error" in res:
                     row["error"] = res["error"]
                 else:
@@ -221,12 +273,12 @@ def main(argv: list[str] | None = None) -> int:
                                gemm=res.get("gemm", "-"),
                                median_ms=statistics.median(res["times_ms"]),
                                p90_ms=float(np.percentile(res["times_ms"], 90)), max_abs_diff=diff,
-                               runs=len(res["times_ms"]))
+                               runs=len(res["times_ms"]), threads=res.get("threads", 1))
                     if runtime == "webinfer":
                         row.update(nodes_gpu=res["nodes_gpu"], nodes_total=res["nodes_total"],
                                    dispatches=res["dispatches"])
                 rows.append(row)
-                print(f"  {case} {runtime}:{ep} done", file=sys.stderr, flush=True)
+                print(f"  {case} {runtime}:{ep} threads={row['asked_threads']} done", file=sys.stderr, flush=True)
         cold = [cold_start(browser, server.url) for _ in range(args.cold)]
         browser.close()
 
@@ -235,24 +287,32 @@ def main(argv: list[str] | None = None) -> int:
                           "rows": rows, "cold": cold}, indent=2))
         return 0
     print(f"Chromium, WebGPU adapter: {adapter or 'none'}; onnxruntime-web {ORT_WEB_VERSION} "
-          f"({args.ort_threads} thread{'s' if args.ort_threads > 1 else ''}); runs={args.runs} warmup={args.warmup}, "
-          f"webgpu rows runs={args.gpu_runs} warmup={args.gpu_warmup}")
-    head = f"{'model':<13}{'runtime:ep':<17}{'init ms':>9}{'load ms':>9}{'first ms':>10}{'median ms':>11}" \
+          f"(wasm threads: {', '.join(args.ort_threads)}); runs={args.runs} warmup={args.warmup}, "
+          f"webgpu rows runs={args.gpu_runs} warmup={args.gpu_warmup}"
+          + (f", Node.js rows warmup={args.node_warmup}" if args.node else ""))
+    head = f"{'model':<13}{'runtime:ep':<19}{'thr':>4}{'init ms':>9}{'load ms':>9}{'first ms':>10}{'median ms':>11}" \
            f"{'p90 ms':>9}{'max|diff|':>11}{'GPU nodes':>11}{'dispatches':>12}  GEMM"
     print(head)
     print("-" * len(head))
     for r in rows:
         name = f"{r['runtime']}:{r['ep']}"
         if "error" in r:
-            print(f"{r['model']:<13}{name:<17}  {r['error'][:200]}")
+            print(f"{r['model']:<13}{name:<19}{r['asked_threads']!s:>4}  {r['error'][:200]}")
             continue
         nodes = f"{r['nodes_gpu']}/{r['nodes_total']}" if "nodes_gpu" in r else "-"
         dispatches = r.get("dispatches")
-        print(f"{r['model']:<13}{name:<17}{r['init_ms']:>9.0f}{r['load_ms']:>9.0f}{r['first_ms']:>10.0f}"
+        print(f"{r['model']:<13}{name:<19}{r['threads']:>4}{r['init_ms']:>9.0f}{r['load_ms']:>9.0f}{r['first_ms']:>10.0f}"
               f"{r['median_ms']:>11.1f}{r['p90_ms']:>9.1f}{r['max_abs_diff']:>11.1e}{nodes:>11}"
               f"{dispatches if dispatches is not None else '-':>12}  {r.get('gemm', '-')}")
     for case in args.models:
-        by = {(r["runtime"], r["ep"]): r for r in rows if r["model"] == case and "error" not in r}
+        ok = [r for r in rows if r["model"] == case and "error" not in r]
+        for ours_ep, peer_ep in (("cpu", "wasm"), ("node-cpu", "node-wasm")):
+            ours = next((r for r in ok if r["runtime"] == "webinfer" and r["ep"] == ours_ep), None)
+            for peer in (r for r in ok if r["runtime"] == "ort-web" and r["ep"] == peer_ep):
+                if ours:
+                    print(f"{case}: webinfer {ours_ep} / onnxruntime-web {peer_ep} ({peer['asked_threads']} threads: "
+                          f"{peer['threads']}) = {ours['median_ms'] / peer['median_ms']:.2f}x")
+        by = {(r["runtime"], r["ep"]): r for r in ok}
         ours, peer = by.get(("webinfer", "webgpu")), by.get(("ort-web", "webgpu"))
         if ours and peer:
             print(f"{case}: webinfer webgpu median / onnxruntime-web webgpu median = "

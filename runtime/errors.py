@@ -12,6 +12,10 @@ working when the import is swapped.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 
 class Fail(Exception):
     """onnxruntime's generic failure status (FAIL)."""
@@ -91,6 +95,21 @@ class NodeExecutionError(WebinferError, RuntimeError, Fail, RuntimeException):
 
 class RunTerminatedError(WebinferError, RuntimeError, Fail):
     """A run stopped early because its `RunOptions.terminate` was set."""
+
+
+def describe_value(v: Any) -> str:
+    """A value as error messages name it: dtype and shape, a sequence's length, or its type."""
+    if v is None:
+        return "None"
+    if isinstance(v, np.ndarray):
+        return f"{v.dtype}{list(v.shape)}"
+    if isinstance(v, list):
+        return f"seq[{len(v)}]"
+    shape = getattr(v, "shape", None)
+    dtype = getattr(v, "dtype", None)
+    if shape is not None:
+        return f"{dtype}{list(shape)}@{type(v).__name__}"
+    return type(v).__name__
 
 
 class DeviceError(WebinferError, RuntimeError, EPFail):

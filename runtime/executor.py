@@ -15,7 +15,7 @@ from typing import Any, Coroutine, Sequence
 
 import numpy as np
 
-from .errors import NodeExecutionError, RunTerminatedError, WebinferError
+from .errors import NodeExecutionError, RunTerminatedError, WebinferError, describe_value
 from .plan import Plan, Step
 
 
@@ -30,20 +30,6 @@ class Profile:
     peak_live_bytes: int = 0
     #: When a list: one (node, op, device, start ns, duration ns) per step, for trace files.
     events: list[tuple[str, str, str, int, int]] | None = None
-
-
-def describe_value(v: Any) -> str:
-    if v is None:
-        return "None"
-    if isinstance(v, np.ndarray):
-        return f"{v.dtype}{list(v.shape)}"
-    if isinstance(v, list):
-        return f"seq[{len(v)}]"
-    shape = getattr(v, "shape", None)
-    dtype = getattr(v, "dtype", None)
-    if shape is not None:
-        return f"{dtype}{list(shape)}@{type(v).__name__}"
-    return type(v).__name__
 
 
 def _fail(step: Step, args: list[Any], e: BaseException) -> NodeExecutionError:

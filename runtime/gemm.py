@@ -205,3 +205,77 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if kernels is not None and kernels.takes(a, b, out):
         return kernels.matmul(a, b, out)
     return np.matmul(a, b, out=out)
+
+
+_INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+def _zero_points(zero: Any, dtype: np.dtype, count: int, what: str) -> np.ndarray:
+    """A zero point (scalar, or one per column of B) as int32, checked against the operand's type's range."""
+    z = np.asarray(zero)
+    if z.dtype.kind not in "iu" or z.ndim > 1 or (z.ndim == 1 and z.size not in (1, count)):
+        raise ValueError(f"gemm_int8: {what} zero point must be an integer scalar or {count} values, "
+                         f"got {z.dtype}{list(z.shape)}")
+    info = np.iinfo(dtype)
+    if z.size and (z.min() < info.min or z.max() > info.max):
+        raise ValueError(f"gemm_int8: {what} zero point outside {dtype}'s range [{info.min}, {info.max}]")
+    return z.astype(np.int32).reshape(-1)
+
+
+@dataclass(frozen=True)
+class PackedInt8:
+    """A constant int8/uint8 B [K, N] made ready once (`pack_int8`) for many `gemm_int8` calls: in Pyodide
+    its columns as int16 rows minus their zero points (wasm/qgemm.c's layout), elsewhere B itself."""
+
+    b: np.ndarray
+    zero: np.ndarray
+    columns: np.ndarray | None
+    kp: int
+
+
+def pack_int8(b: np.ndarray, b_zero: Any = 0) -> PackedInt8:
+    """B [K, N] int8/uint8 (any strides) and its zero point (a scalar or one per column), packed once."""
+    if b.dtype not in _INT8 or b.ndim != 2:
+        raise ValueError(f"gemm_int8: needs B [K, N] of int8/uint8, got {b.dtype}{list(b.shape)}")
+    k, n = b.shape
+    zero = _zero_points(b_zero, b.dtype, n, "B's")
+    exports = wasm_kernels.exports("qgemm")
+    if exports is None or k * n == 0:
+        return PackedInt8(b, zero, None, k)
+    b = b if min(b.strides) >= 0 else np.ascontiguousarray(b)  # the kernel's strides are u32
+    kp = -(-k // 8) * 8
+    columns = np.empty((n, kp), np.int16)
+    exports.pack_i8(n, k, _address(b), b.strides[1], b.strides[0], int(b.dtype == np.uint8), _address(zero),
+                    int(zero.size > 1), _address(columns), kp)
+    return PackedInt8(b, zero, columns, kp)
+
+
+def gemm_int8(a: np.ndarray, b: np.ndarray | PackedInt8, a_zero: Any = 0, b_zero: Any = 0) -> np.ndarray:
+    """(A - a_zero) @ (B - b_zero) as int32: A [M, K] and B [K, N] int8 or uint8 (any strides), a_zero a
+    scalar, b_zero a scalar or one per column of B (per-channel weights); a `PackedInt8` B carries its
+    own zero point (b_zero is then ignored).
+
+    The product the quantised ops (MatMulInteger, QLinearMatMul, ConvInteger) are made of.  In Pyodide it
+    runs on wasm/qgemm.c (int16 dot products, exact int32 sums); elsewhere numpy computes it in float64,
+    exact for any K a model has (|terms| <= 255^2, sums below 2^53).  Both wrap sums past int32's range
+    the same way (modulo 2^32), so they give identical results.
+    """
+    packed = b if isinstance(b, PackedInt8) else pack_int8(b, b_zero)
+    if a.dtype not in _INT8 or a.ndim != 2 or a.shape[1] != packed.b.shape[0]:
+        raise ValueError(f"gemm_int8: needs A [M, K] of int8/uint8 with K = {packed.b.shape[0]} (B's rows), "
+                         f"got A {a.dtype}{list(a.shape)}")
+    (m, k), n = a.shape, packed.b.shape[1]
+    za = _zero_points(a_zero, a.dtype, 1, "A's")
+    if za.size != 1:
+        raise ValueError("gemm_int8: A's zero point must be one value")
+    exports = wasm_kernels.exports("qgemm")
+    if exports is None or packed.columns is None or m == 0:
+        prod = (a.astype(np.float64) - za[0]) @ (packed.b.astype(np.float64) - packed.zero)
+        return prod.astype(np.int64).astype(np.int32)
+    a = a if min(a.strides) >= 0 else np.ascontiguousarray(a)
+    rows = np.empty((m, packed.kp), np.int16)
+    out = np.empty((m, n), np.int32)
+    exports.pack_i8(m, k, _address(a), a.strides[0], a.strides[1], int(a.dtype == np.uint8), _address(za), 0,
+                    _address(rows), packed.kp)
+    exports.qgemm(m, n, packed.kp, _address(rows), _address(packed.columns), _address(out), n)
+    return out

@@ -72,7 +72,7 @@ def _attention_flops(node: Node, ins: list[Type | None], outs: list[Type | None]
 
 FLOP_RULES: dict[str, Callable[[Node, list, list], int | None]] = {
     "MatMul": _matmul_flops, "Gemm": _matmul_flops, "FusedMatMul": _matmul_flops,
-    "Conv": _conv_flops, "ConvInteger": _conv_flops, "QLinearConv": _conv_flops,
+    "Conv": _conv_flops, "FusedConv": _conv_flops, "ConvInteger": _conv_flops, "QLinearConv": _conv_flops,
     "ConvTranspose": _conv_transpose_flops, "Attention": _attention_flops,
 }
 

@@ -12,33 +12,25 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .checks import check_outputs
+from .devices.protocol import Device
 from .errors import UnsupportedOpError
 from .ir import Graph, Node, Tensor, TensorType, Type, node_subgraphs
-from .ops.registry import AsyncKernel, Kernel, OpContext, OpDef, Registry, consuming
+from .ops.registry import AsyncKernel, Kernel, OpContext, Registry, consuming
+from .passes import optimize
 from .shapes import GraphTypes, infer_graph
 
 
 #: The device that holds feeds, constants and outputs.
 HOST = "cpu"
 
-
-class Device(Protocol):
-    """What the planner needs from a device (cpu, webgpu)."""
-
-    name: str
-
-    def build(self, opdef: OpDef, ctx: OpContext) -> Kernel | None:
-        """The kernel running this node here, or None if this device can't."""
-
-    def upload(self, value: Any) -> Any:
-        """A host value (numpy array) as this device's tensor (at plan time or run time)."""
-
-    async def download(self, value: Any) -> Any:
-        """A device tensor back as a numpy array."""
+#: Runs a plan on its feeds and returns its outputs: the executor's `run_sync`, handed to the planner by
+#: the session (the planner does not import the executor, which imports the planner's types).
+RunPlan = Callable[["Plan", Sequence[Any]], list[Any]]
 
 
 @dataclass(slots=True)
@@ -94,11 +86,13 @@ class Plan:
 
 @dataclass
 class Planner:
-    """Builds plans for one session: the op table, opsets and devices in priority order."""
+    """Builds plans for one session: the op table, opsets and devices in priority order, and the
+    executor's `run` for the subplans of control-flow ops."""
 
     registry: Registry
     opsets: dict[str, int]
     devices: Sequence[Device]
+    run: RunPlan
     options: Any = None
     strict: bool = False
 
@@ -200,7 +194,7 @@ class Planner:
         for n in dict.fromkeys(output_names):
             src = location.get(n, HOST)
             if src != HOST and n not in on_device and (n, HOST) not in slots and initial[slots[(n, src)]] is None \
-                    and hasattr(by_name[src], "download_many"):
+                    and by_name[src].batched_downloads:
                 batched.setdefault(src, []).append(n)
         for src, names in batched.items():
             if len(names) > 1:
@@ -223,9 +217,6 @@ class Planner:
         knowing them (weights prepared once, shape arithmetic folded) instead of receiving them as
         captured values on every call.
         """
-        from .devices.cpu import build_kernel  # here, not at the top: passes -> executor -> plan is a cycle
-        from .passes import optimize
-
         inputs = {v.name: t for v, t in zip(graph.inputs, in_types)} if in_types is not None else None
 
         def infer(g: Graph, opsets: dict[str, int]) -> GraphTypes:
@@ -234,27 +225,27 @@ class Planner:
         level = getattr(self.options, "graph_optimization_level", 0)
         graph = graph.copy()
         graph.initializers.update((n, constants[n]) for n in graph.free_names() if constants and n in constants)
+        host = [d for d in self.devices if d.name == HOST]
         graph, types, opsets = optimize(graph, level, self.opsets, self.registry, infer(graph, self.opsets),
-                                        build_kernel, infer)
+                                        host[0].build, infer)
         captured = graph.free_names()
-        cpu_only = Planner(self.registry, opsets, [d for d in self.devices if d.name == "cpu"],
-                           self.options, self.strict)
-        plan = cpu_only.compile(graph, types, [v.name for v in graph.inputs] + captured)
-        return SubPlan(plan, len(graph.inputs), captured)
+        host_only = Planner(self.registry, opsets, host, self.run, self.options, self.strict)
+        plan = host_only.compile(graph, types, [v.name for v in graph.inputs] + captured)
+        return SubPlan(plan, len(graph.inputs), captured, self.run)
 
 
 @dataclass
 class SubPlan:
-    """A compiled subgraph: call with its formal inputs and the captured outer values."""
+    """A compiled subgraph: call with its formal inputs and the captured outer values; the executor runs it."""
 
     plan: Plan
     n_inputs: int
     captured: list[str]
+    run: RunPlan
 
     def __call__(self, inputs: Sequence[Any], outer: dict[str, Any]) -> list[Any]:
-        from .executor import run_sync
         feeds = list(inputs) + [None] * (self.n_inputs - len(inputs)) + [outer.get(n) for n in self.captured]
-        return run_sync(self.plan, feeds)
+        return self.run(self.plan, feeds)
 
     @property
     def output_types(self) -> list[Type | None]:
@@ -268,7 +259,7 @@ def _downloader(device: Device) -> AsyncKernel:
     return download
 
 
-def _batch_downloader(device: Any) -> AsyncKernel:
+def _batch_downloader(device: Device) -> AsyncKernel:
     async def download(*xs: Any) -> list[Any]:
         return await device.download_many(xs)
 
@@ -377,7 +368,6 @@ def _assign_frees(steps: list[Step], initial: list[Any], keep: set[int]) -> None
 
 def _checked(kernel: Kernel, ctx: OpContext) -> Kernel:
     """Strict mode: compare every output with its inferred type (tests the shape rules)."""
-    from .checks import check_outputs
 
     def run(*args: Any, **kw: Any) -> Any:
         res = kernel(*args, **kw)

@@ -16,7 +16,7 @@ server, beyond files:
 
 `/models/` serves `--models DIR` first and the bundle's own models/ after it
 (so the demo's default model is found either way); `/api/models` lists the
-`.onnx` files of both.
+`.onnx` and `.tflite` files of both.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ CONTENT_TYPES = {
     ".whl": "application/zip",
     ".zip": "application/zip",
     ".onnx": "application/octet-stream",
+    ".tflite": "application/octet-stream",
     ".npy": "application/octet-stream",
     ".png": "image/png",
     ".svg": "image/svg+xml",
@@ -113,7 +114,7 @@ def create_app(dist: str | os.PathLike | None = None, models: str | os.PathLike 
     async def list_models(request: Request) -> JSONResponse:
         files: dict[str, Path] = {}
         for d in model_dirs:
-            for p in sorted(d.glob("*.onnx")):
+            for p in sorted(q for q in d.iterdir() if q.suffix in (".onnx", ".tflite")):
                 if p.is_file():
                     files.setdefault(p.name, p)
         return JSONResponse([{"name": n, "url": f"/models/{n}", "bytes": p.stat().st_size} for n, p in files.items()])

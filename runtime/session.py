@@ -28,7 +28,7 @@ from . import dtypes, gemm, log, providers as provider_registry, threads
 from .checks import check_feed, symbols_agree
 from .devices import cpu
 from .errors import InputError, ModelLoadError
-from .executor import Profile, drive, run_async
+from .executor import Profile, drive, run_async, run_sync
 from .ir import Graph, SequenceType, OptionalType, TensorType, Type, ValueInfo
 from .loader import load_model
 from .ops import REGISTRY
@@ -37,7 +37,7 @@ from .ortvalue import IOBinding, OrtValue
 from .passes import optimize
 from .passes.free_dims import bind_input_dims, declared_inputs
 from .passes.inline import inline_functions
-from .plan import Plan, Planner
+from .plan import HOST, Plan, Planner
 from .shapes import GraphTypes, infer_graph
 
 
@@ -226,7 +226,7 @@ class InferenceSession:
         self._variants: dict[frozenset[tuple[str, str]], _Compiled] = {}
         self._main = self._compile(relaxed=False)
         self._output_types = {v.name: self._main.types.types.get(v.name) for v in self._source.outputs}
-        self._hooked = [d for d in self._devices if hasattr(d, "run_started")]
+        self._hooked = [d for d in self._devices if d.run_hooks]
 
     def _compile(self, relaxed: bool, on_device: dict[str, str] | None = None) -> _Compiled:
         """Bind input dims, infer, optimize and plan (see passes/free_dims.py for `relaxed`, and
@@ -240,8 +240,8 @@ class InferenceSession:
                   if v.name not in graph.initializers]
         graph, types, opsets = optimize(graph, self._options.graph_optimization_level, opsets, REGISTRY, types,
                                         cpu.build_kernel, lambda g, o: infer_graph(g, o, REGISTRY, strict=strict))
-        plan = Planner(REGISTRY, opsets, self._devices, self._options, strict).compile(graph, types,
-                                                                                      on_device=on_device)
+        plan = Planner(REGISTRY, opsets, self._devices, run_sync, self._options, strict).compile(
+            graph, types, on_device=on_device)
         return _Compiled(graph, types, plan, inputs)
 
     def _bound(self, on_device: dict[str, str]) -> _Compiled:
@@ -249,7 +249,7 @@ class InferenceSession:
         key = frozenset(on_device.items())
         compiled = self._variants.get(key)
         if compiled is None:
-            devices = {getattr(d, "name", "") for d in self._devices}
+            devices = {d.name for d in self._devices}
             names = set(self._main.feed_infos) | set(self._main.plan.output_names)
             for name, device in on_device.items():
                 if device not in devices:
@@ -318,25 +318,22 @@ class InferenceSession:
         """
         nodes = [s.node for s in self._plan.steps if (s.node.domain, s.node.op_type) != ("", "Transfer")]
         placement = self._plan.placement
-        gpu = next((d for d in self._devices if getattr(d, "name", "") == "webgpu"), None)
-        on_gpu = sum(1 for v in placement.values() if v == "webgpu")
+        accelerators = [d for d in self._devices if d.name != HOST]
+        on_gpu = sum(1 for v in placement.values() if v != HOST)
         stats: dict[str, Any] = {"nodes_total": len(placement), "nodes_on_gpu": on_gpu,
                                  "dispatches_per_run": None, "readbacks_per_run": None, "submits_per_run": None,
                                  "fallback_ops": {}, "fallback_reasons": {}, "cpu_gemm": gemm.backend()}
-        if gpu is None:
+        if not accelerators:
             return stats
         fallback: dict[str, int] = {}
         for n in nodes:
-            if placement.get(n.name or n.outputs[0]) == "cpu":
+            if placement.get(n.name or n.outputs[0]) == HOST:
                 fallback[n.op_type] = fallback.get(n.op_type, 0) + 1
         stats["fallback_ops"] = dict(sorted(fallback.items(), key=lambda kv: -kv[1]))
-        reasons = gpu.fallback_reasons()
-        stats["fallback_reasons"] = {k: v for k, v in reasons.items() if placement.get(k) == "cpu"}
-        if gpu.last_run is not None:
-            stats["dispatches_per_run"] = gpu.last_run.dispatches
-            stats["readbacks_per_run"] = gpu.last_run.readbacks
-            stats["submits_per_run"] = gpu.last_run.submits
-        stats["adapter"] = gpu.backend.description
+        for d in accelerators:
+            reasons = d.fallback_reasons()
+            stats["fallback_reasons"].update((k, v) for k, v in reasons.items() if placement.get(k) == HOST)
+            stats.update(d.run_stats())
         return stats
 
     @property

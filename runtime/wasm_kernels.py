@@ -34,7 +34,7 @@ import numpy as np
 #: The builds, best first (`{family}-{variant}.wasm`).
 VARIANTS = ("relaxed", "simd128")
 #: The kernel families (wasm/*.c) a build must have all of.
-FAMILIES = ("conv", "elementwise", "gemm", "rows")
+FAMILIES = ("conv", "elementwise", "gemm", "qgemm", "rows")
 
 
 @dataclass
@@ -154,6 +154,16 @@ def _warm_up(exports: dict[str, Any], variant: str) -> None:
         exports["elementwise"].binary(_address(rows), _address(first), _address(prod), 33, 35, 1, 33, 2)
     ok = ok and np.array_equal(prod, rows * first[:, None])
     ok = ok and np.allclose(out, z * np.clip(z / 6 + 0.5, 0, 1), rtol=1e-5, atol=1e-6)
+    # The int8 product: uint8 A (zero point 3) and int8 B, 5x8 and 8x6 (both tails of the 2x4 tile).
+    qa = rng.integers(0, 256, (5, 8)).astype(np.uint8)
+    qb = rng.integers(-128, 128, (8, 6)).astype(np.int8)
+    za, zb = np.array([3], np.int32), np.zeros(1, np.int32)
+    a16, b16, qc = np.empty((5, 8), np.int16), np.empty((6, 8), np.int16), np.empty((5, 6), np.int32)
+    for _ in range(8):
+        exports["qgemm"].pack_i8(5, 8, _address(qa), 8, 1, 1, _address(za), 0, _address(a16), 8)
+        exports["qgemm"].pack_i8(6, 8, _address(qb), 1, 6, 0, _address(zb), 0, _address(b16), 8)
+        exports["qgemm"].qgemm(5, 6, 8, _address(a16), _address(b16), _address(qc), 6)
+    ok = ok and np.array_equal(qc, (qa.astype(np.int64) - 3) @ qb.astype(np.int64))
     if not ok:
         raise RuntimeError(f"the {variant} wasm kernels' results differ from numpy's")
 

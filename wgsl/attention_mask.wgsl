@@ -6,8 +6,7 @@
 // j >= the batch's key count, when CAUSAL and j > i + offset, or outside the sliding window
 // (left/right sizes, -1 = unbounded); otherwise the mask's value is added (boolean masks:
 // 0 or -inf). Keys past the mask's last axis are masked (ONNX pads a short mask with -inf).
-// Params used: [3] Skv, [7] causal offset (i32), [20..24) mask strides, [24] mask length,
-// [25] left window (i32), [26] right window (i32).
+// Uniforms used (attention.wgsl's): Skv, causal_offset, mask_strides, mask_length and the windows.
 const CAUSAL: bool = {{CAUSAL}};
 const NONPAD: bool = {{NONPAD}};
 
@@ -16,14 +15,14 @@ fn nonpad_at(b: u32) -> i32 { return {{NONPAD_AT}}; }
 
 // Keys of batch b: Skv, or its nonpad length.
 fn key_count(b: u32) -> u32 {
-    if (NONPAD) { return u32(clamp(nonpad_at(b), 0, i32(pu(3u)))); }
-    return pu(3u);
+    if (NONPAD) { return u32(clamp(nonpad_at(b), 0, i32(pu(at_Skv)))); }
+    return pu(at_Skv);
 }
 
 // Absolute position of query row i of batch b.
 fn query_pos(b: u32, i: u32) -> i32 {
-    if (NONPAD) { return i32(i) + nonpad_at(b) - i32(pu(2u)); }
-    return i32(i) + pi(7u);
+    if (NONPAD) { return i32(i) + nonpad_at(b) - i32(pu(at_Sq)); }
+    return i32(i) + pi(at_causal_offset);
 }
 
 // The bias added to the score of key j (mask base mb = b, h, i strides applied); -inf hides it.
@@ -31,10 +30,10 @@ fn key_bias(b: u32, mb: u32, i: u32, j: u32) -> f32 {
     if (j >= key_count(b)) { return -wi_inf(); }
     let dist = query_pos(b, i) - i32(j);
     if (CAUSAL && dist < 0) { return -wi_inf(); }
-    if (pi(25u) >= 0 && dist > pi(25u)) { return -wi_inf(); }
-    if (pi(26u) >= 0 && -dist > pi(26u)) { return -wi_inf(); }
-    if (j >= pu(24u)) { return -wi_inf(); }
-    return mask_at(mb + j * pu(23u));
+    if (pi(at_window_left) >= 0 && dist > pi(at_window_left)) { return -wi_inf(); }
+    if (pi(at_window_right) >= 0 && -dist > pi(at_window_right)) { return -wi_inf(); }
+    if (j >= pu(at_mask_length)) { return -wi_inf(); }
+    return mask_at(mb + j * pu(at_mask_strides + 3u));
 }
 
 // One past the last key row i can see (the loop bound; key_bias still decides each key).

@@ -2,9 +2,11 @@
 // common.wgsl: prepended to every kernel (devices/gpu/device.py `render`).
 //
 // P is the per-dispatch parameter block: 128 32-bit words (shapes, strides,
-// scalars) at binding 0. Each kernel documents its word layout; the builders
-// (devices/gpu/*_kernels.py) pack the words. Shapes live here, not in the
-// source, so one pipeline serves every sequence length.
+// scalars) at binding 0. A builder (devices/gpu/*_kernels.py) declares its
+// words by name (devices/gpu/uniforms.py), rendered at the file's UNIFORMS
+// placeholder as constants holding their indices, so a kernel reads
+// pu(mm_K), never a bare index. Shapes live here, not in the source: only
+// the values GpuDevice.program keys `by_shape` recompile.
 struct Params { v: array<vec4<u32>, 32>, }
 @group(0) @binding(0) var<uniform> P: Params;
 

@@ -4,12 +4,12 @@
 // activation are applied in the write. 1x1 convolutions go to matmul.wgsl instead.
 // Weights are read in their ONNX layout: W [M, C/G, KH, KW], ConvTranspose W [C, M/G, KH, KW].
 //
-// Params: [0] N, [1] C (input channels), [2] H, [3] W, [4] M (output channels), [5] OH, [6] OW,
-// [7] G (groups), [8] C/G, [9] M/G, [10] KH, [11] KW, [12] stride y, [13] stride x,
-// [14] dilation y, [15] dilation x, [16] pad top (i32), [17] pad left (i32).
+// Uniforms (named: conv_kernels.py's CONV2D): N, C (input channels), H, W, M (output channels), OH,
+// OW, G (groups), Cg = C/G, Mg = M/G, KH, KW, the strides, dilations and pads (top, left; i32).
+{{UNIFORMS}}
 {{DECLS}}
 
-fn act(v: f32) -> f32 { return {{ACT}}; }
+fn act(x: f32) -> f32 { return {{ACT}}; }
 fn bias_at(m: u32) -> f32 { return {{BIAS_AT}}; }
 fn res_at(at: u32) -> f32 { return {{RES_AT}}; }
 fn finish(m: u32, at: u32, v: f32) -> f32 { return act(v + bias_at(m) + res_at(at)); }
@@ -19,17 +19,17 @@ fn finish(m: u32, at: u32, v: f32) -> f32 { return act(v + bias_at(m) + res_at(a
 // Grid: x = pixel blocks, y = channel blocks within a group, z = N * G.
 @compute @workgroup_size(8, 8, 1)
 fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let C = pu(1u); let H = pu(2u); let W = pu(3u); let M = pu(4u); let OW = pu(6u);
-    let G = pu(7u); let Cg = pu(8u); let Mg = pu(9u); let KH = pu(10u); let KW = pu(11u);
-    let P = pu(5u) * OW;
+    let C = pu(cv_C); let H = pu(cv_H); let W = pu(cv_W); let M = pu(cv_M); let OW = pu(cv_OW);
+    let G = pu(cv_G); let Cg = pu(cv_Cg); let Mg = pu(cv_Mg); let KH = pu(cv_KH); let KW = pu(cv_KW);
+    let P = pu(cv_OH) * OW;
     let p0 = gid.x * 4u;
     let mg0 = gid.y * 4u;
     let n = gid.z / G;
     let g = gid.z % G;
     if (p0 >= P || mg0 >= Mg) { return; }
     let pv = min(vec4<u32>(p0, p0 + 1u, p0 + 2u, p0 + 3u), vec4<u32>(P - 1u));
-    let iy0 = vec4<i32>(pv / OW) * pi(12u) - vec4<i32>(pi(16u));
-    let ix0 = vec4<i32>(pv % OW) * pi(13u) - vec4<i32>(pi(17u));
+    let iy0 = vec4<i32>(pv / OW) * pi(cv_stride_y) - vec4<i32>(pi(cv_pad_top));
+    let ix0 = vec4<i32>(pv % OW) * pi(cv_stride_x) - vec4<i32>(pi(cv_pad_left));
     let kk = Cg * KH * KW;
     let w0 = (g * Mg + mg0) * kk;
     let w1 = (g * Mg + min(mg0 + 1u, Mg - 1u)) * kk;
@@ -44,10 +44,10 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var c = 0u; c < Cg; c++) {
         let xc = i32((n * C + g * Cg + c) * H * W);
         for (var ky = 0u; ky < KH; ky++) {
-            let iy = iy0 + vec4<i32>(i32(ky) * pi(14u));
+            let iy = iy0 + vec4<i32>(i32(ky) * pi(cv_dilation_y));
             let oky = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(Hi));
             for (var kx = 0u; kx < KW; kx++) {
-                let ix = ix0 + vec4<i32>(i32(kx) * pi(15u));
+                let ix = ix0 + vec4<i32>(i32(kx) * pi(cv_dilation_x));
                 let ok = oky & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(Wi));
                 let at = vec4<u32>(max(vec4<i32>(xc) + iy * Wi + ix, vec4<i32>(0)));
                 let xv = vec4<f32>(select(0.0, f32(X[at.x]), ok.x), select(0.0, f32(X[at.y]), ok.y),
@@ -67,7 +67,7 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 fn store4(n: u32, m: u32, p0: u32, P: u32, v: vec4<f32>) {
-    let at = (n * pu(4u) + m) * P + p0;
+    let at = (n * pu(cv_M) + m) * P + p0;
     Y[at] = {{T}}(finish(m, at, v.x));
     if (p0 + 1u < P) { Y[at + 1u] = {{T}}(finish(m, at + 1u, v.y)); }
     if (p0 + 2u < P) { Y[at + 2u] = {{T}}(finish(m, at + 2u, v.z)); }
@@ -78,28 +78,28 @@ fn store4(n: u32, m: u32, p0: u32, P: u32, v: vec4<f32>) {
 // (n, m) plane. Grid: 1-D over N * M * ceil(P / 4).
 @compute @workgroup_size({{WG}})
 fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let C = pu(1u); let H = pu(2u); let W = pu(3u); let M = pu(4u); let OW = pu(6u);
-    let Mg = pu(9u); let KH = pu(10u); let KW = pu(11u);
-    let P = pu(5u) * OW;
+    let C = pu(cv_C); let H = pu(cv_H); let W = pu(cv_W); let M = pu(cv_M); let OW = pu(cv_OW);
+    let Mg = pu(cv_Mg); let KH = pu(cv_KH); let KW = pu(cv_KW);
+    let P = pu(cv_OH) * OW;
     let blocks = (P + 3u) / 4u;
     let t = linear_id(gid, nwg);
-    if (t >= pu(0u) * M * blocks) { return; }
+    if (t >= pu(cv_N) * M * blocks) { return; }
     let p0 = (t % blocks) * 4u;
     let m = (t / blocks) % M;
     let n = t / (blocks * M);
     let c = m / Mg;
     let pv = min(vec4<u32>(p0, p0 + 1u, p0 + 2u, p0 + 3u), vec4<u32>(P - 1u));
-    let iy0 = vec4<i32>(pv / OW) * pi(12u) - vec4<i32>(pi(16u));
-    let ix0 = vec4<i32>(pv % OW) * pi(13u) - vec4<i32>(pi(17u));
+    let iy0 = vec4<i32>(pv / OW) * pi(cv_stride_y) - vec4<i32>(pi(cv_pad_top));
+    let ix0 = vec4<i32>(pv % OW) * pi(cv_stride_x) - vec4<i32>(pi(cv_pad_left));
     let xc = i32((n * C + c) * H * W);
     let Hi = i32(H);
     let Wi = i32(W);
     var acc = vec4<f32>(0.0);
     for (var ky = 0u; ky < KH; ky++) {
-        let iy = iy0 + vec4<i32>(i32(ky) * pi(14u));
+        let iy = iy0 + vec4<i32>(i32(ky) * pi(cv_dilation_y));
         let oky = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(Hi));
         for (var kx = 0u; kx < KW; kx++) {
-            let ix = ix0 + vec4<i32>(i32(kx) * pi(15u));
+            let ix = ix0 + vec4<i32>(i32(kx) * pi(cv_dilation_x));
             let ok = oky & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(Wi));
             let at = vec4<u32>(max(vec4<i32>(xc) + iy * Wi + ix, vec4<i32>(0)));
             let xv = vec4<f32>(select(0.0, f32(X[at.x]), ok.x), select(0.0, f32(X[at.y]), ok.y),
@@ -114,31 +114,31 @@ fn depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // that land on (oy, ox) through kernel tap (ky, kx) are those with iy * stride = oy + pad - ky * dilation.
 @compute @workgroup_size({{WG}})
 fn transpose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let C = pu(1u); let H = pu(2u); let W = pu(3u); let M = pu(4u); let OH = pu(5u); let OW = pu(6u);
-    let Cg = pu(8u); let Mg = pu(9u); let KH = pu(10u); let KW = pu(11u);
-    let SY = pi(12u); let SX = pi(13u);
+    let C = pu(cv_C); let H = pu(cv_H); let W = pu(cv_W); let M = pu(cv_M); let OH = pu(cv_OH); let OW = pu(cv_OW);
+    let Cg = pu(cv_Cg); let Mg = pu(cv_Mg); let KH = pu(cv_KH); let KW = pu(cv_KW);
+    let SY = pi(cv_stride_y); let SX = pi(cv_stride_x);
     let t = linear_id(gid, nwg);
     let P = OH * OW;
-    if (t >= pu(0u) * M * P) { return; }
+    if (t >= pu(cv_N) * M * P) { return; }
     let p = t % P;
     let m = (t / P) % M;
     let n = t / (P * M);
     let g = m / Mg;
     let mm = m % Mg;
-    let oy = i32(p / OW) + pi(16u);
-    let ox = i32(p % OW) + pi(17u);
+    let oy = i32(p / OW) + pi(cv_pad_top);
+    let ox = i32(p % OW) + pi(cv_pad_left);
     var acc = 0.0;
     for (var c = 0u; c < Cg; c++) {
         let ci = g * Cg + c;
         let xc = (n * C + ci) * H * W;
         let wc = (ci * Mg + mm) * KH * KW;
         for (var ky = 0u; ky < KH; ky++) {
-            let ty = oy - i32(ky) * pi(14u);
+            let ty = oy - i32(ky) * pi(cv_dilation_y);
             if (ty < 0 || ty % SY != 0) { continue; }
             let iy = ty / SY;
             if (iy >= i32(H)) { continue; }
             for (var kx = 0u; kx < KW; kx++) {
-                let tx = ox - i32(kx) * pi(15u);
+                let tx = ox - i32(kx) * pi(cv_dilation_x);
                 if (tx < 0 || tx % SX != 0) { continue; }
                 let ix = tx / SX;
                 if (ix >= i32(W)) { continue; }

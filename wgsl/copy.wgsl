@@ -4,63 +4,64 @@
 // strides), Slice (start offset, strides times steps, negative allowed),
 // Concat and Split (a region of the destination per input / output). Gather,
 // Tile and Pad have their own entry points. R is the (merged) rank.
+// The words of all three entry points are named (layout_kernels.py's `copy_uniforms`).
+{{UNIFORMS}}
 const R: u32 = {{RANK}}u;
 @group(0) @binding(1) var<storage, read> src: array<{{W}}>;
 @group(0) @binding(2) var<storage, read_write> dst: array<{{W}}>;
 
-// strided: params [0] n, [1] src offset (i32), [2] dst offset, [3, 3+R) shape,
-// [3+R, 3+2R) source strides (i32), [3+2R, 3+3R) destination strides.
+// strided: words (cs_) n, src_offset (i32), dst_offset, shape, src_strides (i32), dst_strides.
 @compute @workgroup_size({{WG}})
 fn strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= pu(0u)) { return; }
+    if (i >= pu(cs_n)) { return; }
     var rem = i;
-    var s = pi(1u);
-    var d = pu(2u);
+    var s = pi(cs_src_offset);
+    var d = pu(cs_dst_offset);
     for (var j = 0u; j < R; j++) {
         let k = R - 1u - j;
-        let dim = pu(3u + k);
+        let dim = pu(cs_shape + k);
         let c = rem % dim;
         rem = rem / dim;
-        s += i32(c) * pi(3u + R + k);
-        d += c * pu(3u + 2u * R + k);
+        s += i32(c) * pi(cs_src_strides + k);
+        d += c * pu(cs_dst_strides + k);
     }
     dst[d] = src[u32(s)];
 }
 
-// tile: params [0] n, [1, 1+R) output shape, [1+R, 1+2R) input shape, [1+2R, 1+3R) input strides.
+// tile: words (ct_) n, out_shape, in_shape, in_strides.
 @compute @workgroup_size({{WG}})
 fn tile(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= pu(0u)) { return; }
+    if (i >= pu(ct_n)) { return; }
     var rem = i;
     var s = 0u;
     for (var j = 0u; j < R; j++) {
         let k = R - 1u - j;
-        let c = rem % pu(1u + k);
-        rem = rem / pu(1u + k);
-        s += (c % pu(1u + R + k)) * pu(1u + 2u * R + k);
+        let c = rem % pu(ct_out_shape + k);
+        rem = rem / pu(ct_out_shape + k);
+        s += (c % pu(ct_in_shape + k)) * pu(ct_in_strides + k);
     }
     dst[i] = src[s];
 }
 
-// pad: params [0] n, [1] mode (0 constant, 1 reflect, 2 edge, 3 wrap), [2] constant value bits,
-// [3, 3+R) output shape, [3+R, 3+2R) input shape, [3+2R, 3+3R) begin pads (i32).
+// pad: words (cp_) n, mode (0 constant, 1 reflect, 2 edge, 3 wrap), value (the constant's bits),
+// out_shape, in_shape, begin (pads, i32).
 @compute @workgroup_size({{WG}})
 fn pad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= pu(0u)) { return; }
-    let mode = pu(1u);
+    if (i >= pu(cp_n)) { return; }
+    let mode = pu(cp_mode);
     var rem = i;
     var s = 0u;
     var stride = 1u;
     var outside = false;
     for (var j = 0u; j < R; j++) {
         let k = R - 1u - j;
-        let c = i32(rem % pu(3u + k));
-        rem = rem / pu(3u + k);
-        let n = i32(pu(3u + R + k));
-        var p = c - pi(3u + 2u * R + k);
+        let c = i32(rem % pu(cp_out_shape + k));
+        rem = rem / pu(cp_out_shape + k);
+        let n = i32(pu(cp_in_shape + k));
+        var p = c - pi(cp_begin + k);
         if (p < 0 || p >= n) {
             if (mode == 0u) {
                 outside = true;

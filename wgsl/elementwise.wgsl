@@ -6,9 +6,11 @@
 // bcast_offset), and the stored expression (STORE, from the `wgsl` column of
 // ops/elementwise.py's tables).
 //
-// Params: [0] n = output elements, [1 .. 1+R) output shape (adjacent dims
-// merged where every input allows), then R strides per broadcast input
-// (0 along broadcast dims) starting at the word the load names.
+// Uniforms (named: elementwise_kernels.py's `uniforms_of`): n = output
+// elements, the output shape (R words, adjacent dims merged where every input
+// allows), then R strides per broadcast input (0 along broadcast dims), the
+// load naming where its own start.
+{{UNIFORMS}}
 const R: u32 = {{RANK}}u;
 {{INPUTS}}
 @group(0) @binding({{OUT}}) var<storage, read_write> y: array<{{OUT_T}}>;
@@ -18,7 +20,7 @@ fn bcast_offset(i: u32, base: u32) -> u32 {
     var off = 0u;
     for (var d = 0u; d < R; d++) {
         let k = R - 1u - d;
-        let dim = pu(1u + k);
+        let dim = pu(ew_shape + k);
         off += (rem % dim) * pu(base + k);
         rem = rem / dim;
     }
@@ -28,7 +30,7 @@ fn bcast_offset(i: u32, base: u32) -> u32 {
 @compute @workgroup_size({{WG}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= pu(0u)) { return; }
+    if (i >= pu(ew_n)) { return; }
 {{LOADS}}
     y[i] = {{STORE}};
 }

@@ -1,8 +1,10 @@
 // gather.wgsl: Gather along one axis, data viewed as [outer, axis, inner].
 //
-// Params: [0] n = output elements, [1] inner, [2] number of indices, [3] axis length.
+// Words (gt_): n = output elements, inner, count (of indices), axis (length); gather_elements' (ge_)
+// below; both named by layout_kernels.py's `gather_uniforms`.
 // Indices are i32 (int64 narrowed at upload); negative ones count from the end.
 // Out-of-range indices are clamped (ONNX calls them an error; a GPU read must stay in bounds).
+{{UNIFORMS}}
 const R: u32 = {{RANK}}u;
 @group(0) @binding(1) var<storage, read> data: array<{{W}}>;
 @group(0) @binding(2) var<storage, read> indices: array<i32>;
@@ -11,10 +13,10 @@ const R: u32 = {{RANK}}u;
 @compute @workgroup_size({{WG}})
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= pu(0u)) { return; }
-    let inner = pu(1u);
-    let nidx = pu(2u);
-    let axis = pu(3u);
+    if (i >= pu(gt_n)) { return; }
+    let inner = pu(gt_inner);
+    let nidx = pu(gt_count);
+    let axis = pu(gt_axis);
     let o = i / (nidx * inner);
     let j = (i / inner) % nidx;
     let r = i % inner;
@@ -25,13 +27,13 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 }
 
 // gather_elements: y[c] = data[c with c[axis] replaced by indices[c]], over the indices' shape.
-// Params: [0] n, [1] axis, [2] axis length in data, [3, 3+R) indices shape, [3+R, 3+2R) data strides.
+// Words (ge_): n, axis, axis_length (in data), indices_shape, data_strides.
 @compute @workgroup_size({{WG}})
 fn gather_elements(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= pu(0u)) { return; }
-    let axis = pu(1u);
-    let len = pu(2u);
+    if (i >= pu(ge_n)) { return; }
+    let axis = pu(ge_axis);
+    let len = pu(ge_axis_length);
     var ix = indices[i];
     if (ix < 0) { ix += i32(len); }
     let a = u32(clamp(ix, 0, i32(len) - 1));
@@ -39,9 +41,9 @@ fn gather_elements(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     var s = 0u;
     for (var j = 0u; j < R; j++) {
         let k = R - 1u - j;
-        let c = rem % pu(3u + k);
-        rem = rem / pu(3u + k);
-        s += select(c, a, k == axis) * pu(3u + R + k);
+        let c = rem % pu(ge_indices_shape + k);
+        rem = rem / pu(ge_indices_shape + k);
+        s += select(c, a, k == axis) * pu(ge_data_strides + k);
     }
     y[i] = data[s];
 }

@@ -6,8 +6,10 @@
 //   serial: one invocation per row;  wg: one workgroup per row with tree reductions (wg_reduce, from
 //   workgroup_reduce.wgsl).
 // Storage T is f32 or f16 (statistics in f32).
-// Params: [0] rows, [1] L, [2] eps (f32); Group/InstanceNorm: [3] groups, [4] channels per group,
-// [5] spatial cells (scale/bias accessors pick the channel from the row and the position in it).
+// Uniforms (named: norm_kernels.py's LAYERNORM): rows, length (L), eps (f32); Group/InstanceNorm's
+// groups, channels_per_group and cells (spatial; the scale/bias accessors pick the channel from the
+// row and the position in it).
+{{UNIFORMS}}
 const RMS: bool = {{RMS}};
 {{DECLS}}
 
@@ -17,7 +19,7 @@ fn bias_at(r: u32, j: u32) -> f32 { return {{BIAS_AT}}; }
 fn stats(r: u32, mean: f32, inv: f32) { {{STATS}} }
 
 fn write_row(r: u32, j0: u32, step: u32, mean: f32, inv: f32) {
-    let L = pu(1u);
+    let L = pu(ln_length);
     let base = r * L;
     for (var j = j0; j < L; j += step) {
         Y[base + j] = {{T}}((f32(X[base + j]) - mean) * inv * scale_at(r, j) + bias_at(r, j));
@@ -27,8 +29,8 @@ fn write_row(r: u32, j0: u32, step: u32, mean: f32, inv: f32) {
 @compute @workgroup_size({{WG}})
 fn serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = linear_id(gid, nwg);
-    if (r >= pu(0u)) { return; }
-    let L = pu(1u);
+    if (r >= pu(ln_rows)) { return; }
+    let L = pu(ln_length);
     let base = r * L;
     var mean = 0.0;
     if (!RMS) {
@@ -38,7 +40,7 @@ fn serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     var q = 0.0;
     for (var j = 0u; j < L; j++) { let d = f32(X[base + j]) - mean; q += d * d; }
-    let inv = inverseSqrt(q / f32(L) + pf(2u));
+    let inv = inverseSqrt(q / f32(L) + pf(ln_eps));
     stats(r, mean, inv);
     write_row(r, 0u, 1u, mean, inv);
 }
@@ -47,8 +49,8 @@ fn serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 fn wg(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
       @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = wid.x + wid.y * nwg.x;
-    if (r >= pu(0u)) { return; }
-    let L = pu(1u);
+    if (r >= pu(ln_rows)) { return; }
+    let L = pu(ln_length);
     let base = r * L;
     var mean = 0.0;
     if (!RMS) {
@@ -58,7 +60,7 @@ fn wg(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec
     }
     var q = 0.0;
     for (var j = lid; j < L; j += {{WG}}u) { let d = f32(X[base + j]) - mean; q += d * d; }
-    let inv = inverseSqrt(wg_reduce(q, lid, false) / f32(L) + pf(2u));
+    let inv = inverseSqrt(wg_reduce(q, lid, false) / f32(L) + pf(ln_eps));
     if (lid == 0u) { stats(r, mean, inv); }
     write_row(r, lid, {{WG}}u, mean, inv);
 }

@@ -10,14 +10,14 @@
 // The memory-access forms come from matmul_kernels.py: vec4 loads where an
 // operand is contiguous along the loaded axis and 4-aligned, scalar otherwise.
 //
-// Params: [0] M, [1] N, [2] K, [3] batch, [4] A row stride (m), [5] A k stride,
-// [6] B k stride, [7] B column stride (n), [8] bias m stride, [9] bias n stride,
-// [10] alpha (f32), [11] beta (f32), [12, 12+BR) output batch dims,
-// [16, 16+BR) A batch strides, [20, 20+BR) B batch strides.
+// Uniforms (named: matmul_kernels.py's MATMUL declares them): M, N, K, batch, A's row (m) and k
+// strides, B's k and column (n) strides, the bias's m and n strides, alpha and beta (f32), then
+// BR output batch dims, A batch strides and B batch strides.
+{{UNIFORMS}}
 const BR: u32 = {{BR}}u;
 {{DECLS}}
 
-fn act(v: f32) -> f32 { return {{ACT}}; }
+fn act(x: f32) -> f32 { return {{ACT}}; }
 
 fn batch_offsets(z: u32) -> vec2<u32> {
     var rem = z;
@@ -25,11 +25,11 @@ fn batch_offsets(z: u32) -> vec2<u32> {
     var ob = 0u;
     for (var j = 0u; j < BR; j++) {
         let k = BR - 1u - j;
-        let dim = pu(12u + k);
+        let dim = pu(mm_out_dims + k);
         let c = rem % dim;
         rem = rem / dim;
-        oa += c * pu(16u + k);
-        ob += c * pu(20u + k);
+        oa += c * pu(mm_a_batch + k);
+        ob += c * pu(mm_b_batch + k);
     }
     return vec2<u32>(oa, ob);
 }
@@ -45,14 +45,14 @@ fn bias_at(m: u32, n: u32) -> f32 { return {{BIAS_AT}}; }
 fn res_at(at: u32) -> f32 { return {{RES_AT}}; }
 
 fn finish(m: u32, n: u32, at: u32, v: f32) -> f32 {
-    let N = pu(1u);
+    let N = pu(mm_N);
     let nc = min(n, N - 1u);
-    return act(v * pf(10u) + pf(11u) * bias_at(m, nc) + res_at(at - n + nc));
+    return act(v * pf(mm_alpha) + pf(mm_beta) * bias_at(m, nc) + res_at(at - n + nc));
 }
 
 fn store_row(z: u32, m: u32, n0: u32, v: vec4<f32>) {
-    let N = pu(1u);
-    let at = (z * pu(0u) + m) * N + n0;
+    let N = pu(mm_N);
+    let at = (z * pu(mm_M) + m) * N + n0;
     let r = vec4<f32>(finish(m, n0, at, v.x), finish(m, n0 + 1u, at + 1u, v.y), finish(m, n0 + 2u, at + 2u, v.z),
                       finish(m, n0 + 3u, at + 3u, v.w));
 {{STORE}}
@@ -60,16 +60,16 @@ fn store_row(z: u32, m: u32, n0: u32, v: vec4<f32>) {
 
 @compute @workgroup_size(8, 8, 1)
 fn regblock(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let M = pu(0u);
-    let N = pu(1u);
-    let K = pu(2u);
+    let M = pu(mm_M);
+    let N = pu(mm_N);
+    let K = pu(mm_K);
     let n0 = gid.x * 4u;
     let m0 = gid.y * 4u;
     let z = gid.z;
     if (n0 >= N || m0 >= M) { return; }
     let offs = batch_offsets(z);
-    let sam = pu(4u);
-    let sbk = pu(6u);
+    let sam = pu(mm_a_row);
+    let sbk = pu(mm_b_k);
     let r0 = offs.x + m0 * sam;
     let r1 = offs.x + min(m0 + 1u, M - 1u) * sam;
     let r2 = offs.x + min(m0 + 2u, M - 1u) * sam;
@@ -110,14 +110,14 @@ fn regblock(@builtin(global_invocation_id) gid: vec3<u32>) {
 // A[m, k] and B[k, n] of the matrices at offs (batch offsets), 0 outside them: what the tiled schedules
 // stage in workgroup memory
 fn tile_a(offs: vec2<u32>, m: u32, k: u32) -> f32 {
-    let M = pu(0u);
-    let K = pu(2u);
-    return select(0.0, load_a1(offs.x + min(m, M - 1u) * pu(4u), min(k, K - 1u)), m < M && k < K);
+    let M = pu(mm_M);
+    let K = pu(mm_K);
+    return select(0.0, load_a1(offs.x + min(m, M - 1u) * pu(mm_a_row), min(k, K - 1u)), m < M && k < K);
 }
 fn tile_b(offs: vec2<u32>, k: u32, n: u32) -> f32 {
-    let N = pu(1u);
-    let K = pu(2u);
-    return select(0.0, load_b1(offs.y + min(k, K - 1u) * pu(6u), min(n, N - 1u)), k < K && n < N);
+    let N = pu(mm_N);
+    let K = pu(mm_K);
+    return select(0.0, load_b1(offs.y + min(k, K - 1u) * pu(mm_b_k), min(n, N - 1u)), k < K && n < N);
 }
 
 var<workgroup> As: array<f32, 1024>;  // [16 k][64 m]
@@ -125,9 +125,9 @@ var<workgroup> Bs: array<f32, 1024>;  // [16 k][64 n]
 
 @compute @workgroup_size(16, 16, 1)
 fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let M = pu(0u);
-    let N = pu(1u);
-    let K = pu(2u);
+    let M = pu(mm_M);
+    let N = pu(mm_N);
+    let K = pu(mm_K);
     let z = wid.z;
     let offs = batch_offsets(z);
     let tm = wid.y * 64u;
@@ -177,9 +177,9 @@ var<workgroup> Bs8: array<f32, 2048>;  // [16 k][128 n]
 // invocation: twice the arithmetic per shared-memory load of `tiled`, for large products on GPUs.
 @compute @workgroup_size(16, 16, 1)
 fn tiled8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let M = pu(0u);
-    let N = pu(1u);
-    let K = pu(2u);
+    let M = pu(mm_M);
+    let N = pu(mm_N);
+    let K = pu(mm_K);
     let z = wid.z;
     let offs = batch_offsets(z);
     let tm = wid.y * 128u;

@@ -5,27 +5,29 @@
 // plus its explicit pads (never the ceil-mode extension), as ops/pool.py does. MaxPool can also
 // write the flat index of each maximum (the first one on ties), row-major or, with COLUMN, column-major.
 // Storage T is f32 or f16; arithmetic in f32.
-// Params: [0] N*C, [1] output cells per plane, [2] input cells per plane, [3] taps per window,
-// then per spatial dim d at 4 + 8d: input size, output size, kernel, stride, dilation,
-// pad begin (i32), counted low (i32), counted high (i32).
+// Uniforms (named: conv_kernels.py's `pool_uniforms`): planes (N*C), cells (output, per plane),
+// in_cells (input, per plane), taps (per window), then `dims`: per spatial dim d, 8 words from
+// dims + 8d: input size, output size, kernel, stride, dilation, pad begin (i32), counted low (i32),
+// counted high (i32).
+{{UNIFORMS}}
 const R: u32 = {{RANK}}u;
 const COLUMN: bool = {{COLUMN}};
 {{DECLS}}
 
-fn dim(d: u32, k: u32) -> u32 { return pu(4u + 8u * d + k); }
-fn dimi(d: u32, k: u32) -> i32 { return pi(4u + 8u * d + k); }
+fn dim(d: u32, k: u32) -> u32 { return pu(pl_dims + 8u * d + k); }
+fn dimi(d: u32, k: u32) -> i32 { return pi(pl_dims + 8u * d + k); }
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(gid, nwg);
-    let P = pu(1u);
-    if (t >= pu(0u) * P) { return; }
+    let P = pu(pl_cells);
+    if (t >= pu(pl_planes) * P) { return; }
     let plane = t / P;
-    let base = plane * pu(2u);
+    let base = plane * pu(pl_in_cells);
     var acc = {{INIT}};
     var best = 0u;
     var count = 0.0;
-    for (var tap = 0u; tap < pu(3u); tap++) {
+    for (var tap = 0u; tap < pu(pl_taps); tap++) {
         var orem = t % P;
         var krem = tap;
         var at = 0u;

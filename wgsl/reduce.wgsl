@@ -4,8 +4,9 @@
 // dims (both merged where contiguous). The accumulation is the template's INIT/UPDATE/FINAL:
 // sum, mean, max, min, prod, L1, L2, sum of squares, log-sum, log-sum-exp (a max pass first).
 // Storage T is f32 or f16; accumulation is f32.
-// Params: [0] n outputs, [1] reduced count, [2, 2+K) kept dims, [2+K, 2+2K) their strides in X,
-// [2+2K, 2+2K+R) reduced dims, [2+2K+R, 2+2K+2R) their strides.
+// Uniforms (named: norm_kernels.py's `reduce_uniforms`): n outputs, count (reduced), kept_dims and
+// kept_strides (in X, K each), red_dims and red_strides (R each).
+{{UNIFORMS}}
 const K: u32 = {{KEPT}}u;
 const R: u32 = {{RED}}u;
 const LSE: bool = {{LSE}};
@@ -17,8 +18,8 @@ fn reduced_offset(t: u32) -> u32 {
     var off = 0u;
     for (var j = 0u; j < R; j++) {
         let k = R - 1u - j;
-        let dim = pu(2u + 2u * K + k);
-        off += (rem % dim) * pu(2u + 2u * K + R + k);
+        let dim = pu(rd_red_dims + k);
+        off += (rem % dim) * pu(rd_red_strides + k);
         rem = rem / dim;
     }
     return off;
@@ -29,8 +30,8 @@ fn kept_offset(o: u32) -> u32 {
     var off = 0u;
     for (var j = 0u; j < K; j++) {
         let k = K - 1u - j;
-        let dim = pu(2u + k);
-        off += (rem % dim) * pu(2u + K + k);
+        let dim = pu(rd_kept_dims + k);
+        off += (rem % dim) * pu(rd_kept_strides + k);
         rem = rem / dim;
     }
     return off;
@@ -39,8 +40,8 @@ fn kept_offset(o: u32) -> u32 {
 @compute @workgroup_size({{WG}})
 fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = linear_id(gid, nwg);
-    if (o >= pu(0u)) { return; }
-    let count = pu(1u);
+    if (o >= pu(rd_n)) { return; }
+    let count = pu(rd_count);
     let base = kept_offset(o);
     var m = 0.0;
     if (LSE) {

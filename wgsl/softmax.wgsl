@@ -6,7 +6,8 @@
 //   wg:     one workgroup per row, WG invocations share the row, tree reductions in workgroup memory
 //           (wg_reduce, from workgroup_reduce.wgsl).
 // Storage T is f32 or f16; the arithmetic is f32.
-// Params: [0] rows, [1] L, [2] inner.
+// Uniforms (named: norm_kernels.py's SOFTMAX): rows, L (the softmax axis), inner (its stride).
+{{UNIFORMS}}
 const LOG: bool = {{LOG}};
 @group(0) @binding(1) var<storage, read> X: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> Y: array<{{T}}>;
@@ -14,14 +15,14 @@ const LOG: bool = {{LOG}};
 fn x_at(at: u32) -> f32 { return f32(X[at]); }
 
 fn row_base(r: u32) -> u32 {
-    let L = pu(1u);
-    let inner = pu(2u);
+    let L = pu(sm_length);
+    let inner = pu(sm_inner);
     return (r / inner) * L * inner + r % inner;
 }
 
 fn write_row(base: u32, j0: u32, step: u32, m: f32, s: f32) {
-    let L = pu(1u);
-    let inner = pu(2u);
+    let L = pu(sm_length);
+    let inner = pu(sm_inner);
     let ls = log(s);
     let inv = 1.0 / s;
     for (var j = j0; j < L; j += step) {
@@ -37,9 +38,9 @@ fn write_row(base: u32, j0: u32, step: u32, m: f32, s: f32) {
 @compute @workgroup_size({{WG}})
 fn serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = linear_id(gid, nwg);
-    if (r >= pu(0u)) { return; }
-    let L = pu(1u);
-    let inner = pu(2u);
+    if (r >= pu(sm_rows)) { return; }
+    let L = pu(sm_length);
+    let inner = pu(sm_inner);
     let base = row_base(r);
     var m = -wi_inf();
     for (var j = 0u; j < L; j++) { m = max(m, x_at(base + j * inner)); }
@@ -52,9 +53,9 @@ fn serial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 fn wg(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
       @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = wid.x + wid.y * nwg.x;
-    if (r >= pu(0u)) { return; }
-    let L = pu(1u);
-    let inner = pu(2u);
+    if (r >= pu(sm_rows)) { return; }
+    let L = pu(sm_length);
+    let inner = pu(sm_inner);
     let base = row_base(r);
     var m = -wi_inf();
     for (var j = lid; j < L; j += {{WG}}u) { m = max(m, x_at(base + j * inner)); }

@@ -4,6 +4,7 @@
 // reference see identical bytes; the first output goes back the same way for the accuracy check.
 
 import { callPython, loadWebinfer } from "/webinfer.mjs";
+import { PY_BENCH } from "./py_bench.mjs";
 
 const TYPED = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array };
 
@@ -42,46 +43,6 @@ export async function adapterInfo(timeoutMs = 4000) {
     (info.isFallbackAdapter ? " (fallback)" : "");
 }
 
-const PY_BENCH = `
-import time
-import numpy as np
-import webinfer
-from webinfer.providers import short_names
-
-async def bench(arg):
-    from js import Object
-    from pyodide.ffi import to_js
-    m = arg.to_py()
-    t0 = time.perf_counter()
-    if "webgpu" in m["providers"]:
-        try:
-            await webinfer.init_webgpu(timeout_s=4)
-        except webinfer.DeviceError:
-            pass  # the session falls back to the cpu; the benchmark reports the providers it got
-    device_ms = (time.perf_counter() - t0) * 1e3
-    t0 = time.perf_counter()
-    sess = webinfer.InferenceSession(bytes(m["model"]), providers=list(m["providers"]))
-    load_ms = (time.perf_counter() - t0) * 1e3
-    feed = {f["name"]: np.frombuffer(bytes(f["data"]), dtype=f["dtype"]).reshape(f["shape"]) for f in m["feeds"]}
-    t0 = time.perf_counter()
-    outs = await sess.run_async(None, feed)
-    first_ms = (time.perf_counter() - t0) * 1e3
-    for _ in range(int(m["warmup"])):
-        await sess.run_async(None, feed)
-    times = []
-    for _ in range(int(m["runs"])):
-        t0 = time.perf_counter()
-        await sess.run_async(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    out0 = np.ascontiguousarray(outs[0], dtype=np.float32)
-    stats = sess.device_stats()
-    result = {"device_ms": device_ms, "load_ms": load_ms, "first_ms": first_ms, "times_ms": times,
-              "providers": short_names(sess.get_providers()), "nodes_gpu": stats["nodes_on_gpu"],
-              "nodes_total": stats["nodes_total"], "dispatches": stats["dispatches_per_run"],
-              "output": to_js(memoryview(out0.ravel()))}
-    return to_js(result, dict_converter=Object.fromEntries)
-bench
-`;
 
 /**
  * webinfer in Pyodide on this page's main thread. With webgpu, webinfer's device is opened first (behind
@@ -108,12 +69,15 @@ export async function runWebinfer({ modelUrl, feeds, runs, warmup, providers, wa
     output: toBase64(r.output), gemm };
 }
 
-/** onnxruntime-web with one execution provider. */
+/**
+ * onnxruntime-web with one execution provider; `threads` null keeps its default thread count (the reply's
+ * `threads` is what it used: it needs cross-origin isolation for more than one).
+ */
 export async function runOrt({ modelUrl, feeds, runs, warmup, ep, threads }) {
   const t0 = performance.now();
   const ort = await import("/ort/ort.all.min.mjs");
   ort.env.wasm.wasmPaths = "/ort/";
-  ort.env.wasm.numThreads = threads;
+  if (threads != null) ort.env.wasm.numThreads = threads;
   const initMs = performance.now() - t0;
   const model = await fetchBytes(modelUrl);
   const t1 = performance.now();
@@ -134,5 +98,5 @@ export async function runOrt({ modelUrl, feeds, runs, warmup, ep, threads }) {
   }
   await session.release();
   return { init_ms: initMs, load_ms: loadMs, first_ms: firstMs, times_ms: times, providers: [ep],
-    output: toBase64(output) };
+    threads: ort.env.wasm.numThreads, isolated: self.crossOriginIsolated, output: toBase64(output) };
 }

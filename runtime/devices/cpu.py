@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -176,9 +176,12 @@ def enable_memory_arena() -> bool:
 
 
 class CpuDevice:
-    """The host: kernels are numpy functions and tensors are numpy arrays."""
+    """The host (devices/protocol.py): kernels are numpy functions and tensors are numpy arrays, so moving
+    them is free, every op has a kernel, and a run needs no hooks."""
 
     name = NAME
+    batched_downloads = False
+    run_hooks = False
 
     def build(self, opdef: OpDef, ctx: OpContext) -> Kernel:
         return build_kernel(opdef, ctx)
@@ -188,3 +191,18 @@ class CpuDevice:
 
     async def download(self, value: Any) -> Any:
         return value
+
+    async def download_many(self, values: Sequence[Any]) -> list[Any]:
+        return list(values)
+
+    def run_started(self) -> None:
+        """Nothing to prepare: numpy kernels run as the executor calls them."""
+
+    def run_finished(self) -> None:
+        """Nothing pending: numpy kernels finish before they return."""
+
+    def fallback_reasons(self) -> dict[str, str]:
+        return {}
+
+    def run_stats(self) -> dict[str, Any]:
+        return {}

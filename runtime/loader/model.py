@@ -19,6 +19,7 @@ from ..ir import (AttrRef, Function, Graph, MapType, Model, Node, OptionalType, 
                   Tensor, TensorType, Type, ValueInfo)
 from .. import dtypes
 from .protobuf import Field, Schema, decode
+from .tflite import is_tflite, read_tflite
 
 # ----------------------------------------------------------------------- schemas
 ENTRY: Schema = {1: Field("key", "str"), 2: Field("value", "str")}
@@ -344,7 +345,7 @@ class _Reader:
 
 
 def read_model(data: bytes | bytearray | memoryview, base_dir: str | None = None) -> Model:
-    """Decode ONNX ModelProto bytes.
+    """Decode ONNX ModelProto bytes (or a TFLite flatbuffer, recognised by its 'TFL3' identifier).
 
     `base_dir` is where external data files are looked up (the model file's
     directory); tensors keep zero-copy views of `data`, so keep it alive.
@@ -352,6 +353,8 @@ def read_model(data: bytes | bytearray | memoryview, base_dir: str | None = None
     buf = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
     if len(buf) == 0:
         raise ModelLoadError("model is empty (0 bytes)")
+    if is_tflite(buf):
+        return read_tflite(buf)
     try:
         msg = decode(buf, MODEL, "ModelProto")
     except ModelLoadError as e:

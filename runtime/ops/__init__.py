@@ -1,7 +1,7 @@
 """Ops, one module per family; importing this package registers them all in `REGISTRY`.
 
 Where does op X live? In the module named after its family (listed below);
-`webinfer info --ops` prints the whole table.
+`python tools/op_table.py` prints the whole table (the one in README.md).
 """
 
 from . import (attention, cast, contrib_transformer, control, conv, detection, elementwise, image,  # noqa: F401

@@ -20,7 +20,7 @@ import numpy as np
 from .. import dtypes, gemm, wasm_ops
 from ..ir import Dim, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dim_sub, shape_str, tensor
-from .elementwise import sigmoid
+from ..special import sigmoid
 from .registry import Kernel, OpContext, op
 
 # ------------------------------------------------------------------ the core

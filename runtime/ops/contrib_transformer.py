@@ -1,12 +1,13 @@
 """The fused transformer ops onnxruntime's optimizer writes into saved files (com.microsoft):
 Attention (and QAttention, its form after quantize_dynamic), MultiHeadAttention, GroupQueryAttention, RotaryEmbedding, EmbedLayerNormalization,
 SkipLayerNormalization, SkipSimplifiedLayerNormalization, SimplifiedLayerNormalization (ai.onnx
-domain, onnxruntime's own), Gelu, BiasGelu, FastGelu, QuickGelu, BiasAdd.
+domain, onnxruntime's own), Gelu, BiasGelu, FastGelu, BiasAdd.  QuickGelu is a row of the
+activation table (activations.py), which gives its op, its fusion and its GPU kernels.
 
 `onnxruntime.transformers.optimizer.optimize_model(model_type="bert")` turns a BERT export
 into EmbedLayerNormalization + (Attention, SkipLayerNormalization, BiasGelu) per layer;
 decoder exports bring MultiHeadAttention/GroupQueryAttention with RotaryEmbedding.  The
-attention core is attention.py's (`scaled_dot_product_attention`), GELU is elementwise.py's;
+attention core is attention.py's (`scaled_dot_product_attention`), GELU is special.py's;
 float16 inputs compute in float32 and return float16.  Masks follow onnxruntime: masked keys
 get `mask_filter_value` (-10000) added, not -inf, so a fully masked row is uniform, as there.
 """
@@ -22,9 +23,9 @@ from .. import dtypes, gemm
 from ..errors import UnsupportedOpError
 from ..ir import Dim, Type
 from ..shapes import InferContext, dim_div, dim_mul, dims_compatible, shape_str, tensor
+from ..special import gelu, gelu_
 from .attention import _attend as attend_core
 from .attention import _causal_allowed, rotary_embedding, scaled_dot_product_attention
-from .elementwise import gelu, gelu_, sigmoid
 from .quant import INT_RANGES, exact_matmul
 from .registry import Kernel, OpContext, op
 
@@ -92,18 +93,6 @@ def fast_gelu(ctx: OpContext) -> Kernel:
 
     def run(x: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray]:
         return (gelu(_add_bias(ctx, x, bias), "tanh").astype(x.dtype, copy=False),)
-
-    return run
-
-
-@op("QuickGelu", since=1, domain=MS, infer=_same_rule)
-def quick_gelu(ctx: OpContext) -> Kernel:
-    """x * sigmoid(alpha x), alpha 1.702 by default (CLIP's activation)."""
-    alpha = float(ctx.attr("alpha", 1.702))
-
-    def run(x: np.ndarray) -> tuple[np.ndarray]:
-        xf = _f32(x)
-        return ((xf * sigmoid(xf * xf.dtype.type(alpha))).astype(x.dtype, copy=False),)
 
     return run
 

@@ -54,19 +54,16 @@ inside long vectorised loops, so the kernels are shaped for those:
 - float16 computes in float32 (BLAS speed and float32 accumulation, as
   onnxruntime does) and rounds back once; float64 computes in float64.
 
-Fusion hooks (for passes/fuse.py; webinfer-internal, not ONNX):
+Fusion (passes/fuse.py) makes webinfer.FusedConv, a Conv with two extras
+(the ONNX Conv rule refuses both):
 
 - A 4th input Z ("residual", the output's exact shape) is added to the
   output before the activation, block by block while the block is in cache:
   Conv -> Add(Z) [-> Relu] (ResNet's shortcut) becomes one node.
-- The activation that follows a Conv becomes attributes of the Conv node,
+- The activation that follows a Conv becomes its `activation*` attributes
+  (the names, parameters and defaults are activations.py's one table),
   applied in place on the output buffer (after bias and residual), so it
-  costs no extra tensor:
-
-    activation = "Relu" | "Sigmoid" | "HardSwish"
-               | "Clip"        (activation_min, activation_max; default +-inf)
-               | "HardSigmoid" (activation_alpha = 0.2, activation_beta = 0.5)
-               | "LeakyRelu"   (activation_alpha = 0.01)
+  costs no extra tensor.
 
 ConvTranspose honours the activation attributes too.  The window geometry helpers
 (`Window`, `Geometry`, `pad_spatial`, `windows`) are shared with pool.py.
@@ -88,7 +85,7 @@ from numpy.typing import DTypeLike
 from .. import blas, dtypes, gemm as cpu_gemm, wasm_kernels, wasm_ops
 from ..ir import AttrMixin, Dim, Shape, TensorType, Type
 from ..shapes import InferContext, dim_add, dim_div, dim_mul, dims_compatible, shape_str, static_len, tensor
-from .elementwise import Activation, fused_activation
+from ..activations import Activation, fused_activation
 from .registry import Kernel, OpContext, offer_consuming, op
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -303,11 +300,6 @@ def windows(xp: np.ndarray, g: Geometry) -> np.ndarray:
 
 
 # ---------------------------------------------------------- fused activation
-
-#: The activations the fusion pass attaches to Conv and ConvTranspose (see the module docstring).
-_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "Sigmoid", "HardSwish", "LeakyRelu", "QuantizeGrid",
-                "QuantizeGridScaled", "QuantizeGridThen")
-
 
 @dataclass(frozen=True)
 class Epilogue:
@@ -1360,7 +1352,10 @@ def _conv_rule(ctx: InferContext) -> list[Type | None]:
     if ctx.has(2):
         ws = ctx.shape(1)
         _check_bias(ctx, ctx.shape(2), ws[0] if ws else None)
-    if ctx.has(3):  # webinfer's fused residual (module docstring)
+    if ctx.node.domain != "webinfer" and (ctx.n_in > 3 or "activation" in ctx.node.attrs):
+        raise ctx.error(f"Conv takes at most 3 inputs (X, W, B) and no activation (got {ctx.n_in} inputs); "
+                        "the residual and activation are webinfer.FusedConv's")
+    if ctx.has(3):  # webinfer.FusedConv's residual (module docstring)
         z = ctx.shape(3)
         if z is not None and shape is not None and (len(z) != len(shape) or not all(
                 dims_compatible(a, b) for a, b in zip(z, shape))):
@@ -1392,12 +1387,18 @@ def _winograd_may_pay(ctx: OpContext, win: Window, w_shape: tuple[int, ...]) -> 
     return winograd_pays(w_shape[1], w_shape[0], out[2:] if out is not None and len(out) == 4 else (None, None))
 
 
+@op("FusedConv", since=1, domain="webinfer", infer=_conv_rule)
+def fused_conv(ctx: OpContext) -> Kernel:
+    """activation(Conv(X, W, B) + Z), set up by the fusion pass (module docstring)."""
+    return conv(ctx)
+
+
 @op("Conv", since=1, infer=_conv_rule)
 def conv(ctx: OpContext) -> Kernel:
     """Convolution over 1, 2 or 3 (or more) spatial axes; see the module docstring for how it runs."""
     win = read_window(ctx, pool=False)
     group = _group(ctx)
-    act = fused_activation(ctx, _ACTIVATIONS)
+    act = fused_activation(ctx)
     elem = ctx.in_elem(0)
     cdt = compute_dtype(dtypes.storage_dtype(elem)) if elem is not None else None
     w_const, b_const = ctx.const(1), ctx.const(2)
@@ -1518,7 +1519,7 @@ def col2im(ctx: OpContext) -> Kernel:
 # --------------------------------------------------------- ConvTranspose
 
 @dataclass(frozen=True)
-class _TransposeAttrs:
+class TransposeAttrs:
     win: Window
     output_padding: tuple[int, ...] | None
     output_shape: tuple[int, ...] | None
@@ -1562,8 +1563,8 @@ class _TransposeAttrs:
         return out, begin
 
 
-def _read_transpose(ctx: AttrMixin) -> _TransposeAttrs:
-    return _TransposeAttrs(read_window(ctx, pool=False), _ints_attr(ctx, "output_padding", 0),
+def read_transpose(ctx: AttrMixin) -> TransposeAttrs:
+    return TransposeAttrs(read_window(ctx, pool=False), _ints_attr(ctx, "output_padding", 0),
                            _ints_attr(ctx, "output_shape", 0))
 
 
@@ -1574,7 +1575,7 @@ def _conv_transpose_rule(ctx: InferContext) -> list[Type | None]:
     rank = len(x) if x is not None else (len(w) if w is not None else None)
     if rank is None:
         return [tensor(ctx.elem(0))]
-    attrs = _read_transpose(ctx)
+    attrs = read_transpose(ctx)
     kernel = kernel_of(ctx, attrs.win, w)
     m = dim_mul(w[1], group) if w is not None else None
     if ctx.has(2):
@@ -1637,9 +1638,9 @@ class _TransposeScatter:
 @op("ConvTranspose", since=1, infer=_conv_transpose_rule)
 def conv_transpose(ctx: OpContext) -> Kernel:
     """Transposed conv: one matmul per image to columns, then col2im (one add per kernel tap)."""
-    attrs = _read_transpose(ctx)
+    attrs = read_transpose(ctx)
     group = _group(ctx)
-    act = fused_activation(ctx, _ACTIVATIONS)
+    act = fused_activation(ctx)
     elem = ctx.in_elem(0)
     cdt = compute_dtype(dtypes.storage_dtype(elem)) if elem is not None else None
     w_const = ctx.const(1)

@@ -23,7 +23,7 @@ from .. import dtypes, gemm as cpu_gemm, threads, wasm_ops
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, shape_str, tensor
-from .elementwise import fused_activation
+from ..activations import fused_activation
 from .registry import Kernel, OpContext, op
 
 
@@ -94,7 +94,7 @@ def _matmul_rule(ctx: InferContext) -> list[Type | None]:
 
 def _fused_matmul_rule(ctx: InferContext) -> list[Type | None]:
     elem = _same_elem(ctx, *range(ctx.n_in))
-    fused_activation(ctx, _ACTIVATIONS)
+    fused_activation(ctx)
     out = matmul_shape(ctx, ctx.shape(0), ctx.shape(1), bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0)))
     bias = ctx.shape(2) if ctx.has(2) else None
     if out is not None and bias is not None:
@@ -108,13 +108,6 @@ def _check_into(ctx: InferContext, small: Shape, out: Shape, what: str) -> None:
         d == 1 or dims_compatible(d, o) for d, o in zip(reversed(small), reversed(out)))
     if not ok:
         raise ctx.error(f"{what} of shape {shape_str(small)} does not broadcast to the output {shape_str(out)}")
-
-
-# ------------------------------------------------------------- activations
-
-#: The activations the fusion pass attaches to FusedMatMul (passes/fuse.py).
-_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Gelu", "QuantizeGrid", "QuantizeGridScaled",
-                "QuantizeGridThen")
 
 
 # ------------------------------------------------------------------ MatMul
@@ -287,7 +280,7 @@ def _matmul_kernel(ctx: OpContext) -> Kernel:
     activation, bias as input 2) when built for webinfer.FusedMatMul."""
     trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
     alpha = float(ctx.attr("alpha", 1.0))
-    act = fused_activation(ctx, _ACTIVATIONS)
+    act = fused_activation(ctx)
     b_const = _const_operand(ctx, 1)
     b_packed = _prepack(b_const, trans_b) if b_const is not None else None
     b_matrix = _const_matrix(b_packed, b_const, trans_b)

@@ -15,7 +15,7 @@ from .. import dtypes
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Tensor, Type
 from ..shapes import InferContext, dim_mul, shape_str, tensor
-from .elementwise import erf
+from ..special import erf
 from .registry import OpContext, op
 
 ML = "ai.onnx.ml"

@@ -25,10 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import dtypes, gemm as cpu_gemm
+from ..activations import fused_activation
 from ..errors import ShapeInferenceError
 from ..ir import Dim, Node, Shape, Type
 from ..shapes import InferContext, broadcast_shapes, dims_compatible, normalize_axis, shape_str, tensor
-from .elementwise import fused_activation
 from .conv import (ConvWeights, check_channels, conv_compute, conv_geometry, conv_shape, kernel_of, pack_weights,
                    read_window)
 from .registry import OpContext, op
@@ -513,7 +513,7 @@ def matmul_integer_scaled(ctx: OpContext) -> Any:
     values less their zero point, as float32) and a_zero_point is absent."""
     a_elem = ctx.in_elem(0)
     weights = constant_operand(ctx, 1, 3, ctx.in_elem(1))
-    act = fused_activation(ctx, ("Gelu",))
+    act = fused_activation(ctx)
     #: A holds uint8 values less their zero point already, as float32 (webinfer.DynamicQuantizeToGrid).
     a_grid = bool(ctx.attr("a_grid", 0))
     if weights is None:

@@ -32,7 +32,7 @@ _POLICIES = ("stretch", "not_larger", "not_smaller")
 
 
 @dataclass(frozen=True)
-class _Spec:
+class ResizeSpec:
     """A Resize node's attributes, hashable so per-axis tables can be cached."""
 
     mode: str
@@ -45,7 +45,7 @@ class _Spec:
 
 
 @dataclass(frozen=True)
-class _AxisTable:
+class AxisTable:
     """How one output axis reads its input axis: out[j] = sum_t w[j, t] * in[idx[j, t]]."""
 
     idx: np.ndarray
@@ -57,7 +57,7 @@ class _AxisTable:
     repeat: int | None
 
 
-def _source_coords(spec: _Spec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> np.ndarray:
+def _source_coords(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> np.ndarray:
     """Input coordinate of each output position (the coordinate_transformation_mode formulas)."""
     y = np.arange(n_out, dtype=np.float64)
     # The output length as a real number (scale * n_in, fractional when scales
@@ -104,7 +104,7 @@ def _kernel(mode: str, t: np.ndarray, a: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def _axis_table(spec: _Spec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> _AxisTable:
+def axis_table(spec: ResizeSpec, n_in: int, n_out: int, scale: float, roi: tuple[float, float]) -> AxisTable:
     """Indices and weights resizing one axis from n_in to n_out (cached: models repeat sizes)."""
     x = _source_coords(spec, n_in, n_out, scale, roi)
     outside = None
@@ -116,7 +116,7 @@ def _axis_table(spec: _Spec, n_in: int, n_out: int, scale: float, roi: tuple[flo
         k = n_out // n_in if n_in else 0
         repeat = k if (outside is None and k >= 1 and n_out == n_in * k
                        and np.array_equal(idx, np.arange(n_out) // k)) else None
-        return _frozen(_AxisTable(idx, None, outside, repeat))
+        return _frozen(AxisTable(idx, None, outside, repeat))
     radius = 1 if spec.mode == "linear" else 2
     # antialiasing stretches the filter by 1/scale when downsampling
     s = min(scale, 1.0) if spec.antialias else 1.0
@@ -133,10 +133,10 @@ def _axis_table(spec: _Spec, n_in: int, n_out: int, scale: float, roi: tuple[flo
         w = np.where((idx < 0) | (idx >= n_in), 0.0, w)
         total = w.sum(axis=1, keepdims=True)
         w /= np.where(total == 0, 1.0, total)
-    return _frozen(_AxisTable(np.clip(idx, 0, n_in - 1).astype(np.intp), w, outside, None))
+    return _frozen(AxisTable(np.clip(idx, 0, n_in - 1).astype(np.intp), w, outside, None))
 
 
-def _frozen(table: _AxisTable) -> _AxisTable:
+def _frozen(table: AxisTable) -> AxisTable:
     """Cached tables are shared by every run: make their arrays read-only."""
     for arr in (table.idx, table.w, table.outside):
         if arr is not None:
@@ -164,14 +164,14 @@ def _along(axis: int, ndim: int, v: np.ndarray) -> np.ndarray:
     return v.reshape(v.shape + (1,) * (ndim - axis - 1))
 
 
-def _axis_order(tables: dict[int, _AxisTable], shape: Sequence[int]) -> list[int]:
+def _axis_order(tables: dict[int, AxisTable], shape: Sequence[int]) -> list[int]:
     """Shrinking axes first, then growing ones from the innermost out: the data
     stays small as long as possible, and the costly gathers along the last
     (contiguous) axis run on the smallest array."""
     return sorted(tables, key=lambda a: (len(tables[a].idx) > shape[a], -a))
 
 
-def _repeat(x: np.ndarray, tables: dict[int, _AxisTable], out_shape: tuple[int, ...]) -> np.ndarray:
+def _repeat(x: np.ndarray, tables: dict[int, AxisTable], out_shape: tuple[int, ...]) -> np.ndarray:
     """Integer-factor nearest upsampling: X written once into each of the k1*k2*... slots
     of an (.., d, k, ..) view of the output, then reshaped (no index arrays at all)."""
     view: list[int] = []
@@ -194,7 +194,7 @@ def _repeat(x: np.ndarray, tables: dict[int, _AxisTable], out_shape: tuple[int, 
     return out.reshape(out_shape)
 
 
-def _nearest(x: np.ndarray, tables: dict[int, _AxisTable], out_shape: tuple[int, ...], fill: Any) -> np.ndarray:
+def _nearest(x: np.ndarray, tables: dict[int, AxisTable], out_shape: tuple[int, ...], fill: Any) -> np.ndarray:
     """Nearest resize: slot copies for integer repeats, else one gather per axis."""
     if all(t.repeat is not None for t in tables.values()):
         return _repeat(x, tables, out_shape)
@@ -206,7 +206,7 @@ def _nearest(x: np.ndarray, tables: dict[int, _AxisTable], out_shape: tuple[int,
     return y
 
 
-def _interpolate(x: np.ndarray, tables: dict[int, _AxisTable], fill: float) -> np.ndarray:
+def _interpolate(x: np.ndarray, tables: dict[int, AxisTable], fill: float) -> np.ndarray:
     """Linear/cubic resize, one axis at a time: a weighted sum of a few gathers per axis."""
     work = _work_dtype(x)
     y = x.astype(work, copy=False)
@@ -226,10 +226,10 @@ def _interpolate(x: np.ndarray, tables: dict[int, _AxisTable], fill: float) -> n
     return _cast_back(y, x.dtype)
 
 
-def _resample(ctx: OpContext, spec: _Spec, x: np.ndarray, out_shape: Sequence[int], scales: Sequence[float],
+def _resample(ctx: OpContext, spec: ResizeSpec, x: np.ndarray, out_shape: Sequence[int], scales: Sequence[float],
               rois: Sequence[tuple[float, float]]) -> np.ndarray:
     """Resize x to out_shape; axes whose size, scale and roi are unchanged are skipped."""
-    tables: dict[int, _AxisTable] = {}
+    tables: dict[int, AxisTable] = {}
     for a, (n_in, n_out) in enumerate(zip(x.shape, out_shape)):
         identity = n_in == n_out and math.isclose(scales[a], 1.0) and (
             spec.coord != "tf_crop_and_resize" or rois[a] == (0.0, 1.0))
@@ -237,7 +237,7 @@ def _resample(ctx: OpContext, spec: _Spec, x: np.ndarray, out_shape: Sequence[in
             continue
         if n_out == 0 or n_in == 0:
             return np.zeros(tuple(out_shape), dtype=x.dtype)
-        tables[a] = _axis_table(spec, n_in, int(n_out), float(scales[a]), rois[a])
+        tables[a] = axis_table(spec, n_in, int(n_out), float(scales[a]), rois[a])
     if not tables:
         return x.copy()
     if spec.mode == "nearest":
@@ -247,7 +247,7 @@ def _resample(ctx: OpContext, spec: _Spec, x: np.ndarray, out_shape: Sequence[in
     return _interpolate(x, tables, spec.extrapolation)
 
 
-def _read_spec(ctx: InferContext | OpContext, legacy: bool) -> _Spec:
+def read_spec(ctx: InferContext | OpContext, legacy: bool) -> ResizeSpec:
     """The node's attributes, validated; `legacy` for Resize-10 and Upsample."""
     mode = ctx.attr("mode", "nearest")
     if legacy and mode in ("bilinear", "trilinear"):
@@ -255,7 +255,7 @@ def _read_spec(ctx: InferContext | OpContext, legacy: bool) -> _Spec:
     if mode not in ("nearest", "linear", "cubic") or (legacy and mode == "cubic"):
         raise ctx.error(f"unsupported mode '{mode}'")
     if legacy:
-        return _Spec(mode, "asymmetric", "legacy")
+        return ResizeSpec(mode, "asymmetric", "legacy")
     coord = ctx.attr("coordinate_transformation_mode", "half_pixel")
     if coord not in _COORD_MODES:
         raise ctx.error(f"unsupported coordinate_transformation_mode '{coord}'")
@@ -265,12 +265,12 @@ def _read_spec(ctx: InferContext | OpContext, legacy: bool) -> _Spec:
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     if policy not in _POLICIES:
         raise ctx.error(f"unsupported keep_aspect_ratio_policy '{policy}'")
-    return _Spec(mode, coord, nearest, float(ctx.attr("cubic_coeff_a", -0.75)),
+    return ResizeSpec(mode, coord, nearest, float(ctx.attr("cubic_coeff_a", -0.75)),
                  bool(ctx.attr("exclude_outside", 0)), bool(ctx.attr("antialias", 0)),
                  float(ctx.attr("extrapolation_value", 0.0)))
 
 
-def _resize_axes(ctx: InferContext | OpContext, rank: int) -> list[int]:
+def resize_axes(ctx: InferContext | OpContext, rank: int) -> list[int]:
     axes = ctx.attr("axes", None)
     if axes is None:
         return list(range(rank))
@@ -280,7 +280,7 @@ def _resize_axes(ctx: InferContext | OpContext, rank: int) -> list[int]:
     return out
 
 
-def _target(ctx: OpContext, x_shape: tuple[int, ...], axes: list[int], scales: np.ndarray | None,
+def resize_target(ctx: OpContext, x_shape: tuple[int, ...], axes: list[int], scales: np.ndarray | None,
             sizes: np.ndarray | None, policy: str) -> tuple[list[int], list[float]]:
     """Output shape and per-axis scale from `scales` or `sizes` (with keep_aspect_ratio_policy)."""
     out, factor = list(x_shape), [1.0] * len(x_shape)
@@ -311,7 +311,7 @@ def _target(ctx: OpContext, x_shape: tuple[int, ...], axes: list[int], scales: n
     return out, factor
 
 
-def _present(v: np.ndarray | None) -> np.ndarray | None:
+def present_values(v: np.ndarray | None) -> np.ndarray | None:
     """Optional inputs given as empty tensors count as absent (opset 11 requires `scales`)."""
     return v if v is not None and v.size else None
 
@@ -328,14 +328,14 @@ def _scaled_dim(d: Dim, s: float) -> Dim:
 
 def _resize_rule(ctx: InferContext) -> list[Type | None]:
     legacy = ctx.node.op_type == "Upsample" or ctx.opset < 11
-    _read_spec(ctx, legacy)
+    read_spec(ctx, legacy)
     upsample7 = ctx.node.op_type == "Upsample" and ctx.opset < 9
     if not upsample7 and not ctx.has(1 if legacy else 2) and (legacy or not ctx.has(3)):
         raise ctx.error("one of 'scales' and 'sizes' must be given")
     xs = ctx.shape(0)
     if xs is None:
         return [tensor(ctx.elem(0))]
-    axes = _resize_axes(ctx, len(xs))
+    axes = resize_axes(ctx, len(xs))
     out: list[Dim] = list(xs)
     if upsample7:
         scales: Any = np.asarray(ctx.attr("scales"), dtype=np.float32)
@@ -379,16 +379,16 @@ def resize(ctx: OpContext) -> Any:
     from 11 on every coordinate mode, nearest rounding, cubic, roi and sizes;
     18 adds axes, antialias and keep_aspect_ratio_policy."""
     legacy = ctx.opset < 11
-    spec = _read_spec(ctx, legacy)
+    spec = read_spec(ctx, legacy)
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
 
     def run(x: np.ndarray, *rest: np.ndarray | None) -> tuple[np.ndarray]:
-        axes = _resize_axes(ctx, x.ndim)
+        axes = resize_axes(ctx, x.ndim)
         if legacy:
-            roi, scales, sizes = None, _present(rest[0] if rest else None), None
+            roi, scales, sizes = None, present_values(rest[0] if rest else None), None
         else:
-            roi, scales, sizes = (_present(rest[i]) if i < len(rest) else None for i in range(3))
-        out_shape, factors = _target(ctx, x.shape, axes, scales, sizes, policy)
+            roi, scales, sizes = (present_values(rest[i]) if i < len(rest) else None for i in range(3))
+        out_shape, factors = resize_target(ctx, x.shape, axes, scales, sizes, policy)
         rois = [(0.0, 1.0)] * x.ndim
         if spec.coord == "tf_crop_and_resize":
             if roi is None or roi.size != 2 * len(axes):
@@ -406,12 +406,12 @@ def resize(ctx: OpContext) -> Any:
 def upsample(ctx: OpContext) -> Any:
     """Upsample-7 takes scales as an attribute, Upsample-9 as an input; asymmetric
     coordinates and floor rounding, like Resize-10."""
-    spec = _read_spec(ctx, True)
+    spec = read_spec(ctx, True)
     attr_scales = np.asarray(ctx.attr("scales"), dtype=np.float32) if ctx.opset < 9 else None
 
     def run(x: np.ndarray, scales: np.ndarray | None = None) -> tuple[np.ndarray]:
         s = attr_scales if attr_scales is not None else scales
-        out_shape, factors = _target(ctx, x.shape, list(range(x.ndim)), _present(s), None, "stretch")
+        out_shape, factors = resize_target(ctx, x.shape, list(range(x.ndim)), present_values(s), None, "stretch")
         return (_resample(ctx, spec, x, out_shape, factors, [(0.0, 1.0)] * x.ndim),)
 
     return run

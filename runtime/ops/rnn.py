@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Type
 from ..shapes import InferContext, dim_div, shape_str, tensor
-from .elementwise import sigmoid, softplus
+from ..special import sigmoid, softplus
 from .quant import dynamic_quantize, dynamic_range, exact_dtype, exact_matmul
 from .registry import Kernel, OpContext, op
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -216,16 +217,37 @@ def _reshape_rule(ctx: InferContext) -> list[Type | None]:
     return [tensor(elem, dims)]
 
 
+def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool) -> tuple[int, ...]:
+    """ONNX Reshape's output shape for a concrete input `shape` (the numpy kernel's and the GPU's; the
+    shape rule's symbolic form is `_reshape_dims`): 0 copies the input dim unless allowzero, one -1 is
+    inferred.  A target that does not fit is a ValueError naming both shapes."""
+    out = list(target)
+    if not allowzero and 0 in out:
+        if any(t == 0 for t in out[len(shape):]):
+            raise ValueError(f"shape {list(target)} copies a dim (0) beyond the input's rank {len(shape)}")
+        out = [shape[i] if t == 0 else t for i, t in enumerate(out)]
+    total = math.prod(shape)
+    if out.count(-1) > 1:
+        raise ValueError(f"shape {list(target)} has more than one -1")
+    if -1 in out:
+        known = math.prod(d for d in out if d != -1)
+        if (known == 0 and total) or (known and total % known):
+            raise ValueError(f"cannot reshape {list(shape)} ({total} elements) to {list(target)}")
+        out[out.index(-1)] = total // known if known else 0
+    if math.prod(out) != total:
+        raise ValueError(f"cannot reshape {list(shape)} ({total} elements) to {list(target)}")
+    return tuple(out)
+
+
 def reshape_array(x: np.ndarray, target: Sequence[int], allowzero: bool) -> np.ndarray:
-    """ONNX Reshape of one array: 0 copies the input dim (unless allowzero), -1 is inferred."""
+    """ONNX Reshape of one array (`reshape_target`); a target without 0 goes to numpy's reshape directly,
+    whose -1 is ONNX's, so the common case costs no Python arithmetic."""
     if not allowzero and 0 in target:
-        if len(target) > x.ndim and any(t == 0 for t in target[x.ndim:]):
-            raise ValueError(f"shape {list(target)} copies a dim (0) beyond the input's rank {x.ndim}")
-        target = [x.shape[i] if t == 0 else t for i, t in enumerate(target)]
+        return x.reshape(reshape_target(x.shape, target, allowzero))
     try:
         return x.reshape(target)
     except ValueError:
-        raise ValueError(f"cannot reshape {list(x.shape)} ({x.size} elements) to {list(target)}") from None
+        return x.reshape(reshape_target(x.shape, target, allowzero))  # raises, naming both shapes
 
 
 @op("Reshape", since=1, infer=_reshape_rule, exotic=True)
@@ -300,23 +322,38 @@ def flatten(ctx: OpContext) -> Kernel:
 
 # ------------------------------------------------------- Squeeze, Unsqueeze
 
-def _axes_arg(ctx: InferContext, attr_until: int) -> tuple[list[int] | None, bool]:
-    """Axes from the attribute (opset < attr_until) or input 1: (axes or None, known)."""
-    if ctx.opset < attr_until:
+@dataclass(frozen=True)
+class AxesArg:
+    """Squeeze's and Unsqueeze's axes, read once for the shape rule, the numpy kernel and the GPU builder.
+
+    They are the `axes` attribute before opset 13 and input 1 since.  `axes`
+    is None when there are none (Squeeze: every size-1 axis; Unsqueeze: an
+    error) or when input 1 is not a constant: then `at_run_time` is set and
+    the kernel reads them from that input.
+    """
+
+    axes: tuple[int, ...] | None
+    at_run_time: bool
+
+
+def axes_arg(ctx: InferContext | OpContext) -> AxesArg:
+    """The node's `AxesArg`; input 1's values are those shape inference knows, or the constant's."""
+    if ctx.opset < 13:
         axes = ctx.attr("axes", None)
-        return (None if axes is None else [int(a) for a in axes]), True
-    if not ctx.has(1):
-        return None, True
-    axes = ctx.ints(1)
-    return axes, axes is not None
+        return AxesArg(None if axes is None else tuple(int(a) for a in axes), False)
+    if len(ctx.node.inputs) < 2 or not ctx.node.inputs[1]:
+        return AxesArg(None, False)
+    values = ctx.ints(1) if isinstance(ctx, InferContext) else int_list(ctx.const(1))
+    return AxesArg(None if values is None else tuple(values), values is None)
 
 
 def _squeeze_rule(ctx: InferContext) -> list[Type | None]:
     elem, shape = ctx.elem(0), ctx.shape(0)
-    axes, known = _axes_arg(ctx, 13)
+    arg = axes_arg(ctx)
+    axes = None if arg.axes is None else list(arg.axes)
     if shape is None:
         return [tensor(elem)]
-    if not known:
+    if arg.at_run_time:
         n = static_len(ctx, 1)
         return [tensor(elem, None if n is None else (None,) * (len(shape) - n))]
     if axes is None:
@@ -350,13 +387,12 @@ def squeeze(ctx: OpContext) -> Kernel:
     static = _static_out_shape(ctx)
     if static is not None:
         return lambda x, axes=None: (x.reshape(static),)
-    if ctx.opset < 13:
-        axes = ctx.attr("axes", None)
-        return _squeeze_by([int(a) for a in axes]) if axes is not None else lambda x: (squeeze_array(x, None),)
-    const = ctx.const(1)
-    if const is not None:
-        return _squeeze_by(int_list(const) or [])
-    return lambda x, axes=None: (squeeze_array(x, int_list(axes)),)
+    arg = axes_arg(ctx)
+    if arg.at_run_time:
+        return lambda x, axes=None: (squeeze_array(x, int_list(axes)),)
+    if arg.axes is None:
+        return lambda x, axes=None: (squeeze_array(x, None),)
+    return _squeeze_by(list(arg.axes))
 
 
 def _squeeze_by(axes: list[int]) -> Kernel:
@@ -391,15 +427,15 @@ def _static_out_shape(ctx: OpContext) -> tuple[int, ...] | None:
 
 def _unsqueeze_rule(ctx: InferContext) -> list[Type | None]:
     elem, shape = ctx.elem(0), ctx.shape(0)
-    axes, known = _axes_arg(ctx, 13)
-    if axes is None and known:
+    arg = axes_arg(ctx)
+    if arg.axes is None and not arg.at_run_time:
         raise ctx.error("Unsqueeze needs axes")
     if shape is None:
         return [tensor(elem)]
-    if not known:
+    if arg.axes is None:
         n = static_len(ctx, 1)
         return [tensor(elem, None if n is None else (None,) * (len(shape) + n))]
-    assert axes is not None
+    axes = list(arg.axes)
     rank = len(shape) + len(axes)
     norm = _unique_axes(ctx, axes, rank)
     rest = iter(shape)
@@ -423,12 +459,12 @@ def unsqueeze(ctx: OpContext) -> Kernel:
     static = _static_out_shape(ctx)
     if static is not None:
         return lambda x, axes=None: (x.reshape(static),)
-    if ctx.opset < 13:
-        return _unsqueeze_by([int(a) for a in ctx.attr("axes")])
-    const = ctx.const(1)
-    if const is not None:
-        return _unsqueeze_by(int_list(const) or [])
-    return lambda x, axes: (unsqueeze_array(x, int_list(axes) or []),)
+    arg = axes_arg(ctx)
+    if arg.at_run_time:
+        return lambda x, axes: (unsqueeze_array(x, int_list(axes) or []),)
+    if arg.axes is None:
+        raise ctx.error("Unsqueeze needs axes")
+    return _unsqueeze_by(list(arg.axes))
 
 
 def _unsqueeze_by(axes: list[int]) -> Kernel:

@@ -1,4 +1,4 @@
-"""Graph -> Graph rewrites, each testable alone: inline, fold, cleanup, fuse."""
+"""Graph -> Graph rewrites, each testable alone: inline, fold, layout, cleanup, fuse."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .cleanup import remove_dead, remove_identities
 from .float16 import compute_in_float32, has_float16
 from .fold import fold_constants
 from .fuse import fuse
+from .layout import sink_transposes
 from .quant_fusion import fuse_quantized
 
 #: onnxruntime's optimization levels where webinfer's rewrites start: folding and cleanup, then fusion.
@@ -18,7 +19,7 @@ BASIC, EXTENDED = 1, 2
 
 
 def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registry, types: GraphTypes,
-             build: Callable[[OpDef, OpContext], Kernel],
+             build: Callable[[OpDef, OpContext], Kernel | None],
              infer: Callable[[Graph, dict[str, int]], GraphTypes]) -> tuple[Graph, GraphTypes, dict[str, int]]:
     """The rewrites of `level` (onnxruntime's numbering) on `graph`, with its types inferred afresh.
 
@@ -35,7 +36,10 @@ def optimize(graph: Graph, level: int, opsets: dict[str, int], registry: Registr
     if has_float16(graph):
         graph = compute_in_float32(graph, types)
         types = infer(graph, opsets)
-    graph = remove_dead(remove_identities(fold_constants(graph, opsets, registry, types, build)))
+    graph = fold_constants(graph, opsets, registry, types, build)
+    graph = remove_dead(remove_identities(sink_transposes(graph)))
+    if level >= EXTENDED and any(o not in types.types for n in graph.nodes for o in n.outputs if o):
+        types = infer(graph, opsets)  # the layout pass named new values; fusion rules read their shapes
     if level >= EXTENDED:
         graph, added = fuse(graph, types)
         graph, added_quantized = fuse_quantized(graph, types)

@@ -14,8 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .. import dtypes
-from ..errors import NodeExecutionError
-from ..executor import describe_value
+from ..errors import NodeExecutionError, describe_value
 from ..ir import Graph, Node, Tensor, TensorType, node_subgraphs
 from ..ops.registry import Kernel, OpContext, OpDef, Registry
 from ..shapes import GraphTypes, SymInts
@@ -26,8 +25,9 @@ MAX_FOLD_BYTES = 64 << 20
 
 
 def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, types: GraphTypes,
-                   build: Callable[[OpDef, OpContext], Kernel]) -> Graph:
-    """Replace constant-only nodes by initializers. `build` makes the CPU kernel."""
+                   build: Callable[[OpDef, OpContext], Kernel | None]) -> Graph:
+    """Replace constant-only nodes by initializers. `build` makes the host device's kernel (a node it
+    has none for stays)."""
     overridable = {v.name for v in graph.inputs}
     consts = {n: t.array for n, t in graph.initializers.items() if n not in overridable}
     kept: list[Node] = []
@@ -46,7 +46,11 @@ def fold_constants(graph: Graph, opsets: dict[str, int], registry: Registry, typ
             ctx = OpContext(node, opset, [types.types.get(n) if n else None for n in node.inputs],
                             [types.types.get(n) if n else None for n in node.outputs],
                             [consts.get(n) for n in node.inputs])
-            values = _evaluate(node, build(opdef, ctx), [consts[n] if n else None for n in node.inputs])
+            kernel = build(opdef, ctx)
+            if kernel is None:
+                kept.append(node)
+                continue
+            values = _evaluate(node, kernel, [consts[n] if n else None for n in node.inputs])
         else:
             kept.append(node)
             continue

@@ -13,16 +13,18 @@ rewrite, so a pass costs time linear in the graph.  Rules:
 - activation -> MaxPool -> MaxPool -> activation, for piecewise-linear
   non-decreasing activations: the max commutes with them exactly, and
   the activation then runs on the pooled tensor (a CNN stem: 4x fewer cells)
-- Conv + Add(residual of the same shape) -> Conv with the residual as 4th input
-- Conv + activation (Relu, Clip, HardSigmoid, Sigmoid, HardSwish, LeakyRelu)
-  -> Conv with a webinfer `activation` attribute applied on the output buffer
+- Conv + Add(residual of the same shape) -> webinfer.FusedConv with the
+  residual as 4th input
+- Conv + activation (any of activations.py's table) -> webinfer.FusedConv
+  with `activation*` attributes, applied on the output buffer
 - x * 0.5 * (1 + erf(x / sqrt 2)) (exporters' GELU) -> webinfer.Gelu
-- MatMul + Add(constant bias) [+ Relu/Gelu/Sigmoid/Tanh] -> webinfer.FusedMatMul
+- MatMul + Add(constant bias) [+ activation] -> webinfer.FusedMatMul
 - the attention block MatMul(Q, K^T) -> Mul/Div(scale) -> Add(mask) -> Softmax ->
   MatMul(., V), with the head split/merge Reshape/Transpose around it ->
   webinfer.MultiHeadAttention on [batch, seq, heads*dim] tensors
 
-Fused ops live in the "webinfer" domain (ops/fused.py and the op families).
+Fused ops live in the "webinfer" domain, each beside its ONNX op in its family's module (ops/conv.py,
+ops/matmul.py, ops/attention.py, ...); the activations they take are activations.py's table.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Callable, TypeGuard
 
 import numpy as np
 
+from ..activations import BY_SOURCE, PARAM_PREFIX, source_params
 from ..ir import Graph, Node, TensorType
 from ..shapes import GraphTypes, SymInts
 from .editor import GraphEditor
@@ -41,6 +44,11 @@ DOMAIN = "webinfer"
 
 def _is(node: Node | None, op: str, domain: str = "") -> TypeGuard[Node]:
     return node is not None and node.op_type == op and node.domain == domain
+
+
+def _is_conv(node: Node | None) -> bool:
+    """A Conv, plain or already fused (webinfer.FusedConv)."""
+    return _is(node, "Conv") or _is(node, "FusedConv", DOMAIN)
 
 
 # ------------------------------------------------------------- Conv + BN
@@ -168,7 +176,7 @@ def fuse_conv_residual(ed: GraphEditor, types: GraphTypes) -> None:
     is in cache, and a following Relu then fuses as the conv's activation.
     """
     for conv in ed.nodes():
-        if (not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs or len(conv.inputs) > 3
+        if (not ed.alive(conv) or not _is_conv(conv) or "activation" in conv.attrs or len(conv.inputs) > 3
                 or len(conv.outputs) != 1):
             continue
         add = ed.sole_reader(conv.outputs[0])
@@ -178,7 +186,7 @@ def fuse_conv_residual(ed: GraphEditor, types: GraphTypes) -> None:
         if not z or z == conv.outputs[0] or not _same_shape(types.types.get(z), types.types.get(conv.outputs[0])):
             continue
         inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs)) + [z]
-        fused = Node("Conv", inputs, list(add.outputs), dict(conv.attrs), conv.name, "")
+        fused = Node("FusedConv", inputs, list(add.outputs), dict(conv.attrs), conv.name, DOMAIN)
         ed.replace([conv, add], [fused], add)
 
 
@@ -187,17 +195,8 @@ def fuse_conv_residual(ed: GraphEditor, types: GraphTypes) -> None:
 def _monotone_activation(act: Node, ed: GraphEditor) -> bool:
     """`act` is elementwise, piecewise linear and non-decreasing, so max(f(a), f(b)) == f(max(a, b))
     exactly in floating point (each piece rounds a monotone linear function)."""
-    if act.domain != "" or len(act.outputs) != 1:
-        return False
-    if act.op_type == "Relu":
-        return True
-    if act.op_type == "LeakyRelu":
-        return act.attrs.get("alpha", 0.01) >= 0
-    if act.op_type == "HardSigmoid":
-        return act.attrs.get("alpha", 0.2) >= 0
-    if act.op_type == "Clip":
-        return all(ed.const(n) is not None for n in act.inputs[1:] if n)
-    return False
+    params = _source_params(act, ed)
+    return params is not None and act.domain == "" and BY_SOURCE[("", act.op_type)].max_commutes(params)
 
 
 def _pool_keeps_inside(pool: Node) -> bool:
@@ -236,31 +235,27 @@ def pool_before_activation(ed: GraphEditor, types: GraphTypes) -> None:
 
 # ------------------------------------------------------ activations into Conv
 
+def _source_params(act: Node, ed: GraphEditor) -> dict[str, float] | None:
+    """The parameters of `act` if it is an activation of the table (activations.py) it covers, with
+    constant parameter inputs; else None."""
+    spec = BY_SOURCE.get((act.domain, act.op_type))
+    if spec is None or len(act.outputs) != 1 or not spec.covers(act.attrs):
+        return None
+    return source_params(spec, act.attrs, act.inputs[1:], ed.scalar)
+
+
 def _activation_attrs(act: Node, ed: GraphEditor) -> dict[str, Any] | None:
     """The `activation*` attributes describing `act`, or None if it can't be fused."""
-    op = act.op_type if act.domain in ("", DOMAIN) else None
-    if op in ("Relu", "Sigmoid", "HardSwish"):
-        return {"activation": op}
-    if op == "LeakyRelu":
-        return {"activation": op, "activation_alpha": act.attrs.get("alpha", 0.01)}
-    if op == "HardSigmoid":
-        return {"activation": op, "activation_alpha": act.attrs.get("alpha", 0.2),
-                "activation_beta": act.attrs.get("beta", 0.5)}
-    if op == "Clip":
-        if "min" in act.attrs or "max" in act.attrs:
-            return {"activation": op, "activation_min": act.attrs.get("min", -math.inf),
-                    "activation_max": act.attrs.get("max", math.inf)}
-        lo = ed.scalar(act.inputs[1]) if len(act.inputs) > 1 and act.inputs[1] else -math.inf
-        hi = ed.scalar(act.inputs[2]) if len(act.inputs) > 2 and act.inputs[2] else math.inf
-        if lo is None or hi is None:
-            return None
-        return {"activation": op, "activation_min": lo, "activation_max": hi}
-    return None
+    params = _source_params(act, ed)
+    if params is None:
+        return None
+    return {"activation": BY_SOURCE[(act.domain, act.op_type)].name,
+            **{PARAM_PREFIX + k: v for k, v in params.items()}}
 
 
 def fuse_conv_activation(ed: GraphEditor, types: GraphTypes) -> None:
     for conv in ed.nodes():
-        if not ed.alive(conv) or not _is(conv, "Conv") or "activation" in conv.attrs:
+        if not ed.alive(conv) or not _is_conv(conv) or "activation" in conv.attrs:
             continue
         act = ed.sole_reader(conv.outputs[0])
         if act is None or len(act.outputs) != 1 or act.inputs[0] != conv.outputs[0]:
@@ -268,7 +263,7 @@ def fuse_conv_activation(ed: GraphEditor, types: GraphTypes) -> None:
         attrs = _activation_attrs(act, ed)
         if attrs is None:
             continue
-        fused = Node("Conv", list(conv.inputs), list(act.outputs), {**conv.attrs, **attrs}, conv.name, "")
+        fused = Node("FusedConv", list(conv.inputs), list(act.outputs), {**conv.attrs, **attrs}, conv.name, DOMAIN)
         ed.replace([conv, act], [fused], conv)
 
 
@@ -321,10 +316,6 @@ def fuse_gelu(ed: GraphEditor, types: GraphTypes) -> None:
 
 # ------------------------------------------------------- MatMul + bias (+act)
 
-_MATMUL_ACTS = {("", "Relu"): "Relu", ("", "Sigmoid"): "Sigmoid", ("", "Tanh"): "Tanh",
-                (DOMAIN, "Gelu"): "Gelu", ("", "Gelu"): "Gelu"}
-
-
 def fuse_matmul_bias(ed: GraphEditor, types: GraphTypes) -> None:
     for mm in ed.nodes():
         if not ed.alive(mm) or not _is(mm, "MatMul"):
@@ -345,9 +336,9 @@ def fuse_matmul_bias(ed: GraphEditor, types: GraphTypes) -> None:
                 inputs.append(bias_name)  # type: ignore[arg-type]
                 out = add.outputs
         act = ed.sole_reader(out[0])
-        if act is not None and (act.domain, act.op_type) in _MATMUL_ACTS and act.inputs[0] == out[0] \
-                and act.attrs.get("approximate", "none") == "none":
-            attrs["activation"] = _MATMUL_ACTS[(act.domain, act.op_type)]
+        act_attrs = _activation_attrs(act, ed) if act is not None and act.inputs[0] == out[0] else None
+        if act is not None and act_attrs is not None:
+            attrs.update(act_attrs)
             matched.append(act)
             out = act.outputs
         if len(matched) == 1:

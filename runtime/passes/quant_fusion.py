@@ -15,7 +15,7 @@ time linear in the graph.  Rules:
   it: it then hands them the integers less the zero point, in float32.
 - static QDQ (`quantize_static`, QDQ format): DequantizeLinear(x) ->
   Conv / MatMul / Gemm (float32 constant W, B) -> QuantizeLinear(y) ->
-  the same product (a FusedMatMul for MatMul and Gemm) of x's grid values
+  the same product (a FusedConv, a FusedMatMul for MatMul and Gemm) of x's grid values
   (q - x_zero_point, float32 integers) with W * x_scale / y_scale, plus
   B / y_scale, then the QuantizeGrid activation (saturate to the range
   less y_zero_point, round half to even) on the output block in cache:
@@ -36,6 +36,7 @@ from typing import TypeGuard
 import numpy as np
 
 from .. import dtypes
+from ..activations import BY_SOURCE, COMPOSITIONS, PARAM_PREFIX, source_params
 from ..ir import Graph, Node, TensorType
 from ..ops.quant import INT_RANGES
 from ..shapes import GraphTypes
@@ -162,16 +163,14 @@ class _Grid:
 
 def _product_operands(ed: GraphEditor, node: Node) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The constant float32 weight and bias (None: no bias) of a Conv, MatMul or Gemm the QDQ fusion
-    can rewrite, else None: Conv without fused extras, MatMul by a constant matrix, Gemm with
-    alpha = beta = 1, A untransposed and a constant vector bias."""
+    can rewrite, else None: a plain Conv (fused extras make a webinfer.FusedConv), MatMul by a constant
+    matrix, Gemm with alpha = beta = 1, A untransposed and a constant vector bias."""
     if not (_is(node, "Conv") or _is(node, "MatMul") or _is(node, "Gemm")) or len(node.outputs) != 1:
         return None
     w = ed.const(node.inputs[1]) if len(node.inputs) > 1 else None
     bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
     bias = ed.const(bias_name) if bias_name else None
     if w is None or w.dtype != np.float32 or (bias_name and (bias is None or bias.dtype != np.float32)):
-        return None
-    if node.op_type == "Conv" and ("activation" in node.attrs or len(node.inputs) > 3):
         return None
     if node.op_type == "MatMul" and w.ndim != 2:
         return None
@@ -184,10 +183,11 @@ def _product_operands(ed: GraphEditor, node: Node) -> tuple[np.ndarray, np.ndarr
 
 
 def _grid_product(node: Node, x_grid: str, w_name: str, b_name: str, out: str, lo: float, hi: float) -> Node:
-    """The rewritten product: the same Conv, or a webinfer.FusedMatMul, with the QuantizeGrid activation."""
+    """The rewritten product: a webinfer.FusedConv (the Conv's attributes) or webinfer.FusedMatMul, with the
+    QuantizeGrid activation."""
     act = {"activation": "QuantizeGrid", "activation_min": lo, "activation_max": hi}
     if node.op_type == "Conv":
-        return Node("Conv", [x_grid, w_name, b_name], [out], {**node.attrs, **act}, node.name, "")
+        return Node("FusedConv", [x_grid, w_name, b_name], [out], {**node.attrs, **act}, node.name, DOMAIN)
     trans = {"transB": node.attrs["transB"]} if node.attrs.get("transB", 0) else {}
     return Node("FusedMatMul", [x_grid, w_name, b_name], [out], {**trans, **act}, node.name, DOMAIN)
 
@@ -302,15 +302,16 @@ def _rename_readers(ed: GraphEditor, old: str, new: str) -> None:
         ed.replace([node], [copy], node)
 
 
-_THEN = {"HardSwish": {}, "Relu": {}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5}}
+#: The activations QuantizeGridThen is built around (activations.py), by op type.
+_THEN_ATTR, _THEN = COMPOSITIONS["QuantizeGridThen"]
 
 
 def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
     """A product with the QuantizeGrid activation -> Mul(constant scale) -> HardSwish / HardSigmoid / Relu
     -> webinfer.QuantizeToGrid (the rewritten Q -> DQ -> activation -> Q of a QDQ graph) -> the product
     with the QuantizeGridThen activation doing the whole chain on its output block, in cache, with the
-    same roundings (ops/elementwise.py); with anything else after the Mul, the product's
-    QuantizeGridScaled activation does the multiply."""
+    same roundings (activations.py: a row built around the activation's row); with anything else after
+    the Mul, the product's QuantizeGridScaled activation does the multiply."""
     for prod in ed.nodes():
         if not ed.alive(prod) or prod.attrs.get("activation") != "QuantizeGrid" or len(prod.outputs) != 1:
             continue
@@ -322,7 +323,8 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
         if scale is None or scale.size != 1 or scale.dtype != np.float32:
             continue
         act = ed.sole_reader(mul.outputs[0])
-        if act is None or act.domain not in ("", DOMAIN) or act.op_type not in _THEN or act.inputs[0] != mul.outputs[0]:
+        spec = BY_SOURCE.get((act.domain, act.op_type)) if act is not None else None
+        if act is None or spec is None or spec.name not in _THEN or act.inputs[0] != mul.outputs[0]:
             # the real values themselves are read (a residual Add): scale them in the product's epilogue
             attrs = {**prod.attrs, "activation": "QuantizeGridScaled", "activation_scale": float(scale.reshape(-1)[0])}
             ed.replace([prod, mul], [Node(prod.op_type, list(prod.inputs), list(mul.outputs), attrs, prod.name,
@@ -336,9 +338,12 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
         if out_scale is None or out_scale.size != 1 or z is None or code not in INT_RANGES:
             continue
         lo, hi = INT_RANGES[code]
-        params = {f"activation_{k}": float(act.attrs.get(k, v)) for k, v in _THEN[act.op_type].items()}
+        values = source_params(spec, act.attrs)
+        if values is None:
+            continue
+        params = {PARAM_PREFIX + k: v for k, v in values.items()}
         attrs = {**prod.attrs, "activation": "QuantizeGridThen", "activation_scale": float(scale.reshape(-1)[0]),
-                 "activation_then": act.op_type, **params,
+                 PARAM_PREFIX + _THEN_ATTR: spec.name, **params,
                  "activation_out_scale": float(out_scale.reshape(-1)[0]), "activation_out_min": lo - z,
                  "activation_out_max": hi - z}
         fused = Node(prod.op_type, list(prod.inputs), list(grid.outputs), attrs, prod.name, prod.domain)

@@ -188,4 +188,11 @@ def routes(server: "Server") -> list[BaseRoute]:
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         out += [Route(prefix, model_metadata), Route(prefix + "/ready", model_ready),
                 Route(prefix + "/config", model_config), Route(prefix + "/infer", infer, methods=["POST"])]
+
+    async def unknown(request: Request) -> Response:
+        return JSONResponse({"error": f"no endpoint {request.url.path}"}, status_code=404)
+
+    # Anything else under /v2 (e.g. a model name with an encoded '/') is a 404 of the API, not a request
+    # for the demo's static files mounted at '/' (which would answer 405 to a POST).
+    out.append(Route("/v2/{rest:path}", unknown, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]))
     return out

@@ -30,6 +30,7 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
     ("", "text/html"), ("app.mjs", "text/javascript"), ("pyodide/pyodide.mjs", "text/javascript"),
     ("pyodide/pyodide.asm.wasm", "application/wasm"), ("pyodide/pyodide.asm.js", "text/javascript"),
     ("style.css", "text/css"), ("models/ppocr_det.onnx", "application/octet-stream"),
+    ("models/face_detection_short_range.tflite", "application/octet-stream"), ("face.png", "image/png"),
 ])
 def test_server_mime_types_and_isolation(server_url: str, path: str, content_type: str) -> None:
     status, headers, _ = _get(server_url + path)
@@ -49,6 +50,7 @@ def test_server_models_directory(dist: Path, tmp_path: Path) -> None:
         status, _, body = _get(server.url + "api/models")
         names = [m["name"] for m in json.loads(body)]
         assert names[0] == "extra.onnx" and "ppocr_det.onnx" in names
+        assert "face_detection_short_range.tflite" in names  # TFLite files are models too
         status, headers, _ = _get(server.url + "models/nope.onnx")
         assert status == 404
 
@@ -78,15 +80,45 @@ def test_bundle_contents(dist: Path) -> None:
     assert "webinfer/session.py" in names
     assert all(f"webinfer/wgsl/{f.name}" in names for f in (ROOT / "wgsl").glob("*.wgsl"))
     numpy = dist / "pyodide" / build_wasm.NUMPY_WHEEL
-    assert hashlib.sha256(numpy.read_bytes()).hexdigest() == build_wasm.NUMPY_SHA256
+    assert lock["packages"]["numpy"]["sha256"] == hashlib.sha256(numpy.read_bytes()).hexdigest()
     info = json.loads((dist / "build-info.json").read_text())
     assert info["pyodide"] == "0.27.7" and info["numpy_sha256"] == build_wasm.NUMPY_SHA256
+    assert hashlib.sha256((dist / info["face_image"]).read_bytes()).hexdigest() == build_wasm.FACE_IMAGE_SHA256
+    assert (dist / info["face_model"]).read_bytes()[4:8] == b"TFL3"
+
+
+def test_bundle_ships_bytecode_beside_the_unchanged_sources(dist: Path) -> None:
+    """python_stdlib.zip and both wheels: every file of the originals with the same bytes, plus an
+    unchecked-hash .pyc (flags 0b01) compiled by Pyodide's Python 3.12 for each module (cold start)."""
+    assert json.loads((dist / "build-info.json").read_text())["bytecode"] is True
+    cache = build_wasm.cache_root()
+    lock = json.loads((dist / "pyodide" / "pyodide-lock.json").read_text())
+    pairs = [(cache / f"pyodide-{build_wasm.PYODIDE_VERSION}" / "python_stdlib.zip",
+              dist / "pyodide" / "python_stdlib.zip", "asyncio/__init__.pyc"),
+             (cache / build_wasm.NUMPY_WHEEL, dist / "pyodide" / build_wasm.NUMPY_WHEEL,
+              "numpy/__pycache__/__init__.cpython-312.pyc"),
+             (None, dist / "pyodide" / lock["packages"]["webinfer"]["file_name"],
+              "webinfer/__pycache__/session.cpython-312.pyc")]
+    for original, bundled, pyc in pairs:
+        got = zipfile.ZipFile(bundled)
+        names = set(got.namelist())
+        if original is not None:
+            with zipfile.ZipFile(original) as z:
+                for name in z.namelist():
+                    if not name.endswith(".dist-info/RECORD"):
+                        assert got.read(name) == z.read(name), f"{bundled.name}: {name} differs"
+        data = got.read(pyc)
+        assert data[4:8] == (1).to_bytes(4, "little"), f"{pyc}: not an unchecked-hash .pyc"
+        assert data[:4] == (3531).to_bytes(2, "little") + b"\r\n", f"{pyc}: not CPython 3.12's magic"
+        assert len([n for n in names if n.endswith(".pyc")]) > 0.9 * len([n for n in names if n.endswith(".py")])
 
 
 def test_wheel_build_is_reproducible(dist: Path, tmp_path: Path) -> None:
     """The same sources give the same wheel bytes (fixed SOURCE_DATE_EPOCH, clean copy)."""
     lock = json.loads((dist / "pyodide" / "pyodide-lock.json").read_text())
-    fresh = build_wasm.webinfer_wheel(tmp_path, build_wasm.Report())
+    fresh, = build_wasm.with_bytecode([(build_wasm.webinfer_wheel(tmp_path, build_wasm.Report()), "wheel")],
+                                      build_wasm.cache_root() / f"pyodide-{build_wasm.PYODIDE_VERSION}", tmp_path,
+                                      build_wasm.Report())
     if build_wasm.sources_digest() != json.loads((dist / "build-info.json").read_text())["sources_digest"]:
         pytest.skip("sources changed since the bundle was built (concurrent edits)")
     assert hashlib.sha256(fresh.read_bytes()).hexdigest() == lock["packages"]["webinfer"]["sha256"]
@@ -109,6 +141,9 @@ def test_bad_sources_fail_with_a_clear_message(tmp_path: Path) -> None:
         z.writestr("something/else.txt", "x")
     with pytest.raises(build_wasm.BuildError, match="holds no"):
         build_wasm.numpy_wheel(cache, src, build_wasm.Report())
+    (src / build_wasm.FACE_IMAGE_WHEEL).write_bytes(b"not the scikit-image wheel")
+    with pytest.raises(build_wasm.BuildError, match="sha256"):
+        build_wasm.face_image(cache, src, build_wasm.Report())
 
 
 def test_wheel_builds_in_a_fresh_venv(tmp_path: Path) -> None:

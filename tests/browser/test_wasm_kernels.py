@@ -36,6 +36,7 @@ def test_kernels_build_byte_identical_and_safe(tmp_path: Path) -> None:
         family = name.rsplit("-", 1)[0]
         assert set(build_wasm.wasm_exports(data)) == {"gemm": {"pack_b", "gemm_packed"}, "elementwise": {"gelu", "bias_act", "binary"},
                                                          "conv": {"depthwise2d", "im2col_panels"},
+                                                         "qgemm": {"pack_i8", "qgemm"},
                                                          "rows": {"softmax", "layernorm"}}[family]
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import dataclasses
 import math
 
 import numpy as np
 
 import webinfer
-from webinfer import gemm, wasm_kernels, wasm_ops
-from webinfer.ops.elementwise import FusedActivation, gelu_
+from webinfer import activations, gemm, wasm_kernels, wasm_ops
+from webinfer.special import gelu_
 
 U32 = 2.0 ** -24
 #: (M, K, N): degenerate, odd, tails of both the 2-row and the 16-column tiles, K over one 256-row block.
@@ -110,7 +111,7 @@ def _check_matmul(kernels: Any, rng: np.random.Generator, fail: Callable[[str], 
 
 
 def _check_gelu(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
-    """ops.elementwise.gelu_ (the kernel where it runs) on odd sizes, wide ranges and special values."""
+    """special.gelu_ (the kernel where it runs) on odd sizes, wide ranges and special values."""
     count = 0
     for size in (1, 3, 4, 7, 1000, 4099):
         for scale in (0.1, 3.0, 30.0):
@@ -145,13 +146,17 @@ ACTIVATIONS: dict[str, tuple[float, float, Callable[[np.ndarray], np.ndarray]]] 
 }
 
 
-def _act(name: str | None) -> FusedActivation | None:
-    """The runtime's activation object; its numpy function (float64 formula) runs where a kernel leaves
-    the activation to numpy (outputs too small for a kernel call)."""
+def _act(name: str | None) -> activations.Activation | None:
+    """The runtime's activation object with the table's row (activations.py), its numpy function replaced by
+    the float64 formula, which runs where a kernel leaves the activation to numpy (outputs too small for
+    a kernel call)."""
     if name is None:
         return None
     p0, p1, fn = ACTIVATIONS[name]
-    return FusedActivation(name, lambda y: np.copyto(y, fn(y.astype(np.float64)), casting="unsafe"), p0, p1)
+    spec = activations.ACTIVATIONS[name]
+    reference = dataclasses.replace(
+        spec, apply=lambda x, out, *params: np.copyto(out, fn(x.astype(np.float64)), casting="unsafe"))
+    return activations.Activation(reference, (p0, p1)[:len(spec.params)])
 
 
 def _apply(name: str | None, y: np.ndarray) -> np.ndarray:
@@ -345,6 +350,45 @@ def _check_rows(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
     return count
 
 
+def _check_qgemm(rng: np.random.Generator, fail: Callable[[str], None]) -> int:
+    """gemm.gemm_int8 on wasm/qgemm.c: identical to int64 sums wrapped to int32, for int8/uint8 operands,
+    scalar and per-column zero points, odd shapes (tails of the 2x4 tile and of K's 8-lane steps), strided,
+    transposed and reversed views, and sums past 2^31."""
+    count = 0
+    for m, k, n in [(1, 1, 1), (3, 5, 7), (17, 33, 65), (2, 300, 17), (128, 384, 96), (0, 4, 5), (4, 0, 3)]:
+        for a_type, b_type in ((np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8)):
+            ia, ib = np.iinfo(a_type), np.iinfo(b_type)
+            base_a = rng.integers(ia.min, ia.max + 1, (2 * m + 1, 3 * k + 1)).astype(a_type)
+            base_b = rng.integers(ib.min, ib.max + 1, (k, n)).astype(b_type)
+            views = {"contiguous": (np.ascontiguousarray(base_a[:m, :k]), base_b),
+                     "strided/transposed": (base_a[1::2, ::3][:m, :k], np.ascontiguousarray(base_b.T).T),
+                     "reversed": (base_a[:m, :k][::-1], base_b[::-1])}
+            for name, (a, b) in views.items():
+                za = int(rng.integers(ia.min, ia.max + 1))
+                for zb in (0, rng.integers(ib.min, ib.max + 1, n).astype(b_type)):
+                    got = gemm.gemm_int8(a, b, za, zb)
+                    want = ((a.astype(np.int64) - za) @ (b.astype(np.int64) - np.asarray(zb, np.int64))
+                            ).astype(np.int32)
+                    count += 1
+                    if got.dtype != np.int32 or not np.array_equal(got, want):
+                        fail(f"gemm_int8 M={m} K={k} N={n} {np.dtype(a_type)}x{np.dtype(b_type)} {name} "
+                             f"per-column={np.ndim(zb) == 1}")
+    b = rng.integers(-128, 128, (37, 19)).astype(np.int8)
+    zb = rng.integers(-128, 128, 19).astype(np.int8)
+    packed = gemm.pack_int8(b, zb)
+    for m in (1, 6, 33):
+        a = rng.integers(0, 256, (m, 37)).astype(np.uint8)
+        count += 1
+        if packed.columns is None or not np.array_equal(
+                gemm.gemm_int8(a, packed, 7), ((a.astype(np.int64) - 7) @ (b.astype(np.int64) - zb)).astype(np.int32)):
+            fail(f"gemm_int8 with B packed once (pack_int8), M={m}")
+    a, b = np.full((3, 40000), 255, np.uint8), np.full((40000, 5), 255, np.uint8)
+    count += 1
+    if not np.array_equal(gemm.gemm_int8(a, b), np.full((3, 5), (255 * 255 * 40000 + 2**31) % 2**32 - 2**31)):
+        fail("gemm_int8 sums past 2^31 do not wrap as int32")
+    return count
+
+
 async def check(variants: list[str]) -> dict[str, Any]:
     """Initialise the kernels with `variants` (best first) and compare every case; see the module doc."""
     backend = await webinfer.init_wasm(tuple(variants))
@@ -357,12 +401,12 @@ async def check(variants: list[str]) -> dict[str, Any]:
     if wasm_kernels.exports("elementwise") is None:
         failures.append("the elementwise kernels are not loaded")
     count += _check_gelu(rng, failures.append)
-    for family in ("conv", "rows"):
+    for family in ("conv", "qgemm", "rows"):
         if wasm_kernels.exports(family) is None:
             failures.append(f"the {family} kernels are not loaded")
     count += _check_depthwise(rng, failures.append) + _check_bias_act(rng, failures.append)
     count += _check_im2col_conv(rng, failures.append) + _check_binary(rng, failures.append)
-    count += _check_rows(rng, failures.append)
+    count += _check_rows(rng, failures.append) + _check_qgemm(rng, failures.append)
     return {"backend": backend, "count": count, "failures": failures[:20], "n_failures": len(failures)}
 
 

@@ -142,7 +142,7 @@ def conv_case(draw: Any) -> dict[str, Any]:
     h = 1 if one_d else draw(st.integers(max(1, (kh - 1) * dil[0] + 1 - pads[0] - pads[2]), 9))
     w = draw(st.integers(max(1, (kw - 1) * dil[1] + 1 - pads[1] - pads[3]), 9))
     return dict(n=draw(st.integers(1, 2)), c=c, m=m, h=h, w=w, kh=kh, kw=kw, strides=strides, dil=dil, pads=pads,
-                group=group, bias=draw(st.booleans()), one_d=one_d, act=draw(st.sampled_from([None, "Relu", "Clip"])))
+                group=group, bias=draw(st.booleans()), one_d=one_d, act=draw(st.sampled_from([None, "Relu", "Clip", "LeakyRelu", "Sigmoid"])))
 
 
 @SETTINGS
@@ -168,8 +168,18 @@ def test_conv(gpu_device: Any, case: dict[str, Any], seed: int) -> None:
     elif case["act"] == "Clip":
         attrs.update(activation="Clip", activation_min=-0.5, activation_max=0.75)
         want = np.clip(want, -0.5, 0.75)
+    elif case["act"] == "LeakyRelu":  # alpha: the table's default (activations.py)
+        attrs["activation"] = "LeakyRelu"
+        want = np.where(want >= 0, want, 0.01 * want)
+    elif case["act"] == "Sigmoid":
+        attrs["activation"] = "Sigmoid"
+        want = 1 / (1 + np.exp(-want))
     feeds = {"x": x, "w": w} if b is None else {"x": x, "w": w, "b": b}
-    got = run_gpu(helper.make_node("Conv", list(feeds), ["y"], **attrs), feeds)
+    if case["act"]:  # the fused activation is webinfer.FusedConv's
+        got = run_gpu(helper.make_node("FusedConv", list(feeds), ["y"], domain="webinfer", **attrs), feeds,
+                      domain="webinfer")
+    else:
+        got = run_gpu(helper.make_node("Conv", list(feeds), ["y"], **attrs), feeds)
     close(got, want, case["c"] // case["group"] * case["kh"] * case["kw"])
 
 
@@ -180,9 +190,9 @@ def test_conv_quantize_grid(gpu_device: Any) -> None:
     x = np.rint(rng.standard_normal((1, 6, 9, 8)) * 40).astype(np.float32)
     w = (rng.standard_normal((5, 6, 3, 3)) * 0.1).astype(np.float32)
     want = conv_ref(x.astype(np.float64), w.astype(np.float64), None, [1, 1], [1, 1], [1, 1, 1, 1], 1)
-    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], activation="QuantizeGrid",
-                            activation_min=-20.0, activation_max=30.0)
-    got = run_gpu(node, {"x": x, "w": w})
+    node = helper.make_node("FusedConv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], domain="webinfer",
+                            activation="QuantizeGrid", activation_min=-20.0, activation_max=30.0)
+    got = run_gpu(node, {"x": x, "w": w}, domain="webinfer")
     clipped = np.clip(want, -20, 30)
     near_tie = np.abs(np.abs(clipped - np.floor(clipped)) - 0.5) < 1e-3
     assert np.all(got == np.rint(got)) and got.min() >= -20 and got.max() <= 30

@@ -67,7 +67,8 @@ def test_qdq_classifiers_agree_with_onnxruntime(name: str) -> None:
     data = model_builder.model_path(name).read_bytes()
     ours = webinfer.InferenceSession(data, providers=["cpu"])
     ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    assert any(n.attrs.get("activation") == "QuantizeGrid" for n in ours._main.graph.nodes if n.op_type == "Conv")
+    assert any(n.attrs.get("activation") == "QuantizeGrid" for n in ours._main.graph.nodes
+               if n.op_type == "FusedConv")
     for _ in range(3):
         x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
         a, b = ours.run(None, {"input": x})[0], ref.run(None, {"input": x})[0]

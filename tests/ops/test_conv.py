@@ -8,6 +8,7 @@ a float64 conv, at 1e-6 of the output's range."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper
@@ -226,11 +227,17 @@ def test_conv_float16_and_double() -> None:
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
 
 
+def _fused_conv_model(node: onnx.NodeProto, feed: dict[str, np.ndarray], inits: dict[str, np.ndarray]) -> bytes:
+    model = make_model([node], feed, ["y"], initializers=inits)
+    model.opset_import.append(helper.make_opsetid("webinfer", 1))
+    return model.SerializeToString()
+
+
 def _webinfer_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, **attrs: object) -> np.ndarray:
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], **attrs)
-    model = make_model([node], {"x": x}, ["y"], initializers={"w": w, "b": b})
+    node = helper.make_node("FusedConv", ["x", "w", "b"], ["y"], domain="webinfer", pads=[1, 1, 1, 1], **attrs)
+    model = _fused_conv_model(node, {"x": x}, {"w": w, "b": b})
     options = webinfer.SessionOptions(strict_shape_checks=True)
-    return webinfer.InferenceSession(model.SerializeToString(), options).run(None, {"x": x})[0]
+    return webinfer.InferenceSession(model, options).run(None, {"x": x})[0]
 
 
 @pytest.mark.parametrize("attrs, fn", [
@@ -240,6 +247,8 @@ def _webinfer_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, **attrs: object)
     (dict(activation="Sigmoid"), lambda y: 1 / (1 + np.exp(-y))),
     (dict(activation="HardSwish"), lambda y: y * np.clip(y / 6 + 0.5, 0, 1)),
     (dict(activation="LeakyRelu", activation_alpha=0.1), lambda y: np.where(y >= 0, y, 0.1 * y)),
+    (dict(activation="LeakyRelu"), lambda y: np.where(y >= 0, y, 0.01 * y)),  # the table's default alpha
+    (dict(activation="Tanh"), np.tanh),
 ])
 @pytest.mark.parametrize("group", [1, 4])
 def test_fused_activation(attrs: dict, fn, group: int) -> None:
@@ -259,15 +268,27 @@ def test_fused_activation(attrs: dict, fn, group: int) -> None:
     ((1, 16, 128, 128), (48, 16, 1, 1), {}),  # pointwise, in blocks
 ])
 def test_fused_residual(x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
-    """webinfer's Conv(X, W, B, Z) + activation computes relu(conv + B + Z)."""
+    """webinfer.FusedConv(X, W, B, Z) with a Relu activation computes relu(conv + B + Z)."""
     x, w, b = rand(*x_shape), rand(*w_shape), rand(w_shape[0])
     ref = check_node("Conv", {"x": x}, initializers={"w": w, "b": b}, rtol=1e-4, atol=1e-4, **attrs)[0]
     z = rand(*ref.shape)
-    node = helper.make_node("Conv", ["x", "w", "b", "z"], ["y"], activation="Relu", **attrs)
-    model = make_model([node], {"x": x, "z": z}, ["y"], initializers={"w": w, "b": b})
+    node = helper.make_node("FusedConv", ["x", "w", "b", "z"], ["y"], domain="webinfer", activation="Relu", **attrs)
+    model = _fused_conv_model(node, {"x": x, "z": z}, {"w": w, "b": b})
     options = webinfer.SessionOptions(strict_shape_checks=True)
-    ours = webinfer.InferenceSession(model.SerializeToString(), options).run(None, {"x": x, "z": z})[0]
+    ours = webinfer.InferenceSession(model, options).run(None, {"x": x, "z": z})[0]
     np.testing.assert_allclose(ours, np.maximum(ref + z, 0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("inputs, attrs", [(["x", "w", "b", "z"], {}), (["x", "w", "b"], dict(activation="Relu"))])
+def test_onnx_conv_refuses_the_fused_extras(inputs: list[str], attrs: dict) -> None:
+    """The residual input and the activation are webinfer.FusedConv's: an ONNX Conv carrying them is an
+    error naming the node, not a silently different result."""
+    x, w, b = rand(1, 2, 5, 5), rand(3, 2, 3, 3), rand(3)
+    node = helper.make_node("Conv", inputs, ["y"], name="conv_extra", **attrs)
+    feed = {"x": x, "z": rand(1, 3, 3, 3)} if "z" in inputs else {"x": x}
+    model = make_model([node], feed, ["y"], initializers={"w": w, "b": b})
+    with pytest.raises(webinfer.errors.ShapeInferenceError, match="Conv node 'conv_extra'.*at most 3 inputs"):
+        webinfer.InferenceSession(model.SerializeToString())
 
 
 @pytest.mark.parametrize("x_shape, w_shape, attrs", [

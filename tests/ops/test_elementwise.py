@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from webinfer.ops import elementwise as elementwise_ops
+from webinfer import activations
+from webinfer import special as special_functions
 
 from .util import LAYOUTS, check_node, load_node, strided
 
@@ -20,7 +21,7 @@ def _exact_gelu(x: np.ndarray) -> np.ndarray:
 
 def test_gelu_float32_matches_exact_erf_gelu() -> None:
     """Gelu (erf) on float32, over the range where Phi varies and far beyond it: within 1e-6 of the
-    float64 formula (the tanh-form evaluation of ops/elementwise.py), exact 0 and +-huge values."""
+    float64 formula (the tanh-form evaluation of special.py), exact 0 and +-huge values."""
     rng = np.random.default_rng(3)
     x = np.concatenate([np.linspace(-12, 12, 40001), rng.standard_normal(5000) * 3,
                         [0.0, 1e-30, -1e-30, 1e20, -1e20, 3e38, -3e38]]).astype(np.float32)
@@ -57,7 +58,7 @@ def test_sigmoid_tails_and_specials(size: int, layout: str) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """A single value (a classifier's score) is computed in Python's float64 and rounded once."""
-    monkeypatch.setattr(elementwise_ops, "_logistic_of_negated_", lambda y: pytest.fail("took the array path"))
+    monkeypatch.setattr(activations, "logistic_of_negated_", lambda y: pytest.fail("took the array path"))
     x = np.full(shape, value, dtype)
     sess = load_node(helper.make_node("Sigmoid", ["x"], ["y"]), {"x": x}, opset=13)
     (got,) = sess.run(None, {"x": x})
@@ -66,6 +67,17 @@ def test_sigmoid_of_one_value(value: float, shape: tuple, dtype: type, monkeypat
     assert got.shape == shape and got.dtype == dtype
     np.testing.assert_allclose(got, want, rtol=1e-6 if dtype != np.float16 else 1e-3, atol=0)
 
+
+@pytest.mark.parametrize("low,high", [(0.0, 1.0), (-0.5, 2.5)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prelu_per_channel_slope_both_arithmetic_forms(low: float, high: float, layout: str) -> None:
+    """PRelu's max(x, slope*x) (all slopes <= 1) and min(x, 0)*slope + max(x, 0) (some above 1) forms
+    give onnxruntime's result exactly, on strided inputs too."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    slope = rng.uniform(low, high, (6, 1, 1)).astype(np.float32)
+    check_node("PRelu", {"x": strided(x, layout)}, initializers={"slope": slope}, rtol=0, atol=0)
+    check_node("PRelu", {"x": strided(x, layout), "slope": slope}, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -76,8 +88,9 @@ def test_fused_relu_and_hardswish_in_place_match_onnxruntime(layout: str, dtype:
     HardSwish on any layout (rtol 1e-6: one float32 rounding of x / 6), and keep NaN and the infinities
     (also on a small array, where Relu is numpy's maximum)."""
     rng = np.random.default_rng(11)
-    x = (rng.standard_normal((3, 5, 2 * elementwise_ops._BLOCK // 15 + 7)) * 5).astype(np.float32)
-    for op, fn in (("Relu", elementwise_ops._relu_), ("HardSwish", elementwise_ops._hardswish_)):
+    x = (rng.standard_normal((3, 5, 2 * special_functions.BLOCK // 15 + 7)) * 5).astype(np.float32)
+    for op in ("Relu", "HardSwish"):
+        fn = activations.Activation(activations.ACTIVATIONS[op], ())
         (want,) = check_node(op, {"x": x}, opset=14)
         y = strided(x.astype(dtype), layout)
         if layout == "contiguous":

@@ -56,7 +56,7 @@ def test_conv_batchnorm_relu_become_one_conv() -> None:
              _init("s", RNG.uniform(0.5, 1.5, c)), _init("bb", RNG.standard_normal(c)),
              _init("m", RNG.standard_normal(c)), _init("v", RNG.uniform(0.5, 1.5, c))]
     model = _model(nodes, [_f("x", [1, 3, 10, 10])], [_f("y", None)], inits)
-    assert _ops_after_session(model) == ["Conv"]
+    assert _ops_after_session(model) == ["FusedConv"]
     _same_as_ort(model, {"x": RNG.standard_normal((1, 3, 10, 10)).astype(np.float32)}, rtol=1e-4, atol=1e-4)
 
 
@@ -66,12 +66,15 @@ def test_conv_batchnorm_relu_become_one_conv() -> None:
     helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.2),
     helper.make_node("Sigmoid", ["c"], ["y"]),
     helper.make_node("HardSwish", ["c"], ["y"]),
+    helper.make_node("LeakyRelu", ["c"], ["y"]),  # alpha from the table's default
+    helper.make_node("Tanh", ["c"], ["y"]),
+    helper.make_node("Clip", ["c", "", "hi"], ["y"]),  # no min: the table's -inf
 ])
 def test_conv_activation_fusion(act: onnx.NodeProto) -> None:
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2]), act]
     inits = [_init("w", RNG.standard_normal((4, 2, 3, 3))), _init("lo", np.array(-0.5)), _init("hi", np.array(0.7))]
     model = _model(nodes, [_f("x", [2, 2, 9, 9])], [_f("y", None)], inits)
-    assert _ops_after_session(model) == ["Conv"]
+    assert _ops_after_session(model) == ["FusedConv"]
     _same_as_ort(model, {"x": RNG.standard_normal((2, 2, 9, 9)).astype(np.float32)})
 
 

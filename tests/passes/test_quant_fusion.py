@@ -144,8 +144,8 @@ def test_qdq_conv_fused_within_one_step(tmp_path: Path) -> None:
     assert len(conv_q) == 3
     model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in conv_q)
     fused, plain = _sessions(model)
-    assert "Conv" in _ops(fused) and all(n.attrs.get("activation") == "QuantizeGrid"
-                                         for n in fused._main.graph.nodes if n.op_type == "Conv")
+    assert "webinfer.FusedConv" in _ops(fused) and all(n.attrs.get("activation") == "QuantizeGrid"
+                                                       for n in fused._main.graph.nodes if n.op_type == "FusedConv")
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for seed in range(4):
         x = np.random.default_rng(seed).standard_normal((1, 3, 13, 11)).astype(np.float32)
@@ -255,7 +255,7 @@ def test_qdq_conv_activation_chain_fused(act: str) -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 9, 7])],
                               [w, *s.values(), *z.values()])
     fused, plain = _sessions(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    assert _ops(fused) == ["DequantizeLinear", "Conv", "Mul"]  # shift the input, the chain, grid * s2
+    assert _ops(fused) == ["DequantizeLinear", "webinfer.FusedConv", "Mul"]  # shift the input, the chain, grid * s2
     assert fused._main.graph.nodes[1].attrs["activation"] == "QuantizeGridThen"
     x = rng.integers(0, 256, (1, 4, 9, 7)).astype(np.uint8)
     got, want = fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0]

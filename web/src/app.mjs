@@ -1,11 +1,12 @@
 // The demo page: talks to the worker (worker.mjs), draws results. No Python runs on this thread.
 
+import { FaceDemo } from "./face.mjs";
 import { renderGraph, renderHistogram } from "./graph.mjs";
 
 const $ = (id) => document.getElementById(id);
 const DEMO_MODEL_URL = new URL("./models/ppocr_det.onnx", import.meta.url);
 const SAMPLE_URL = new URL("./sample.png", import.meta.url);
-const STAGE_ORDER = ["pyodide", "numpy", "webinfer", "webgpu", "model", "first-run"];
+const STAGE_ORDER = ["pyodide", "numpy", "webinfer", "kernels", "webgpu", "model", "first-run"];
 
 /** Promise-based requests to the worker; progress messages go to `onProgress`. */
 class WorkerClient {
@@ -411,7 +412,7 @@ function refreshGraphChoices() {
   const select = $("graph-model");
   const current = select.value;
   select.replaceChildren();
-  for (const s of [state.demo, state.user].filter(Boolean)) {
+  for (const s of [state.demo, state.faceDemo?.session, state.user].filter(Boolean)) {
     const opt = document.createElement("option");
     opt.value = String(s.id);
     opt.textContent = s === state.demo ? "PP-OCRv4 det (demo)" : s.name;
@@ -422,7 +423,7 @@ function refreshGraphChoices() {
 
 function selectedSummary() {
   const id = Number($("graph-model").value);
-  return [state.demo, state.user].find((s) => s && s.id === id) ?? state.demo;
+  return [state.demo, state.faceDemo?.session, state.user].find((s) => s && s.id === id) ?? state.demo;
 }
 
 function showGraph() {
@@ -457,6 +458,7 @@ async function reloadForProviders() {
       renderUserModel();
       refreshGraphChoices();
     }
+    await state.faceDemo?.providersChanged();
   } catch (err) {
     showError("Reloading the models failed", err);
   } finally {
@@ -556,7 +558,15 @@ function footer() {
 async function start() {
   wireControls();
   listServerModels();
-  const stageBase = { pyodide: 0, numpy: 0.3, webinfer: 0.45, ready: 0.52 };
+  // ?providers=cpu starts on the CPU path (the browser's WebGPU adapter is not asked for): what a browser
+  // without WebGPU gets, and what the cold-start benchmark measures.
+  const asked = new URLSearchParams(location.search).get("providers");
+  if (asked && [...$("providers").options].some((o) => o.value === asked)) {
+    $("providers").value = asked;
+    state.providers = asked.split(",");
+  }
+  const webgpu = state.providers.includes("webgpu");
+  const stageBase = { pyodide: 0, numpy: 0.3, webinfer: 0.45, kernels: 0.5, ready: 0.52 };
   // Python is loaded ("ready"): the worker opens webinfer's WebGPU device next, before any session.
   state.worker = new WorkerClient(
     new URL("./worker.mjs", import.meta.url),
@@ -572,20 +582,33 @@ async function start() {
   const modelBytes = fetchWithProgress(DEMO_MODEL_URL, () => {});
   const sample = fetchWithProgress(SAMPLE_URL, () => {});
   try {
-    const init = await state.worker.call("init");
+    const workerStart = performance.now();
+    const init = await state.worker.call("init", { webgpu });
     state.versions = init.versions;
     state.adapter = init.adapter;
     state.timings.readyMs = performance.now();
+    // The cold-start breakdown (benchmarks/bench_cold_start.py): the worker's stages, then the page's.
+    const stages = { page: workerStart, ...init.timings };
+    stages.worker = state.timings.readyMs - workerStart - init.loadMs;  // its start, the module imports
     footer();
     setProgress("model", "Loading the PP-OCRv4 model into webinfer…", 0.6);
+    let t = performance.now();
     state.demoBytes = await modelBytes;
+    stages.modelFetchWait = performance.now() - t;
+    t = performance.now();
     state.demo = await loadSession(state.demoBytes, "ppocr_det.onnx");
+    stages.modelLoad = performance.now() - t;
     afterLoad(state.demo);
-    showGraph();
     await setImage(await sample);
     setProgress("first-run", "Running text detection on the sample image…", 0.8);
     document.body.dataset.state = "running";
+    t = performance.now();
     await runDetection("first run", 1);
+    stages.firstRun = performance.now() - t;
+    state.timings.stages = stages;
+    showGraph();
+    state.faceDemo = new FaceDemo({ $, state, loadSession, afterLoad, showError, fmtMs, fmtShape, toPng });
+    $("face-run").disabled = false;
     setProgress("ready", "Ready", 1);
     document.body.dataset.state = "ready";
     setTimeout(() => ($("loading").hidden = true), 600);

@@ -16,8 +16,9 @@ export const PYODIDE_VERSION = "0.27.7";
 /** The stages `onProgress` reports, in order, with the share of the total load time each usually takes. */
 export const STAGES = [
   { stage: "pyodide", weight: 0.6, message: "Loading the Python runtime (Pyodide)" },
-  { stage: "numpy", weight: 0.25, message: "Loading numpy" },
-  { stage: "webinfer", weight: 0.15, message: "Loading webinfer" },
+  { stage: "numpy", weight: 0.25, message: "Loading numpy and webinfer" },
+  { stage: "webinfer", weight: 0.1, message: "Importing webinfer" },
+  { stage: "kernels", weight: 0.05, message: "Compiling the WebAssembly kernels" },
 ];
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node && typeof window === "undefined";
@@ -37,7 +38,8 @@ async function defaultIndexURL() {
  *
  * @param {object} [options]
  * @param {string} [options.indexURL] where pyodide.mjs, the wheels and the lock file are (default: ./pyodide/)
- * @param {(p: {stage: string, message: string, fraction: number, elapsedMs: number}) => void} [options.onProgress]
+ * @param {(p: {stage: string, message: string, fraction: number, elapsedMs: number, timings?: object}) => void}
+ *   [options.onProgress] the last event (stage "ready") carries `timings`: milliseconds per stage
  * @param {(line: string) => void} [options.stdout] Python's stdout (default: console.log)
  * @param {(line: string) => void} [options.stderr] Python's stderr (default: console.warn)
  * @param {string[]} [options.packages] more packages from the lock file to load after webinfer
@@ -46,10 +48,16 @@ async function defaultIndexURL() {
 export async function loadWebinfer(options = {}) {
   const t0 = performance.now();
   const onProgress = options.onProgress ?? (() => {});
+  // Milliseconds each stage took, reported with the final "ready" progress event (the cold-start breakdown).
+  const timings = {};
   let done = 0;
+  let stageStart = t0;
   const report = (i) => {
+    const now = performance.now();
+    if (i > 0) timings[STAGES[i - 1].stage] = now - stageStart;
+    stageStart = now;
     const s = STAGES[i];
-    onProgress({ stage: s.stage, message: s.message, fraction: done, elapsedMs: performance.now() - t0 });
+    onProgress({ stage: s.stage, message: s.message, fraction: done, elapsedMs: now - t0 });
     done += s.weight;
   };
   const indexURL = options.indexURL ?? (await defaultIndexURL());
@@ -62,13 +70,17 @@ export async function loadWebinfer(options = {}) {
   // Package loading messages ("Loading numpy", "Loaded numpy") go to the console, not the page.
   const quiet = { messageCallback: () => {}, errorCallback: (m) => console.warn(m) };
   report(1);
-  await pyodide.loadPackage("numpy", quiet);
+  // One call: Pyodide fetches the wheels in parallel, then installs them (numpy first, as webinfer depends on it).
+  await pyodide.loadPackage(["numpy", "webinfer", ...(options.packages ?? [])], quiet);
   report(2);
-  await pyodide.loadPackage(["webinfer", ...(options.packages ?? [])], quiet);
+  await pyodide.runPythonAsync("import numpy, webinfer");
+  report(3);
   // The WebAssembly kernels (GEMM, GELU), compiled asynchronously (never blocking the page, whatever an
   // engine's cap on synchronous compiles) on Pyodide's own memory and warmed up; numpy where they cannot run.
-  await pyodide.runPythonAsync("import numpy, webinfer\nawait webinfer.init_wasm()");
-  onProgress({ stage: "ready", message: "Ready", fraction: 1, elapsedMs: performance.now() - t0 });
+  await pyodide.runPythonAsync("await webinfer.init_wasm()");
+  timings.kernels = performance.now() - stageStart;
+  const elapsedMs = performance.now() - t0;
+  onProgress({ stage: "ready", message: "Ready", fraction: 1, elapsedMs, timings });
   return pyodide;
 }
 

@@ -3,11 +3,13 @@
 // Protocol (page -> worker): {reqId, type, ...args}; replies {reqId, ok, result | error}; while
 // loading, {type: "progress", ...} messages. Requests run one at a time, in order (Python is
 // single-threaded and a run must not interleave with another).
-//   init                        -> {versions, adapter} (webinfer's WebGPU device is opened here)
+//   init {webgpu}               -> {versions, adapter, loadMs, timings} (webinfer's WebGPU device is opened
+//                                  here unless webgpu is false; timings: ms per loading stage)
 //   load {bytes, name, providers, providerOptions?} -> model summary (interface, providers used, placement,
 //                                  nodes on the GPU, graph)
 //   run {id, shapes, npy, repeats} -> outputs summary + latency
 //   detect {id, png, repeats}   -> text boxes + latency + probability map (Float32Array)
+//   face {id, png, repeats}     -> faces (boxes, keypoints) + latency (face_demo.py, imported on first use)
 //   release {id}
 
 import { callPython, describeError, loadWebinfer, versions } from "./webinfer.mjs";
@@ -18,18 +20,41 @@ let pyodide = null;
 let demo = null;
 let adapter = null;
 let queue = Promise.resolve();
+let faceDemo = null;
 
-async function init() {
+/** face_demo.py, fetched and imported when the face panel is first used (the OCR demo's start never waits on it). */
+async function faceModule() {
+  if (!faceDemo) {
+    const source = await (await fetch(new URL("./face_demo.py", import.meta.url))).text();
+    pyodide.FS.writeFile("/home/pyodide/face_demo.py", source);
+    faceDemo = pyodide.pyimport("face_demo");
+  }
+  return faceDemo;
+}
+
+async function init({ webgpu = true }) {
   const t0 = performance.now();
-  pyodide = await loadWebinfer({ onProgress: (p) => postMessage({ type: "progress", ...p }) });
+  let timings = {};
+  pyodide = await loadWebinfer({
+    onProgress: (p) => {
+      if (p.timings) timings = p.timings;
+      postMessage({ type: "progress", ...p });
+    },
+  });
+  let t = performance.now();
   const source = await (await fetch(new URL("./webinfer_demo.py", import.meta.url))).text();
   pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", source);
   demo = pyodide.pyimport("webinfer_demo");
+  timings.demo = performance.now() - t;
   // webinfer opens its WebGPU device (navigator.gpu, behind the timeout) once, before any session: a
   // session's constructor cannot await the adapter's promise. No adapter: sessions run on the CPU and the
-  // page shows why.
-  adapter = await callPython(pyodide, demo.api_init_webgpu, { timeout_s: ADAPTER_TIMEOUT_S });
-  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0 };
+  // page shows why. A page asking for the CPU alone skips it (the adapter may take seconds to answer).
+  t = performance.now();
+  adapter = webgpu
+    ? await callPython(pyodide, demo.api_init_webgpu, { timeout_s: ADAPTER_TIMEOUT_S })
+    : { available: false, problem: "not opened: the page started with ?providers=cpu (reload without it for WebGPU)" };
+  timings.webgpu = performance.now() - t;
+  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0, timings };
 }
 
 const handlers = {
@@ -44,6 +69,8 @@ const handlers = {
     }),
   run: (m) => callPython(pyodide, demo.api_run, { id: m.id, shapes: m.shapes, npy: m.npy, repeats: m.repeats }),
   detect: (m) => callPython(pyodide, demo.api_detect, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
+  face: async (m) =>
+    callPython(pyodide, (await faceModule()).api_face, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
   release: (m) => callPython(pyodide, demo.api_release, { id: m.id }),
 };
 

@@ -106,7 +106,8 @@ def open_device(options: dict[str, Any] | None = None) -> GpuDevice:
         else:
             from .native import NativeBackend
             backend = _BACKENDS[power] = NativeBackend(options)
-    return GpuDevice(backend, options)
+    from .kernels import KERNELS  # the kernel modules load with the first device, not with the package
+    return GpuDevice(backend, KERNELS, options)
 
 
 _HARDWARE: list[bool] = []

@@ -21,9 +21,15 @@ from .common import (WG, ShapeMemo, ceil_div, contiguous_strides, has_input, in_
                      storage_decls)
 from .layout_kernels import Strided
 from .device import GpuDevice, GpuTensor, Site, Unsupported
+from .uniforms import Uniforms
 
 #: Largest head size the register accumulator is compiled for.
 MAX_HEAD = 256
+#: The words of wgsl/attention.wgsl and attention_scores.wgsl (uniforms.py): strides are (batch, head, row),
+#: the mask's (batch, head, row, key).
+ATTENTION = Uniforms("at", ("B", "Hq", "Sq", "Skv", "group", "scale", "softcap", "causal_offset", ("q_strides", 3),
+                            ("k_strides", 3), ("v_strides", 3), ("y_strides", 3), ("mask_strides", 4), "mask_length",
+                            "window_left", "window_right"))
 
 
 def _mask_strides(mshape: tuple[int, ...], target: tuple[int, int, int, int]) -> tuple[list[int], int]:
@@ -98,15 +104,18 @@ class Attention:
         else:
             mstr, mlen = [0, 0, 0, 0], skv
         inc = ("attention_mask.wgsl",)
-        prog = self.dev.program("attention.wgsl", "main", WG, inc, D=d, DV=dv,
+        # the head sizes select the pipeline (register arrays); batch, heads and sequence lengths are uniforms
+        prog = self.dev.program("attention.wgsl", "main", WG, inc, uniforms=(ATTENTION,), by_shape=dict(D=d, DV=dv),
                                 **self._decls(["Q", "K", "V"], "Y"))
         scores = None
         if self.qk_mode is not None:
-            scores = self.dev.program("attention_scores.wgsl", "main", WG, inc, D=d, MODE=self.qk_mode,
-                                      **self._decls(["Q", "K"], "S"))
+            scores = self.dev.program("attention_scores.wgsl", "main", WG, inc, uniforms=(ATTENTION,),
+                                      by_shape=dict(D=d), MODE=self.qk_mode, **self._decls(["Q", "K"], "S"))
         s = float(scale) if scale is not None else 1.0 / math.sqrt(d)
-        params = [b, hq, sq, skv, hq // hkv, s, float(self.softcap), offset, *qs, *ks, *vs, *ys, *mstr, mlen,
-                  *self.window]
+        params = ATTENTION.pack(B=b, Hq=hq, Sq=sq, Skv=skv, group=hq // hkv, scale=s, softcap=float(self.softcap),
+                                causal_offset=offset, q_strides=qs, k_strides=ks, v_strides=vs, y_strides=ys,
+                                mask_strides=mstr, mask_length=mlen, window_left=self.window[0],
+                                window_right=self.window[1])
         return prog, scores, params, ceil_div(b * hq * sq, WG)
 
     def run(self, planned: Any, q: GpuTensor, k: GpuTensor, v: GpuTensor, mask: GpuTensor | None,
@@ -117,7 +126,7 @@ class Attention:
             self.dev.dispatch(self.scores_site, scores, [q, k, *extra, scores_out], params, groups)
         if out.size == 0:
             return
-        if params[3] == 0:
+        if params[ATTENTION.offsets["Skv"][0]] == 0:
             raise DeviceError("attention over zero keys")
         self.dev.dispatch(self.site, prog, [q, k, v, *extra, out], params, groups)
 

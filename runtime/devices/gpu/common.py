@@ -16,6 +16,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from ... import dtypes
+from ...activations import fused_params, fused_spec
 from ...errors import DeviceError
 from ...ir import TensorType
 from ...ops.registry import OpContext
@@ -191,28 +192,17 @@ def normalize_axis(axis: int, rank: int, label: str) -> int:
 
 
 def activation_expr(ctx: OpContext) -> str:
-    """The WGSL expression over `v` for the fused `activation*` attributes (passes/fuse.py), or `v`."""
-    name = ctx.attr("activation", None)
-    if name is None:
-        return "v"
-    if name == "Relu":
-        return "max(v, 0.0)"
-    if name == "Sigmoid":
-        return "wi_sigmoid(v)"
-    if name == "Tanh":
-        return "wi_tanh(v)"
-    if name == "Gelu":
-        return "0.5 * v * (1.0 + wi_erf(v * 0.7071067811865476))"
-    if name == "HardSwish":
-        return "v * clamp(v / 6.0 + 0.5, 0.0, 1.0)"
-    if name == "LeakyRelu":
-        return f"select(v * {wgsl_float(ctx.attr('activation_alpha', 0.01))}, v, v >= 0.0)"
-    if name == "HardSigmoid":
-        a, b = ctx.attr("activation_alpha", 0.2), ctx.attr("activation_beta", 0.5)
-        return f"clamp(v * {wgsl_float(a)} + {wgsl_float(b)}, 0.0, 1.0)"
-    if name == "Clip":
-        lo, hi = ctx.attr("activation_min", -math.inf), ctx.attr("activation_max", math.inf)
-        return f"min(max(v, {wgsl_float(lo)}), {wgsl_float(hi)})"
-    if name == "QuantizeGrid":  # WGSL's round() breaks ties to even, as ONNX's requantisation does
-        return f"round(clamp(v, {wgsl_float(ctx.attr('activation_min'))}, {wgsl_float(ctx.attr('activation_max'))}))"
-    raise Unsupported(f"fused activation {name!r}")
+    """The WGSL expression over `x` of the fused `activation*` attributes (activations.py's table), or `x`."""
+    spec = fused_spec(ctx)
+    if spec is None:
+        return "x"
+    return params_into(spec.wgsl, fused_params(ctx, spec))
+
+
+def params_into(expr: str, params: dict[str, float]) -> str:
+    """`expr` with its `{name}` parameters written as WGSL literals; a name without a value is Unsupported."""
+    for name, value in params.items():
+        expr = expr.replace("{" + name + "}", wgsl_float(value))
+    if "{" in expr:
+        raise Unsupported(f"expression {expr!r} names a parameter without a value")
+    return expr

@@ -18,11 +18,12 @@ from typing import Any, cast
 import numpy as np
 
 from ...errors import DeviceError
-from ...ops.conv import Geometry, Window, _read_transpose, read_window
+from ...ops.conv import Geometry, Window, read_transpose, read_window
 from ...ops.registry import Kernel, OpContext
 from .common import WG, ShapeMemo, activation_expr, ceil_div, has_input, require_float, storage_decls
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 from .matmul_kernels import Matmul, MatmulShape
+from .uniforms import Uniforms
 
 
 def _rank_ok(ctx: OpContext) -> None:
@@ -38,6 +39,24 @@ def _as_2d(x: tuple[int, ...]) -> tuple[int, int, int, int]:
     if len(x) == 4:
         return x[0], x[1], x[2], x[3]
     raise DeviceError(f"input {list(x)} is not [N, C, W] or [N, C, H, W]")
+
+
+#: The words of wgsl/conv2d.wgsl (uniforms.py); a 1-D conv is a 2-D one of height 1.
+CONV2D = Uniforms("cv", ("N", "C", "H", "W", "M", "OH", "OW", "G", "Cg", "Mg", "KH", "KW", "stride_y", "stride_x",
+                         "dilation_y", "dilation_x", "pad_top", "pad_left"))
+
+
+def _conv_words(n: int, c: int, h: int, w: int, m: int, oh: int, ow: int, group: int, kh: int, kw: int,
+                geo: list[int]) -> list[int | float]:
+    """CONV2D's words; `geo` is [stride y, stride x, dilation y, dilation x, pad top, pad left]."""
+    sy, sx, dy, dx, py, px = geo
+    return CONV2D.pack(N=n, C=c, H=h, W=w, M=m, OH=oh, OW=ow, G=group, Cg=c // group, Mg=m // group, KH=kh, KW=kw,
+                       stride_y=sy, stride_x=sx, dilation_y=dy, dilation_x=dx, pad_top=py, pad_left=px)
+
+
+def pool_uniforms(spatial: int) -> Uniforms:
+    """The words of wgsl/pool.wgsl for `spatial` spatial dims (8 per dim: see the file)."""
+    return Uniforms("pl", ("planes", "cells", "in_cells", "taps", ("dims", 8 * spatial)))
 
 
 def _geometry2(g: Geometry) -> tuple[list[int], int, int]:
@@ -63,7 +82,7 @@ def build_conv(ctx: OpContext, dev: GpuDevice) -> Kernel:
     has_bias, has_res = has_input(ctx, 2), has_input(ctx, 3)
     mm = Matmul(dev, ctx.node.label(), act, t)
     site = Site(ctx.node.label())
-    values = {"ACT": act, **_decls(has_bias, has_res, t)}
+    values: dict[str, Any] = {"ACT": act, **_decls(has_bias, has_res, t)}
 
     def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
         n, c, h, w = _as_2d(xs)
@@ -78,11 +97,11 @@ def build_conv(ctx: OpContext, dev: GpuDevice) -> Kernel:
         if g.trivial and group == 1:
             shape = MatmulShape(m, h * w, c, (n,), (0,), (c * h * w,), c, 1, h * w, 1)
             return out, "matmul", mm.plan(shape, (1, 0) if has_bias else None, residual=has_res)
-        params = [n, c, h, w, m, oh, ow, group, c // group, m // group, kh, kw, *geo]
+        params = _conv_words(n, c, h, w, m, oh, ow, group, kh, kw, geo)
         if group == c and ws[1] == 1:
-            prog = dev.program("conv2d.wgsl", "depthwise", WG, **values)
+            prog = dev.program("conv2d.wgsl", "depthwise", WG, uniforms=(CONV2D,), **values)
             return out, "direct", (prog, params, ceil_div(n * m * ceil_div(oh * ow, 4), WG))
-        prog = dev.program("conv2d.wgsl", "direct", 64, **values)
+        prog = dev.program("conv2d.wgsl", "direct", 64, uniforms=(CONV2D,), **values)
         return out, "direct", (prog, params, (ceil_div(oh * ow, 32), ceil_div(m // group, 32), n * group))
 
     memo = ShapeMemo(plan)
@@ -112,11 +131,11 @@ def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
     present = [i for i in range(len(ctx.node.inputs)) if has_input(ctx, i)]
     t = require_float(ctx, dev, *present)
     _rank_ok(ctx)
-    attrs = _read_transpose(ctx)
+    attrs = read_transpose(ctx)
     group = int(ctx.attr("group", 1))
     has_bias = has_input(ctx, 2)
     site = Site(ctx.node.label())
-    values = {"ACT": activation_expr(ctx), **_decls(has_bias, False, t)}
+    values: dict[str, Any] = {"ACT": activation_expr(ctx), **_decls(has_bias, False, t)}
 
     def plan(xs: tuple[int, ...], ws: tuple[int, ...]) -> Any:
         n, c, h, w = _as_2d(xs)
@@ -133,8 +152,8 @@ def build_conv_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
             geo = [strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1]]
             oh, ow, kh, kw = dims[0], dims[1], kernel[0], kernel[1]
         out = (n, m) + tuple(dims)
-        prog = dev.program("conv2d.wgsl", "transpose", WG, **values)
-        params = [n, c, h, w, m, oh, ow, group, c // group, m // group, kh, kw, *geo]
+        prog = dev.program("conv2d.wgsl", "transpose", WG, uniforms=(CONV2D,), **values)
+        params = _conv_words(n, c, h, w, m, oh, ow, group, kh, kw, geo)
         return out, prog, params, ceil_div(n * m * oh * ow, WG)
 
     memo = ShapeMemo(plan)
@@ -181,8 +200,9 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
             dims += [size, g.out[d], kernel[d], g.strides[d], g.dilations[d], g.begin[d], lo, hi]
         planes = xs[0] * xs[1]
         cells = math.prod(g.out)
-        prog = dev.program("pool.wgsl", "main", WG, RANK=len(xs) - 2, **values)
-        params = [planes, cells, math.prod(xs[2:]), math.prod(kernel), *dims]
+        words = pool_uniforms(len(xs) - 2)
+        prog = dev.program("pool.wgsl", "main", WG, uniforms=(words,), by_shape=dict(RANK=len(xs) - 2), **values)
+        params = words.pack(planes=planes, cells=cells, in_cells=math.prod(xs[2:]), taps=math.prod(kernel), dims=dims)
         return xs[:2] + tuple(g.out), prog, params, ceil_div(planes * cells, WG)
 
     memo = ShapeMemo(plan)
@@ -200,6 +220,7 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
 
 SPECS = {
     ("", "Conv"): ("conv2d.wgsl", ("direct", "depthwise"), build_conv),
+    ("webinfer", "FusedConv"): ("conv2d.wgsl", ("direct", "depthwise"), build_conv),
     ("", "ConvTranspose"): ("conv2d.wgsl", ("transpose",), build_conv_transpose),
     ("", "MaxPool"): ("pool.wgsl", ("main",), build_pool),
     ("", "AveragePool"): ("pool.wgsl", ("main",), build_pool),

@@ -20,9 +20,14 @@ How a run flows:
   buffer freed by an earlier dispatch can be the output of a later one in the
   same encoder; only `queue.writeBuffer`, which runs *before* the pending
   encoder, must avoid buffers the pending encoder touches.
-- Pipelines are cached by (WGSL file, entry point, template values): dtype,
-  rank, activation, vector width...; shapes and strides arrive as uniforms, so
-  a new sequence length needs no recompilation.  Each dispatch site keeps its
+- Pipelines are cached by an explicit key (`program`): the WGSL file and
+  entry point, the template values fixed for a node (dtype, activation,
+  attributes) and, separately, those its builder derives from the input
+  shapes (`by_shape`: collapsed rank, the vec4 choice of MatMul, which
+  depends on N % 4...).  Shapes and strides themselves arrive as named
+  uniforms (uniforms.py), so a shape change compiles a pipeline only where
+  it changes a `by_shape` value: a MatMul going from N=8 to N=20 compiles
+  nothing, from N=8 to N=13 it compiles its scalar-store variant once.  Each dispatch site keeps its
   own small uniform buffer (rewritten only when the shapes change) and its last
   bind group, so a steady-state run creates no GPU objects at all.
 """
@@ -35,7 +40,7 @@ import struct
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -43,11 +48,11 @@ from numpy.typing import DTypeLike
 from ...errors import DeviceError
 from ...ir import TensorType
 from ...ops.registry import Kernel, OpContext, OpDef
+from .uniforms import PARAM_SLOTS, Uniforms, declare
 
 NAME = "webgpu"
 
 #: Bytes of the per-dispatch uniform block (`P` in common.wgsl): 128 u32 slots.
-PARAM_SLOTS = 128
 UNIFORM_BYTES = PARAM_SLOTS * 4
 
 
@@ -357,13 +362,15 @@ def render(name: str, values: dict[str, Any], includes: Sequence[str] = ()) -> s
 
 @dataclass(frozen=True)
 class Program:
-    """A compiled pipeline and what it was compiled from."""
+    """A compiled pipeline and what it was compiled from: `key` is the whole cache key, `by_shape` the
+    template values in it that the builder derived from input shapes (see `GpuDevice.program`)."""
 
     file: str
     entry: str
     key: tuple
     pipeline: Any
     workgroup: int
+    by_shape: tuple[tuple[str, Any], ...] = ()
 
 
 def pack_params(values: Sequence[int | float]) -> bytes:
@@ -416,13 +423,31 @@ class RunCounters:
     submits: int = 0
 
 
+@dataclass(frozen=True)
+class KernelSpec:
+    """One op's GPU implementation (the rows of kernels.py's table)."""
+
+    file: str
+    entries: tuple[str, ...]
+    build: Callable[[OpContext, "GpuDevice"], Kernel]
+    #: Outputs are host-backed metadata (Shape, Size): not GPU-resident.
+    host_outputs: bool = False
+
+
 class GpuDevice:
-    """The planner's `webgpu` device (see plan.Device): kernels from kernels.py over a backend."""
+    """The `webgpu` device (devices/protocol.py): the kernels of the table it is given, over a backend.
+
+    The table (kernels.py's KERNELS, handed in by `open_device`) is not imported from here: the kernel
+    modules build on this one."""
 
     name = NAME
+    batched_downloads = True
+    run_hooks = True
 
-    def __init__(self, backend: Backend, options: dict[str, Any] | None = None):
+    def __init__(self, backend: Backend, kernels: Mapping[tuple[str, str], KernelSpec],
+                 options: dict[str, Any] | None = None):
         self.backend = backend
+        self.kernels = kernels
         self.options = dict(options or {})
         self.limits = backend.limits
         self.f16 = "shader-f16" in backend.features and bool(self.options.get("f16", True))
@@ -446,9 +471,8 @@ class GpuDevice:
 
     # ------------------------------------------------------------ planner protocol
     def build(self, opdef: OpDef, ctx: OpContext) -> Kernel | None:
-        from .kernels import KERNELS
         node = ctx.node
-        spec = KERNELS.get((node.domain, node.op_type))
+        spec = self.kernels.get((node.domain, node.op_type))
         if spec is None:
             self._reject(ctx, "no WGSL kernel for this op")
             return None
@@ -610,14 +634,28 @@ class GpuDevice:
         return buf
 
     # ------------------------------------------------------------ programs and dispatch
-    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), /, **values: Any) -> Program:
-        """The pipeline for `entry` of wgsl/`file` (after `includes`) with template `values`, cached by all of them."""
-        key = (file, entry, workgroup, includes) + tuple(sorted(values.items()))
+    def program(self, file: str, entry: str, workgroup: int, includes: tuple[str, ...] = (), /, *,
+                uniforms: Sequence[Uniforms] = (), by_shape: Mapping[str, Any] | None = None,
+                **values: Any) -> Program:
+        """The pipeline for `entry` of wgsl/`file` (after `includes`), cached by an explicit key.
+
+        `values` are the template values fixed for the node (dtype, activation, attributes: a node
+        compiles them once); `by_shape` are those the builder derives from its input shapes, the only
+        ones through which a new shape can compile a pipeline.  `uniforms` are the named word layouts
+        the file reads (uniforms.py), rendered at its `{{UNIFORMS}}`.
+        """
+        shape_values = tuple(sorted((by_shape or {}).items()))
+        layouts = declare(*uniforms)
+        key = (file, entry, workgroup, includes, layouts) + tuple(sorted(values.items())) + shape_values
         prog = self.programs.get(key)
         if prog is None:
-            source = render(file, {"WG": workgroup, "ENABLE": "enable f16;" if self.f16 else "", **values}, includes)
-            label = f"{file}:{entry}[{', '.join(f'{k}={v}' for k, v in sorted(values.items()) if len(str(v)) < 40)}]"
-            prog = Program(file, entry, key, self.backend.compile(source, entry, label), workgroup)
+            template = {"WG": workgroup, "ENABLE": "enable f16;" if self.f16 else "", **values, **dict(shape_values)}
+            if uniforms:
+                template["UNIFORMS"] = layouts
+            source = render(file, template, includes)
+            shown = sorted({**values, **dict(shape_values)}.items())
+            label = f"{file}:{entry}[{', '.join(f'{k}={v}' for k, v in shown if len(str(v)) < 40)}]"
+            prog = Program(file, entry, key, self.backend.compile(source, entry, label), workgroup, shape_values)
             self.programs[key] = prog
         return prog
 
@@ -708,6 +746,14 @@ class GpuDevice:
 
     def fallback_reasons(self) -> dict[str, str]:
         return {f.node: f"{f.op_type}: {f.reason}" for f in self.fallbacks}
+
+    def run_stats(self) -> dict[str, Any]:
+        """The last run's dispatches, readbacks and submits (None before a run), and the adapter."""
+        last = self.last_run
+        return {"dispatches_per_run": None if last is None else last.dispatches,
+                "readbacks_per_run": None if last is None else last.readbacks,
+                "submits_per_run": None if last is None else last.submits,
+                "adapter": self.backend.description}
 
     def trim(self) -> int:
         """Give the pool's free buffers back to the driver (bytes released); cached bind groups go stale."""

@@ -1,7 +1,8 @@
 """Elementwise ops on the GPU, generated from the tables in ops/elementwise.py.
 
-Every unary and binary op whose table row has a `wgsl` expression gets a
-kernel from the one template in wgsl/elementwise.wgsl: the expression is
+Every unary and binary op whose table row has a `wgsl` expression (the
+activations' rows come from activations.py) gets a kernel from the one
+template in wgsl/elementwise.wgsl: the expression is
 substituted, attributes become literals, and the loads implement numpy
 broadcasting.  The ops the tables give no expression for (comparisons,
 logic, Where, Clip, Cast, the variadic ones, Gelu...) are listed here in
@@ -18,18 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...ops.elementwise import BINARY, UNARY
+from ...ops.elementwise import ACTIVATION_OPS, BINARY, UNARY
 from ...ops.registry import Kernel, OpContext
-from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, has_input, in_dtype, out_dtype,
+from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, has_input, in_dtype, out_dtype, params_into,
                      wgsl_float, wgsl_type)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
-
-#: Attribute defaults of the table ops whose expressions name attributes.
-ATTR_DEFAULTS: dict[str, dict[str, float]] = {
-    "LeakyRelu": {"alpha": 0.01}, "Elu": {"alpha": 1.0}, "Celu": {"alpha": 1.0}, "ThresholdedRelu": {"alpha": 1.0},
-    "Selu": {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
-    "HardSigmoid": {"alpha": 0.2, "beta": 0.5}, "Shrink": {"bias": 0.0, "lambd": 0.5}, "Swish": {"alpha": 1.0},
-}
+from .uniforms import Uniforms, Value
 
 _SAFE = re.compile(r"\b(erf|tanh|pow)\(")
 
@@ -49,13 +44,17 @@ class MapOp:
     kinds: str = "f"
     #: "same" (as input 0), "bool", or computed by the builder (Cast).
     out: str = "same"
+    #: The attributes the expression names, with their defaults (the op table's; a standalone op's are
+    #: never None, activations.ActivationDef.__post_init__).
+    params: tuple[tuple[str, float | None], ...] = ()
 
 
 def _table_ops() -> dict[str, MapOp]:
     ops: dict[str, MapOp] = {}
-    for name, u in UNARY.items():
+    for name, u in [*UNARY.items(), *((name, u) for (_, name), (u, _) in ACTIVATION_OPS.items())]:
         if u.wgsl:
-            ops[name] = MapOp(("x",), rewrite(u.wgsl), "fi" if name in ("Abs", "Neg", "Sign") else "f")
+            ops[name] = MapOp(("x",), rewrite(u.wgsl), "fi" if name in ("Abs", "Neg", "Sign") else "f",
+                              params=u.params)
     for name, b in BINARY.items():
         if b.wgsl:
             ops[name] = MapOp(("a", "b"), rewrite(b.wgsl), "fi" if name in ("Add", "Sub", "Mul", "Div") else "f")
@@ -74,7 +73,8 @@ EXTRA: dict[str, MapOp] = {
     "Xor": MapOp(("a", "b"), "a != b", "b", "bool"),
     "Not": MapOp(("x",), "!x", "b", "bool"),
     "IsNaN": MapOp(("x",), "wi_isnan(x)", "f", "bool"),
-    "Shrink": MapOp(("x",), "select(select(0.0, x - {bias}, x > {lambd}), x + {bias}, x < -{lambd})"),
+    "Shrink": MapOp(("x",), "select(select(0.0, x - {bias}, x > {lambd}), x + {bias}, x < -{lambd})",
+                    params=UNARY["Shrink"].params),
     "Where": MapOp(("c", "a", "b"), "select(b, a, c)", "fib"),
 }
 
@@ -110,7 +110,7 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
     inputs_decl = "\n".join(f"@group(0) @binding({k + 1}) var<storage, read> in{k}: array<{t}>;"
                             for k, t in enumerate(in_types))
 
-    def plan(shapes: tuple[tuple[int, ...], ...]) -> tuple[Any, list[int], int, tuple[int, ...]]:
+    def plan(shapes: tuple[tuple[int, ...], ...]) -> tuple[Any, list[Value], int, tuple[int, ...]]:
         try:
             out_shape = tuple(np.broadcast_shapes(*shapes)) if shapes else ()
         except ValueError:
@@ -123,7 +123,7 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
             own[d] = acc
             acc *= shape[d]
         n = int(np.prod(out_shape)) if out_shape else 1
-        params: list[int] = [n, *shape]
+        bcast: list[int] = []
         loads = []
         for k, (s, name) in enumerate(zip(strides, [names[i] for i in present])):
             if s == own:
@@ -131,16 +131,19 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
             elif not any(s):
                 at = "0u"
             else:
-                at = f"bcast_offset(i, {len(params)}u)"
-                params.extend(s)
+                at = f"bcast_offset(i, ew_strides + {len(bcast)}u)"
+                bcast.extend(s)
             value = f"in{k}[{at}]"
             if in_bool[k]:
                 value = f"{value} != 0u"
             elif in_types[k] == "f16":
                 value = f"f32({value})"  # float16 computes in float32
             loads.append(f"    let {name} = {value};")
-        prog = dev.program("elementwise.wgsl", "main", WG, RANK=rank, INPUTS=inputs_decl, LOADS="\n".join(loads),
-                           STORE=store, OUT=len(present) + 1, OUT_T=out_t)
+        words = uniforms_of(rank, len(bcast))
+        prog = dev.program("elementwise.wgsl", "main", WG, uniforms=(words,),
+                           by_shape=dict(RANK=rank, LOADS="\n".join(loads)), INPUTS=inputs_decl, STORE=store,
+                           OUT=len(present) + 1, OUT_T=out_t)
+        params = words.pack(n=n, shape=shape, **({"strides": bcast} if bcast else {}))
         return prog, params, ceil_div(n, WG), out_shape
 
     memo = ShapeMemo(plan)
@@ -155,6 +158,12 @@ def map_kernel(ctx: OpContext, dev: GpuDevice, names: list[str | None], expr: st
         return (out,)
 
     return run
+
+
+def uniforms_of(rank: int, strides: int) -> Uniforms:
+    """The words of wgsl/elementwise.wgsl for an output of collapsed `rank` and `strides` words of
+    broadcast strides (`rank` per input read through `bcast_offset`)."""
+    return Uniforms("ew", ("n", ("shape", max(rank, 1))) + ((("strides", strides),) if strides else ()))
 
 
 def wrap_store(dtype: np.dtype, expr: str) -> str:
@@ -176,14 +185,6 @@ def _check_kinds(ctx: OpContext, inputs: list[int], kinds: str) -> None:
                               + "/".join({"f": "float", "i": "int", "b": "bool"}[c] for c in kinds))
 
 
-def _attrs_into(ctx: OpContext, op_type: str, expr: str) -> str:
-    for name, default in ATTR_DEFAULTS.get(op_type, {}).items():
-        expr = expr.replace("{" + name + "}", wgsl_float(ctx.attr(name, default)))
-    if "{" in expr:
-        raise Unsupported(f"expression {expr!r} names an attribute without a known default")
-    return expr
-
-
 def _legacy_broadcast(ctx: OpContext) -> None:
     if ctx.opset < 7 and ctx.attr("broadcast", 0):
         raise Unsupported("legacy (opset < 7) broadcast attribute")
@@ -196,7 +197,7 @@ def build_map(ctx: OpContext, dev: GpuDevice) -> Kernel:
     if len(ctx.node.inputs) != n:
         raise Unsupported(f"{len(ctx.node.inputs)} inputs, the kernel takes {n}")
     _legacy_broadcast(ctx)
-    expr = _attrs_into(ctx, ctx.node.op_type, op.expr)
+    expr = params_into(op.expr, {name: ctx.attr(name, default) for name, default in op.params})
     data = list(range(n))
     if ctx.node.op_type == "Where":
         _check_kinds(ctx, [0], "b")
@@ -223,7 +224,7 @@ def build_gelu(ctx: OpContext, dev: GpuDevice) -> Kernel:
     if approx == "tanh":
         expr = "0.5 * x * (1.0 + wi_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
     elif approx == "none":
-        expr = "0.5 * x * (1.0 + wi_erf(x * 0.7071067811865476))"
+        expr = MAP_OPS["Gelu"].expr
     else:
         raise Unsupported(f"approximate={approx!r}")
     return map_kernel(ctx, dev, ["x"], expr, out_dtype(ctx))
@@ -329,6 +330,5 @@ _BUILDERS: dict[str, Callable[[OpContext, GpuDevice], Kernel]] = {
 #: (domain, op) -> (WGSL file, entry points, builder); the fused webinfer ops with an elementwise form too.
 SPECS: dict[tuple[str, str], tuple[str, tuple[str, ...], Callable[[OpContext, GpuDevice], Kernel]]] = {
     **{("", op): ("elementwise.wgsl", ("main",), build) for op, build in _BUILDERS.items()},
-    ("webinfer", "Gelu"): ("elementwise.wgsl", ("main",), build_gelu),
-    ("webinfer", "HardSwish"): ("elementwise.wgsl", ("main",), build_map),
+    **{key: ("elementwise.wgsl", ("main",), _BUILDERS[key[1]]) for key in ACTIVATION_OPS},
 }

@@ -8,30 +8,14 @@ the builder contract).  `GPU_OPS` is the set of op types with a kernel
 Layout conventions, shared by all kernels: bindings are 0 = the uniform
 parameter block `P` (common.wgsl), then inputs, then outputs; 1-D kernels
 use `WG` (common.py) invocations per workgroup on a grid that wraps past
-65535 workgroups; the word layout of `P` is documented at the top of each
-entry point in its .wgsl file.
+65535 workgroups.  The words of `P` are named (uniforms.py): each builder
+declares them, the WGSL reads them by name, and the packing checks them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from ...ops.registry import Kernel, OpContext
 from . import attention_kernels, conv_kernels, elementwise_kernels, layout_kernels, matmul_kernels, norm_kernels
-from .device import GpuDevice
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """One op's GPU implementation."""
-
-    file: str
-    entries: tuple[str, ...]
-    build: Callable[[OpContext, GpuDevice], Kernel]
-    #: Outputs are host-backed metadata (Shape, Size): not GPU-resident.
-    host_outputs: bool = False
-
+from .device import KernelSpec
 
 KERNELS: dict[tuple[str, str], KernelSpec] = {
     key: KernelSpec(file, entries, build, host_outputs=key in layout_kernels.HOST_OUTPUTS)

@@ -1,4 +1,5 @@
-"""Data movement on the GPU: views, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, Shape.
+"""Data movement on the GPU: views, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, Shape,
+DepthToSpace/SpaceToDepth.
 
 Reshape, Squeeze, Unsqueeze, Flatten, Identity and (inference) Dropout are
 views: no dispatch, the output shares the input's storage.  Shape and Size
@@ -6,7 +7,7 @@ read only the tensor's metadata and produce host-backed tensors, so the
 shape arithmetic that follows stays on the CPU without a GPU readback.
 Everything else moves raw words (u32, or f16) with the kernels in
 wgsl/copy.wgsl and wgsl/gather.wgsl; one strided copy covers Transpose,
-Expand, Slice, Concat and Split; Resize uses the CPU op's own index and
+Expand, Slice, Concat, Split and DepthToSpace/SpaceToDepth; Resize uses the CPU op's own index and
 weight tables (wgsl/resize.wgsl).  Targets (shapes, axes, starts, pads, repeats) must be
 known on the host: constants, or values the CPU computed.
 """
@@ -19,10 +20,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...errors import DeviceError
+from ...ops import resize as cpu_resize
+from ...ops.shape import axes_arg, reshape_target
 from ...ops.registry import Kernel, OpContext
 from .common import (WG, ShapeMemo, bcast_strides, ceil_div, collapse, const_ints, contiguous_strides, has_input,
                      host_params, host_values, in_dtype, storage_decls)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
+from .uniforms import Uniforms, Value
 
 
 def _words(ctx: OpContext, dev: GpuDevice, *inputs: int) -> str:
@@ -40,7 +44,29 @@ def _ints(t: Any, what: str) -> list[int]:
 
 
 #: Pad's constant as the copy word: the raw bits, or an f16 rounded from the f32 in the uniform.
-_PAD = {"u32": "pu(2u)", "f16": "f16(pf(2u))"}
+_PAD = {"u32": "pu(cp_value)", "f16": "f16(pf(cp_value))"}
+
+
+def copy_uniforms(rank: int) -> tuple[Uniforms, Uniforms, Uniforms]:
+    """The words of wgsl/copy.wgsl's strided, tile and pad entry points for (merged) rank `rank`; a
+    pipeline declares all three (one module)."""
+    r = max(rank, 1)
+    return (Uniforms("cs", ("n", "src_offset", "dst_offset", ("shape", r), ("src_strides", r), ("dst_strides", r))),
+            Uniforms("ct", ("n", ("out_shape", r), ("in_shape", r), ("in_strides", r))),
+            Uniforms("cp", ("n", "mode", "value", ("out_shape", r), ("in_shape", r), ("begin", r))))
+
+
+def resize_uniforms(rank: int) -> Uniforms:
+    """The words of wgsl/resize.wgsl for an output of rank `rank` (at least 1)."""
+    return Uniforms("rs", ("n", "axis1", "taps1", "table1", "axis2", "taps2", "table2", "stride1", "stride2",
+                           ("out_shape", rank), ("in_strides", rank), "fill"))
+
+
+def gather_uniforms(rank: int) -> tuple[Uniforms, Uniforms]:
+    """The words of wgsl/gather.wgsl's gather and gather_elements entry points."""
+    r = max(rank, 1)
+    return (Uniforms("gt", ("n", "inner", "count", "axis")),
+            Uniforms("ge", ("n", "axis", "axis_length", ("indices_shape", r), ("data_strides", r))))
 
 
 class Strided:
@@ -53,16 +79,19 @@ class Strided:
         self.sites: list[Site] = []
 
     def plan(self, shape: Sequence[int], src_strides: Sequence[int], src_off: int, dst_strides: Sequence[int],
-             dst_off: int) -> tuple[Any, list[int], int] | None:
+             dst_off: int) -> tuple[Any, list[Value], int] | None:
         n = math.prod(shape)
         if n == 0:
             return None
         dims, (ss, ds) = collapse(list(shape), [list(src_strides), list(dst_strides)])
-        prog = self.dev.program("copy.wgsl", "strided", WG, RANK=len(dims), W=self.word,
-                                PAD_VALUE=_PAD[self.word])
-        return prog, [n, src_off, dst_off, *dims, *ss, *ds], ceil_div(n, WG)
+        layouts = copy_uniforms(len(dims))
+        prog = self.dev.program("copy.wgsl", "strided", WG, uniforms=layouts, by_shape=dict(RANK=len(dims)),
+                                W=self.word, PAD_VALUE=_PAD[self.word])
+        words = layouts[0].pack(n=n, src_offset=src_off, dst_offset=dst_off, shape=dims, src_strides=ss,
+                                dst_strides=ds)
+        return prog, words, ceil_div(n, WG)
 
-    def run(self, k: int, planned: tuple[Any, list[int], int] | None, src: GpuTensor, dst: GpuTensor) -> None:
+    def run(self, k: int, planned: tuple[Any, list[Value], int] | None, src: GpuTensor, dst: GpuTensor) -> None:
         if planned is None:
             return
         while len(self.sites) <= k:
@@ -73,21 +102,6 @@ class Strided:
 
 # ------------------------------------------------------------------ views
 
-def _reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool) -> tuple[int, ...]:
-    out = [shape[i] if d == 0 and not allowzero and i < len(shape) else d for i, d in enumerate(target)]
-    if out.count(-1) > 1:
-        raise DeviceError(f"shape {list(target)} has more than one -1")
-    if -1 in out:
-        known = math.prod(d for d in out if d != -1)
-        total = math.prod(shape)
-        if (known == 0 and total) or (known and total % known):
-            raise DeviceError(f"cannot reshape {list(shape)} to {list(target)}")
-        out[out.index(-1)] = total // known if known else 0
-    if math.prod(out) != math.prod(shape):
-        raise DeviceError(f"cannot reshape {list(shape)} ({math.prod(shape)} elements) to {list(target)}")
-    return tuple(out)
-
-
 def build_reshape(ctx: OpContext, dev: GpuDevice) -> Kernel:
     host_params(ctx, dev, 1)
     allowzero = bool(ctx.attr("allowzero", 0))
@@ -95,37 +109,24 @@ def build_reshape(ctx: OpContext, dev: GpuDevice) -> Kernel:
         fixed = [int(d) for d in ctx.attr("shape")]
 
         def run_attr(x: GpuTensor) -> tuple[GpuTensor]:
-            return (x.view(_reshape_target(x.shape, fixed, allowzero)),)
+            return (x.view(reshape_target(x.shape, fixed, allowzero)),)
 
         return run_attr
     const = const_ints(ctx, 1, "shape") if ctx.const(1) is not None else None
 
     def run(x: GpuTensor, shape: Any) -> tuple[GpuTensor]:
         target = const if const is not None else _ints(shape, "Reshape's shape")
-        return (x.view(_reshape_target(x.shape, target, allowzero)),)
+        return (x.view(reshape_target(x.shape, target, allowzero)),)
 
     return run
 
 
-def _axes_arg(ctx: OpContext, since: int) -> tuple[list[int] | None, bool]:
-    """Axes from the attribute (before `since`) or input 1; (values or None, comes at run time)."""
-    if ctx.opset < since:
-        a = ctx.attr("axes", None)
-        return ([int(x) for x in a] if a is not None else None), False
-    if not has_input(ctx, 1):
-        return None, False
-    c = ctx.const(1)
-    if c is not None:
-        return [int(x) for x in np.asarray(c).reshape(-1)], False
-    return None, True
-
-
 def build_squeeze(ctx: OpContext, dev: GpuDevice) -> Kernel:
     host_params(ctx, dev, 1)
-    fixed, dynamic = _axes_arg(ctx, 13)
+    arg = axes_arg(ctx)
 
     def run(x: GpuTensor, axes: Any = None) -> tuple[GpuTensor]:
-        ax = _ints(axes, "Squeeze's axes") if dynamic else fixed
+        ax = _ints(axes, "Squeeze's axes") if arg.at_run_time else arg.axes
         if ax is None:
             shape = tuple(d for d in x.shape if d != 1)
         else:
@@ -140,10 +141,10 @@ def build_squeeze(ctx: OpContext, dev: GpuDevice) -> Kernel:
 
 def build_unsqueeze(ctx: OpContext, dev: GpuDevice) -> Kernel:
     host_params(ctx, dev, 1)
-    fixed, dynamic = _axes_arg(ctx, 13)
+    arg = axes_arg(ctx)
 
     def run(x: GpuTensor, axes: Any = None) -> tuple[GpuTensor]:
-        ax = _ints(axes, "Unsqueeze's axes") if dynamic else fixed
+        ax = _ints(axes, "Unsqueeze's axes") if arg.at_run_time else arg.axes
         if ax is None:
             raise DeviceError("Unsqueeze needs axes")
         rank = x.ndim + len(ax)
@@ -218,6 +219,42 @@ def build_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
         st = contiguous_strides(shape)
         out_shape = tuple(shape[p] for p in perm)
         return out_shape, copier.plan(out_shape, [st[p] for p in perm], 0, contiguous_strides(out_shape), 0)
+
+    memo = ShapeMemo(plan)
+
+    def run(x: GpuTensor) -> tuple[GpuTensor]:
+        out_shape, planned = memo.get(x.shape, x.shape)
+        out = dev.empty(out_shape, x.dtype)
+        copier.run(0, planned, x, out)
+        return (out,)
+
+    return run
+
+
+def build_depth_space(ctx: OpContext, dev: GpuDevice) -> Kernel:
+    """DepthToSpace (DCR, CRD) and SpaceToDepth: a transpose of a 6-D view of the NCHW input, one strided copy."""
+    word = _words(ctx, dev, 0)
+    block = int(ctx.attr("blocksize"))
+    to_space = ctx.node.op_type == "DepthToSpace"
+    crd = ctx.attr("mode", "DCR") == "CRD"
+    copier = Strided(dev, ctx.node.label(), word)
+
+    def plan(shape: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
+        if len(shape) != 4:
+            raise DeviceError(f"{ctx.node.label()}: input {list(shape)} must have rank 4")
+        n, c, h, w = shape
+        b = block
+        view: tuple[int, ...]
+        if to_space:
+            cc = c // (b * b)
+            view, perm = ((n, cc, b, b, h, w), (0, 1, 4, 2, 5, 3)) if crd else ((n, b, b, cc, h, w), (0, 3, 4, 1, 5, 2))
+            out_shape = (n, cc, h * b, w * b)
+        else:
+            view, perm = (n, c, h // b, b, w // b, b), (0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4)
+            out_shape = (n, c * b * b, h // b, w // b)
+        st = contiguous_strides(view)
+        moved = tuple(view[p] for p in perm)
+        return out_shape, copier.plan(moved, [st[p] for p in perm], 0, contiguous_strides(moved), 0)
 
     memo = ShapeMemo(plan)
 
@@ -410,13 +447,15 @@ def build_gather(ctx: OpContext, dev: GpuDevice) -> Kernel:
     axis_attr = int(ctx.attr("axis", 0))
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[int], int]:
+    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[Value], int]:
         axis = axis_attr % len(shape)
         out_shape = shape[:axis] + ishape + shape[axis + 1:]
         inner = math.prod(shape[axis + 1:])
         n = math.prod(out_shape)
-        prog = dev.program("gather.wgsl", "gather", WG, RANK=1, W=word)
-        return out_shape, prog, [n, inner, math.prod(ishape), shape[axis]], ceil_div(n, WG)
+        layouts = gather_uniforms(1)
+        prog = dev.program("gather.wgsl", "gather", WG, uniforms=layouts, RANK=1, W=word)
+        words = layouts[0].pack(n=n, inner=inner, count=math.prod(ishape), axis=shape[axis])
+        return out_shape, prog, words, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
@@ -435,14 +474,17 @@ def build_gather_elements(ctx: OpContext, dev: GpuDevice) -> Kernel:
     axis_attr = int(ctx.attr("axis", 0))
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[Any, list[int], int]:
+    def plan(shape: tuple[int, ...], ishape: tuple[int, ...]) -> tuple[Any, list[Value], int]:
         rank = len(shape)
         if len(ishape) != rank:
             raise DeviceError(f"indices {list(ishape)} and data {list(shape)} differ in rank")
         axis = axis_attr % rank
         n = math.prod(ishape)
-        prog = dev.program("gather.wgsl", "gather_elements", WG, RANK=rank, W=word)
-        return prog, [n, axis, shape[axis], *ishape, *contiguous_strides(shape)], ceil_div(n, WG)
+        layouts = gather_uniforms(rank)
+        prog = dev.program("gather.wgsl", "gather_elements", WG, uniforms=layouts, by_shape=dict(RANK=rank), W=word)
+        words = layouts[1].pack(n=n, axis=axis, axis_length=shape[axis], indices_shape=ishape,
+                                data_strides=contiguous_strides(shape))
+        return prog, words, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
@@ -462,15 +504,17 @@ def build_tile(ctx: OpContext, dev: GpuDevice) -> Kernel:
     const = const_ints(ctx, 1, "repeats") if ctx.const(1) is not None else None
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...], reps: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[int], int]:
+    def plan(shape: tuple[int, ...], reps: tuple[int, ...]) -> tuple[tuple[int, ...], Any, list[Value], int]:
         if len(reps) != len(shape):
             raise DeviceError(f"repeats {list(reps)} must have one entry per axis of {list(shape)}")
         out_shape = tuple(d * r for d, r in zip(shape, reps))
         n = math.prod(out_shape)
-        prog = dev.program("copy.wgsl", "tile", WG, RANK=max(1, len(shape)), W=word, PAD_VALUE=_PAD[word])
-        dims = list(out_shape) or [1]
-        return out_shape, prog, [n, *dims, *(list(shape) or [1]), *(contiguous_strides(shape) or [1])], \
-            ceil_div(n, WG)
+        layouts = copy_uniforms(len(shape))
+        prog = dev.program("copy.wgsl", "tile", WG, uniforms=layouts, by_shape=dict(RANK=max(1, len(shape))),
+                           W=word, PAD_VALUE=_PAD[word])
+        words = layouts[1].pack(n=n, out_shape=list(out_shape) or [1], in_shape=list(shape) or [1],
+                                in_strides=contiguous_strides(shape) or [1])
+        return out_shape, prog, words, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
@@ -516,7 +560,7 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
             else int(np.array(v).astype(np.int64)) & 0xFFFFFFFF
 
     def plan(shape: tuple[int, ...], pads: tuple[int, ...], axes: tuple[int, ...] | None,
-             value: Any) -> tuple[tuple[int, ...], Any, list[int], int]:
+             value: Any) -> tuple[tuple[int, ...], Any, list[Value], int]:
         rank = len(shape)
         ax = [a % rank for a in axes] if axes is not None else list(range(rank))
         if len(pads) != 2 * len(ax):
@@ -530,9 +574,11 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
         if mode != "constant" and any(d == 0 for d in shape) and any(begin + end):
             raise DeviceError(f"{mode} padding of an empty axis")
         n = math.prod(out_shape)
-        prog = dev.program("copy.wgsl", "pad", WG, RANK=max(rank, 1), W=word, PAD_VALUE=_PAD[word])
-        dims = list(out_shape) or [1]
-        params = [n, _PAD_MODES[mode], bits(value), *dims, *(list(shape) or [1]), *(begin or [0])]
+        layouts = copy_uniforms(rank)
+        prog = dev.program("copy.wgsl", "pad", WG, uniforms=layouts, by_shape=dict(RANK=max(rank, 1)), W=word,
+                           PAD_VALUE=_PAD[word])
+        params = layouts[2].pack(n=n, mode=_PAD_MODES[mode], value=bits(value), out_shape=list(out_shape) or [1],
+                                 in_shape=list(shape) or [1], begin=begin or [0])
         return out_shape, prog, params, ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
@@ -560,11 +606,10 @@ def build_pad(ctx: OpContext, dev: GpuDevice) -> Kernel:
 def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
     """Resize (10+) and Upsample (7, 9) from the CPU op's per-axis index/weight tables (wgsl/resize.wgsl)."""
     host_params(ctx, dev, 1, 2, 3)
-    from ...ops import resize as cpu_resize
     word = _words(ctx, dev, 0)
     upsample = ctx.node.op_type == "Upsample"
     legacy = upsample or ctx.opset < 11
-    spec = cpu_resize._read_spec(ctx, legacy)
+    spec = cpu_resize.read_spec(ctx, legacy)
     crop = spec.coord == "tf_crop_and_resize"
     nearest = spec.mode == "nearest"
     if not nearest and in_dtype(ctx, 0) not in (np.float32, np.float16):
@@ -577,7 +622,7 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
     decls = storage_decls([("X", word), ("Idx", "i32")] + ([] if nearest else [("Wt", "f32")]), [("Y", word)])
     values = {"NEAREST": str(nearest).lower(), "DECLS": decls, "EXTRAP": str(crop).lower(),
               "WEIGHT_AT": "1.0" if nearest else "Wt[at]", "STORE": f"{word}(acc)",
-              "FILL": "pu(9u + 2u * R)" if word == "u32" else f"{word}(pf(9u + 2u * R))"}
+              "FILL": "pu(rs_fill)" if word == "u32" else f"{word}(pf(rs_fill))"}
     dt = in_dtype(ctx, 0)
     fill = spec.extrapolation
     fill_word = int(np.array(fill, np.float32).view(np.uint32)) if word == "u32" and dt is not None \
@@ -592,7 +637,7 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
         idx_parts, w_parts = [np.zeros(1, np.int32)], [np.ones(1, np.float32)]
         meta, at = [], 1
         for a in resized:
-            t = cpu_resize._axis_table(spec, shape[a], out_shape[a], float(factors[a]), rois[a])
+            t = cpu_resize.axis_table(spec, shape[a], out_shape[a], float(factors[a]), rois[a])
             idx = np.array(t.idx).reshape(out_shape[a], -1)
             if t.outside is not None:
                 idx[np.asarray(t.outside), 0] = -1
@@ -609,26 +654,30 @@ def build_resize(ctx: OpContext, dev: GpuDevice) -> Kernel:
         n = math.prod(out_shape)
         s1 = strides[meta[0][0]] if meta[0][0] < len(shape) else 0
         s2 = strides[meta[1][0]] if meta[1][0] < len(shape) else 0
-        params = [n, *meta[0], *meta[1], s1, s2, *(list(out_shape) or [1]), *strides, fill_word]
-        prog = dev.program("resize.wgsl", "main", WG, RANK=rank, **values)
+        words = resize_uniforms(rank)
+        (axis1, taps1, table1), (axis2, taps2, table2) = meta[:2]
+        params = words.pack(n=n, axis1=axis1, taps1=taps1, table1=table1, axis2=axis2, taps2=taps2, table2=table2,
+                            stride1=s1, stride2=s2, out_shape=list(out_shape) or [1], in_strides=strides,
+                            fill=fill_word)
+        prog = dev.program("resize.wgsl", "main", WG, uniforms=(words,), by_shape=dict(RANK=rank), **values)
         return prog, params, ceil_div(n, WG), tables
 
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor, *rest: Any) -> tuple[GpuTensor]:
-        axes = cpu_resize._resize_axes(ctx, x.ndim)
+        axes = cpu_resize.resize_axes(ctx, x.ndim)
         roi = None
         if upsample:
-            scales = attr_scales if attr_scales is not None else cpu_resize._present(host_values(
+            scales = attr_scales if attr_scales is not None else cpu_resize.present_values(host_values(
                 rest[0] if rest else None, "Upsample's scales"))
             sizes = None
         elif legacy:
-            scales, sizes = cpu_resize._present(host_values(rest[0] if rest else None, "Resize's scales")), None
+            scales, sizes = cpu_resize.present_values(host_values(rest[0] if rest else None, "Resize's scales")), None
         else:
-            roi = cpu_resize._present(host_values(rest[0], "Resize's roi")) if rest else None
-            scales = cpu_resize._present(host_values(rest[1], "Resize's scales")) if len(rest) > 1 else None
-            sizes = cpu_resize._present(host_values(rest[2], "Resize's sizes")) if len(rest) > 2 else None
-        out_shape, factors = cpu_resize._target(ctx, x.shape, axes, scales, sizes, policy)
+            roi = cpu_resize.present_values(host_values(rest[0], "Resize's roi")) if rest else None
+            scales = cpu_resize.present_values(host_values(rest[1], "Resize's scales")) if len(rest) > 1 else None
+            sizes = cpu_resize.present_values(host_values(rest[2], "Resize's sizes")) if len(rest) > 2 else None
+        out_shape, factors = cpu_resize.resize_target(ctx, x.shape, axes, scales, sizes, policy)
         rois = [(0.0, 1.0)] * x.ndim
         if crop:
             if roi is None or roi.size != 2 * len(axes):
@@ -657,6 +706,7 @@ SPECS: dict[tuple[str, str], tuple[str, tuple[str, ...], Callable[[OpContext, Gp
     ("", "Identity"): (*_VIEW, build_identity), ("", "Dropout"): (*_VIEW, build_dropout),
     ("", "Shape"): (*_VIEW, build_shape), ("", "Size"): (*_VIEW, build_size),
     ("", "Transpose"): (*_STRIDED, build_transpose), ("", "Expand"): (*_STRIDED, build_expand),
+    ("", "DepthToSpace"): (*_STRIDED, build_depth_space), ("", "SpaceToDepth"): (*_STRIDED, build_depth_space),
     ("", "Slice"): (*_STRIDED, build_slice), ("", "Concat"): (*_STRIDED, build_concat),
     ("", "Split"): (*_STRIDED, build_split), ("", "Tile"): ("copy.wgsl", ("tile",), build_tile),
     ("", "Pad"): ("copy.wgsl", ("pad",), build_pad), ("", "Gather"): ("gather.wgsl", ("gather",), build_gather),

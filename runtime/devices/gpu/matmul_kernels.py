@@ -22,6 +22,7 @@ from ...ops.registry import Kernel, OpContext
 from .common import (ShapeMemo, activation_expr, bcast_strides, ceil_div, collapse, has_input, require_float,
                      storage_decls)
 from .device import GpuDevice, GpuTensor, Program, Site, Unsupported
+from .uniforms import Uniforms
 
 #: Output tile of one workgroup per schedule.
 TILE = {"regblock": 32, "tiled": 64, "tiled8": 128}
@@ -30,6 +31,9 @@ TILED8_STORAGE = 2 * 16 * 128 * 4
 #: Invocations per workgroup per schedule.
 INVOCATIONS = {"regblock": 64, "tiled": 256, "tiled8": 256}
 MAX_BATCH_RANK = 4
+#: The words of wgsl/matmul.wgsl (uniforms.py).
+MATMUL = Uniforms("mm", ("M", "N", "K", "batch", "a_row", "a_k", "b_k", "b_col", "bias_m", "bias_n", "alpha", "beta",
+                         ("out_dims", MAX_BATCH_RANK), ("a_batch", MAX_BATCH_RANK), ("b_batch", MAX_BATCH_RANK)))
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,17 @@ def _decls(va: bool, vb: bool, vc: bool, bias: bool, res: bool, t: str) -> dict[
         load_a4 = "vec4<f32>(A[(base + k) >> 2u])"
         load_a1 = "f32(A[(base + k) >> 2u][(base + k) & 3u])"
     else:
-        load_a4 = ("vec4<f32>(f32(A[base + k * pu(5u)]), f32(A[base + (k + 1u) * pu(5u)]), "
-                   "f32(A[base + (k + 2u) * pu(5u)]), f32(A[base + (k + 3u) * pu(5u)]))")
-        load_a1 = "f32(A[base + k * pu(5u)])"
+        load_a4 = ("vec4<f32>(f32(A[base + k * pu(mm_a_k)]), f32(A[base + (k + 1u) * pu(mm_a_k)]), "
+                   "f32(A[base + (k + 2u) * pu(mm_a_k)]), f32(A[base + (k + 3u) * pu(mm_a_k)]))")
+        load_a1 = "f32(A[base + k * pu(mm_a_k)])"
     if vb:
         load_b4 = "vec4<f32>(B[(base + n) >> 2u])"
         load_b1 = "f32(B[(base + n) >> 2u][(base + n) & 3u])"
     else:
-        last = "(pu(1u) - 1u)"
-        load_b4 = (f"vec4<f32>(f32(B[base + n * pu(7u)]), f32(B[base + min(n + 1u, {last}) * pu(7u)]), "
-                   f"f32(B[base + min(n + 2u, {last}) * pu(7u)]), f32(B[base + min(n + 3u, {last}) * pu(7u)]))")
-        load_b1 = "f32(B[base + n * pu(7u)])"
+        last = "(pu(mm_N) - 1u)"
+        load_b4 = (f"vec4<f32>(f32(B[base + n * pu(mm_b_col)]), f32(B[base + min(n + 1u, {last}) * pu(mm_b_col)]), "
+                   f"f32(B[base + min(n + 2u, {last}) * pu(mm_b_col)]), f32(B[base + min(n + 3u, {last}) * pu(mm_b_col)]))")
+        load_b1 = "f32(B[base + n * pu(mm_b_col)])"
     if vc:
         store = f"    C[at >> 2u] = vec4<{t}>(r);"
     else:
@@ -77,14 +81,14 @@ def _decls(va: bool, vb: bool, vc: bool, bias: bool, res: bool, t: str) -> dict[
                                                           for c, x in ((1, "y"), (2, "z"), (3, "w"))])
     return {"DECLS": storage_decls(reads, [("C", t_c)]), "LOAD_A4": load_a4, "LOAD_A1": load_a1, "LOAD_B4": load_b4,
             "LOAD_B1": load_b1, "STORE": store,
-            "BIAS_AT": "f32(Bias[m * pu(8u) + n * pu(9u)])" if bias else "0.0",
+            "BIAS_AT": "f32(Bias[m * pu(mm_bias_m) + n * pu(mm_bias_n)])" if bias else "0.0",
             "RES_AT": "f32(Res[at])" if res else "0.0"}
 
 
 class Matmul:
     """Plans and records one product per call site (MatMul/Gemm/FusedMatMul nodes, 1x1 Conv)."""
 
-    def __init__(self, dev: GpuDevice, label: str, act: str = "v", t: str = "f32"):
+    def __init__(self, dev: GpuDevice, label: str, act: str = "x", t: str = "f32"):
         self.dev = dev
         self.site = Site(label)
         self.act = act
@@ -108,11 +112,12 @@ class Matmul:
         if variant == "auto":  # hardware adapters: the big tiles only when the product fills them
             big = s.m >= 256 and s.n >= 256 and self.dev.limits.max_workgroup_storage >= TILED8_STORAGE
             variant = "tiled8" if big else "tiled"
-        prog = self.dev.program("matmul.wgsl", variant, INVOCATIONS[variant], BR=len(dims), ACT=self.act, **values)
-        pad = [0] * (MAX_BATCH_RANK - len(dims))
+        prog = self.dev.program("matmul.wgsl", variant, INVOCATIONS[variant], uniforms=(MATMUL,),
+                                by_shape=dict(BR=len(dims), **values), ACT=self.act)
         bs = bias_strides or (0, 0)
-        params: list[int | float] = [s.m, s.n, s.k, nbatch, s.sam, s.sak, s.sbk, s.sbn, bs[0], bs[1], float(alpha),
-                                     float(beta), *dims, *pad, *sa, *pad, *sb, *pad]
+        params = MATMUL.pack(M=s.m, N=s.n, K=s.k, batch=nbatch, a_row=s.sam, a_k=s.sak, b_k=s.sbk, b_col=s.sbn,
+                             bias_m=bs[0], bias_n=bs[1], alpha=float(alpha), beta=float(beta), out_dims=dims,
+                             a_batch=sa, b_batch=sb)
         tile = TILE[variant]
         return prog, params, (ceil_div(s.n, tile), ceil_div(s.m, tile), nbatch)
 
@@ -121,7 +126,7 @@ class Matmul:
         prog, params, groups = planned
         if out.size == 0:
             return
-        if params[2] == 0:
+        if params[MATMUL.offsets["K"][0]] == 0:
             raise DeviceError("a product over an empty inner dimension (K = 0) is not supported on the GPU")
         tensors = [a, b] + ([bias] if bias is not None else []) + ([residual] if residual is not None else []) + [out]
         self.dev.dispatch(self.site, prog, tensors, params, groups)
@@ -167,7 +172,7 @@ def build_matmul(ctx: OpContext, dev: GpuDevice) -> Kernel:
     trans_a = bool(ctx.attr("transA", 0)) if fused else False
     trans_b = bool(ctx.attr("transB", 0)) if fused else False
     alpha = float(ctx.attr("alpha", 1.0)) if fused else 1.0
-    mm = Matmul(dev, ctx.node.label(), activation_expr(ctx) if fused else "v", t)
+    mm = Matmul(dev, ctx.node.label(), activation_expr(ctx) if fused else "x", t)
 
     def plan(sa: tuple[int, ...], sb: tuple[int, ...], sbias: tuple[int, ...] | None) -> Any:
         if not sa or not sb:
@@ -197,7 +202,7 @@ def build_gemm(ctx: OpContext, dev: GpuDevice) -> Kernel:
             raise Unsupported("opset < 7 C without broadcast must be [M, N]")
     trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
-    mm = Matmul(dev, ctx.node.label(), "v", t)
+    mm = Matmul(dev, ctx.node.label(), "x", t)
 
     def plan(sa: tuple[int, ...], sb: tuple[int, ...], sc: tuple[int, ...] | None) -> Any:
         if len(sa) != 2 or len(sb) != 2:

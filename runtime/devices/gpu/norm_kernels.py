@@ -22,6 +22,19 @@ from .common import (WG, ShapeMemo, ceil_div, collapse, contiguous_strides, has_
                      out_dtype, require_float, storage_decls, wgsl_float)
 from .device import GpuDevice, GpuTensor, Site, Unsupported
 from .elementwise_kernels import map_kernel
+from .uniforms import Uniforms
+
+#: The words of wgsl/softmax.wgsl and wgsl/layernorm.wgsl (uniforms.py).
+SOFTMAX = Uniforms("sm", ("rows", "length", "inner"))
+LAYERNORM = Uniforms("ln", ("rows", "length", "eps", "groups", "channels_per_group", "cells"))
+#: The words of wgsl/arg.wgsl.
+ARG = Uniforms("ag", ("n", "length", "inner"))
+
+
+def reduce_uniforms(kept: int, reduced: int) -> Uniforms:
+    """The words of wgsl/reduce.wgsl for `kept` kept and `reduced` reduced (collapsed) dims."""
+    return Uniforms("rd", ("n", "count", ("kept_dims", kept), ("kept_strides", kept), ("red_dims", reduced),
+                           ("red_strides", reduced)))
 
 #: Workgroup of the one-workgroup-per-row schedule.
 ROW_WG = 64
@@ -37,12 +50,12 @@ def _row_schedule(dev: GpuDevice, rows: int) -> str:
 
 
 def _dispatch_rows(dev: GpuDevice, site: Site, file: str, rows: int, tensors: list[GpuTensor], params: list[Any],
-                   **values: Any) -> None:
+                   uniforms: tuple[Uniforms, ...] = (), **values: Any) -> None:
     """Run `file` (softmax.wgsl or layernorm.wgsl, whose `wg` entries reduce with workgroup_reduce.wgsl) on
     `rows` rows."""
     entry = _row_schedule(dev, rows)
     wg = WG if entry == "serial" else ROW_WG
-    prog = dev.program(file, entry, wg, ("workgroup_reduce.wgsl",), **values)
+    prog = dev.program(file, entry, wg, ("workgroup_reduce.wgsl",), uniforms=uniforms, **values)
     dev.dispatch(site, prog, tensors, params, ceil_div(rows, WG) if entry == "serial" else rows)
 
 
@@ -55,24 +68,25 @@ def build_softmax(ctx: OpContext, dev: GpuDevice) -> Kernel:
     log = ctx.node.op_type == "LogSoftmax"
     site = Site(ctx.node.label())
 
-    def plan(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    def plan(shape: tuple[int, ...]) -> tuple[int, list[int | float]]:
         rank = len(shape)
         if rank == 0 or not -rank <= axis_attr < rank:
             raise DeviceError(f"axis {axis_attr} is out of range for shape {list(shape)}")
         a = axis_attr % rank
         if legacy:
-            return math.prod(shape[:a]), math.prod(shape[a:]), 1
-        inner = math.prod(shape[a + 1:])
-        return math.prod(shape[:a]) * inner, shape[a], inner
+            rows, length, inner = math.prod(shape[:a]), math.prod(shape[a:]), 1
+        else:
+            inner = math.prod(shape[a + 1:])
+            rows, length = math.prod(shape[:a]) * inner, shape[a]
+        return rows, SOFTMAX.pack(rows=rows, length=length, inner=inner)
 
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor) -> tuple[GpuTensor]:
-        rows, length, inner = memo.get(x.shape, x.shape)
+        rows, words = memo.get(x.shape, x.shape)
         out = dev.empty(x.shape, x.dtype)
         if out.size:
-            _dispatch_rows(dev, site, "softmax.wgsl", rows, [x, out], [rows, length, inner],
-                           LOG=str(log).lower(), T=t)
+            _dispatch_rows(dev, site, "softmax.wgsl", rows, [x, out], words, (SOFTMAX,), LOG=str(log).lower(), T=t)
         return (out,)
 
     return run
@@ -121,18 +135,20 @@ def build_layernorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
         values = {"RMS": str(rms).lower(), **_norm_decls(t, has_bias, stats),
                   "SCALE_AT": f"f32(Scale[{_param_index(s_shape, tail, 'scale')}])",
                   "BIAS_AT": f"f32(Bias[{_param_index(b_shape, tail, 'bias')}])" if b_shape is not None else "0.0"}
-        return math.prod(shape[:a]), math.prod(tail), values, shape[:a] + (1,) * (rank - a)
+        rows = math.prod(shape[:a])
+        words = LAYERNORM.pack(rows=rows, length=math.prod(tail), eps=eps, groups=0, channels_per_group=0, cells=0)
+        return rows, words, values, shape[:a] + (1,) * (rank - a)
 
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor, scale: GpuTensor, bias: GpuTensor | None = None) -> tuple[GpuTensor, ...]:
         b_shape = bias.shape if has_bias and bias is not None else None
-        rows, length, values, stat_shape = memo.get((x.shape, scale.shape, b_shape), x.shape, scale.shape, b_shape)
+        rows, words, values, stat_shape = memo.get((x.shape, scale.shape, b_shape), x.shape, scale.shape, b_shape)
         out = dev.empty(x.shape, x.dtype)
         extra = [dev.empty(stat_shape, np.float32), dev.empty(stat_shape, np.float32)] if stats else []
         if out.size:
             tensors = [x, scale] + ([bias] if b_shape is not None and bias is not None else []) + [out] + extra
-            _dispatch_rows(dev, site, "layernorm.wgsl", rows, tensors, [rows, length, eps, 0], **values)
+            _dispatch_rows(dev, site, "layernorm.wgsl", rows, tensors, words, (LAYERNORM,), **values)
         return (out, *extra)
 
     return run
@@ -147,7 +163,7 @@ def build_groupnorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
     instance = ctx.node.op_type == "InstanceNormalization"
     groups_attr = None if instance else int(ctx.attr("num_groups"))
     per_group = not instance and ctx.opset < 21
-    at = "r % pu(3u)" if per_group else "(r % pu(3u)) * pu(4u) + j / pu(5u)"
+    at = "r % pu(ln_groups)" if per_group else "(r % pu(ln_groups)) * pu(ln_channels_per_group) + j / pu(ln_cells)"
     site = Site(ctx.node.label())
     values = {"RMS": "false", **_norm_decls(t, True), "SCALE_AT": f"f32(Scale[{at}])", "BIAS_AT": f"f32(Bias[{at}])"}
 
@@ -162,8 +178,9 @@ def build_groupnorm(ctx: OpContext, dev: GpuDevice) -> Kernel:
         rows, length = x.shape[0] * groups, c // groups * hw
         out = dev.empty(x.shape, x.dtype)
         if out.size:
-            _dispatch_rows(dev, site, "layernorm.wgsl", rows, [x, scale, bias, out],
-                           [rows, length, eps, groups, c // groups, max(hw, 1)], **values)
+            words = LAYERNORM.pack(rows=rows, length=length, eps=eps, groups=groups, channels_per_group=c // groups,
+                                   cells=max(hw, 1))
+            _dispatch_rows(dev, site, "layernorm.wgsl", rows, [x, scale, bias, out], words, (LAYERNORM,), **values)
         return (out,)
 
     return run
@@ -231,9 +248,12 @@ class Reducer:
         count = math.prod(shape[d] for d in red)
         n = math.prod(out_shape)
         init, update, final, lse = REDUCERS[self.op]
-        prog = self.dev.program("reduce.wgsl", "reduce", WG, KEPT=len(kd), RED=len(rd), LSE=str(lse).lower(),
-                                INIT=init, UPDATE=update, FINAL=final, T=self.t)
-        return out_shape, (prog, [n, count, *kd, *ks, *rd, *rs], ceil_div(n, WG))
+        words = reduce_uniforms(len(kd), len(rd))
+        prog = self.dev.program("reduce.wgsl", "reduce", WG, uniforms=(words,),
+                                by_shape=dict(KEPT=len(kd), RED=len(rd)), LSE=str(lse).lower(), INIT=init,
+                                UPDATE=update, FINAL=final, T=self.t)
+        params = words.pack(n=n, count=count, kept_dims=kd, kept_strides=ks, red_dims=rd, red_strides=rs)
+        return out_shape, (prog, params, ceil_div(n, WG))
 
     def run(self, planned: Any, x: GpuTensor, out: GpuTensor) -> None:
         prog, params, groups = planned
@@ -305,8 +325,8 @@ def build_arg(ctx: OpContext, dev: GpuDevice) -> Kernel:
         a = axis_attr % rank
         out_shape = tuple(1 if d == a else s for d, s in enumerate(shape)) if keep else shape[:a] + shape[a + 1:]
         n = math.prod(out_shape)
-        prog = dev.program("arg.wgsl", "arg", WG, BETTER=f"v {cmp} best", T=t)
-        return out_shape, prog, [n, shape[a], math.prod(shape[a + 1:])], ceil_div(n, WG)
+        prog = dev.program("arg.wgsl", "arg", WG, uniforms=(ARG,), BETTER=f"v {cmp} best", T=t)
+        return out_shape, prog, ARG.pack(n=n, length=shape[a], inner=math.prod(shape[a + 1:])), ceil_div(n, WG)
 
     memo = ShapeMemo(plan)
 
