@@ -24,7 +24,8 @@ instance on all usable cores) unless `--instances` / `--intra-op-threads`
 set them; the peer keeps onnxruntime's default intra-op threads.
 The ratio column is webinfer's throughput over the peer's at the same
 concurrency.  The avg batch column comes from webinfer's own counters
-(Δinferences / Δexecutions on /metrics).
+(Δinferences / Δexecutions on /metrics), ms/row from its compute time
+(Δ webinfer_compute_duration_seconds_sum / Δinferences).
 
 Then a soak (`--soak` requests on `small` batched, concurrency 8: errors,
 answers matched to requests by id, RSS at the start and end from /metrics)
@@ -214,7 +215,7 @@ def load_table(args: argparse.Namespace, ours: str, peer: str | None) -> list[di
             if peer:
                 targets.append(("kserve+onnxruntime", peer, model))
             windows: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in targets}
-            batches = {label: [0.0, 0.0] for label, _, _ in targets}
+            batches = {label: [0.0, 0.0, 0.0] for label, _, _ in targets}
             for _, url, name in targets:
                 asyncio.run(warm_up(url, name, body))
             for _ in range(args.repeats):
@@ -223,7 +224,8 @@ def load_table(args: argparse.Namespace, ours: str, peer: str | None) -> list[di
                     res = asyncio.run(closed_loop(url, name, body, c, args.duration))
                     if before is not None:
                         after = scrape(url)
-                        for i, metric in enumerate(("webinfer_inferences_total", "webinfer_executions_total")):
+                        for i, metric in enumerate(("webinfer_inferences_total", "webinfer_executions_total",
+                                                    "webinfer_compute_duration_seconds_sum")):
                             batches[label][i] += counter(after, metric, name) - counter(before, metric, name)
                     windows[label].append(res)
                     print(f"  {model:<7} c={c:<3} {label:<20} {res['throughput']:8.1f}/s  p50 {res['p50_ms']:8.1f}  "
@@ -234,9 +236,10 @@ def load_table(args: argparse.Namespace, ours: str, peer: str | None) -> list[di
                 res = {k: float(np.median([r[k] for r in runs])) for k in ("throughput", "p50_ms", "p90_ms", "p99_ms")}
                 res.update(requests=sum(r["requests"] for r in runs), errors=sum(r["errors"] for r in runs),
                            windows=len(runs))
-                infers, execs = batches[label]
+                infers, execs, compute_s = batches[label]
                 if label != "kserve+onnxruntime":
                     res["avg_batch"] = infers / execs if execs else float("nan")
+                    res["compute_ms_per_row"] = 1e3 * compute_s / infers if infers else float("nan")
                 point[label] = dict(res, server=label, model=model, concurrency=c)
             peer_tp = point.get("kserve+onnxruntime", {}).get("throughput")
             for r in point.values():
@@ -397,12 +400,13 @@ def main() -> int:
             print(json.dumps(result, indent=2))
         else:
             print(f"\n{'model':<8}{'c':>4}  {'server':<20}{'infer/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-                  f"{'avg batch':>10}{'vs peer':>9}{'errors':>7}")
+                  f"{'avg batch':>10}{'ms/row':>8}{'vs peer':>9}{'errors':>7}")
             for r in result["load"]:
                 ratio = f"{r['ratio_vs_peer']:.2f}" if r.get("ratio_vs_peer") else "-"
                 batch = f"{r['avg_batch']:.2f}" if "avg_batch" in r else "-"
+                per_row = f"{r['compute_ms_per_row']:.1f}" if "compute_ms_per_row" in r else "-"
                 print(f"{r['model']:<8}{r['concurrency']:>4}  {r['server']:<20}{r['throughput']:>9.1f}"
-                      f"{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}{batch:>10}{ratio:>9}"
+                      f"{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}{batch:>10}{per_row:>8}{ratio:>9}"
                       f"{r['errors']:>7}")
         return 0
     finally:
