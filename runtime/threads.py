@@ -251,6 +251,11 @@ def _helpers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, usable_cores() - 1), thread_name_prefix="webinfer-share")
 
 
+if hasattr(os, "register_at_fork"):
+    # A forked child has none of the pool's threads: work queued there would hold its arrays forever.
+    os.register_at_fork(after_in_child=_helpers.cache_clear)
+
+
 def share(parts: int, task: Callable[[int], Any]) -> None:
     """Run `task(0) ... task(parts - 1)` (independent, each releasing the GIL in BLAS) on the calling thread,
     with helper threads taking parts too, up to the run's thread count in all.

@@ -163,3 +163,19 @@ def test_cgroup_quota(fields: list[str], cpus: float | None) -> None:
 def test_usable_cores_at_most_the_affinity() -> None:
     import os
     assert 1 <= threads.usable_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_a_forked_child_gets_its_own_helpers() -> None:
+    """The parent's helper threads do not exist in a fork: the child makes a pool of its own, and shares."""
+    import multiprocessing
+    threads._helpers()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_share_in_child) == list(range(6))
+
+
+def _share_in_child() -> list[int]:
+    done: list[int] = []
+    with threads.limit_runs(2):
+        threads.share(6, done.append)
+    return sorted(done)
