@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -387,14 +387,16 @@ def blocked_matmul(a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
         return cpu_gemm.matmul(a, b)
     parts = -(-k // block)
     step = -(-k // parts)
-    acc: np.ndarray | None = None
-    for k0 in range(0, k, step):
-        part = cpu_gemm.matmul(a[..., k0:k0 + step], b[k0:k0 + step] if b.ndim == 1 else b[..., k0:k0 + step, :])
-        if acc is None:
-            acc = part.astype(np.float64)
-        else:
-            acc += part
-    assert acc is not None
+    return _sum_float64(cpu_gemm.matmul(a[..., k0:k0 + step], b[k0:k0 + step] if b.ndim == 1 else b[..., k0:k0 + step, :])
+                        for k0 in range(0, k, step))
+
+
+def _sum_float64(parts: Iterable[np.ndarray]) -> np.ndarray:
+    """The sum of exact float32 partial products in float64 (where their total may pass 2^24)."""
+    it = iter(parts)
+    acc = next(it).astype(np.float64)
+    for part in it:
+        acc += part
     return acc
 
 
@@ -629,15 +631,7 @@ def exact_conv(xs: np.ndarray, blocks: list[tuple[slice, ConvWeights]], g: Any) 
     float32 when one block, else the blocks' exact products summed in float64."""
     if len(blocks) == 1:
         return conv_compute(xs, blocks[0][1], g)
-    acc: np.ndarray | None = None
-    for channels, pw in blocks:
-        part = conv_compute(xs[:, channels], pw, g)
-        if acc is None:
-            acc = part.astype(np.float64)
-        else:
-            acc += part
-    assert acc is not None
-    return acc
+    return _sum_float64(conv_compute(xs[:, channels], pw, g) for channels, pw in blocks)
 
 
 class IntegerConv:

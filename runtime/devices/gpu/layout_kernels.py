@@ -220,15 +220,7 @@ def build_transpose(ctx: OpContext, dev: GpuDevice) -> Kernel:
         out_shape = tuple(shape[p] for p in perm)
         return out_shape, copier.plan(out_shape, [st[p] for p in perm], 0, contiguous_strides(out_shape), 0)
 
-    memo = ShapeMemo(plan)
-
-    def run(x: GpuTensor) -> tuple[GpuTensor]:
-        out_shape, planned = memo.get(x.shape, x.shape)
-        out = dev.empty(out_shape, x.dtype)
-        copier.run(0, planned, x, out)
-        return (out,)
-
-    return run
+    return _planned_copy(dev, copier, plan)
 
 
 def build_depth_space(ctx: OpContext, dev: GpuDevice) -> Kernel:
@@ -256,6 +248,12 @@ def build_depth_space(ctx: OpContext, dev: GpuDevice) -> Kernel:
         moved = tuple(view[p] for p in perm)
         return out_shape, copier.plan(moved, [st[p] for p in perm], 0, contiguous_strides(moved), 0)
 
+    return _planned_copy(dev, copier, plan)
+
+
+def _planned_copy(dev: GpuDevice, copier: "Strided", plan: Callable[[tuple[int, ...]], tuple[tuple[int, ...], Any]]
+                  ) -> Kernel:
+    """A kernel that is one strided copy, planned once per input shape by `plan` (output shape, copy plan)."""
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor) -> tuple[GpuTensor]:
