@@ -5,8 +5,13 @@
 // plus its explicit pads (never the ceil-mode extension), as ops/pool.py does. MaxPool can also
 // write the flat index of each maximum (the first one on ties), row-major or, with COLUMN, column-major.
 // Storage T is f32 or f16; arithmetic in f32.
+// A window is walked in passes of at most conv_kernels.py's TAPS_PER_PASS taps (one dispatch each):
+// software Vulkan (llvmpipe) silently ends an invocation's loops after 65535 iterations in all, and
+// any driver's watchdog bounds an invocation's time. Between passes each output's running state
+// (acc, count, best as bits) waits in Part, 3 words per output.
 // Uniforms (named: conv_kernels.py's `pool_uniforms`): planes (N*C), cells (output, per plane),
-// in_cells (input, per plane), taps (per window), then `dims`: per spatial dim d, 8 words from
+// in_cells (input, per plane), tap_begin and tap_end (this pass's taps of the window), first and
+// last (1 when this pass starts or ends the window, else 0), then `dims`: per spatial dim d, 8 words from
 // dims + 8d: input size, output size, kernel, stride, dilation, pad begin (i32), counted low (i32),
 // counted high (i32).
 {{UNIFORMS}}
@@ -27,7 +32,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var acc = {{INIT}};
     var best = 0u;
     var count = 0.0;
-    for (var tap = 0u; tap < pu(pl_taps); tap++) {
+    if (pu(pl_first) == 0u) {
+        acc = Part[3u * t];
+        count = Part[3u * t + 1u];
+        best = bitcast<u32>(Part[3u * t + 2u]);
+    }
+    for (var tap = pu(pl_tap_begin); tap < pu(pl_tap_end); tap++) {
         var orem = t % P;
         var krem = tap;
         var at = 0u;
@@ -50,6 +60,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         if (!inside) { continue; }
         let v = f32(X[base + at]);
         {{UPDATE}}
+    }
+    if (pu(pl_last) == 0u) {
+        Part[3u * t] = acc;
+        Part[3u * t + 1u] = count;
+        Part[3u * t + 2u] = bitcast<f32>(best);
+        return;
     }
     Y[t] = {{T}}({{FINAL}});
 {{WRITE_INDEX}}

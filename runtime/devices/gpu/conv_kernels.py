@@ -56,7 +56,19 @@ def _conv_words(n: int, c: int, h: int, w: int, m: int, oh: int, ow: int, group:
 
 def pool_uniforms(spatial: int) -> Uniforms:
     """The words of wgsl/pool.wgsl for `spatial` spatial dims (8 per dim: see the file)."""
-    return Uniforms("pl", ("planes", "cells", "in_cells", "taps", ("dims", 8 * spatial)))
+    return Uniforms("pl", ("planes", "cells", "in_cells", "tap_begin", "tap_end", "first", "last",
+                           ("dims", 8 * spatial)))
+
+
+#: Window taps one pool.wgsl invocation walks per dispatch. llvmpipe counts every loop iteration of an
+#: invocation against one limit of 65535 and silently stops looping past it (a 128x128 window summed
+#: its first 8192 taps: 8 iterations per tap at 2 spatial dims, more at 3, as the tap's decode loops over
+#: the dims); 2048 taps stay well inside it, and bounded work per invocation also keeps huge windows
+#: clear of the watchdogs of other drivers.
+TAPS_PER_PASS = 2048
+
+#: Words per output of pool.wgsl's `Part` (acc, count, best) carried between passes.
+POOL_PART_WORDS = 3
 
 
 def _geometry2(g: Geometry) -> tuple[list[int], int, int]:
@@ -180,8 +192,9 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
     win = read_window(ctx, pool=True)
     kernel = [int(k) for k in ctx.attr("kernel_shape")]
     include_pad = bool(ctx.attr("count_include_pad", 0))
-    site = Site(ctx.node.label())
-    decls = storage_decls([("X", t)], [("Y", t)] + ([("Index", "i32")] if want_index else []))
+    site_label = ctx.node.label()
+    sites = [Site(site_label)]
+    decls = storage_decls([("X", t)], [("Y", t)] + ([("Index", "i32")] if want_index else []) + [("Part", "f32")])
     if is_max:
         values = {"INIT": "-wi_inf()", "UPDATE": "if (v > acc) { acc = v; best = base + select(at, atc, COLUMN); }",
                   "FINAL": "acc"}
@@ -202,17 +215,28 @@ def build_pool(ctx: OpContext, dev: GpuDevice) -> Kernel:
         cells = math.prod(g.out)
         words = pool_uniforms(len(xs) - 2)
         prog = dev.program("pool.wgsl", "main", WG, uniforms=(words,), by_shape=dict(RANK=len(xs) - 2), **values)
-        params = words.pack(planes=planes, cells=cells, in_cells=math.prod(xs[2:]), taps=math.prod(kernel), dims=dims)
-        return xs[:2] + tuple(g.out), prog, params, ceil_div(planes * cells, WG)
+        taps = math.prod(kernel)
+        starts = range(0, taps, TAPS_PER_PASS)
+        while len(sites) < len(starts):
+            sites.append(Site(f"{site_label} pass {len(sites)}"))
+        passes = [(sites[i], words.pack(planes=planes, cells=cells, in_cells=math.prod(xs[2:]), tap_begin=begin,
+                                        tap_end=min(begin + TAPS_PER_PASS, taps), first=int(i == 0),
+                                        last=int(i == len(starts) - 1), dims=dims))
+                  for i, begin in enumerate(starts)]
+        part = (planes * cells if len(passes) > 1 else 1) * POOL_PART_WORDS
+        return xs[:2] + tuple(g.out), prog, passes, part, ceil_div(planes * cells, WG)
 
     memo = ShapeMemo(plan)
 
     def run(x: GpuTensor) -> tuple[GpuTensor, ...]:
-        out_shape, prog, params, groups = memo.get(x.shape, x.shape)
+        out_shape, prog, passes, part_words, groups = memo.get(x.shape, x.shape)
         out = dev.empty(out_shape, x.dtype)
         index = [dev.empty(out_shape, np.dtype(np.int64))] if want_index else []
         if out.size:
-            dev.dispatch(site, prog, [x, out, *index], params, groups)
+            # a single pass never touches Part; it is bound (a few words) because the layout is fixed
+            part = dev.empty((part_words,), np.dtype(np.float32))
+            for pass_site, params in passes:
+                dev.dispatch(pass_site, prog, [x, out, *index, part], params, groups)
         return (out, *index)
 
     return run

@@ -6,7 +6,7 @@ Softmax and the normalizations work on rows ([outer, L, inner] views, no
 transposes) with two schedules: one invocation per row on CPU emulations,
 where barriers are expensive, and one workgroup per row with tree
 reductions in workgroup memory elsewhere.  Reductions run one invocation per
-output element over any set of axes.
+output element over any set of axes, long ones in passes (`ELEMENTS_PER_PASS`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,20 @@ ARG = Uniforms("ag", ("n", "length", "inner"))
 
 def reduce_uniforms(kept: int, reduced: int) -> Uniforms:
     """The words of wgsl/reduce.wgsl for `kept` kept and `reduced` reduced (collapsed) dims."""
-    return Uniforms("rd", ("n", "count", ("kept_dims", kept), ("kept_strides", kept), ("red_dims", reduced),
+    return Uniforms("rd", ("n", "count", "max_begin", "max_end", "sum_begin", "sum_end", "first", "last",
+                           ("kept_dims", kept), ("kept_strides", kept), ("red_dims", reduced),
                            ("red_strides", reduced)))
+
+
+#: Reduced elements one reduce.wgsl invocation walks per dispatch: llvmpipe counts every loop iteration
+#: of an invocation against one limit of 65535 and silently stops looping past it (a 512x512
+#: GlobalAveragePool read zeros); an element's offset loops over the collapsed reduced dims, so 2048
+#: elements stay well inside it, and bounded work per invocation also keeps long reductions clear of
+#: the watchdogs of other drivers.
+ELEMENTS_PER_PASS = 2048
+
+#: Words per output of reduce.wgsl's `Part` (m, acc) carried between passes.
+REDUCE_PART_WORDS = 2
 
 #: Workgroup of the one-workgroup-per-row schedule.
 ROW_WG = 64
@@ -232,7 +244,8 @@ class Reducer:
 
     def __init__(self, dev: GpuDevice, label: str, op: str, t: str):
         self.dev = dev
-        self.site = Site(label)
+        self.label = label
+        self.sites = [Site(label)]
         self.op = op
         self.t = t
 
@@ -252,13 +265,33 @@ class Reducer:
         prog = self.dev.program("reduce.wgsl", "reduce", WG, uniforms=(words,),
                                 by_shape=dict(KEPT=len(kd), RED=len(rd)), LSE=str(lse).lower(), INIT=init,
                                 UPDATE=update, FINAL=final, T=self.t)
-        params = words.pack(n=n, count=count, kept_dims=kd, kept_strides=ks, red_dims=rd, red_strides=rs)
-        return out_shape, (prog, params, ceil_div(n, WG))
+        ranges = self._ranges(count, lse)
+        while len(self.sites) < len(ranges):
+            self.sites.append(Site(f"{self.label} pass {len(self.sites)}"))
+        passes = [(self.sites[i], words.pack(n=n, count=count, max_begin=mb, max_end=me, sum_begin=sb, sum_end=se,
+                                             first=int(i == 0), last=int(i == len(ranges) - 1), kept_dims=kd,
+                                             kept_strides=ks, red_dims=rd, red_strides=rs))
+                  for i, (mb, me, sb, se) in enumerate(ranges)]
+        part = (n if len(passes) > 1 else 1) * REDUCE_PART_WORDS
+        return out_shape, (prog, passes, part, ceil_div(n, WG))
+
+    @staticmethod
+    def _ranges(count: int, lse: bool) -> list[tuple[int, int, int, int]]:
+        """Per pass (max_begin, max_end, sum_begin, sum_end): one pass when `count` fits, else the max
+        passes (log-sum-exp only) with their sum range empty at `count`, then the sum passes."""
+        if count <= ELEMENTS_PER_PASS:
+            return [(0, count if lse else 0, 0, count)]
+        starts = range(0, count, ELEMENTS_PER_PASS)
+        maxes = [(b, min(b + ELEMENTS_PER_PASS, count), count, count) for b in starts] if lse else []
+        return maxes + [(0, 0, b, min(b + ELEMENTS_PER_PASS, count)) for b in starts]
 
     def run(self, planned: Any, x: GpuTensor, out: GpuTensor) -> None:
-        prog, params, groups = planned
+        prog, passes, part_words, groups = planned
         if out.size:
-            self.dev.dispatch(self.site, prog, [x, out], params, groups)
+            # a single pass never touches Part; it is bound (a few words) because the layout is fixed
+            part = self.dev.empty((part_words,), np.dtype(np.float32))
+            for site, params in passes:
+                self.dev.dispatch(site, prog, [x, out, part], params, groups)
 
 
 def build_reduce(ctx: OpContext, dev: GpuDevice) -> Kernel:
