@@ -163,10 +163,11 @@ def _dequantized(ed: GraphEditor, types: GraphTypes, node: Node, x: int) -> Node
     return Node("DequantizeLinear", [node.inputs[x], *params], [out], {}, f"{node.name or out}_dq{x}", "")
 
 
-def _channel_param(ed: GraphEditor, name: str, n: int) -> np.ndarray | None:
-    """The constant float32 view of a per-tensor or per-channel (n values) scale or zero point ('' is 0)."""
+def _channel_param(ed: GraphEditor, name: str, n: int, zero_point: bool = False) -> np.ndarray | None:
+    """The constant float32 view of a per-tensor or per-channel (n values) scale or zero point (an absent
+    zero point is 0)."""
     if not name:
-        return np.zeros(1, np.float32)
+        return np.zeros(1, np.float32) if zero_point else None
     c = ed.const(name)
     return None if c is None or c.size not in (1, n) else c.astype(np.float32).reshape(-1)
 
@@ -202,7 +203,7 @@ def _expand_qlinear_conv(ed: GraphEditor, types: GraphTypes, node: Node) -> None
     bias = ed.const(_present(node, 8)) if _present(node, 8) else None
     if w is None or w.ndim < 3 or (_present(node, 8) and (bias is None or bias.shape != (w.shape[0],))):
         return
-    sw, zw = _channel_param(ed, node.inputs[4], w.shape[0]), _channel_param(ed, _present(node, 5), w.shape[0])
+    sw, zw = _channel_param(ed, node.inputs[4], w.shape[0]), _channel_param(ed, _present(node, 5), w.shape[0], True)
     if sw is None or zw is None or not _per_tensor_activations(ed, node, (1, 6)):
         return
     channel = (-1,) + (1,) * (w.ndim - 1)
@@ -224,7 +225,7 @@ def _expand_qgemm(ed: GraphEditor, types: GraphTypes, node: Node) -> None:
         return
     n = b.shape[0] if trans_b else b.shape[1]
     c = ed.const(_present(node, 6)) if _present(node, 6) else None
-    sb, zb = _channel_param(ed, node.inputs[4], n), _channel_param(ed, _present(node, 5), n)
+    sb, zb = _channel_param(ed, node.inputs[4], n), _channel_param(ed, _present(node, 5), n, True)
     if sb is None or zb is None or (_present(node, 6) and (c is None or c.shape != (n,))) \
             or not _per_tensor_activations(ed, node, (1, 7)):
         return
@@ -244,7 +245,7 @@ def _expand_qlinear_matmul(ed: GraphEditor, types: GraphTypes, node: Node) -> No
     b = ed.const(node.inputs[3])
     if b is None or b.ndim != 2:
         return
-    sb, zb = _channel_param(ed, node.inputs[4], b.shape[1]), _channel_param(ed, node.inputs[5], b.shape[1])
+    sb, zb = _channel_param(ed, node.inputs[4], b.shape[1]), _channel_param(ed, node.inputs[5], b.shape[1], True)
     if sb is None or zb is None or not _per_tensor_activations(ed, node, (1, 6)):
         return
     b_float = ((b.astype(np.float32) - zb) * sb).astype(np.float32)
@@ -266,14 +267,15 @@ def _expand_global_average_pool(ed: GraphEditor, types: GraphTypes, node: Node) 
         _expanded(ed, types, node, [0], "GlobalAveragePool", [], {}, 3)
 
 
-#: The QOperator ops expand_qoperator rewrites, by (domain, op type).
-_QOPERATOR: dict[tuple[str, str], Callable[[GraphEditor, GraphTypes, Node], None]] = {
-    ("", "QLinearConv"): _expand_qlinear_conv,
-    ("", "QLinearMatMul"): _expand_qlinear_matmul,
-    (MS, "QGemm"): _expand_qgemm,
-    (MS, "QLinearAdd"): _expand_binary("Add"),
-    (MS, "QLinearMul"): _expand_binary("Mul"),
-    (MS, "QLinearGlobalAveragePool"): _expand_global_average_pool,
+#: The QOperator ops expand_qoperator rewrites, by (domain, op type): the rewrite and the inputs it indexes
+#: up to (the op's required ones; a node with fewer is left to the op's own checks).
+_QOPERATOR: dict[tuple[str, str], tuple[Callable[[GraphEditor, GraphTypes, Node], None], int]] = {
+    ("", "QLinearConv"): (_expand_qlinear_conv, 8),
+    ("", "QLinearMatMul"): (_expand_qlinear_matmul, 8),
+    (MS, "QGemm"): (_expand_qgemm, 6),
+    (MS, "QLinearAdd"): (_expand_binary("Add"), 7),
+    (MS, "QLinearMul"): (_expand_binary("Mul"), 7),
+    (MS, "QLinearGlobalAveragePool"): (_expand_global_average_pool, 5),
 }
 
 
@@ -291,8 +293,8 @@ def expand_qoperator(ed: GraphEditor, types: GraphTypes) -> None:
     QLinearSigmoid and QLinearLeakyRelu stay: their lookup tables are exact and already one pass.
     """
     for node in ed.nodes():
-        expand = _QOPERATOR.get((node.domain, node.op_type))
-        if expand is not None and ed.alive(node) and len(node.outputs) == 1:
+        expand, arity = _QOPERATOR.get((node.domain, node.op_type), (None, 0))
+        if expand is not None and ed.alive(node) and len(node.outputs) == 1 and len(node.inputs) >= arity:
             expand(ed, types, node)
 
 

@@ -230,6 +230,24 @@ def test_qoperator_matmul_expanded_and_fused_within_one_step(tmp_path: Path) -> 
     assert np.max(np.abs(got - want)) <= 2 * _output_step(model) * 1.0001
 
 
+def test_qlinear_conv_with_fed_weight_not_expanded() -> None:
+    """A QLinearConv whose weight is fed, not constant, keeps its own kernel: exact against onnxruntime."""
+    x = RNG.integers(0, 256, (1, 4, 7, 6)).astype(np.uint8)
+    w = RNG.integers(-128, 128, (5, 4, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("xs", np.array(0.05, np.float32)), ("xz", np.array(120, np.uint8)), ("ws", np.array(0.02, np.float32)),
+        ("wz", np.array(0, np.int8)), ("ys", np.array(0.7, np.float32)), ("yz", np.array(100, np.uint8))]]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "qconv", [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape),
+                                                helper.make_tensor_value_info("w", TensorProto.INT8, w.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fused, _ = _sessions(model)
+    assert _ops(fused) == ["QLinearConv"]
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(fused.run(None, {"x": x, "w": w})[0], ref.run(None, {"x": x, "w": w})[0])
+
+
 # ------------------------------------------------------------ float16 graphs computed in float32
 
 def _half_mlp(keep_io_types: bool) -> onnx.ModelProto:
