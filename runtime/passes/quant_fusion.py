@@ -469,7 +469,7 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
     -> webinfer.QuantizeToGrid (the rewritten Q -> DQ -> activation -> Q of a QDQ graph) -> the product
     with the QuantizeGridThen activation doing the whole chain on its output block, in cache, with the
     same roundings (activations.py: a row built around the activation's row); with anything else after
-    the Mul, the product's QuantizeGridScaled activation does the multiply."""
+    the Mul (or after the activation), the product's QuantizeGridScaled activation does the multiply."""
     for prod in ed.nodes():
         if not ed.alive(prod) or prod.attrs.get("activation") != "QuantizeGrid" or len(prod.outputs) != 1:
             continue
@@ -482,14 +482,15 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
             continue
         act = ed.sole_reader(mul.outputs[0])
         spec = BY_SOURCE.get((act.domain, act.op_type)) if act is not None else None
-        if act is None or spec is None or spec.name not in _THEN or act.inputs[0] != mul.outputs[0]:
-            # the real values themselves are read (a residual Add): scale them in the product's epilogue
+        then = act is not None and spec is not None and spec.name in _THEN and act.inputs[0] == mul.outputs[0]
+        grid = ed.sole_reader(act.outputs[0]) if then else None  # type: ignore[union-attr]
+        if act is None or spec is None or grid is None or grid.domain != DOMAIN or grid.op_type != "QuantizeToGrid" \
+                or grid.inputs[0] != act.outputs[0]:
+            # the real values themselves are read (a residual Add; an activation whose float output a
+            # QOperator file's float GlobalAveragePool also reads): scale them in the product's epilogue
             attrs = {**prod.attrs, "activation": "QuantizeGridScaled", "activation_scale": float(scale.reshape(-1)[0])}
             ed.replace([prod, mul], [Node(prod.op_type, list(prod.inputs), list(mul.outputs), attrs, prod.name,
                                           prod.domain)], prod)
-            continue
-        grid = ed.sole_reader(act.outputs[0])
-        if grid is None or grid.domain != DOMAIN or grid.op_type != "QuantizeToGrid" or grid.inputs[0] != act.outputs[0]:
             continue
         out_scale, z = ed.const(grid.inputs[1]), _scalar_param(ed, grid, 2)
         code = _elem(types, grid.inputs[2])
