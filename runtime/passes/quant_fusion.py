@@ -26,6 +26,10 @@ time linear in the graph.  Rules:
   It is faithful to the float graph up to float32 rounding order, so an
   output may differ from the unfused graph's by one quantisation step where
   the float value lies within rounding of a half step (tests bound that).
+- static QOperator (`quantize_static`, QOperator format): QLinearConv, QLinearMatMul, QGemm,
+  QLinearAdd, QLinearMul and QLinearGlobalAveragePool with constant weights become the
+  DequantizeLinear -> float op -> QuantizeLinear chains of the QDQ file first
+  (`expand_qoperator`), so the QDQ rules take them; the same one-step bound holds.
 """
 
 from __future__ import annotations
