@@ -26,12 +26,16 @@ time linear in the graph.  Rules:
   It is faithful to the float graph up to float32 rounding order, so an
   output may differ from the unfused graph's by one quantisation step where
   the float value lies within rounding of a half step (tests bound that).
+- static QOperator (`quantize_static`, QOperator format): QLinearConv, QLinearMatMul, QGemm,
+  QLinearAdd, QLinearMul and QLinearGlobalAveragePool with constant weights become the
+  DequantizeLinear -> float op -> QuantizeLinear chains of the QDQ file first
+  (`expand_qoperator`), so the QDQ rules take them; the same one-step bound holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Callable, Sequence, TypeGuard
 
 import numpy as np
 
@@ -138,6 +142,164 @@ def dynamic_quantize_to_grid(ed: GraphEditor, types: GraphTypes) -> None:
         for r in readers:
             ed.replace([r], [Node(r.op_type, [grid.outputs[0], r.inputs[1], "", *r.inputs[3:]], list(r.outputs),
                                   {**r.attrs, "a_grid": 1}, r.name, r.domain)], r)
+
+
+# ------------------------------------------------------------ QOperator files
+
+MS = "com.microsoft"
+
+
+def _float_like(types: GraphTypes, name: str, like: str) -> str:
+    """Record `name` as a float32 tensor of `like`'s shape, so the QDQ rules below read its type."""
+    t = types.types.get(like)
+    types.types[name] = TensorType(dtypes.FLOAT, t.shape if isinstance(t, TensorType) else None)
+    return name
+
+
+def _present(node: Node, i: int) -> str:
+    return node.inputs[i] if i < len(node.inputs) else ""
+
+
+def _dequantized(ed: GraphEditor, types: GraphTypes, node: Node, x: int) -> Node:
+    """DequantizeLinear of the QOperator node's input `x` with its scale and zero point (inputs x+1, x+2)."""
+    params = [node.inputs[x + 1]] + ([node.inputs[x + 2]] if _present(node, x + 2) else [])
+    out = _float_like(types, ed.fresh_name(node.inputs[x] + "_float"), node.inputs[x])
+    return Node("DequantizeLinear", [node.inputs[x], *params], [out], {}, f"{node.name or out}_dq{x}", "")
+
+
+def _channel_param(ed: GraphEditor, name: str, n: int, zero_point: bool = False) -> np.ndarray | None:
+    """The constant float32 view of a per-tensor or per-channel (n values) scale or zero point (an absent
+    zero point is 0)."""
+    if not name:
+        return np.zeros(1, np.float32) if zero_point else None
+    c = ed.const(name)
+    return None if c is None or c.size not in (1, n) else c.astype(np.float32).reshape(-1)
+
+
+def _per_tensor_activations(ed: GraphEditor, node: Node, scales: Sequence[int]) -> bool:
+    """Whether the activations' scales and zero points (inputs i, i + 1) are one-value float32 constants,
+    and the last zero point is present (it gives the output its type)."""
+    for i in scales:
+        s = ed.const(_present(node, i))
+        z = ed.const(_present(node, i + 1)) if _present(node, i + 1) else np.zeros(1, np.uint8)
+        if s is None or s.dtype != np.float32 or s.size != 1 or z is None or z.size != 1:
+            return False
+    return bool(_present(node, scales[-1] + 1))
+
+
+def _expanded(ed: GraphEditor, types: GraphTypes, node: Node, reads: Sequence[int], op_type: str,
+              extra: Sequence[str], attrs: dict, y_scale: int) -> None:
+    """Replace `node` by DequantizeLinear of each input in `reads` -> `op_type`(those, *extra) ->
+    QuantizeLinear with the scale and zero point at inputs y_scale, y_scale + 1."""
+    dqs = [_dequantized(ed, types, node, i) for i in reads]
+    y = node.outputs[0]
+    y_float = _float_like(types, ed.fresh_name(y + "_float"), y)
+    body = Node(op_type, [dq.outputs[0] for dq in dqs] + list(extra), [y_float], attrs, node.name, "")
+    q = Node("QuantizeLinear", [y_float, node.inputs[y_scale], node.inputs[y_scale + 1]], [y], {},
+             f"{node.name or y}_q", "")
+    ed.replace([node], [*dqs, body, q], node)
+
+
+def _expand_qlinear_conv(ed: GraphEditor, types: GraphTypes, node: Node) -> None:
+    """QLinearConv(x, sx, zx, w, sw, zw, sy, zy[, B]) with constant w, sw, zw, B -> DequantizeLinear(x)
+    -> Conv((w - zw) sw, B sx sw) -> QuantizeLinear(y)."""
+    w = ed.const(node.inputs[3])
+    bias = ed.const(_present(node, 8)) if _present(node, 8) else None
+    if w is None or w.ndim < 3 or (_present(node, 8) and (bias is None or bias.shape != (w.shape[0],))):
+        return
+    sw, zw = _channel_param(ed, node.inputs[4], w.shape[0]), _channel_param(ed, _present(node, 5), w.shape[0], True)
+    if sw is None or zw is None or not _per_tensor_activations(ed, node, (1, 6)):
+        return
+    channel = (-1,) + (1,) * (w.ndim - 1)
+    w_float = (w.astype(np.float32) - zw.reshape(channel)) * sw.reshape(channel)
+    extra = [ed.add_const(node.inputs[3] + "_float", w_float.astype(np.float32))]
+    if bias is not None:
+        sx = ed.const(node.inputs[1]).astype(np.float32).reshape(-1)  # type: ignore[union-attr]
+        extra.append(ed.add_const(node.inputs[8] + "_float", (bias.astype(np.float32) * (sx * sw)).astype(np.float32)))
+    _expanded(ed, types, node, [0], "Conv", extra, dict(node.attrs), 6)
+
+
+def _expand_qgemm(ed: GraphEditor, types: GraphTypes, node: Node) -> None:
+    """QGemm(A, sa, za, B, sb, zb, C, sy, zy) with constant B, sb, zb, C, A untransposed, beta 1 and a
+    quantised output -> DequantizeLinear(A) -> Gemm(alpha (B - zb) sb, alpha sa sb C) -> QuantizeLinear(Y)."""
+    b = ed.const(node.inputs[3])
+    trans_b = bool(node.attrs.get("transB", 0))
+    if b is None or b.ndim != 2 or node.attrs.get("transA", 0) or node.attrs.get("beta", 1.0) != 1.0 \
+            or not _present(node, 7):
+        return
+    n = b.shape[0] if trans_b else b.shape[1]
+    c = ed.const(_present(node, 6)) if _present(node, 6) else None
+    sb, zb = _channel_param(ed, node.inputs[4], n), _channel_param(ed, _present(node, 5), n, True)
+    if sb is None or zb is None or (_present(node, 6) and (c is None or c.shape != (n,))) \
+            or not _per_tensor_activations(ed, node, (1, 7)):
+        return
+    alpha = np.float32(node.attrs.get("alpha", 1.0))
+    column = (-1, 1) if trans_b else (1, -1)
+    b_float = (b.astype(np.float32) - zb.reshape(column)) * (sb * alpha).reshape(column)
+    extra = [ed.add_const(node.inputs[3] + "_float", b_float.astype(np.float32))]
+    if c is not None:
+        sa = ed.const(node.inputs[1]).astype(np.float32).reshape(-1)  # type: ignore[union-attr]
+        extra.append(ed.add_const(node.inputs[6] + "_float", (c.astype(np.float32) * (alpha * sa * sb)).astype(np.float32)))
+    _expanded(ed, types, node, [0], "Gemm", extra, {"transB": 1} if trans_b else {}, 7)
+
+
+def _expand_qlinear_matmul(ed: GraphEditor, types: GraphTypes, node: Node) -> None:
+    """QLinearMatMul(a, sa, za, b, sb, zb, sy, zy) with a constant matrix b and its parameters per tensor or
+    per column -> DequantizeLinear(a) -> MatMul((b - zb) sb) -> QuantizeLinear(y)."""
+    b = ed.const(node.inputs[3])
+    if b is None or b.ndim != 2:
+        return
+    sb, zb = _channel_param(ed, node.inputs[4], b.shape[1]), _channel_param(ed, node.inputs[5], b.shape[1], True)
+    if sb is None or zb is None or not _per_tensor_activations(ed, node, (1, 6)):
+        return
+    b_float = ((b.astype(np.float32) - zb) * sb).astype(np.float32)
+    _expanded(ed, types, node, [0], "MatMul", [ed.add_const(node.inputs[3] + "_float", b_float)], {}, 6)
+
+
+def _expand_binary(op_type: str) -> Callable[[GraphEditor, GraphTypes, Node], None]:
+    def expand(ed: GraphEditor, types: GraphTypes, node: Node) -> None:
+        if _per_tensor_activations(ed, node, (1, 4, 6)):
+            _expanded(ed, types, node, [0, 3], op_type, [], {}, 6)
+    expand.__doc__ = f"QLinear{op_type}(A, ..., B, ..., C_scale, C_zero_point) -> DequantizeLinear of A and B -> " \
+                     f"{op_type} -> QuantizeLinear(C)."
+    return expand
+
+
+def _expand_global_average_pool(ed: GraphEditor, types: GraphTypes, node: Node) -> None:
+    """QLinearGlobalAveragePool (channels first) -> DequantizeLinear -> GlobalAveragePool -> QuantizeLinear."""
+    if not node.attrs.get("channels_last", 0) and _per_tensor_activations(ed, node, (1, 3)):
+        _expanded(ed, types, node, [0], "GlobalAveragePool", [], {}, 3)
+
+
+#: The QOperator ops expand_qoperator rewrites, by (domain, op type): the rewrite and the inputs it indexes
+#: up to (the op's required ones; a node with fewer is left to the op's own checks).
+_QOPERATOR: dict[tuple[str, str], tuple[Callable[[GraphEditor, GraphTypes, Node], None], int]] = {
+    ("", "QLinearConv"): (_expand_qlinear_conv, 8),
+    ("", "QLinearMatMul"): (_expand_qlinear_matmul, 8),
+    (MS, "QGemm"): (_expand_qgemm, 6),
+    (MS, "QLinearAdd"): (_expand_binary("Add"), 7),
+    (MS, "QLinearMul"): (_expand_binary("Mul"), 7),
+    (MS, "QLinearGlobalAveragePool"): (_expand_global_average_pool, 5),
+}
+
+
+def expand_qoperator(ed: GraphEditor, types: GraphTypes) -> None:
+    """The QOperator ops of onnxruntime's `quantize_static(quant_format=QOperator)` files -> their
+    DequantizeLinear -> float op -> QuantizeLinear equivalents (the QDQ file of the same model), which
+    the rules below then fuse as they fuse QDQ files.  Only nodes whose weights and parameters are
+    constants, activations quantised per tensor, 8-bit, are rewritten.
+
+    The float graph is what the QOperator ops approximate, not what onnxruntime's kernels compute bit
+    for bit: they requantise an exact integer sum with one folded scale (QLinearConv, QGemm), or scale
+    each operand by its ratio to the output scale (QLinearAdd), so an output whose value lies within
+    float32 rounding of a half step may land one quantisation step away.  The op tests run the ops
+    themselves (exact against onnxruntime); model tests bound the difference (one output quantum).
+    QLinearSigmoid and QLinearLeakyRelu stay: their lookup tables are exact and already one pass.
+    """
+    for node in ed.nodes():
+        expand, arity = _QOPERATOR.get((node.domain, node.op_type), (None, 0))
+        if expand is not None and ed.alive(node) and len(node.outputs) == 1 and len(node.inputs) >= arity:
+            expand(ed, types, node)
 
 
 # ------------------------------------------------------------ static QDQ
@@ -311,7 +473,7 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
     -> webinfer.QuantizeToGrid (the rewritten Q -> DQ -> activation -> Q of a QDQ graph) -> the product
     with the QuantizeGridThen activation doing the whole chain on its output block, in cache, with the
     same roundings (activations.py: a row built around the activation's row); with anything else after
-    the Mul, the product's QuantizeGridScaled activation does the multiply."""
+    the Mul (or after the activation), the product's QuantizeGridScaled activation does the multiply."""
     for prod in ed.nodes():
         if not ed.alive(prod) or prod.attrs.get("activation") != "QuantizeGrid" or len(prod.outputs) != 1:
             continue
@@ -324,14 +486,15 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
             continue
         act = ed.sole_reader(mul.outputs[0])
         spec = BY_SOURCE.get((act.domain, act.op_type)) if act is not None else None
-        if act is None or spec is None or spec.name not in _THEN or act.inputs[0] != mul.outputs[0]:
-            # the real values themselves are read (a residual Add): scale them in the product's epilogue
+        then = act is not None and spec is not None and spec.name in _THEN and act.inputs[0] == mul.outputs[0]
+        grid = ed.sole_reader(act.outputs[0]) if then else None  # type: ignore[union-attr]
+        if act is None or spec is None or grid is None or grid.domain != DOMAIN or grid.op_type != "QuantizeToGrid" \
+                or grid.inputs[0] != act.outputs[0]:
+            # the real values themselves are read (a residual Add; an activation whose float output a
+            # QOperator file's float GlobalAveragePool also reads): scale them in the product's epilogue
             attrs = {**prod.attrs, "activation": "QuantizeGridScaled", "activation_scale": float(scale.reshape(-1)[0])}
             ed.replace([prod, mul], [Node(prod.op_type, list(prod.inputs), list(mul.outputs), attrs, prod.name,
                                           prod.domain)], prod)
-            continue
-        grid = ed.sole_reader(act.outputs[0])
-        if grid is None or grid.domain != DOMAIN or grid.op_type != "QuantizeToGrid" or grid.inputs[0] != act.outputs[0]:
             continue
         out_scale, z = ed.const(grid.inputs[1]), _scalar_param(ed, grid, 2)
         code = _elem(types, grid.inputs[2])
@@ -350,7 +513,7 @@ def fuse_grid_activation(ed: GraphEditor, types: GraphTypes) -> None:
         ed.replace([prod, mul, act, grid], [fused], prod)
 
 
-RULES = [fuse_dynamic_matmul, dynamic_quantize_to_grid, fuse_qdq_products, quantize_to_grid, fuse_grid_activation]
+RULES = [expand_qoperator, fuse_dynamic_matmul, dynamic_quantize_to_grid, fuse_qdq_products, quantize_to_grid, fuse_grid_activation]
 
 
 def fuse_quantized(graph: Graph, types: GraphTypes) -> tuple[Graph, dict[str, int]]:

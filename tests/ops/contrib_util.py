@@ -25,23 +25,28 @@ def contrib_model(nodes: Sequence[onnx.NodeProto], feed: dict[str, np.ndarray], 
                              opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MS, 1)])
 
 
-def run_pair(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> tuple[list[Any], list[Any]]:
-    """(webinfer's outputs with strict shape checks, single-threaded onnxruntime's)."""
+def run_pair(model: onnx.ModelProto, feed: dict[str, np.ndarray],
+             level: int = webinfer.GraphOptimizationLevel.ORT_ENABLE_ALL) -> tuple[list[Any], list[Any]]:
+    """(webinfer's outputs with strict shape checks, single-threaded onnxruntime's); `level` BASIC runs
+    the ops' own kernels where a fusion would rewrite them."""
     data = model.SerializeToString()
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     ref = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(None, feed)
-    ours = webinfer.InferenceSession(data, webinfer.SessionOptions(strict_shape_checks=True)).run(None, feed)
+    options = webinfer.SessionOptions(strict_shape_checks=True, graph_optimization_level=level)
+    ours = webinfer.InferenceSession(data, options).run(None, feed)
     return ours, ref
 
 
 def one_node(op_type: str, feed: dict[str, np.ndarray], initializers: dict[str, np.ndarray] | None = None,
-             inputs: Sequence[str] | None = None, n_out: int = 1, **attrs: Any) -> tuple[list[Any], list[Any]]:
-    """Run one com.microsoft node in both runtimes; `inputs` orders the names ('' = absent)."""
+             inputs: Sequence[str] | None = None, n_out: int = 1,
+             level: int = webinfer.GraphOptimizationLevel.ORT_ENABLE_ALL, **attrs: Any) -> tuple[list[Any], list[Any]]:
+    """Run one com.microsoft node in both runtimes (webinfer at optimization `level`); `inputs` orders
+    the names ('' = absent)."""
     names = list(inputs) if inputs is not None else list(feed) + list(initializers or {})
     outs = [f"y{i}" for i in range(n_out)]
     node = helper.make_node(op_type, names, outs, domain=MS, name="n", **attrs)
-    return run_pair(contrib_model([node], feed, outs, initializers), feed)
+    return run_pair(contrib_model([node], feed, outs, initializers), feed, level)
 
 
 def assert_quantized_equal(ours: np.ndarray, ref: np.ndarray) -> None:

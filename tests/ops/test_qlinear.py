@@ -1,5 +1,9 @@
 """onnxruntime's QOperator ops (com.microsoft) against onnxruntime on random data.
 
+The ops run at optimization level BASIC (`KERNELS`): at the default level quant_fusion.py expands
+QOperator nodes into float ops between Q/DQ, which the model tests cover; here the kernels
+themselves are compared.
+
 Tolerance: quantized outputs agree exactly but for values whose float32 result sits on a
 rounding boundary, where summation order or a fused multiply-add in MLAS tips the rounding:
 at most one quantum, on at most 1% of the values (`assert_quantized_equal`).  Float outputs
@@ -19,6 +23,8 @@ from webinfer.errors import WebinferError
 from .contrib_util import MS, assert_quantized_equal, contrib_model, one_node
 
 RNG = np.random.default_rng(12)
+#: The optimization level that runs each op's own kernel (no QOperator expansion).
+KERNELS = webinfer.GraphOptimizationLevel.ORT_ENABLE_BASIC
 DTYPES = [np.uint8, np.int8]
 
 
@@ -50,7 +56,7 @@ def test_binary(op: str, dtype: type, shapes: tuple[tuple[int, ...], tuple[int, 
     feed = {"A": _q(dtype, *shapes[0]), "B": _q(dtype, *shapes[1])}
     params = {"as": _scale(), "az": _zp(dtype), "bs": _scale(), "bz": _zp(dtype),
               "cs": _scale(0.02, 0.08 if op == "QLinearAdd" else 0.2), "cz": _zp(dtype)}
-    ours, ref = one_node(op, feed, params, ["A", "as", "az", "B", "bs", "bz", "cs", "cz"])
+    ours, ref = one_node(op, feed, params, ["A", "as", "az", "B", "bs", "bz", "cs", "cz"], level=KERNELS)
     assert_quantized_equal(ours[0], ref[0])
 
 
@@ -59,7 +65,7 @@ def test_binary(op: str, dtype: type, shapes: tuple[tuple[int, ...], tuple[int, 
 def test_lookup_activations(op: str, attrs: dict, dtype: type) -> None:
     feed = {"X": _q(dtype, 2, 3, 11, 7)}
     params = {"xs": _scale(0.02, 0.06), "xz": _zp(dtype), "ys": _scale(0.003, 0.02), "yz": _zp(dtype)}
-    ours, ref = one_node(op, feed, params, ["X", "xs", "xz", "ys", "yz"], **attrs)
+    ours, ref = one_node(op, feed, params, ["X", "xs", "xz", "ys", "yz"], level=KERNELS, **attrs)
     assert_quantized_equal(ours[0], ref[0])
 
 
@@ -70,7 +76,7 @@ def test_global_average_pool(dtype: type, channels_last: int, shape: tuple[int, 
     feed = {"X": _q(dtype, *shape)}
     params = {"xs": _scale(), "xz": _zp(dtype), "ys": _scale(0.005, 0.01), "yz": _zp(dtype)}
     ours, ref = one_node("QLinearGlobalAveragePool", feed, params, ["X", "xs", "xz", "ys", "yz"],
-                         channels_last=channels_last)
+                         channels_last=channels_last, level=KERNELS)
     assert_quantized_equal(ours[0], ref[0])
 
 
@@ -85,7 +91,7 @@ def test_global_average_pool(dtype: type, channels_last: int, shape: tuple[int, 
 def test_average_pool(dtype: type, attrs: dict) -> None:
     feed = {"X": _q(dtype, 2, 3, 9, 8)}
     params = {"xs": _scale(), "xz": _zp(dtype), "ys": _scale(0.005, 0.01), "yz": _zp(dtype)}
-    ours, ref = one_node("QLinearAveragePool", feed, params, ["X", "xs", "xz", "ys", "yz"], **attrs)
+    ours, ref = one_node("QLinearAveragePool", feed, params, ["X", "xs", "xz", "ys", "yz"], level=KERNELS, **attrs)
     assert_quantized_equal(ours[0], ref[0])
 
 
@@ -98,7 +104,7 @@ def test_concat(dtype: type, axis: int) -> None:
     params = {"ys": ys, "yz": yz, "s0": ys, "z0": yz,  # the first input already has Y's parameters
               "s1": _scale(), "z1": _zp(dtype), "s2": _scale(), "z2": _zp(dtype)}
     names = ["ys", "yz"] + [n for i in range(3) for n in (f"x{i}", f"s{i}", f"z{i}")]
-    ours, ref = one_node("QLinearConcat", feed, params, names, axis=axis)
+    ours, ref = one_node("QLinearConcat", feed, params, names, axis=axis, level=KERNELS)
     assert_quantized_equal(ours[0], ref[0])
 
 
@@ -121,7 +127,7 @@ def test_qgemm(a_dtype: type, b_dtype: type, trans: tuple[int, int], per_column:
     if quantized_out:
         params.update(ys=_scale(2.0, 4.0), yz=_zp(a_dtype))
         names += ["ys", "yz"]
-    ours, ref = one_node("QGemm", feed, params, names, transA=ta, transB=tb, alpha=0.75)
+    ours, ref = one_node("QGemm", feed, params, names, transA=ta, transB=tb, alpha=0.75, level=KERNELS)
     if quantized_out:
         assert_quantized_equal(ours[0], ref[0])
     else:
@@ -142,7 +148,7 @@ def test_dynamic_quantize_matmul(b_dtype: type, per_column: bool, with_bias: boo
     if with_bias:
         params["bias"] = RNG.normal(0, 1, n).astype(np.float32)
         names.append("bias")
-    ours, ref = one_node("DynamicQuantizeMatMul", feed, params, names)
+    ours, ref = one_node("DynamicQuantizeMatMul", feed, params, names, level=KERNELS)
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-6, atol=1e-4)
 
 

@@ -38,10 +38,11 @@ def strided_mode() -> bool:
 
 
 def run_both(model: onnx.ModelProto, feed: dict[str, np.ndarray],
-             providers: Sequence[str] = ("cpu",)) -> tuple[list[Any], list[Any]]:
-    """Outputs of webinfer (strict shape checks on) and of onnxruntime for the same feed."""
+             providers: Sequence[str] = ("cpu",),
+             level: int = webinfer.GraphOptimizationLevel.ORT_ENABLE_ALL) -> tuple[list[Any], list[Any]]:
+    """Outputs of webinfer (strict shape checks on, optimization `level`) and of onnxruntime for the same feed."""
     data = model.SerializeToString()
-    options = webinfer.SessionOptions(strict_shape_checks=True)
+    options = webinfer.SessionOptions(strict_shape_checks=True, graph_optimization_level=level)
     ours = webinfer.InferenceSession(data, options, providers=list(providers)).run(None, feed)
     ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feed)
     return ours, ref

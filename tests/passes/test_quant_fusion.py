@@ -114,7 +114,8 @@ def _float_mlp(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def _qdq_model(tmp_path: Path, mlp: bool = False) -> onnx.ModelProto:
+def _qdq_model(tmp_path: Path, mlp: bool = False, qoperator: bool = False) -> onnx.ModelProto:
+    """The float CNN or MLP through onnxruntime's quantize_static, in QDQ or QOperator format."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     src, out = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
@@ -128,7 +129,8 @@ def _qdq_model(tmp_path: Path, mlp: bool = False) -> onnx.ModelProto:
         def get_next(self) -> dict[str, Any] | None:
             return next(self.feeds, None)
 
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    fmt = QuantFormat.QOperator if qoperator else QuantFormat.QDQ
+    quantize_static(str(src), str(out), Reader(), quant_format=fmt, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return onnx.load(str(out))
 
@@ -174,6 +176,76 @@ def test_qdq_matmul_fused_within_one_step(tmp_path: Path) -> None:
     got, want = fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0]
     assert np.max(np.abs(got - want)) <= 2 * step * 1.0001
     assert np.max(np.abs(got - ref.run(None, {"x": x})[0])) <= 3 * step * 1.0001
+
+
+#: The QOperator ops expand_qoperator rewrites (the others stay: their kernels are exact lookups).
+_EXPANDED = {"QLinearConv", "QLinearMatMul", "com.microsoft.QGemm", "com.microsoft.QLinearAdd",
+             "com.microsoft.QLinearMul", "com.microsoft.QLinearGlobalAveragePool"}
+
+
+def _output_step(model: onnx.ModelProto) -> float:
+    """The scale of the DequantizeLinear giving the model's first output: one step of its values."""
+    dq = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
+    assert dq.op_type == "DequantizeLinear"
+    return float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == dq.input[1])))
+
+
+def test_qoperator_cnn_expanded_and_fused_within_one_step(tmp_path: Path) -> None:
+    """The QOperator file (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, QGemm) takes the QDQ fast
+    path: no QOperator node is left, every conv is a FusedConv on the grid.  Each QLinearConv output
+    differs from the unfused graph's (onnxruntime's kernels, op tests) by at most one step, on at most
+    2% of its elements; the logits stay within two output steps and agree with onnxruntime's top-1."""
+    model = _qdq_model(tmp_path, qoperator=True)
+    ops = [f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph.node]
+    assert {"QLinearConv", "com.microsoft.QLinearAdd", "com.microsoft.QLinearGlobalAveragePool",
+            "com.microsoft.QGemm"} <= set(ops)
+    conv_q = [n.output[0] for n in model.graph.node if n.op_type == "QLinearConv"]
+    assert len(conv_q) == 3
+    model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in conv_q)
+    fused, plain = _sessions(model)
+    assert not _EXPANDED & set(_ops(fused)) and _ops(fused).count("webinfer.FusedConv") == 3
+    step = _output_step(model)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seed in range(4):
+        x = np.random.default_rng(seed).standard_normal((1, 3, 13, 11)).astype(np.float32)
+        got, want, theirs = fused.run(None, {"x": x}), plain.run(None, {"x": x}), ref.run(None, {"x": x})
+        for g, w in zip(got[1:], want[1:]):
+            assert g.dtype == w.dtype == np.uint8
+            diff = np.abs(g.astype(np.int32) - w.astype(np.int32))
+            assert diff.max() <= 1 and np.mean(diff != 0) <= 0.02
+        assert np.argmax(got[0]) == np.argmax(theirs[0])
+        assert np.max(np.abs(got[0] - want[0])) <= 2 * step * 1.0001
+
+
+def test_qoperator_matmul_expanded_and_fused_within_one_step(tmp_path: Path) -> None:
+    """QLinearMatMul and QLinearAdd become FusedMatMuls on the grid; the output stays within two
+    steps of the unfused graph's (onnxruntime's kernels)."""
+    model = _qdq_model(tmp_path, mlp=True, qoperator=True)
+    assert "QLinearMatMul" in {n.op_type for n in model.graph.node}
+    fused, plain = _sessions(model)
+    ops = _ops(fused)
+    assert not _EXPANDED & set(ops) and ops.count("webinfer.FusedMatMul") == 2
+    x = RNG.standard_normal((2, 5, 24)).astype(np.float32)
+    got, want = fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0]
+    assert np.max(np.abs(got - want)) <= 2 * _output_step(model) * 1.0001
+
+
+def test_qlinear_conv_with_fed_weight_not_expanded() -> None:
+    """A QLinearConv whose weight is fed, not constant, keeps its own kernel: exact against onnxruntime."""
+    x = RNG.integers(0, 256, (1, 4, 7, 6)).astype(np.uint8)
+    w = RNG.integers(-128, 128, (5, 4, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("xs", np.array(0.05, np.float32)), ("xz", np.array(120, np.uint8)), ("ws", np.array(0.02, np.float32)),
+        ("wz", np.array(0, np.int8)), ("ys", np.array(0.7, np.float32)), ("yz", np.array(100, np.uint8))]]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "qconv", [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape),
+                                                helper.make_tensor_value_info("w", TensorProto.INT8, w.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fused, _ = _sessions(model)
+    assert _ops(fused) == ["QLinearConv"]
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(fused.run(None, {"x": x, "w": w})[0], ref.run(None, {"x": x, "w": w})[0])
 
 
 # ------------------------------------------------------------ float16 graphs computed in float32
