@@ -5,7 +5,7 @@ import { renderGraph, renderHistogram } from "./graph.mjs";
 const $ = (id) => document.getElementById(id);
 const DEMO_MODEL_URL = new URL("./models/ppocr_det.onnx", import.meta.url);
 const SAMPLE_URL = new URL("./sample.png", import.meta.url);
-const STAGE_ORDER = ["pyodide", "numpy", "webinfer", "kernels", "webgpu", "model", "first-run"];
+const STAGE_ORDER = ["pyodide", "webinfer", "kernels", "webgpu", "model", "first-run"];
 
 /** Promise-based requests to the worker; progress messages go to `onProgress`. */
 class WorkerClient {
@@ -564,7 +564,7 @@ async function start() {
     state.providers = asked.split(",");
   }
   const webgpu = state.providers.includes("webgpu");
-  const stageBase = { pyodide: 0, numpy: 0.3, webinfer: 0.45, kernels: 0.5, ready: 0.52 };
+  const stageBase = { pyodide: 0, webinfer: 0.45, kernels: 0.5, ready: 0.52 };
   // Python is loaded ("ready"): the worker opens webinfer's WebGPU device next, before any session.
   state.worker = new WorkerClient(
     new URL("./worker.mjs", import.meta.url),
