@@ -245,8 +245,8 @@ async function toPng(file) {
 }
 
 // --------------------------------------------------------------- models
-async function loadSession(bytes, name) {
-  return state.worker.call("load", { bytes: bytes.slice(0), name, providers: state.providers });
+async function loadSession(bytes, name, describe = true) {
+  return state.worker.call("load", { bytes: bytes.slice(0), name, providers: state.providers, describe });
 }
 
 function afterLoad(summary) {
@@ -427,7 +427,7 @@ function selectedSummary() {
 
 function showGraph() {
   const s = selectedSummary();
-  if (!s) return;
+  if (!s?.info) return;  // the demo model's info comes after its first result (describe)
   $("graph-title").textContent = `of ${s.name}`;
   const gpu = s.nodes_gpu ? `, ${s.nodes_gpu} on the GPU` : "";
   $("graph-summary").textContent =
@@ -594,7 +594,8 @@ async function start() {
     state.demoBytes = await modelBytes;
     stages.modelFetchWait = performance.now() - t;
     t = performance.now();
-    state.demo = await loadSession(state.demoBytes, "ppocr_det.onnx");
+    // The graph view's info and layout come after the first result (describe), not before it.
+    state.demo = await loadSession(state.demoBytes, "ppocr_det.onnx", false);
     stages.modelLoad = performance.now() - t;
     afterLoad(state.demo);
     await setImage(await sample);
@@ -604,6 +605,7 @@ async function start() {
     await runDetection("first run", 1);
     stages.firstRun = performance.now() - t;
     state.timings.stages = stages;
+    Object.assign(state.demo, await state.worker.call("describe", { id: state.demo.id }));
     showGraph();
     setProgress("ready", "Ready", 1);
     document.body.dataset.state = "ready";

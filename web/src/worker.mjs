@@ -5,8 +5,9 @@
 // single-threaded and a run must not interleave with another).
 //   init {webgpu}               -> {versions, adapter, loadMs, timings} (webinfer's WebGPU device is opened
 //                                  here unless webgpu is false; timings: ms per loading stage)
-//   load {bytes, name, providers, providerOptions?} -> model summary (interface, providers used, placement,
-//                                  nodes on the GPU, graph)
+//   load {bytes, name, providers, providerOptions?, describe?} -> model summary (interface, providers used,
+//                                  placement, nodes on the GPU; with describe (default) also info and graph)
+//   describe {id}               -> {info, graph} of a loaded model (what load with describe: false left out)
 //   run {id, shapes, npy, repeats} -> outputs summary + latency
 //   detect {id, png, repeats}   -> text boxes + latency + probability map (Float32Array)
 //   release {id}
@@ -54,7 +55,9 @@ const handlers = {
       providers: m.providers,
       adapter_problem: m.providers.includes("webgpu") && !adapter.available ? adapter.problem : null,
       provider_options: m.providerOptions ?? null,
+      describe: m.describe ?? true,
     }),
+  describe: (m) => callPython(pyodide, demo.api_describe, { id: m.id }),
   run: (m) => callPython(pyodide, demo.api_run, { id: m.id, shapes: m.shapes, npy: m.npy, repeats: m.repeats }),
   detect: (m) => callPython(pyodide, demo.api_detect, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
   release: (m) => callPython(pyodide, demo.api_release, { id: m.id }),
