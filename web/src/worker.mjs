@@ -23,6 +23,11 @@ let queue = Promise.resolve();
 
 async function init({ webgpu = true }) {
   const t0 = performance.now();
+  // Fetched while Pyodide loads: it is imported as soon as webinfer is.
+  const demoSource = fetch(new URL("./webinfer_demo.py", import.meta.url)).then((r) => {
+    if (!r.ok) throw new Error(`GET webinfer_demo.py answered ${r.status} ${r.statusText}`);
+    return r.text();
+  });
   let timings = {};
   pyodide = await loadWebinfer({
     onProgress: (p) => {
@@ -31,8 +36,7 @@ async function init({ webgpu = true }) {
     },
   });
   let t = performance.now();
-  const source = await (await fetch(new URL("./webinfer_demo.py", import.meta.url))).text();
-  pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", source);
+  pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", await demoSource);
   demo = pyodide.pyimport("webinfer_demo");
   timings.demo = performance.now() - t;
   // webinfer opens its WebGPU device (navigator.gpu, behind the timeout) once, before any session: a
