@@ -5,8 +5,10 @@
 Opens the demo page with `?providers=cpu` (the WebGPU adapter is not asked
 for: what a browser without WebGPU gets) in a fresh browser context each
 time (empty HTTP cache), and prints, per visit and as medians: Chromium's
-start (once, listed apart); the page's script starting (ms from navigation)
-and its worker's (its module imports); the worker's stages: Pyodide
+start (once, listed apart); the page's script starting (ms from navigation:
+`page`, off the critical path since index.html starts the worker itself) and
+the worker beginning to load Pyodide (ms from navigation: `worker`); the
+worker's stages: Pyodide
 and the numpy and webinfer wheels (fetched while it starts, installed once
 it is up: `pyodide`), `import numpy, webinfer` (`webinfer`), the wasm kernels compiled and warmed
 up (`kernels`), the demo module, the WebGPU adapter (0: not asked for);
