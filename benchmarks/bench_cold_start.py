@@ -5,10 +5,12 @@
 Opens the demo page with `?providers=cpu` (the WebGPU adapter is not asked
 for: what a browser without WebGPU gets) in a fresh browser context each
 time (empty HTTP cache), and prints, per visit and as medians: Chromium's
-start (once, listed apart); the page's script starting (ms from navigation)
-and its worker's (its module imports); the worker's stages: Pyodide
-(`pyodide`), the numpy and webinfer wheels fetched and installed (`numpy`),
-`import numpy, webinfer` (`webinfer`), the wasm kernels compiled and warmed
+start (once, listed apart); the page's script starting (ms from navigation:
+`page`, off the critical path since index.html starts the worker itself) and
+the worker beginning to load Pyodide (ms from navigation: `worker`); the
+worker's stages: Pyodide
+and the numpy and webinfer wheels (fetched while it starts, installed once
+it is up: `pyodide`), `import numpy, webinfer` (`webinfer`), the wasm kernels compiled and warmed
 up (`kernels`), the demo module, the WebGPU adapter (0: not asked for);
 then waiting for the model's bytes (fetched in parallel from the start),
 the session load, the first detection, and the page's own marks: runtime
@@ -17,6 +19,8 @@ visit in the same context shows what the HTTP cache adds.
 `--compare-without-bytecode` also serves a copy of the bundle with the .py-only
 stdlib and wheels (what it shipped before bytecode was compiled ahead) and
 alternates visits between the two, so both see the same machine load.
+`--baseline DIR` does the same with an earlier build's web/dist copied to DIR
+(`cp -r web/dist DIR` before a change): a before/after of the change.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import build_wasm  # noqa: E402
 from tests.browser.harness import DemoServer, launch_options  # noqa: E402
 
 #: The breakdown's columns: the worker's stages (webinfer.mjs STAGES, then the adapter), then the page's.
+#: `numpy` (the wheels loaded after Pyodide) is only in builds before they were loaded with it (--baseline).
 STAGES = ["page", "worker", "pyodide", "numpy", "webinfer", "kernels", "demo", "webgpu", "modelFetchWait",
           "modelLoad", "firstRun"]
 
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="fresh-context visits (each followed by a cached one)")
     p.add_argument("--compare-without-bytecode", action="store_true",
                    help="also the same bundle with .py-only stdlib and wheels, visits alternating")
+    p.add_argument("--baseline", type=Path, help="also an earlier build's web/dist copied here, visits alternating")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -94,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     #: variant -> (fresh visits, cached visits)
     results: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        dists = {"bytecode": dist}
+        dists = {"build": dist}
+        if args.baseline:
+            if not (args.baseline / "index.html").is_file():
+                p.error(f"--baseline {args.baseline}: no index.html there (copy a built web/dist)")
+            dists["baseline"] = args.baseline
         if args.compare_without_bytecode:
             dists["no-bytecode"] = without_bytecode(dist, Path(tmp) / "dist")
         urls = {name: stack.enter_context(DemoServer(d)).url for name, d in dists.items()}

@@ -251,13 +251,17 @@ class Graph:
 
 
 def node_subgraphs(node: Node) -> list[Graph]:
-    """Graphs held in a node's attributes (If branches, Loop/Scan bodies)."""
+    """Graphs held in a node's attributes (If branches, Loop/Scan bodies).
+
+    Called for every node by each pass, the planner and shape inference, so it looks only at a list's
+    first item: an ONNX list attribute holds one type (GRAPHS lists hold graphs, the others none).
+    """
     out: list[Graph] = []
     for v in node.attrs.values():
         if isinstance(v, Graph):
             out.append(v)
-        elif isinstance(v, list):
-            out.extend(g for g in v if isinstance(g, Graph))
+        elif isinstance(v, list) and v and isinstance(v[0], Graph):
+            out.extend(v)
     return out
 
 

@@ -33,7 +33,7 @@ def gpu_ops() -> set[tuple[str, str]]:
 def table() -> str:
     gpu = gpu_ops()
     rows = ["| op | domain | family | registered since opset | WebGPU kernel |", "|---|---|---|---|---|"]
-    for (domain, name), versions in sorted(REGISTRY.ops.items(), key=lambda kv: (kv[0][0], kv[0][1].lower())):
+    for (domain, name), versions in sorted(REGISTRY.complete().ops.items(), key=lambda kv: (kv[0][0], kv[0][1].lower())):
         family = versions[-1].build.__module__.rsplit(".", 1)[-1]
         sinces = ", ".join(str(v.since) for v in versions)
         rows.append(f"| {name} | {domain or 'ai.onnx'} | {family} | {sinces} | {'yes' if (domain, name) in gpu else '-'} |")

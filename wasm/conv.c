@@ -5,8 +5,9 @@
 // multiply-adds per output, too few for a GEMM to pay, and numpy in Pyodide (no BLAS) runs the band and
 // einsum formulations of ops/conv.py at well under 1 GFLOP/s.  Here each channel's plane is copied into a
 // zero-bordered scratch plane (the caller's buffer, `sw_` floats a row), so the taps need no bounds
-// checks; then every output row is computed 16 (then 4) columns at a time, the taps' weights splatted
-// and the inputs loaded straight (stride 1) or deinterleaved from two loads (stride 2).
+// checks; then every output row is computed 16 columns at a time, the rest (stride 1) two rows by two
+// vectors at a time, the taps' weights splatted and the inputs loaded straight (stride 1) or deinterleaved from two
+// loads (stride 2).
 
 #include "simd_math.h"
 
@@ -16,17 +17,78 @@ static inline v128_t load_s(const float *p, u32 s) {
     return wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0, 2, 4, 6);
 }
 
+// Columns c .. c + 4 * nv - 1 (the last ones may lie past ow and are not stored) of output rows r and, with
+// nr == 2, r + 1 (xr: row r's first padded input row, rstep floats to row r + 1's): nr * nv independent
+// accumulators in one pass over the taps (nv, nr: 1 or 2, constants once inlined).
+static inline __attribute__((always_inline)) void tail_pass(const float *xr, u32 rstep, u32 wp, float *yr, u32 ow,
+                                                            u32 c, u32 nv, u32 nr, const float *w, u32 kh, u32 kw,
+                                                            u32 sw, float b, u32 act, v128_t p0, v128_t p1) {
+    v128_t a0 = SPLAT(b), a1 = a0, b0 = a0, b1 = a0;
+    for (u32 i = 0; i < kh; i++) {
+        const float *xi = xr + i * wp + c * sw, *xi2 = xi + rstep;
+        for (u32 j = 0; j < kw; j++) {
+            v128_t t = SPLAT(w[i * kw + j]);
+            a0 = MADD(load_s(xi + j, sw), t, a0);
+            if (nv == 2) a1 = MADD(load_s(xi + j + 4 * sw, sw), t, a1);
+            if (nr == 2) b0 = MADD(load_s(xi2 + j, sw), t, b0);
+            if (nr == 2 && nv == 2) b1 = MADD(load_s(xi2 + j + 4 * sw, sw), t, b1);
+        }
+    }
+    for (u32 k = 0; k < nr; k++) {
+        float *o = yr + k * ow + c;
+        v128_t v0 = act4(k ? b0 : a0, act, p0, p1);
+        if (c + 4 <= ow) wasm_v128_store(o, v0); else store_lanes(o, v0, ow - c);
+        if (nv == 2) {
+            v128_t v1 = act4(k ? b1 : a1, act, p0, p1);
+            if (c + 8 <= ow) wasm_v128_store(o + 4, v1); else store_lanes(o + 4, v1, ow - c - 4);
+        }
+    }
+}
+
+// The columns from c0 (past the last 16-wide block) to ow, of every output row: two rows and two vectors
+// at a time.  One vector at a time was one chain of dependent multiply-adds, latency-bound, and a 7- or
+// 14-wide layer (all of MobileNet's 5x5 ones) is nothing but this tail.  Column stride 1 only (see `plane`).
+// Not inlined into every activation's `plane`: the activation is applied per store, so one copy per kernel
+// size serves them all.
+static inline __attribute__((always_inline)) void tail_body(const float *xp, u32 wp, float *y, u32 oh, u32 ow,
+                                                            u32 c0, const float *w, u32 kh, u32 kw, u32 sh,
+                                                            u32 sw, float b, u32 act, v128_t p0, v128_t p1) {
+    for (u32 r = 0; r < oh; r += 2) {
+        const float *xr = xp + r * sh * wp;
+        float *yr = y + r * ow;
+        u32 two_rows = r + 1 < oh;
+        for (u32 c = c0; c < ow; c += 8) {
+            u32 two_vectors = c + 4 < ow;
+            if (two_rows && two_vectors) tail_pass(xr, sh * wp, wp, yr, ow, c, 2, 2, w, kh, kw, sw, b, act, p0, p1);
+            else if (two_rows) tail_pass(xr, sh * wp, wp, yr, ow, c, 1, 2, w, kh, kw, sw, b, act, p0, p1);
+            else if (two_vectors) tail_pass(xr, sh * wp, wp, yr, ow, c, 2, 1, w, kh, kw, sw, b, act, p0, p1);
+            else tail_pass(xr, sh * wp, wp, yr, ow, c, 1, 1, w, kh, kw, sw, b, act, p0, p1);
+        }
+    }
+}
+
+#define TAIL_FN(NAME, KH, KW)                                                                                 \
+    static __attribute__((noinline)) void NAME(const float *xp, u32 wp, float *y, u32 oh, u32 ow, u32 c0,      \
+                                               const float *w, u32 kh, u32 kw, u32 sh, float b, u32 act,       \
+                                               v128_t p0, v128_t p1) {                                          \
+        tail_body(xp, wp, y, oh, ow, c0, w, KH ? KH : kh, KW ? KW : kw, sh, 1, b, act, p0, p1);               \
+    }
+TAIL_FN(tail_3x3, 3, 3)
+TAIL_FN(tail_5x5, 5, 5)
+TAIL_FN(tail_any, 0, 0)
+
 // One channel: y[oh, ow] = act(b + sum_ij w[i, j] * xp[r * sh + i, c * sw + j]) over the padded plane xp
-// (row stride wp).  The scratch row is wide enough for every 4-column vector, the last partial one too.
+// (row stride wp): 16 columns at a time with four accumulators, then the rest (`tail_body` for stride 1).  The scratch
+// row is wide enough for every 4-column vector, the last partial one too.
 static inline __attribute__((always_inline)) void plane(const float *xp, u32 wp, float *__restrict y, u32 oh,
                                                         u32 ow, const float *__restrict w, u32 kh, u32 kw, u32 sh,
                                                         u32 sw, float b,
                                                         u32 act, v128_t p0, v128_t p1) {
+    u32 c0 = ow / 16 * 16;
     for (u32 r = 0; r < oh; r++) {
         const float *xr = xp + r * sh * wp;
         float *yr = y + r * ow;
-        u32 c = 0;
-        for (; c + 16 <= ow; c += 16) {
+        for (u32 c = 0; c < c0; c += 16) {
             v128_t a0 = SPLAT(b), a1 = a0, a2 = a0, a3 = a0;
             for (u32 i = 0; i < kh; i++) {
                 const float *xi = xr + i * wp + c * sw;
@@ -43,7 +105,20 @@ static inline __attribute__((always_inline)) void plane(const float *xp, u32 wp,
             wasm_v128_store(yr + c + 8, act4(a2, act, p0, p1));
             wasm_v128_store(yr + c + 12, act4(a3, act, p0, p1));
         }
-        for (; c < ow; c += 4) {
+    }
+    if (c0 == ow) return;
+    if (sw == 1) {
+        if (kh == 3 && kw == 3) tail_3x3(xp, wp, y, oh, ow, c0, w, kh, kw, sh, b, act, p0, p1);
+        else if (kh == 5 && kw == 5) tail_5x5(xp, wp, y, oh, ow, c0, w, kh, kw, sh, b, act, p0, p1);
+        else tail_any(xp, wp, y, oh, ow, c0, w, kh, kw, sh, b, act, p0, p1);
+        return;
+    }
+    // Column stride 2: two loads and a shuffle per vector keep one chain busy enough (the two-row tail
+    // measured slower there).
+    for (u32 r = 0; r < oh; r++) {
+        const float *xr = xp + r * sh * wp;
+        float *yr = y + r * ow;
+        for (u32 c = c0; c < ow; c += 4) {
             v128_t a = SPLAT(b);
             for (u32 i = 0; i < kh; i++) {
                 const float *xi = xr + i * wp + c * sw;

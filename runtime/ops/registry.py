@@ -134,7 +134,19 @@ class OpDef:
 
 @dataclass
 class Registry:
+    """The op table.  `ops` holds the families imported so far; `complete()` imports the rest (see
+    ops/__init__.py: the rarely used ones wait for the first lookup none of the others answers)."""
+
     ops: dict[tuple[str, str], list[OpDef]] = field(default_factory=dict)
+    #: Imports the families not in `ops` yet; None once they are.
+    pending: Callable[[], None] | None = field(default=None, repr=False)
+
+    def complete(self) -> Registry:
+        """Every family registered: for whoever lists the whole table, and for a lookup that missed."""
+        load, self.pending = self.pending, None
+        if load is not None:
+            load()
+        return self
 
     def add(self, d: OpDef) -> None:
         versions = self.ops.setdefault((d.domain, d.op_type), [])
@@ -146,6 +158,8 @@ class Registry:
     def lookup(self, node: Node, opset: int) -> OpDef:
         """The registration serving `node` at `opset`, or a clear error."""
         versions = self.ops.get((node.domain, node.op_type))
+        if not versions and self.pending is not None:
+            versions = self.complete().ops.get((node.domain, node.op_type))
         if not versions:
             raise UnsupportedOpError(
                 f"{node.label()}: op {node.domain + '.' if node.domain else ''}{node.op_type} is not supported "

@@ -122,6 +122,18 @@ def test_load_and_run_summaries() -> None:
         demo_py.load(b"garbage", "bad.onnx", ["cpu"])
 
 
+def test_load_without_describe_then_describe() -> None:
+    """The page's first model loads without the info and graph layout; `describe_session` adds the same
+    ones a describing load gives."""
+    full = demo_py.load(small_model(), "small.onnx", ["cpu"])
+    quick = demo_py.load(small_model(), "small.onnx", ["cpu"], describe=False)
+    assert "info" not in quick and "graph" not in quick
+    extra = demo_py.describe_session(quick["id"])
+    assert extra["info"] == full["info"] and extra["graph"] == full["graph"]
+    assert extra["info"]["nodes"] >= 1 and extra["info"]["op_histogram"]
+    assert demo_py.SESSIONS[quick["id"]].summary["info"] == full["info"]
+
+
 def test_init_webgpu_describes_the_adapter_or_why_not() -> None:
     """The worker's first call: natively it opens wgpu-py's device (the same `init_webgpu` as in the browser)."""
     from webinfer.devices.gpu import open_device

@@ -15,8 +15,7 @@ export const PYODIDE_VERSION = "0.27.7";
 
 /** The stages `onProgress` reports, in order, with the share of the total load time each usually takes. */
 export const STAGES = [
-  { stage: "pyodide", weight: 0.6, message: "Loading the Python runtime (Pyodide)" },
-  { stage: "numpy", weight: 0.25, message: "Loading numpy and webinfer" },
+  { stage: "pyodide", weight: 0.85, message: "Loading the Python runtime (Pyodide), numpy and webinfer" },
   { stage: "webinfer", weight: 0.1, message: "Importing webinfer" },
   { stage: "kernels", weight: 0.05, message: "Compiling the WebAssembly kernels" },
 ];
@@ -62,19 +61,18 @@ export async function loadWebinfer(options = {}) {
   };
   const indexURL = options.indexURL ?? (await defaultIndexURL());
   report(0);
+  // The wheels are named here rather than loaded afterwards: Pyodide then fetches them as soon as its lock
+  // file is in, while its own wasm compiles and its interpreter starts, and installs them once it is up
+  // (numpy first, as webinfer depends on it). A loadPackage after loadPyodide fetched them only then.
   const pyodide = await loadPyodide({
     indexURL,
+    packages: ["numpy", "webinfer", ...(options.packages ?? [])],
     stdout: options.stdout ?? ((line) => console.log(line)),
     stderr: options.stderr ?? ((line) => console.warn(line)),
   });
-  // Package loading messages ("Loading numpy", "Loaded numpy") go to the console, not the page.
-  const quiet = { messageCallback: () => {}, errorCallback: (m) => console.warn(m) };
   report(1);
-  // One call: Pyodide fetches the wheels in parallel, then installs them (numpy first, as webinfer depends on it).
-  await pyodide.loadPackage(["numpy", "webinfer", ...(options.packages ?? [])], quiet);
-  report(2);
   await pyodide.runPythonAsync("import numpy, webinfer");
-  report(3);
+  report(2);
   // The WebAssembly kernels (GEMM, GELU), compiled asynchronously (never blocking the page, whatever an
   // engine's cap on synchronous compiles) on Pyodide's own memory and warmed up; numpy where they cannot run.
   await pyodide.runPythonAsync("await webinfer.init_wasm()");

@@ -152,6 +152,8 @@ class Loaded:
     session: webinfer.InferenceSession
     name: str
     summary: dict[str, Any]
+    #: The file, for `describe` (its node count, opsets and FLOPs are the file's, before optimization).
+    model_bytes: bytes
 
 
 SESSIONS: dict[int, Loaded] = {}
@@ -258,8 +260,12 @@ async def init_webgpu(timeout_s: float) -> dict[str, Any]:
 
 
 def load(model_bytes: bytes, name: str, providers: list[str], adapter_problem: str | None = None,
-         provider_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+         provider_options: dict[str, dict[str, Any]] | None = None, describe: bool = True) -> dict[str, Any]:
     """Create a session and describe it for the page: interface, providers, placement, graph.
+
+    `describe=False` leaves out what `describe` adds (the file's info and the graph's layout): the
+    page's first model then shows its first result without waiting for them (parsing the file again
+    for its info took a quarter of the model load in Pyodide), and asks for them afterwards.
 
     `adapter_problem` is the page's reason for not asking for WebGPU (no
     `navigator.gpu`, `requestAdapter()` timed out, ...); the session is then
@@ -285,21 +291,33 @@ def load(model_bytes: bytes, name: str, providers: list[str], adapter_problem: s
     if "webgpu" in requested and "webgpu" not in used:
         notice = CPU_FALLBACK_NOTICE + (f" ({problem})" if problem else "")
     placement = session.get_placement()
-    info = model_info(load_model(model_bytes))
     summary = {
         "name": name, "bytes": len(model_bytes), "load_ms": load_ms,
         "inputs": [_arg(a) for a in session.get_inputs()], "outputs": [_arg(a) for a in session.get_outputs()],
         "requested_providers": requested, "providers": used, "notice": notice,
         "nodes_total": len(placement), "nodes_gpu": sum(1 for d in placement.values() if d == "webgpu"),
         "fallback_reasons": session.device_stats()["fallback_reasons"],
-        "info": {k: info[k] for k in ("producer", "ir_version", "opsets", "nodes", "op_histogram", "parameters",
-                                      "parameter_bytes", "flops", "flops_known_part")},
-        "graph": layout_graph(session),
     }
     sid = max(SESSIONS, default=0) + 1
-    SESSIONS[sid] = Loaded(session, name, summary)
+    SESSIONS[sid] = Loaded(session, name, summary, model_bytes)
     summary["id"] = sid
+    if describe:
+        summary.update(describe_session(sid))
     return summary
+
+
+def describe_session(sid: int) -> dict[str, Any]:
+    """The rest of a loaded model's summary (also merged into it): the file's info (producer, opsets,
+    node count, op histogram, parameters, FLOPs) and the optimized graph's layout for the graph view."""
+    loaded = SESSIONS[sid]
+    info = model_info(load_model(loaded.model_bytes))
+    extra = {
+        "info": {k: info[k] for k in ("producer", "ir_version", "opsets", "nodes", "op_histogram", "parameters",
+                                      "parameter_bytes", "flops", "flops_known_part")},
+        "graph": layout_graph(loaded.session),
+    }
+    loaded.summary.update(extra)
+    return extra
 
 
 def make_feed(session: webinfer.InferenceSession, shapes: dict[str, list[int]], npy: dict[str, bytes],
@@ -426,7 +444,11 @@ async def api_init_webgpu(msg: Any) -> Any:
 async def api_load(msg: Any) -> Any:
     m = msg.to_py()
     return _to_js(_clean(load(bytes(m["bytes"]), m["name"], list(m["providers"]), m.get("adapter_problem"),
-                              m.get("provider_options"))))
+                              m.get("provider_options"), bool(m.get("describe", True)))))
+
+
+async def api_describe(msg: Any) -> Any:
+    return _to_js(_clean(describe_session(int(msg.to_py()["id"]))))
 
 
 async def api_run(msg: Any) -> Any:

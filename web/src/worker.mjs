@@ -3,10 +3,12 @@
 // Protocol (page -> worker): {reqId, type, ...args}; replies {reqId, ok, result | error}; while
 // loading, {type: "progress", ...} messages. Requests run one at a time, in order (Python is
 // single-threaded and a run must not interleave with another).
-//   init {webgpu}               -> {versions, adapter, loadMs, timings} (webinfer's WebGPU device is opened
-//                                  here unless webgpu is false; timings: ms per loading stage)
-//   load {bytes, name, providers, providerOptions?} -> model summary (interface, providers used, placement,
-//                                  nodes on the GPU, graph)
+//   init {webgpu}               -> {versions, adapter, loadMs, timings, startedAt} (webinfer's WebGPU device
+//                                  is opened here unless webgpu is false; timings: ms per loading stage;
+//                                  loading starts with the worker: startedAt, epoch ms)
+//   load {bytes, name, providers, providerOptions?, describe?} -> model summary (interface, providers used,
+//                                  placement, nodes on the GPU; with describe (default) also info and graph)
+//   describe {id}               -> {info, graph} of a loaded model (what load with describe: false left out)
 //   run {id, shapes, npy, repeats} -> outputs summary + latency
 //   detect {id, png, repeats}   -> text boxes + latency + probability map (Float32Array)
 //   face {id, png, repeats}     -> faces (boxes, keypoints) + latency (face_demo.py, imported on first use)
@@ -32,18 +34,28 @@ async function faceModule() {
   return faceDemo;
 }
 
+// Pyodide, numpy and webinfer start loading as soon as this module runs, not when the page's init request
+// comes (the page's own modules load meanwhile); so does the demo's Python module, imported right after.
+const t0 = performance.now();
+let timings = {};
+const loading = loadWebinfer({
+  onProgress: (p) => {
+    if (p.timings) timings = p.timings;
+    postMessage({ type: "progress", ...p });
+  },
+});
+const demoSource = fetch(new URL("./webinfer_demo.py", import.meta.url)).then((r) => {
+  if (!r.ok) throw new Error(`GET webinfer_demo.py answered ${r.status} ${r.statusText}`);
+  return r.text();
+});
+// Their failures reach the page through init, which awaits them (not as unhandled rejections before it).
+loading.catch(() => {});
+demoSource.catch(() => {});
+
 async function init({ webgpu = true }) {
-  const t0 = performance.now();
-  let timings = {};
-  pyodide = await loadWebinfer({
-    onProgress: (p) => {
-      if (p.timings) timings = p.timings;
-      postMessage({ type: "progress", ...p });
-    },
-  });
+  pyodide = await loading;
   let t = performance.now();
-  const source = await (await fetch(new URL("./webinfer_demo.py", import.meta.url))).text();
-  pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", source);
+  pyodide.FS.writeFile("/home/pyodide/webinfer_demo.py", await demoSource);
   demo = pyodide.pyimport("webinfer_demo");
   timings.demo = performance.now() - t;
   // webinfer opens its WebGPU device (navigator.gpu, behind the timeout) once, before any session: a
@@ -54,7 +66,8 @@ async function init({ webgpu = true }) {
     ? await callPython(pyodide, demo.api_init_webgpu, { timeout_s: ADAPTER_TIMEOUT_S })
     : { available: false, problem: "not opened: the page started with ?providers=cpu (reload without it for WebGPU)" };
   timings.webgpu = performance.now() - t;
-  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0, timings };
+  return { versions: versions(pyodide), adapter, loadMs: performance.now() - t0, timings,
+           startedAt: performance.timeOrigin + t0 };
 }
 
 const handlers = {
@@ -66,7 +79,9 @@ const handlers = {
       providers: m.providers,
       adapter_problem: m.providers.includes("webgpu") && !adapter.available ? adapter.problem : null,
       provider_options: m.providerOptions ?? null,
+      describe: m.describe ?? true,
     }),
+  describe: (m) => callPython(pyodide, demo.api_describe, { id: m.id }),
   run: (m) => callPython(pyodide, demo.api_run, { id: m.id, shapes: m.shapes, npy: m.npy, repeats: m.repeats }),
   detect: (m) => callPython(pyodide, demo.api_detect, { id: m.id, png: new Uint8Array(m.png), repeats: m.repeats }),
   face: async (m) =>
