@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import models as model_builder  # noqa: E402  (tools/models.py)
 
 import webinfer  # noqa: E402
-from webinfer.bench import ort_session, session_options  # noqa: E402
+from webinfer.bench import ort_session, session_options, time_alternating  # noqa: E402
 
 
 def _minilm_feed(seq: int) -> dict[str, np.ndarray]:
@@ -91,17 +91,7 @@ def bench_case(name: str, threads: int, runs: int, warmup: int, providers: list[
     err = max(d / (m + 1e-12) for d, m in diffs)
     if name in PER_CALL:
         runs, warmup = runs * PER_CALL_RUNS, warmup * PER_CALL_RUNS
-    for _ in range(warmup):
-        ours.run(None, feed)
-        ref.run(None, feed)
-    t_ours, t_ref = [], []
-    for _ in range(runs):
-        t0 = clock()
-        ours.run(None, feed)
-        t_ours.append((clock() - t0) * 1e3)
-        t0 = clock()
-        ref.run(None, feed)
-        t_ref.append((clock() - t0) * 1e3)
+    t_ours, t_ref = time_alternating(lambda: ours.run(None, feed), lambda: ref.run(None, feed), runs, warmup, clock)
     med_o, med_r = statistics.median(t_ours), statistics.median(t_ref)
     return {"case": name, "threads": threads, "webinfer_median_ms": med_o, "onnxruntime_median_ms": med_r,
             "webinfer_p90_ms": float(np.percentile(t_ours, 90)), "onnxruntime_p90_ms": float(np.percentile(t_ref, 90)),

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import models as model_builder  # noqa: E402  (tools/models.py)
 
 import webinfer  # noqa: E402
-from webinfer.bench import ort_session, session_options  # noqa: E402
+from webinfer.bench import ort_session, session_options, time_alternating  # noqa: E402
 
 #: Random images the classifiers' top-1 agreement is counted over.
 CLASSIFIER_INPUTS = 8
@@ -105,17 +105,7 @@ def bench_file(case: Case, kind: str, threads: int, runs: int, warmup: int,
     acc_ours = _accuracy(case, [ours.run(None, f)[case.output] for f in feeds], reference)
     acc_ref = _accuracy(case, [ref.run(None, f)[case.output] for f in feeds], reference)
     feed = feeds[0]
-    for _ in range(warmup):
-        ours.run(None, feed)
-        ref.run(None, feed)
-    t_ours, t_ref = [], []
-    for _ in range(runs):
-        t0 = clock()
-        ours.run(None, feed)
-        t_ours.append((clock() - t0) * 1e3)
-        t0 = clock()
-        ref.run(None, feed)
-        t_ref.append((clock() - t0) * 1e3)
+    t_ours, t_ref = time_alternating(lambda: ours.run(None, feed), lambda: ref.run(None, feed), runs, warmup, clock)
     return {"kind": kind, "file": path.name, "size_mb": len(data) / 1e6, "accuracy_webinfer": acc_ours,
             "accuracy_onnxruntime": acc_ref, "webinfer_ms": statistics.median(t_ours),
             "onnxruntime_ms": statistics.median(t_ref)}

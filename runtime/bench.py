@@ -58,6 +58,24 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> Timing:
     return Timing(out, first)
 
 
+def time_alternating(ours: Callable[[], Any], ref: Callable[[], Any], runs: int, warmup: int,
+                     clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], list[float]]:
+    """Milliseconds of `runs` calls of each of two runtimes, taken in turn after `warmup` calls of each,
+    so that load drifting on a shared machine hits both alike (`clock`: e.g. time.thread_time)."""
+    for _ in range(warmup):
+        ours()
+        ref()
+    t_ours, t_ref = [], []
+    for _ in range(runs):
+        t0 = clock()
+        ours()
+        t_ours.append((clock() - t0) * 1e3)
+        t0 = clock()
+        ref()
+        t_ref.append((clock() - t0) * 1e3)
+    return t_ours, t_ref
+
+
 def peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes allocated (Python objects and numpy buffers) during one call."""
     tracemalloc.start()
