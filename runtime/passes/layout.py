@@ -31,7 +31,13 @@ BROADCAST = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu", "Clip", "
 
 
 def sink_transposes(graph: Graph) -> Graph:
-    """Move Transposes below layout-agnostic ops and fold Transpose chains (cancelling inverses)."""
+    """Move Transposes below layout-agnostic ops and fold Transpose chains (cancelling inverses).
+
+    A graph without a Transpose (most CNN exports) is returned before the editor is built: the pass runs
+    on every graph at load, as `fuse_quantized` does with its triggers.
+    """
+    if not any(n.op_type == "Transpose" for n in graph.nodes):
+        return graph
     editor = GraphEditor(graph)
     for _ in range(8):
         changed = False
