@@ -9,7 +9,7 @@ within float32 rounding of a half step: bounded below.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -135,6 +135,23 @@ def _qdq_model(tmp_path: Path, mlp: bool = False, qoperator: bool = False) -> on
     return onnx.load(str(out))
 
 
+def _conv_outputs_within_one_step(model: onnx.ModelProto, fused: Any, plain: Any
+                                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """On 4 random inputs of the CNN: each quantised conv output (outputs 1...) of `fused` is within one
+    step of `plain`'s on at most 2% of its elements, and the logits (output 0) agree with onnxruntime's
+    top-1; yields (fused, plain) logits per input for the caller's own bound on them."""
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seed in range(4):
+        x = np.random.default_rng(seed).standard_normal((1, 3, 13, 11)).astype(np.float32)
+        got, want, theirs = fused.run(None, {"x": x}), plain.run(None, {"x": x}), ref.run(None, {"x": x})
+        for g, w in zip(got[1:], want[1:]):
+            assert g.dtype == w.dtype == np.uint8
+            diff = np.abs(g.astype(np.int32) - w.astype(np.int32))
+            assert diff.max() <= 1 and np.mean(diff != 0) <= 0.02
+        assert np.argmax(got[0]) == np.argmax(theirs[0])
+        yield got[0], want[0]
+
+
 def test_qdq_conv_fused_within_one_step(tmp_path: Path) -> None:
     """Every conv is fused; each quantised tensor the graph outputs differs from the unfused graph's by at
     most one step, on at most 2% of its elements; the logits stay within two steps of the last
@@ -148,16 +165,8 @@ def test_qdq_conv_fused_within_one_step(tmp_path: Path) -> None:
     fused, plain = _sessions(model)
     assert "webinfer.FusedConv" in _ops(fused) and all(n.attrs.get("activation") == "QuantizeGrid"
                                                        for n in fused._main.graph.nodes if n.op_type == "FusedConv")
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for seed in range(4):
-        x = np.random.default_rng(seed).standard_normal((1, 3, 13, 11)).astype(np.float32)
-        got, want, theirs = fused.run(None, {"x": x}), plain.run(None, {"x": x}), ref.run(None, {"x": x})
-        for g, w in zip(got[1:], want[1:]):
-            assert g.dtype == w.dtype == np.uint8
-            diff = np.abs(g.astype(np.int32) - w.astype(np.int32))
-            assert diff.max() <= 1 and np.mean(diff != 0) <= 0.02
-        assert np.argmax(got[0]) == np.argmax(theirs[0])
-        np.testing.assert_allclose(got[0], want[0], atol=0.05 * float(np.abs(want[0]).max()))
+    for got, want in _conv_outputs_within_one_step(model, fused, plain):
+        np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))
 
 
 def test_qdq_matmul_fused_within_one_step(tmp_path: Path) -> None:
@@ -205,16 +214,8 @@ def test_qoperator_cnn_expanded_and_fused_within_one_step(tmp_path: Path) -> Non
     fused, plain = _sessions(model)
     assert not _EXPANDED & set(_ops(fused)) and _ops(fused).count("webinfer.FusedConv") == 3
     step = _output_step(model)
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for seed in range(4):
-        x = np.random.default_rng(seed).standard_normal((1, 3, 13, 11)).astype(np.float32)
-        got, want, theirs = fused.run(None, {"x": x}), plain.run(None, {"x": x}), ref.run(None, {"x": x})
-        for g, w in zip(got[1:], want[1:]):
-            assert g.dtype == w.dtype == np.uint8
-            diff = np.abs(g.astype(np.int32) - w.astype(np.int32))
-            assert diff.max() <= 1 and np.mean(diff != 0) <= 0.02
-        assert np.argmax(got[0]) == np.argmax(theirs[0])
-        assert np.max(np.abs(got[0] - want[0])) <= 2 * step * 1.0001
+    for got, want in _conv_outputs_within_one_step(model, fused, plain):
+        assert np.max(np.abs(got - want)) <= 2 * step * 1.0001
 
 
 def test_qoperator_matmul_expanded_and_fused_within_one_step(tmp_path: Path) -> None:
