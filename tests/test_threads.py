@@ -153,6 +153,52 @@ def test_products_on_both_sides_of_the_threshold_match_onnxruntime(requested: in
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("view", ["transposed", "sliced", "reversed"])
+def test_shared_products_take_strided_feeds(view: str) -> None:
+    """The shared product (both MatMuls over SHARE_WORK, odd sizes) on non-contiguous feeds: a transposed
+    x, every other column of a wider array, or rows in reverse order; the runtime v likewise."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(7)
+    m, k, n, p = 301, 509, 1031, 257
+    w = helper.make_tensor("w", TensorProto.FLOAT, [k, n], rng.standard_normal((k, n)).astype(np.float32).ravel())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("MatMul", ["y", "v"], ["z"])],
+                              "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k]),
+                                     helper.make_tensor_value_info("v", TensorProto.FLOAT, [n, p])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+    def strided(shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+        if view == "transposed":
+            return (scale * rng.standard_normal(shape[::-1])).astype(np.float32).T
+        if view == "sliced":
+            return (scale * rng.standard_normal((shape[0], 2 * shape[1]))).astype(np.float32)[:, ::2]
+        return (scale * rng.standard_normal(shape)).astype(np.float32)[::-1]
+
+    feed = {"x": strided((m, k)), "v": strided((n, p), 1 / 16)}
+    assert not feed["x"].flags.c_contiguous and not feed["v"].flags.c_contiguous
+    assert m * k * n >= threads.SHARE_WORK and m * n * p >= threads.SHARE_WORK
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    got = webinfer.InferenceSession(model, webinfer.SessionOptions(intra_op_num_threads=2)).run(None, feed)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_shared_accumulate_takes_a_transposed_operand(transposed: bool) -> None:
+    """C += A @ B over SHARE_WORK in column bands, with A or B given as a transposed view (odd sizes)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((257, 257)).astype(np.float32)
+    b = rng.standard_normal((1029, 257)).astype(np.float32).T
+    if transposed:
+        a = np.ascontiguousarray(a.T).T
+        b = np.ascontiguousarray(b)
+    c = rng.standard_normal((257, 1029)).astype(np.float32)
+    want = c.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    assert 257 * 257 * 1029 >= threads.SHARE_WORK
+    with threads.limit_runs(2):
+        blas.accumulate(a, b, c)
+    np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("fields, cpus", [(["max", "100000"], None), (["-1", "100000"], None),
                                           (["150000", "100000"], 1.5), (["200000", "100000"], 2.0),
                                           (["bogus"], None), (["0", "100000"], None)])
